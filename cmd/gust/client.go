@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/gateway"
+	"github.com/gustfaas/gust/internal/fnbuild"
+)
+
+// describeError renders an error for the terminal: a gateway's message and
+// the field it names, or the error as is.
+func describeError(err error) string {
+	var ge *gust.Error
+	if errors.As(err, &ge) {
+		return ge.Message + describeErrorPrefix(ge.Field)
+	}
+	return err.Error()
+}
+
+// clientFlags are the flags every client verb takes.
+type clientFlags struct {
+	gateway   string
+	namespace string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.gateway, "gateway", envOr("GUST_GATEWAY", "http://127.0.0.1:8080"), "gateway URL ($GUST_GATEWAY)")
+	fs.StringVar(&c.namespace, "namespace", "", "namespace (default "+gust.DefaultNamespace+")")
+}
+
+func (c *clientFlags) client() *gateway.Client { return gateway.NewClient(c.gateway) }
+
+// kvFlag collects repeated K=V flags.
+type kvFlag map[string]string
+
+func (k kvFlag) String() string { return "" }
+func (k kvFlag) Set(s string) error {
+	key, val, ok := strings.Cut(s, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", s)
+	}
+	k[key] = val
+	return nil
+}
+
+var buildCommand = &Command{
+	Name:  "build",
+	Usage: "DIR --tag IMAGE",
+	Short: "build a Go function folder into a FROM scratch image",
+	Long: `Compiles the Go main package in DIR (CGO_ENABLED=0) and builds a
+FROM scratch image holding it, through the Docker Engine API: no registry
+and no docker CLI needed.`,
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		tag := fs.String("tag", "", "image name and tag, e.g. hello:latest (required)")
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one DIR")
+			}
+			if *tag == "" {
+				return usagef("--tag is required")
+			}
+			rt, err := openRuntimeForBuild(ctx)
+			if err != nil {
+				return err
+			}
+			defer rt.Close()
+			if err := fnbuild.Build(ctx, rt, args[0], *tag, os.Stderr); err != nil {
+				return err
+			}
+			fmt.Printf("built %s\n", *tag)
+			return nil
+		}
+	},
+}
+
+var deployCommand = &Command{
+	Name:  "deploy",
+	Usage: "--name NAME --image IMAGE [--env K=V]... [--label K=V]... [--memory 128Mi]",
+	Short: "deploy (or redeploy) a function",
+	Long: `Scaling labels (see README): com.openfaas.scale.min, com.openfaas.scale.max,
+gust.concurrency, gust.idle-timeout, gust.timeout, gust.health.`,
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var cf clientFlags
+		cf.register(fs)
+		name := fs.String("name", "", "function name (required)")
+		image := fs.String("image", "", "image (required)")
+		memory := fs.String("memory", "", "memory limit, e.g. 128Mi")
+		cpu := fs.String("cpu", "", "CPU limit, e.g. 0.5")
+		env, labels, annotations := kvFlag{}, kvFlag{}, kvFlag{}
+		fs.Var(env, "env", "environment variable K=V (repeatable)")
+		fs.Var(labels, "label", "label K=V (repeatable)")
+		fs.Var(annotations, "annotation", "annotation K=V (repeatable)")
+		update := fs.Bool("update", false, "fail if the function does not exist (PUT)")
+		return func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected arguments: %v", args)
+			}
+			spec := gust.FunctionSpec{Service: *name, Image: *image, Namespace: cf.namespace,
+				EnvVars: env, Labels: labels, Annotations: annotations}
+			if *memory != "" || *cpu != "" {
+				spec.Limits = &gust.FunctionResources{Memory: *memory, CPU: *cpu}
+			}
+			fmt.Fprintf(os.Stderr, "deploying %s (%s); waiting for its first instance...\n", *name, *image)
+			if err := cf.client().Deploy(ctx, spec, *update); err != nil {
+				return err
+			}
+			fmt.Printf("deployed %s\n", *name)
+			return nil
+		}
+	},
+}
+
+var invokeCommand = &Command{
+	Name:  "invoke",
+	Usage: "NAME [--data BODY | < body] [--method POST] [--path /sub] [--query a=b]",
+	Short: "call a function and print its answer",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var cf clientFlags
+		cf.register(fs)
+		data := fs.String("data", "", "request body (default: stdin when it is not a terminal)")
+		method := fs.String("method", "", "HTTP method (default POST with a body, GET without)")
+		path := fs.String("path", "", "sub-path the function sees")
+		query := fs.String("query", "", "raw query string")
+		headers := kvFlag{}
+		fs.Var(headers, "header", "request header K=V (repeatable)")
+		verbose := fs.Bool("v", false, "print the status and headers to stderr")
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one function NAME")
+			}
+			var body io.Reader
+			if *data != "" {
+				body = strings.NewReader(*data)
+			} else if st, err := os.Stdin.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 {
+				body = os.Stdin
+			}
+			m := *method
+			if m == "" {
+				m = http.MethodGet
+				if body != nil {
+					m = http.MethodPost
+				}
+			}
+			h := http.Header{}
+			for k, v := range headers {
+				h.Set(k, v)
+			}
+			if *path != "" && !strings.HasPrefix(*path, "/") {
+				*path = "/" + *path
+			}
+			resp, err := cf.client().Invoke(ctx, strings.ToUpper(m), args[0], cf.namespace, *path, *query, body, h)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if *verbose {
+				fmt.Fprintf(os.Stderr, "%s\n", resp.Status)
+				for k, v := range resp.Header {
+					fmt.Fprintf(os.Stderr, "%s: %s\n", k, strings.Join(v, ", "))
+				}
+			}
+			if resp.StatusCode >= 400 && resp.Header.Get("X-Call-Id") == "" {
+				return gateway.ResponseError(resp)
+			}
+			if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+				return err
+			}
+			if resp.StatusCode >= 400 {
+				return fmt.Errorf("function answered %s", resp.Status)
+			}
+			return nil
+		}
+	},
+}
+
+var listCommand = &Command{
+	Name:  "list",
+	Short: "list functions",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var cf clientFlags
+		cf.register(fs)
+		asJSON := fs.Bool("json", false, "print JSON")
+		return func(ctx context.Context, args []string) error {
+			fns, err := cf.client().Functions(ctx, cf.namespace)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(fns)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tIMAGE\tREPLICAS\tAVAILABLE\tINVOCATIONS")
+			for _, f := range fns {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\n", f.Name, f.Image, f.Replicas, f.AvailableReplicas, f.InvocationCount)
+			}
+			return tw.Flush()
+		}
+	},
+}
+
+var describeCommand = &Command{
+	Name:  "describe",
+	Usage: "NAME",
+	Short: "show one function as JSON",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var cf clientFlags
+		cf.register(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one function NAME")
+			}
+			f, err := cf.client().Function(ctx, cf.namespace, args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(f)
+		}
+	},
+}
+
+var rmCommand = &Command{
+	Name:  "rm",
+	Usage: "NAME",
+	Short: "delete a function and its containers",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var cf clientFlags
+		cf.register(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one function NAME")
+			}
+			if err := cf.client().Delete(ctx, cf.namespace, args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("removed %s\n", args[0])
+			return nil
+		}
+	},
+}
+
+var scaleCommand = &Command{
+	Name:  "scale",
+	Usage: "NAME N",
+	Short: "keep N instances of a function warm (until its next deploy)",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var cf clientFlags
+		cf.register(fs)
+		return func(ctx context.Context, args []string) error {
+			if len(args) != 2 {
+				return usagef("want NAME and N")
+			}
+			n, err := strconv.ParseInt(args[1], 10, 64)
+			if err != nil || n < 0 {
+				return usagef("N %q: want a whole number >= 0", args[1])
+			}
+			if err := cf.client().Scale(ctx, cf.namespace, args[0], n); err != nil {
+				return err
+			}
+			fmt.Printf("scaled %s to a minimum of %d\n", args[0], n)
+			return nil
+		}
+	},
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"flag"
+
+	"github.com/gustfaas/gust/gateway"
+	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/scheduler"
+	"github.com/gustfaas/gust/worker"
+	"go.uber.org/zap"
+)
+
+// serve runs a role until ctx ends (SIGINT/SIGTERM), then closes it.
+func serve(ctx context.Context, logger *zap.Logger, m interface {
+	Run(context.Context) error
+	Close() error
+}) error {
+	defer logger.Sync()
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	logger.Info("ready; stop with Ctrl-C or SIGTERM")
+	<-ctx.Done()
+	logger.Info("shutting down: draining calls in flight")
+	if err := m.Close(); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func defaultDataDir() string { return envOr("GUST_DATA", ".gust") }
+
+var upCommand = &Command{
+	Name:  "up",
+	Short: "run all of Gust in one process (embedded NATS, gateway, scheduler, worker)",
+	Long: `Runs an embedded NATS server with JetStream (files under --data), the
+scheduler, one worker on the local Docker Engine and the gateway. The
+function registry lives in JetStream KV, so it survives a restart.
+SIGINT or SIGTERM drains: no new calls, calls in flight finish, the
+containers this worker started are stopped and removed, then gust exits 0.`,
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var lf logFlags
+		lf.register(fs)
+		gw := gateway.DefaultConfig()
+		listen := fs.String("listen", envOr("GUST_LISTEN", ":8080"), "gateway HTTP address ($GUST_LISTEN)")
+		natsListen := fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS client address")
+		data := fs.String("data", defaultDataDir(), "data directory ($GUST_DATA)")
+		network := fs.String("network", docker.DefaultNetwork, "Docker network for function containers")
+		fs.Int64Var(&gw.MaxBodyBytes, "max-body", gw.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
+		wc := worker.DefaultConfig()
+		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
+		return func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("unexpected arguments: %v", args)
+			}
+			logger, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			gw.Version = version
+			return serve(ctx, logger, &UpMain{
+				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
+				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Logger: logger,
+			})
+		}
+	},
+}
+
+var natsCommand = &Command{
+	Name:  "nats",
+	Short: "run an embedded NATS server with JetStream for the other roles",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var lf logFlags
+		lf.register(fs)
+		listen := fs.String("listen", "127.0.0.1:4222", "NATS client address")
+		data := fs.String("data", defaultDataDir(), "data directory ($GUST_DATA)")
+		return func(ctx context.Context, args []string) error {
+			logger, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			return serve(ctx, logger, &NATSMain{Listen: *listen, DataDir: *data, Logger: logger})
+		}
+	},
+}
+
+func natsFlag(fs *flag.FlagSet) *string {
+	return fs.String("nats", envOr("GUST_NATS", "nats://127.0.0.1:4222"), "NATS URL ($GUST_NATS)")
+}
+
+var gatewayCommand = &Command{
+	Name:  "gateway",
+	Short: "run the gateway role (HTTP API and invocations)",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var lf logFlags
+		lf.register(fs)
+		nats := natsFlag(fs)
+		cfg := gateway.DefaultConfig()
+		fs.StringVar(&cfg.Listen, "listen", envOr("GUST_LISTEN", cfg.Listen), "HTTP address ($GUST_LISTEN)")
+		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
+		return func(ctx context.Context, args []string) error {
+			logger, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Version = version
+			return serve(ctx, logger, &GatewayMain{NATSURL: *nats, Config: cfg, Logger: logger})
+		}
+	},
+}
+
+var schedulerCommand = &Command{
+	Name:  "scheduler",
+	Short: "run the scheduler role (placement of functions on workers)",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var lf logFlags
+		lf.register(fs)
+		nats := natsFlag(fs)
+		cfg := scheduler.DefaultConfig()
+		fs.DurationVar(&cfg.WorkerTimeout, "worker-timeout", cfg.WorkerTimeout, "a worker silent for this long is gone")
+		return func(ctx context.Context, args []string) error {
+			logger, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			return serve(ctx, logger, &SchedulerMain{NATSURL: *nats, Config: cfg, Logger: logger})
+		}
+	},
+}
+
+var workerCommand = &Command{
+	Name:  "worker",
+	Short: "run the worker role (warm pools on the local Docker Engine)",
+	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
+		var lf logFlags
+		lf.register(fs)
+		nats := natsFlag(fs)
+		listen := fs.String("listen", ":8081", "HTTP address gateways invoke this worker at")
+		advertise := fs.String("advertise", "", "base URL gateways reach this worker at (default from --listen)")
+		network := fs.String("network", docker.DefaultNetwork, "Docker network for function containers")
+		data := fs.String("data", defaultDataDir(), "data directory; keeps the worker id ($GUST_DATA)")
+		cfg := worker.DefaultConfig()
+		fs.StringVar(&cfg.ID, "id", "", "worker id (default: kept in --data)")
+		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
+		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once")
+		return func(ctx context.Context, args []string) error {
+			logger, err := lf.logger()
+			if err != nil {
+				return err
+			}
+			return serve(ctx, logger, &WorkerMain{
+				NATSURL: *nats, Listen: *listen, Advertise: *advertise, Network: *network,
+				DataDir: *data, Config: cfg, Logger: logger,
+			})
+		}
+	},
+}
+

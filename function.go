@@ -1,0 +1,305 @@
+package gust
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultNamespace is the namespace of a function deployed without one, as
+// in OpenFaaS.
+const DefaultNamespace = "openfaas-fn"
+
+// Scaling and timing labels a function may carry. Their defaults are the
+// Default* constants below.
+const (
+	LabelScaleMin    = "com.openfaas.scale.min"
+	LabelScaleMax    = "com.openfaas.scale.max"
+	LabelConcurrency = "gust.concurrency"
+	LabelIdleTimeout = "gust.idle-timeout"
+	LabelTimeout     = "gust.timeout"
+	// LabelHealth selects the readiness check: an HTTP path (default
+	// "/_/health") or "tcp" for a plain TCP connect.
+	LabelHealth = "gust.health"
+)
+
+// Defaults for the scaling labels.
+const (
+	DefaultScaleMin    = 0
+	DefaultScaleMax    = 20
+	DefaultConcurrency = 100 // Knative's default target
+	DefaultIdleTimeout = 5 * time.Minute
+	DefaultTimeout     = 60 * time.Second
+	DefaultHealthPath  = "/_/health"
+	// DefaultPidsLimit is set on every container so a fork bomb stays inside.
+	DefaultPidsLimit = 1024
+	// DefaultMemory is the memory limit of a function that sets none. It is
+	// also the size its calls are billed at.
+	DefaultMemory = 128 << 20
+)
+
+// FunctionSpec is what a user deploys. Its JSON field names are those of
+// OpenFaaS's FunctionDeployment so that OpenFaaS clients work unmodified.
+type FunctionSpec struct {
+	Service                string             `json:"service"`
+	Image                  string             `json:"image"`
+	Namespace              string             `json:"namespace,omitempty"`
+	EnvProcess             string             `json:"envProcess,omitempty"`
+	EnvVars                map[string]string  `json:"envVars,omitempty"`
+	Constraints            []string           `json:"constraints,omitempty"`
+	Secrets                []string           `json:"secrets,omitempty"`
+	Labels                 map[string]string  `json:"labels,omitempty"`
+	Annotations            map[string]string  `json:"annotations,omitempty"`
+	Limits                 *FunctionResources `json:"limits,omitempty"`
+	Requests               *FunctionResources `json:"requests,omitempty"`
+	ReadOnlyRootFilesystem bool               `json:"readOnlyRootFilesystem,omitempty"`
+}
+
+// FunctionResources are memory and CPU quantities in Kubernetes notation
+// ("128Mi", "0.5", "500m"), as OpenFaaS takes them.
+type FunctionResources struct {
+	Memory string `json:"memory,omitempty"`
+	CPU    string `json:"cpu,omitempty"`
+}
+
+// FunctionStatus is what the management API returns for a deployed
+// function: OpenFaaS's FunctionStatus field names.
+type FunctionStatus struct {
+	Name                   string             `json:"name"`
+	Image                  string             `json:"image"`
+	Namespace              string             `json:"namespace"`
+	EnvProcess             string             `json:"envProcess,omitempty"`
+	EnvVars                map[string]string  `json:"envVars,omitempty"`
+	Constraints            []string           `json:"constraints,omitempty"`
+	Secrets                []string           `json:"secrets,omitempty"`
+	Labels                 map[string]string  `json:"labels,omitempty"`
+	Annotations            map[string]string  `json:"annotations,omitempty"`
+	Limits                 *FunctionResources `json:"limits,omitempty"`
+	Requests               *FunctionResources `json:"requests,omitempty"`
+	ReadOnlyRootFilesystem bool               `json:"readOnlyRootFilesystem,omitempty"`
+	InvocationCount        float64            `json:"invocationCount"`
+	Replicas               uint64             `json:"replicas"`
+	AvailableReplicas      uint64             `json:"availableReplicas"`
+	CreatedAt              time.Time          `json:"createdAt"`
+}
+
+// Function is the registry record of a deployed function.
+type Function struct {
+	Spec      FunctionSpec `json:"spec"`
+	CreatedAt time.Time    `json:"createdAt"`
+	UpdatedAt time.Time    `json:"updatedAt"`
+	// Version counts deployments of this name; instances of an older
+	// version are replaced.
+	Version uint64 `json:"version"`
+	// MinOverride is the warm minimum set by scale-function, if any. It
+	// holds until the next deploy.
+	MinOverride *int `json:"minOverride,omitempty"`
+}
+
+// Key is the registry key of the function: "namespace.name".
+func (f *Function) Key() string { return FunctionKey(f.Spec.Namespace, f.Spec.Service) }
+
+// FunctionKey joins a namespace and a name into a registry key.
+func FunctionKey(namespace, name string) string { return namespace + "." + name }
+
+// Config returns the parsed configuration of the function. The spec was
+// validated when it was deployed, so errors are not expected here; any
+// label that no longer parses keeps its default.
+func (f *Function) Config() FunctionConfig {
+	c, _ := ParseConfig(&f.Spec)
+	if f.MinOverride != nil {
+		c.Min = *f.MinOverride
+		if c.Min > c.Max {
+			c.Max = c.Min
+		}
+	}
+	return c
+}
+
+// FunctionConfig is the runtime configuration derived from a spec.
+type FunctionConfig struct {
+	Min         int
+	Max         int
+	Concurrency int
+	IdleTimeout time.Duration
+	Timeout     time.Duration
+	MemoryBytes int64 // container memory limit; DefaultMemory when unset
+	NanoCPUs    int64 // 0: no CPU limit
+	HealthPath  string
+	HealthTCP   bool
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// ValidName reports whether s is a valid function or namespace name: a
+// DNS-1123 label of at most 63 characters, as Kubernetes and OpenFaaS
+// require.
+func ValidName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
+
+// Normalize fills defaults (the namespace) in place.
+func (s *FunctionSpec) Normalize() {
+	if s.Namespace == "" {
+		s.Namespace = DefaultNamespace
+	}
+}
+
+// Validate checks the spec and returns an EINVALID *Error naming the first
+// field that is wrong.
+func (s *FunctionSpec) Validate() error {
+	if s.Service == "" {
+		return Invalidf("service", "service is required")
+	}
+	if !ValidName(s.Service) {
+		return Invalidf("service", "service %q is not a valid name: lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit", s.Service)
+	}
+	if s.Namespace != "" && !ValidName(s.Namespace) {
+		return Invalidf("namespace", "namespace %q is not a valid name", s.Namespace)
+	}
+	if strings.TrimSpace(s.Image) == "" {
+		return Invalidf("image", "image is required")
+	}
+	if strings.ContainsAny(s.Image, " \t\n") {
+		return Invalidf("image", "image %q contains whitespace", s.Image)
+	}
+	for k := range s.EnvVars {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return Invalidf("envVars", "environment variable name %q is not valid", k)
+		}
+	}
+	_, err := ParseConfig(s)
+	return err
+}
+
+// ParseConfig parses the scaling labels and resource limits of a spec.
+func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
+	c := FunctionConfig{
+		Min:         DefaultScaleMin,
+		Max:         DefaultScaleMax,
+		Concurrency: DefaultConcurrency,
+		IdleTimeout: DefaultIdleTimeout,
+		Timeout:     DefaultTimeout,
+		MemoryBytes: DefaultMemory,
+		HealthPath:  DefaultHealthPath,
+	}
+	var err error
+	intLabel := func(key string, dst *int, min int) {
+		v, ok := s.Labels[key]
+		if !ok || err != nil {
+			return
+		}
+		n, perr := strconv.Atoi(strings.TrimSpace(v))
+		if perr != nil || n < min {
+			err = Invalidf("labels."+key, "label %s=%q: want an integer >= %d", key, v, min)
+			return
+		}
+		*dst = n
+	}
+	durLabel := func(key string, dst *time.Duration) {
+		v, ok := s.Labels[key]
+		if !ok || err != nil {
+			return
+		}
+		d, perr := time.ParseDuration(strings.TrimSpace(v))
+		if perr != nil || d <= 0 {
+			err = Invalidf("labels."+key, "label %s=%q: want a positive Go duration such as 30s or 5m", key, v)
+			return
+		}
+		*dst = d
+	}
+	intLabel(LabelScaleMin, &c.Min, 0)
+	intLabel(LabelScaleMax, &c.Max, 1)
+	intLabel(LabelConcurrency, &c.Concurrency, 1)
+	durLabel(LabelIdleTimeout, &c.IdleTimeout)
+	durLabel(LabelTimeout, &c.Timeout)
+	if err != nil {
+		return c, err
+	}
+	if c.Min > c.Max {
+		return c, Invalidf("labels."+LabelScaleMin, "label %s=%d is above %s=%d", LabelScaleMin, c.Min, LabelScaleMax, c.Max)
+	}
+	if h, ok := s.Labels[LabelHealth]; ok {
+		switch {
+		case h == "tcp":
+			c.HealthTCP = true
+		case strings.HasPrefix(h, "/"):
+			c.HealthPath = h
+		default:
+			return c, Invalidf("labels."+LabelHealth, "label %s=%q: want an HTTP path starting with / or \"tcp\"", LabelHealth, h)
+		}
+	}
+	if s.Limits != nil {
+		if s.Limits.Memory != "" {
+			b, perr := ParseMemory(s.Limits.Memory)
+			if perr != nil {
+				return c, Invalidf("limits.memory", "limits.memory %q: %v", s.Limits.Memory, perr)
+			}
+			if b < 6<<20 {
+				return c, Invalidf("limits.memory", "limits.memory %q is below the 6Mi that Docker accepts", s.Limits.Memory)
+			}
+			c.MemoryBytes = b
+		}
+		if s.Limits.CPU != "" {
+			n, perr := ParseCPU(s.Limits.CPU)
+			if perr != nil {
+				return c, Invalidf("limits.cpu", "limits.cpu %q: %v", s.Limits.CPU, perr)
+			}
+			c.NanoCPUs = n
+		}
+	}
+	if s.Requests != nil {
+		if s.Requests.Memory != "" {
+			if _, perr := ParseMemory(s.Requests.Memory); perr != nil {
+				return c, Invalidf("requests.memory", "requests.memory %q: %v", s.Requests.Memory, perr)
+			}
+		}
+		if s.Requests.CPU != "" {
+			if _, perr := ParseCPU(s.Requests.CPU); perr != nil {
+				return c, Invalidf("requests.cpu", "requests.cpu %q: %v", s.Requests.CPU, perr)
+			}
+		}
+	}
+	return c, nil
+}
+
+var memSuffixes = []struct {
+	suffix string
+	mult   float64
+}{
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+	{"k", 1e3}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
+	{"m", 1 << 20}, {"g", 1 << 30}, // Docker style "128m", "1g"
+}
+
+// ParseMemory parses a memory quantity: Kubernetes notation ("128Mi", "1Gi",
+// "500M"), Docker notation ("128m", "1g") or a plain number of bytes.
+func ParseMemory(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := 1.0
+	for _, m := range memSuffixes {
+		if strings.HasSuffix(s, m.suffix) {
+			s, mult = strings.TrimSuffix(s, m.suffix), m.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("want a positive quantity such as 128Mi, 1Gi or 256m")
+	}
+	return int64(f * mult), nil
+}
+
+// ParseCPU parses a CPU quantity ("0.5", "2", "500m") into nano-CPUs.
+func ParseCPU(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	div := 1.0
+	if strings.HasSuffix(s, "m") {
+		s, div = strings.TrimSuffix(s, "m"), 1000
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("want a positive quantity such as 0.5, 2 or 500m")
+	}
+	return int64(f / div * 1e9), nil
+}

@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gustfaas/gust"
+)
+
+// invoke answers ANY /function/{name}[.{namespace}][/{path}]: it resolves
+// the function from the in-memory routing table, picks a worker (or
+// activates the function) and lets the worker's invoker run the call and
+// stream the answer.
+func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/function/")
+	seg, sub, _ := strings.Cut(rest, "/")
+	name, ns := seg, gust.DefaultNamespace
+	if i := strings.IndexByte(seg, '.'); i >= 0 {
+		name, ns = seg[:i], seg[i+1:]
+	}
+	fn := s.router.Function(ns, name)
+	if fn == nil {
+		return gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
+	}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return gust.Errorf(gust.ETOOLARGE, "request body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	if r.Header.Get(gust.HeaderCallID) == "" {
+		r.Header.Set(gust.HeaderCallID, newID(16))
+	}
+	inv, err := s.router.Invoker(r.Context(), fn)
+	if err != nil {
+		return err
+	}
+	// The function sees its own sub-path; the rest of the request is
+	// passed as it came.
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.RawPath = "/" + sub
+	u.Path = u.RawPath
+	if strings.IndexByte(sub, '%') >= 0 {
+		if p, err := pathUnescape(u.RawPath); err == nil {
+			u.Path = p
+		}
+	}
+	r2.URL = &u
+	return inv.Invoke(w, r2, fn)
+}

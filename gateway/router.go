@@ -1,0 +1,268 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/proxy"
+	"go.uber.org/zap"
+)
+
+// Router keeps, in memory, the functions, their placements and the live
+// workers, fed by watches on the cluster state, so that resolving a call
+// costs no NATS round trip. A function with no placement is activated: the
+// scheduler is asked to place it and every call waiting for it shares that
+// one request.
+type Router struct {
+	state  *gust.State
+	reqs   gust.Requests
+	logger *zap.Logger
+	// local is the worker sharing this process, called without a network
+	// hop; localID is its id.
+	local     gust.Invoker
+	localID   string
+	transport *http.Transport
+	// workerTimeout is how stale a heartbeat may be.
+	workerTimeout time.Duration
+
+	cancel context.CancelFunc
+
+	mu         sync.RWMutex
+	functions  map[string]*gust.Function
+	placements map[string]*route
+	workers    map[string]gust.WorkerInfo
+	invokers   map[string]gust.Invoker // by worker id
+	activating map[string]*activation
+}
+
+type route struct {
+	pl gust.Placement
+	rr atomic.Uint64
+}
+
+type activation struct {
+	done chan struct{}
+	pl   gust.Placement
+	err  error
+}
+
+// NewRouter returns a router. local may be nil when no worker shares the
+// process.
+func NewRouter(state *gust.State, reqs gust.Requests, local gust.Invoker, localID string, logger *zap.Logger) *Router {
+	return &Router{
+		state:         state,
+		reqs:          reqs,
+		logger:        logger.Named("gateway.router"),
+		local:         local,
+		localID:       localID,
+		transport:     proxy.NewTransport(),
+		workerTimeout: 5 * time.Second,
+		functions:     map[string]*gust.Function{},
+		placements:    map[string]*route{},
+		workers:       map[string]gust.WorkerInfo{},
+		invokers:      map[string]gust.Invoker{},
+		activating:    map[string]*activation{},
+	}
+}
+
+// Start loads the current state and follows its changes.
+func (rt *Router) Start(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.Background())
+	rt.cancel = cancel
+	err := rt.state.Functions.Watch(wctx, ">", func(c gust.Change[gust.Function]) {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		if c.Deleted {
+			delete(rt.functions, c.Key)
+			return
+		}
+		fn := c.Value
+		rt.functions[c.Key] = &fn
+	})
+	if err == nil {
+		err = rt.state.Placements.Watch(wctx, ">", func(c gust.Change[gust.Placement]) {
+			rt.mu.Lock()
+			defer rt.mu.Unlock()
+			if c.Deleted {
+				delete(rt.placements, c.Key)
+				return
+			}
+			rt.placements[c.Key] = &route{pl: c.Value}
+		})
+	}
+	if err == nil {
+		err = rt.state.Workers.Watch(wctx, ">", func(c gust.Change[gust.WorkerInfo]) {
+			rt.mu.Lock()
+			defer rt.mu.Unlock()
+			if c.Deleted {
+				delete(rt.workers, c.Key)
+				delete(rt.invokers, c.Key)
+				return
+			}
+			if old, ok := rt.workers[c.Key]; !ok || old.Addr != c.Value.Addr {
+				delete(rt.invokers, c.Key)
+			}
+			rt.workers[c.Key] = c.Value
+		})
+	}
+	if err != nil {
+		cancel()
+		return fmt.Errorf("router: %w", err)
+	}
+	return nil
+}
+
+// Close stops the watches.
+func (rt *Router) Close() {
+	if rt.cancel != nil {
+		rt.cancel()
+	}
+}
+
+// Function returns the function ns.name as last seen, or nil.
+func (rt *Router) Function(ns, name string) *gust.Function {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	return rt.functions[gust.FunctionKey(ns, name)]
+}
+
+// Invoker returns the invoker of a live worker that holds fn, activating
+// fn when it has none.
+func (rt *Router) Invoker(ctx context.Context, fn *gust.Function) (gust.Invoker, error) {
+	key := fn.Key()
+	if inv := rt.pick(key, nil); inv != nil {
+		return inv, nil
+	}
+	pl, err := rt.activate(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if inv := rt.pick(key, &pl); inv != nil {
+		return inv, nil
+	}
+	return nil, gust.Errorf(gust.EUNAVAILABLE, "no live worker holds function %s", key)
+}
+
+// pick chooses a live worker of the placement round-robin. With pl nil it
+// uses the routing table.
+func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
+	rt.mu.RLock()
+	r := rt.placements[key]
+	if pl == nil {
+		if r == nil {
+			rt.mu.RUnlock()
+			return nil
+		}
+		pl = &r.pl
+	}
+	n := len(pl.Workers)
+	start := 0
+	if r != nil && n > 1 {
+		start = int(r.rr.Add(1) % uint64(n))
+	}
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		id := pl.Workers[(start+i)%n]
+		if id == rt.localID && rt.local != nil {
+			rt.mu.RUnlock()
+			return rt.local
+		}
+		w, ok := rt.workers[id]
+		if !ok || w.Draining || now.Sub(w.Seen) > rt.workerTimeout {
+			continue
+		}
+		inv := rt.invokers[id]
+		rt.mu.RUnlock()
+		if inv == nil {
+			inv = &httpInvoker{base: w.Addr, transport: rt.transport}
+			rt.mu.Lock()
+			rt.invokers[id] = inv
+			rt.mu.Unlock()
+		}
+		return inv
+	}
+	rt.mu.RUnlock()
+	return nil
+}
+
+// activate asks the scheduler to place a function; concurrent callers for
+// one function share one request.
+func (rt *Router) activate(ctx context.Context, key string) (gust.Placement, error) {
+	rt.mu.Lock()
+	a, ok := rt.activating[key]
+	if !ok {
+		a = &activation{done: make(chan struct{})}
+		rt.activating[key] = a
+		go func() {
+			actx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			ns, name := splitKey(key)
+			var rep gust.PlaceReply
+			a.err = rt.reqs.Request(actx, gust.SubjectPlace, gust.PlaceRequest{Namespace: ns, Name: name}, &rep)
+			if a.err == nil {
+				a.pl, a.err = rep.Placement, rep.Err()
+			}
+			if a.err != nil {
+				rt.logger.Warn("activation failed", zap.String("function", key), zap.Error(a.err))
+			}
+			rt.mu.Lock()
+			delete(rt.activating, key)
+			rt.mu.Unlock()
+			close(a.done)
+		}()
+	}
+	rt.mu.Unlock()
+	select {
+	case <-a.done:
+		return a.pl, a.err
+	case <-ctx.Done():
+		return gust.Placement{}, gust.Errorf(gust.EUNAVAILABLE, "function %s was not placed in time", key)
+	}
+}
+
+func splitKey(key string) (ns, name string) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '.' {
+			return key[:i], key[i+1:]
+		}
+	}
+	return "", key
+}
+
+// httpInvoker calls a worker on another host over HTTP.
+type httpInvoker struct {
+	base      string
+	transport *http.Transport
+}
+
+// Invoke implements gust.Invoker.
+func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Function) error {
+	path := gust.InvokePrefix + fn.Spec.Namespace + "/" + fn.Spec.Service + r.URL.EscapedPath()
+	out, err := proxy.Outbound(r.Context(), r, h.base, path, r.URL.RawQuery)
+	if err != nil {
+		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
+	}
+	out.Header.Set(gust.HeaderFunctionVersion, strconv.FormatUint(fn.Version, 10))
+	resp, err := h.transport.RoundTrip(out)
+	if err != nil {
+		if proxy.IsBodyTooLarge(err) {
+			return gust.Errorf(gust.ETOOLARGE, "request body is over the gateway's limit")
+		}
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return gust.Errorf(gust.EUNAVAILABLE, "worker at %s did not answer: %v", h.base, err)
+	}
+	defer resp.Body.Close()
+	proxy.CopyHeader(w.Header(), resp)
+	w.WriteHeader(resp.StatusCode)
+	_, _ = proxy.CopyBody(w, resp)
+	return nil
+}

@@ -1,0 +1,192 @@
+// Package gateway is the edge of Gust: the OpenFaaS-compatible management
+// API, the invoke endpoints and the activator that holds calls while a
+// function gets placed. It also holds the HTTP client the CLI uses.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/gustfaas/gust"
+	"go.uber.org/zap"
+)
+
+// Config of the gateway.
+type Config struct {
+	// Listen is the address of the HTTP API, e.g. ":8080".
+	Listen string
+	// MaxBodyBytes bounds an invocation's request body; above it the call
+	// answers 413.
+	MaxBodyBytes int64
+	// DeployTimeout bounds how long a deploy waits for the function's first
+	// instance (an image pull and a start).
+	DeployTimeout time.Duration
+	// Version is reported by /system/info.
+	Version string
+}
+
+// DefaultConfig returns the gateway defaults.
+func DefaultConfig() Config {
+	return Config{
+		Listen:        ":8080",
+		MaxBodyBytes:  20 << 20,
+		DeployTimeout: 6 * time.Minute,
+		Version:       "dev",
+	}
+}
+
+// Server serves the gateway's HTTP API.
+type Server struct {
+	cfg    Config
+	state  *gust.State
+	reqs   gust.Requests
+	router *Router
+	logger *zap.Logger
+
+	ln  net.Listener
+	srv *http.Server
+}
+
+// New returns a gateway. router resolves functions to invokers.
+func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logger *zap.Logger) *Server {
+	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway")}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
+	}
+	return s
+}
+
+// Open starts the router's watches and listens; it returns once the
+// gateway accepts connections.
+func (s *Server) Open(ctx context.Context) error {
+	if err := s.router.Start(ctx); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("serve", zap.Error(err))
+		}
+	}()
+	s.logger.Info("gateway listening", zap.String("addr", ln.Addr().String()))
+	return nil
+}
+
+// Addr is the address the gateway listens on (after Open).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops accepting calls and waits (until ctx ends) for the calls in
+// flight to finish.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	s.router.Close()
+	return err
+}
+
+// Handler returns the gateway's routes.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("OK\n")) })
+	r.Route("/system", func(r chi.Router) {
+		r.Use(s.authenticate)
+		r.Get("/info", handle(s, s.info))
+		r.Get("/namespaces", handle(s, s.namespaces))
+		r.Get("/functions", handle(s, s.listFunctions))
+		r.Post("/functions", handle(s, s.deploy))
+		r.Put("/functions", handle(s, s.update))
+		r.Delete("/functions", handle(s, s.deleteFunction))
+		r.Get("/function/{name}", handle(s, s.getFunction))
+		r.Post("/scale-function/{name}", handle(s, s.scaleFunction))
+	})
+	r.Handle("/function/*", handle(s, s.invoke))
+	return r
+}
+
+// authenticate is where management-API credentials are checked. Auth is
+// not configured yet, so every caller passes; an empty "Authorization:
+// Bearer" header, which OpenFaaS clients send without a token, is ignored.
+func (s *Server) authenticate(next http.Handler) http.Handler { return next }
+
+// handle adapts a handler that returns an error to http.HandlerFunc; the
+// error becomes a JSON answer with the status of its code.
+func handle(s *Server, fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+// codes maps error codes to HTTP statuses; the one place this is decided.
+var codes = map[string]int{
+	gust.ECONFLICT:     http.StatusConflict,
+	gust.EINVALID:      http.StatusBadRequest,
+	gust.ENOTFOUND:     http.StatusNotFound,
+	gust.EUNAUTHORIZED: http.StatusUnauthorized,
+	gust.EUNAVAILABLE:  http.StatusServiceUnavailable,
+	gust.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	gust.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// ErrorStatus returns the HTTP status for an error.
+func ErrorStatus(err error) int {
+	if st, ok := codes[gust.ErrorCode(err)]; ok {
+		return st
+	}
+	return http.StatusInternalServerError
+}
+
+// ErrorBody is the JSON shape of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+	Field string `json:"field,omitempty"`
+	// ID appears in the gateway's log next to the internal error.
+	ID string `json:"id,omitempty"`
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := gust.ErrorCode(err)
+	body := ErrorBody{Error: gust.ErrorMessage(err), Code: code, Field: gust.ErrorField(err)}
+	status := ErrorStatus(err)
+	if code == gust.EINTERNAL {
+		body.ID = newID(8)
+		s.logger.Error("internal error", zap.String("error_id", body.ID), zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+	} else if ce := s.logger.Check(zap.DebugLevel, "request failed"); ce != nil {
+		ce.Write(zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(err))
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// newID returns n random bytes in hex.
+func newID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func pathUnescape(p string) (string, error) { return url.PathUnescape(p) }

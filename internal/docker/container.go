@@ -1,0 +1,243 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/pkg/stdcopy"
+	"go.uber.org/zap"
+
+	"github.com/gustfaas/gust"
+)
+
+// labelPort records ContainerSpec.Port on the container so that List can
+// rebuild Instance.Addr.
+const labelPort = "gust.port"
+
+// removeTimeout bounds the clean-up of a container whose start failed; it
+// runs even when the caller's ctx has ended.
+const removeTimeout = 30 * time.Second
+
+// Start creates and starts a container for spec, attached only to the
+// Runtime's network, and returns it with Addr set to its IP on that network
+// and spec.Port. No port is published on the host. If the container cannot
+// be started it is removed before Start returns the error.
+func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Instance, error) {
+	if spec.Port <= 0 || spec.Port > 65535 {
+		return gust.Instance{}, gust.Invalidf("port", "port %d is not between 1 and 65535", spec.Port)
+	}
+	cfg, host, netCfg := r.createConfig(spec)
+	created, err := r.client.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
+	if err != nil {
+		if cerrdefs.IsConflict(err) {
+			return gust.Instance{}, fmt.Errorf("create container %s: %w: %w", spec.Name, gust.ErrConflict, err)
+		}
+		return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+	}
+	logger := r.logger.With(zap.String("container_id", created.ID), zap.String("image", spec.Image))
+	for _, w := range created.Warnings {
+		logger.Warn("create container", zap.String("warning", w))
+	}
+
+	inst, err := r.start(ctx, created.ID, spec.Port)
+	if err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+		defer cancel()
+		if rerr := r.Remove(rctx, created.ID); rerr != nil {
+			logger.Error("remove container after failed start", zap.Error(rerr))
+		}
+		return gust.Instance{}, err
+	}
+	logger.Debug("started container", zap.String("addr", inst.Addr))
+	return inst, nil
+}
+
+func (r *Runtime) start(ctx context.Context, id string, port int) (gust.Instance, error) {
+	if err := r.client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return gust.Instance{}, fmt.Errorf("start container: %w", err)
+	}
+	c, err := r.client.ContainerInspect(ctx, id)
+	if err != nil {
+		return gust.Instance{}, fmt.Errorf("inspect container: %w", err)
+	}
+	inst := gust.Instance{
+		ID:      c.ID,
+		Name:    strings.TrimPrefix(c.Name, "/"),
+		Running: c.State != nil && c.State.Running,
+	}
+	if c.Config != nil {
+		inst.Labels = c.Config.Labels
+	}
+	if t, err := time.Parse(time.RFC3339Nano, c.Created); err == nil {
+		inst.Created = t
+	}
+	var ip string
+	if c.NetworkSettings != nil {
+		if ep := c.NetworkSettings.Networks[r.cfg.Network]; ep != nil {
+			ip = ep.IPAddress
+		}
+	}
+	if ip == "" {
+		return gust.Instance{}, fmt.Errorf("inspect container: no IP address on network %s", r.cfg.Network)
+	}
+	inst.Addr = net.JoinHostPort(ip, strconv.Itoa(port))
+	return inst, nil
+}
+
+// createConfig turns spec into Docker create options.
+func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+	labels := make(map[string]string, len(spec.Labels)+2)
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
+	labels[gust.LabelManaged] = "true"
+	labels[labelPort] = strconv.Itoa(spec.Port)
+
+	pids := spec.PidsLimit
+	if pids == 0 {
+		pids = gust.DefaultPidsLimit
+	}
+	cfg := &container.Config{
+		Image:  spec.Image,
+		Env:    spec.Env,
+		Labels: labels,
+	}
+	host := &container.HostConfig{
+		NetworkMode:    container.NetworkMode(r.cfg.Network),
+		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		ReadonlyRootfs: spec.ReadOnly,
+		SecurityOpt:    []string{"no-new-privileges"},
+		LogConfig: container.LogConfig{
+			Type:   "json-file",
+			Config: map[string]string{"max-size": "10m"},
+		},
+		Resources: container.Resources{
+			Memory:    spec.MemoryBytes,
+			NanoCPUs:  spec.NanoCPUs,
+			PidsLimit: &pids,
+		},
+	}
+	if spec.MemoryBytes > 0 {
+		// No swap on top of the limit: the function gets what it is billed for.
+		host.MemorySwap = spec.MemoryBytes
+	}
+	netCfg := &network.NetworkingConfig{
+		EndpointsConfig: map[string]*network.EndpointSettings{r.cfg.Network: {}},
+	}
+	return cfg, host, netCfg
+}
+
+// Wait blocks until the container is not running, or ctx ends, and reports
+// how it ended.
+func (r *Runtime) Wait(ctx context.Context, id string) (gust.Exit, error) {
+	resC, errC := r.client.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+	var res container.WaitResponse
+	select {
+	case res = <-resC:
+	case err := <-errC:
+		return gust.Exit{}, instanceErr("wait container", err)
+	}
+	if res.Error != nil && res.Error.Message != "" {
+		return gust.Exit{}, fmt.Errorf("wait container: %s", res.Error.Message)
+	}
+	exit := gust.Exit{Code: int(res.StatusCode)}
+	c, err := r.client.ContainerInspect(ctx, id)
+	if err != nil {
+		// Removed right after it exited: the code is all there is to know.
+		if cerrdefs.IsNotFound(err) {
+			return exit, nil
+		}
+		return exit, fmt.Errorf("inspect container: %w", err)
+	}
+	if c.State != nil {
+		exit.OOMKilled = c.State.OOMKilled
+	}
+	return exit, nil
+}
+
+// Stop sends the container SIGTERM and kills it after grace, rounded up to
+// whole seconds. Stopping a container that is not running is not an error.
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+	secs := max(int(math.Ceil(grace.Seconds())), 0)
+	if err := r.client.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil {
+		return instanceErr("stop container", err)
+	}
+	return nil
+}
+
+// Remove removes the container and its anonymous volumes, killing it if it
+// runs. Removing a container that does not exist, or that is already being
+// removed, is not an error.
+func (r *Runtime) Remove(ctx context.Context, id string) error {
+	err := r.client.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+		return nil
+	case cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress"):
+		return nil
+	}
+	return fmt.Errorf("remove container: %w", err)
+}
+
+// List returns the Gust containers (gust.managed=true), running or not,
+// that carry all the given labels. Addr is set for running ones.
+func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]gust.Instance, error) {
+	args := filters.NewArgs(filters.Arg("label", gust.LabelManaged+"=true"))
+	for k, v := range labels {
+		args.Add("label", k+"="+v)
+	}
+	cs, err := r.client.ContainerList(ctx, container.ListOptions{All: true, Filters: args})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := make([]gust.Instance, 0, len(cs))
+	for _, c := range cs {
+		inst := gust.Instance{
+			ID:      c.ID,
+			Labels:  c.Labels,
+			Running: c.State == container.StateRunning,
+			Created: time.Unix(c.Created, 0),
+		}
+		if len(c.Names) > 0 {
+			inst.Name = strings.TrimPrefix(c.Names[0], "/")
+		}
+		if inst.Running && c.NetworkSettings != nil {
+			ep := c.NetworkSettings.Networks[r.cfg.Network]
+			port := c.Labels[labelPort]
+			if ep != nil && ep.IPAddress != "" && port != "" {
+				inst.Addr = net.JoinHostPort(ep.IPAddress, port)
+			}
+		}
+		out = append(out, inst)
+	}
+	return out, nil
+}
+
+// TailLogs returns the last lines (all of them if lines <= 0) the container
+// wrote to stdout and stderr, interleaved as they were written.
+func (r *Runtime) TailLogs(ctx context.Context, id string, lines int) (string, error) {
+	tail := "all"
+	if lines > 0 {
+		tail = strconv.Itoa(lines)
+	}
+	rc, err := r.client.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: tail})
+	if err != nil {
+		return "", instanceErr("container logs", err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
+		return buf.String(), fmt.Errorf("read container logs: %w", err)
+	}
+	return buf.String(), nil
+}

@@ -1,0 +1,7 @@
+// Command broken does not compile: the fnbuild tests check that the
+// compiler's message comes back.
+package main
+
+func main() {
+	undefinedThing()
+}

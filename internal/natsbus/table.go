@@ -1,0 +1,203 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Buckets of the cluster's shared state.
+const (
+	BucketFunctions  = "gust_functions"
+	BucketPlacements = "gust_placements"
+	BucketWorkers    = "gust_workers"
+	BucketStatus     = "gust_status"
+)
+
+// Table is a gust.Table of JSON values in a JetStream KV bucket.
+type Table[T any] struct {
+	kv     jetstream.KeyValue
+	logger *zap.Logger
+}
+
+var _ gust.Table[int] = (*Table[int])(nil)
+
+// TableConfig says how a table's bucket is made.
+type TableConfig struct {
+	Bucket string
+	// TTL expires keys not written for this long (0: never).
+	TTL time.Duration
+	// Memory keeps the bucket in memory only: for state that is rebuilt
+	// when the cluster restarts, such as heartbeats.
+	Memory bool
+}
+
+// OpenTable creates the bucket if needed and returns the table.
+func OpenTable[T any](ctx context.Context, b *Bus, cfg TableConfig) (*Table[T], error) {
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:  cfg.Bucket,
+		History: 1,
+		TTL:     cfg.TTL,
+		Storage: storage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Table[T]{kv: kv, logger: b.logger.With(zap.String("bucket", cfg.Bucket))}, nil
+}
+
+// Get implements gust.Table.
+func (t *Table[T]) Get(ctx context.Context, key string) (T, uint64, error) {
+	var v T
+	e, err := t.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return v, 0, fmt.Errorf("get %s: %w", key, gust.ErrNotFound)
+	}
+	if err != nil {
+		return v, 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return v, e.Revision(), nil
+}
+
+// Put implements gust.Table.
+func (t *Table[T]) Put(ctx context.Context, key string, v T) (uint64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", key, err)
+	}
+	rev, err := t.kv.Put(ctx, key, data)
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	return rev, nil
+}
+
+// Create implements gust.Table.
+func (t *Table[T]) Create(ctx context.Context, key string, v T) (uint64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", key, err)
+	}
+	rev, err := t.kv.Create(ctx, key, data)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("create %s: %w", key, gust.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create %s: %w", key, err)
+	}
+	return rev, nil
+}
+
+// Update implements gust.Table.
+func (t *Table[T]) Update(ctx context.Context, key string, v T, rev uint64) (uint64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", key, err)
+	}
+	nrev, err := t.kv.Update(ctx, key, data, rev)
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		return 0, fmt.Errorf("update %s: %w", key, gust.ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("update %s: %w", key, err)
+	}
+	return nrev, nil
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// Delete implements gust.Table.
+func (t *Table[T]) Delete(ctx context.Context, key string) error {
+	if err := t.kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// List implements gust.Table.
+func (t *Table[T]) List(ctx context.Context, pattern string) (map[string]T, error) {
+	w, err := t.kv.Watch(ctx, pattern, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", pattern, err)
+	}
+	defer w.Stop()
+	out := map[string]T{}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				return out, nil
+			}
+			var v T
+			if err := json.Unmarshal(e.Value(), &v); err != nil {
+				t.logger.Warn("skip undecodable entry", zap.String("key", e.Key()), zap.Error(err))
+				continue
+			}
+			out[e.Key()] = v
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list %s: %w", pattern, ctx.Err())
+		}
+	}
+}
+
+// Watch implements gust.Table.
+func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Change[T])) error {
+	w, err := t.kv.Watch(ctx, pattern)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", pattern, err)
+	}
+	initial := make(chan struct{})
+	go func() {
+		defer w.Stop()
+		first := true
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if first {
+						first = false
+						close(initial)
+					}
+					continue
+				}
+				c := gust.Change[T]{Key: e.Key(), Revision: e.Revision()}
+				if e.Operation() != jetstream.KeyValuePut {
+					c.Deleted = true
+				} else if err := json.Unmarshal(e.Value(), &c.Value); err != nil {
+					t.logger.Warn("skip undecodable entry", zap.String("key", e.Key()), zap.Error(err))
+					continue
+				}
+				fn(c)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	select {
+	case <-initial:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("watch %s: initial values did not arrive within 30s", pattern)
+	}
+}

@@ -1,0 +1,72 @@
+package gust
+
+import (
+	"context"
+	"time"
+)
+
+// Labels Gust puts on every container and network it creates, so that a
+// worker can find (and clean up) what it owns.
+const (
+	LabelManaged   = "gust.managed"   // always "true"
+	LabelFunction  = "gust.function"  // function name
+	LabelNamespace = "gust.namespace" // function namespace
+	LabelVersion   = "gust.version"   // function version (deploy counter)
+	LabelInstance  = "gust.instance"  // instance id, unique per container
+	LabelWorker    = "gust.worker"    // id of the worker that started it
+)
+
+// ContainerSpec is everything a Runtime needs to start one instance.
+type ContainerSpec struct {
+	Name        string // container name; unique
+	Image       string
+	Env         []string // KEY=VALUE
+	Labels      map[string]string
+	Port        int   // port the function serves on inside the container
+	MemoryBytes int64 // 0: no limit
+	NanoCPUs    int64 // 0: no limit
+	PidsLimit   int64
+	ReadOnly    bool
+}
+
+// Instance is a started container as the Runtime sees it.
+type Instance struct {
+	ID      string // container id
+	Name    string
+	Labels  map[string]string
+	Addr    string // host:port the function answers on, reachable from the worker
+	Running bool
+	Created time.Time
+}
+
+// Exit is how a container ended.
+type Exit struct {
+	Code      int
+	OOMKilled bool
+}
+
+// Runtime runs function containers on one host. Every method takes a ctx;
+// unknown ids give an error wrapping ErrInstanceNotFound. A user function
+// that fails is not a Runtime error: Wait reports it as an Exit.
+type Runtime interface {
+	// EnsureImage makes ref available locally: present images are used as
+	// they are, missing ones are pulled. Concurrent calls for one ref share
+	// one pull. An image that cannot be had is an EINVALID *Error.
+	EnsureImage(ctx context.Context, ref string) error
+	// Start creates and starts a container and returns it with its address.
+	Start(ctx context.Context, spec ContainerSpec) (Instance, error)
+	// Wait blocks until the container exits or ctx ends.
+	Wait(ctx context.Context, id string) (Exit, error)
+	// Stop asks the container to stop, killing it after grace.
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	// Remove removes the container, killing it if it still runs.
+	Remove(ctx context.Context, id string) error
+	// List returns the containers carrying all the given labels.
+	List(ctx context.Context, labels map[string]string) ([]Instance, error)
+}
+
+// LogTailer is an optional Runtime ability: the last lines a container
+// wrote, used to explain why an instance did not become ready.
+type LogTailer interface {
+	TailLogs(ctx context.Context, id string, lines int) (string, error)
+}

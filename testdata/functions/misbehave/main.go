@@ -1,0 +1,126 @@
+// Command misbehave is a Gust test function that fails in the ways a user
+// function can, so the platform's handling of each can be tested. It is built
+// on the SDK like any function. The query picks the misbehaviour; the first
+// one present in this order wins:
+//
+//	?crash=1    exit the process with status 3 at once, without answering
+//	?garbage=1  hijack the connection, write "this is not HTTP\r\n\r\n", close it
+//	?hang=1     block until the request context ends, then drop the connection
+//	            without answering; it does nothing about the call deadline
+//	            itself (the SDK ends the request context at that deadline)
+//	?stream=N   write N lines "line 1\n" ... "line N\n", one every 100ms,
+//	            flushing after each (N from 0 to 10000)
+//	?status=N   answer with status N (200 to 599) and its status text
+//
+// Otherwise it answers 200 "ok". A bad N gets 400.
+//
+// With MISBEHAVE_UNHEALTHY=1 in its environment it exits with status 1 as soon
+// as it starts, before it listens: a function that never becomes ready. (The
+// SDK answers /_/health itself, so a running SDK function cannot fail its
+// readiness check; not starting at all is the way to fail it.)
+//
+// Build and deploy it with:
+//
+//	gust build testdata/functions/misbehave --tag misbehave:latest
+//	gust deploy --name misbehave --image misbehave:latest
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	sdk "github.com/gustfaas/gust/functions-sdk"
+)
+
+// crashStatus is the exit status of ?crash=1.
+const crashStatus = 3
+
+// garbage is what ?garbage=1 writes instead of an HTTP response.
+const garbage = "this is not HTTP\r\n\r\n"
+
+// streamEvery is the pause between two lines of ?stream=N.
+const streamEvery = 100 * time.Millisecond
+
+// maxStream is the most lines ?stream=N writes.
+const maxStream = 10000
+
+func main() {
+	if os.Getenv("MISBEHAVE_UNHEALTHY") == "1" {
+		fmt.Fprintln(os.Stderr, "misbehave: MISBEHAVE_UNHEALTHY=1, exiting before becoming ready")
+		os.Exit(1)
+	}
+	sdk.RunFunc(misbehave)
+}
+
+// misbehave does what the query asks for; see the package doc.
+func misbehave(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	switch {
+	case q.Get("crash") == "1":
+		os.Exit(crashStatus)
+	case q.Get("garbage") == "1":
+		writeGarbage(w)
+	case q.Get("hang") == "1":
+		<-r.Context().Done()
+		panic(http.ErrAbortHandler) // close the connection without an answer
+	case q.Has("stream"):
+		n, err := strconv.Atoi(q.Get("stream"))
+		if err != nil || n < 0 || n > maxStream {
+			http.Error(w, fmt.Sprintf("stream must be a whole number from 0 to %d", maxStream), http.StatusBadRequest)
+			return
+		}
+		stream(w, r, n)
+	case q.Has("status"):
+		n, err := strconv.Atoi(q.Get("status"))
+		if err != nil || n < 200 || n > 599 {
+			http.Error(w, "status must be a whole number from 200 to 599", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(n)
+		io.WriteString(w, http.StatusText(n)) // dropped for 204 and 304, which have no body
+	default:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok")
+	}
+}
+
+// writeGarbage takes over the connection and writes something that is not an
+// HTTP response.
+func writeGarbage(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "hijack: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	io.WriteString(conn, garbage)
+}
+
+// stream writes n lines, one every streamEvery, flushing each, and stops early
+// if the request context ends.
+func stream(w http.ResponseWriter, r *http.Request, n int) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	rc.Flush()
+	t := time.NewTicker(streamEvery)
+	defer t.Stop()
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, "line %d\n", i)
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}
