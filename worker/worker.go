@@ -63,10 +63,10 @@ type Worker struct {
 	startSlots  chan struct{}
 	started     time.Time
 
-	ctx    context.Context // ends when the worker closes
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // background loops
-	calls  sync.WaitGroup // calls in flight, for drain
+	ctx         context.Context // ends when the worker closes
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup // background loops
+	calls       sync.WaitGroup // calls in flight, for drain
 	stopPrepare func() error
 
 	mu         sync.Mutex

@@ -315,7 +315,7 @@ type UpMain struct {
 	rt        *docker.Runtime
 	scheduler *scheduler.Scheduler
 	worker    *worker.Worker
-	gw  *gateway.Server
+	gw        *gateway.Server
 }
 
 // Run starts everything, in order, and unwinds what started if a part

@@ -157,4 +157,3 @@ var workerCommand = &Command{
 		}
 	},
 }
-

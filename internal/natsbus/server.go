@@ -80,7 +80,7 @@ func (s *Server) Shutdown() {
 // serverLogger writes nats-server's log lines through zap.
 type serverLogger struct{ l *zap.SugaredLogger }
 
-func (s *serverLogger) Noticef(format string, v ...any) { s.l.Infof(format, v...) }
+func (s *serverLogger) Noticef(format string, v ...any) { s.l.Debugf(format, v...) }
 func (s *serverLogger) Warnf(format string, v ...any)   { s.l.Warnf(format, v...) }
 func (s *serverLogger) Fatalf(format string, v ...any)  { s.l.Errorf(format, v...) }
 func (s *serverLogger) Errorf(format string, v ...any)  { s.l.Errorf(format, v...) }
