@@ -194,3 +194,11 @@ func call(tb testing.TB, method, url string, body string, hdr ...string) (int, h
 	}
 	return resp.StatusCode, resp.Header, string(b)
 }
+
+func defaultSchedulerConfig() scheduler.Config { return scheduler.DefaultConfig() }
+func defaultGatewayConfig() gateway.Config     { return gateway.DefaultConfig() }
+func defaultWorkerConfig() worker.Config {
+	c := worker.DefaultConfig()
+	c.ReadyTimeout = 15 * time.Second
+	return c
+}

@@ -5,7 +5,9 @@
 //	        a value that is not a whole number in that range gets 400
 //	?cpu=1  burn CPU for that long instead of sleeping
 //
-// It answers 200 with the JSON object {"slept_ms": N, "callId": ...}. It stops
+// It answers 200 with the JSON object {"slept_ms": N, "callId": ...,
+// "instance": hostname, "inflight": calls running in this instance when this
+// one started (itself included)}, so tests can see concurrency per instance. It stops
 // early when the request context ends (the caller went away or the call's
 // deadline passed); it then answers 503 with the milliseconds it actually took
 // and an "error" field.
@@ -20,7 +22,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	sdk "github.com/gustfaas/gust/functions-sdk"
@@ -35,10 +39,17 @@ func main() {
 
 // reply is what sleep answers.
 type reply struct {
-	SleptMS int64  `json:"slept_ms"`
-	CallID  string `json:"callId"`
-	Error   string `json:"error,omitempty"`
+	SleptMS  int64  `json:"slept_ms"`
+	CallID   string `json:"callId"`
+	Instance string `json:"instance"`
+	InFlight int64  `json:"inflight"`
+	Error    string `json:"error,omitempty"`
 }
+
+// inflight counts the calls this instance is running.
+var inflight atomic.Int64
+
+var hostname, _ = os.Hostname()
 
 // sleep waits or burns CPU for ?ms=N milliseconds.
 func sleep(w http.ResponseWriter, r *http.Request) {
@@ -62,6 +73,8 @@ func sleep(w http.ResponseWriter, r *http.Request) {
 		cpu = b
 	}
 
+	n := inflight.Add(1)
+	defer inflight.Add(-1)
 	ctx := r.Context()
 	d := time.Duration(ms) * time.Millisecond
 	start := time.Now()
@@ -71,7 +84,7 @@ func sleep(w http.ResponseWriter, r *http.Request) {
 	} else {
 		err = wait(ctx, d)
 	}
-	out := reply{SleptMS: ms, CallID: sdk.CallID(ctx)}
+	out := reply{SleptMS: ms, CallID: sdk.CallID(ctx), Instance: hostname, InFlight: n}
 	status := http.StatusOK
 	if err != nil {
 		out.SleptMS = time.Since(start).Milliseconds()

@@ -41,7 +41,7 @@ func TestSleep(t *testing.T) {
 			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 				t.Fatal(err)
 			}
-			if want := (reply{SleptMS: tt.want, CallID: "call-" + tt.name}); got != want {
+			if want := (reply{SleptMS: tt.want, CallID: "call-" + tt.name, Instance: hostname, InFlight: 1}); got != want {
 				t.Fatalf("got %+v, want %+v", got, want)
 			}
 			if took < time.Duration(tt.want)*time.Millisecond {

@@ -1,0 +1,390 @@
+package main
+
+// Performance benchmarks of the data plane, measured against the physical
+// floor of the same machine in the same run (DESIGN.md §10). Each
+// benchmark takes a fixed number of samples whatever b.N is; run them with
+//
+//	go test ./cmd/gust -run '^$' -bench . -benchtime 1x -count 1 -timeout 20m
+//
+// Results and how to read them: docs/benchmarks.md.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/docker"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// Sample counts and bounds. Every loop is bounded in count and in time.
+const (
+	benchWarmup      = 300              // untimed calls per side before sampling
+	benchWarmSamples = 2000             // timed sequential calls per side
+	benchWarmBlock   = 50               // calls per block; blocks alternate sides
+	benchWarmLimit   = 90 * time.Second // bound on the sequential sampling
+	benchClients     = 16               // concurrent clients of the throughput phase
+	benchPhase       = 3 * time.Second  // length of one throughput phase
+	benchPhaseMax    = 500_000          // bound on calls per client and phase
+	benchColdRuns    = 10               // cold starts per side
+	benchGoneLimit   = 30 * time.Second // bound on waiting for a scale to zero
+	benchPollEvery   = time.Millisecond // readiness polling of the bare baseline
+	benchReadyLimit  = 15 * time.Second // bound on one bare start
+)
+
+// benchUp runs `gust up` for a benchmark, logging warnings only so the
+// gateway's and worker's info logs neither flood the output nor cost CPU.
+func benchUp(b *testing.B) *UpMain {
+	b.Helper()
+	return MustRunUp(b, "", func(m *UpMain) {
+		if os.Getenv("GUST_TEST_LOG") == "" {
+			m.Logger = zaptest.NewLogger(b, zaptest.Level(zap.WarnLevel))
+		}
+	})
+}
+
+// benchDeploy deploys the hello image as name through the gateway API.
+func benchDeploy(b *testing.B, m *UpMain, name string, labels map[string]string) {
+	b.Helper()
+	spec, _ := json.Marshal(map[string]any{"service": name, "image": imageTag("hello"), "labels": labels})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.GatewayAddr()+"/system/functions", bytes.NewReader(spec))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatalf("deploy %s: %v", name, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b.Fatalf("deploy %s: %d %s", name, resp.StatusCode, body)
+	}
+}
+
+// benchClient is a kept-alive client tuned like Gust's own transports.
+func benchClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        4 * conns,
+		MaxIdleConnsPerHost: 2 * conns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		Proxy:               nil,
+	}, Timeout: 10 * time.Second}
+}
+
+// benchGet sends one GET and reads the whole answer; it fails unless the
+// status is 200.
+func benchGet(c *http.Client, url string) (http.Header, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return resp.Header, nil
+}
+
+// benchStats are the order statistics of a set of samples (nearest rank).
+type benchStats struct {
+	N             int
+	P50, P99, Max time.Duration
+}
+
+// benchPercentiles is the one percentile helper of the benchmarks.
+func benchPercentiles(samples []time.Duration) benchStats {
+	if len(samples) == 0 {
+		return benchStats{}
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	rank := func(p float64) time.Duration {
+		i := int(p*float64(len(s))+0.999999) - 1 // ceil(p·n) − 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return benchStats{N: len(s), P50: rank(0.50), P99: rank(0.99), Max: s[len(s)-1]}
+}
+
+func benchUS(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func benchMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkWarmCall measures warm sync calls of one hello container, through
+// the gateway (gateway → worker → container, in one process) and directly
+// on its bridge IP: sequential latency from one client in alternating
+// blocks, then throughput of benchClients concurrent clients.
+func BenchmarkWarmCall(b *testing.B) {
+	m := benchUp(b)
+	const name = "bench-warm"
+	// One instance and no more, so both sides hit the same container;
+	// concurrency (default 100) is above benchClients.
+	benchDeploy(b, m, name, map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "1"})
+	var addr string
+	checkFor(b, 30*time.Second, 50*time.Millisecond, func() error {
+		cs := Containers(b, map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID})
+		if len(cs) != 1 || cs[0].Addr == "" {
+			return fmt.Errorf("want 1 running container of %s, have %d", name, len(cs))
+		}
+		addr = cs[0].Addr
+		return nil
+	})
+	urls := [2]string{"http://" + addr + "/", "http://" + m.GatewayAddr() + "/function/" + name}
+	const direct, gw = 0, 1
+	sides := [2]string{"direct", "gateway"}
+	client := benchClient(benchClients)
+	defer client.CloseIdleConnections()
+
+	for side := range urls {
+		for i := 0; i < benchWarmup; i++ {
+			if _, err := benchGet(client, urls[side]); err != nil {
+				b.Fatalf("warm-up %s: %v", sides[side], err)
+			}
+		}
+	}
+
+	b.ResetTimer()
+	// Sequential latency: blocks alternate sides (ABBA), so drift and noise
+	// hit both equally.
+	var lat [2][]time.Duration
+	lat[direct] = make([]time.Duration, 0, benchWarmSamples)
+	lat[gw] = make([]time.Duration, 0, benchWarmSamples)
+	deadline := time.Now().Add(benchWarmLimit)
+	for blk := 0; len(lat[gw]) < benchWarmSamples && time.Now().Before(deadline); blk++ {
+		order := [2]int{direct, gw}
+		if blk%2 == 1 {
+			order = [2]int{gw, direct}
+		}
+		for _, side := range order {
+			for i := 0; i < benchWarmBlock && len(lat[side]) < benchWarmSamples; i++ {
+				t0 := time.Now()
+				_, err := benchGet(client, urls[side])
+				d := time.Since(t0)
+				if err != nil {
+					b.Fatalf("%s call: %v", sides[side], err)
+				}
+				lat[side] = append(lat[side], d)
+			}
+		}
+	}
+
+	// Throughput: benchClients clients for benchPhase per phase, phases in
+	// ABBA order.
+	var calls [2]int64
+	var spent [2]time.Duration
+	for _, side := range []int{direct, gw, gw, direct} {
+		n, d, err := benchThroughput(client, urls[side])
+		if err != nil {
+			b.Fatalf("%s throughput: %v", sides[side], err)
+		}
+		calls[side] += n
+		spent[side] += d
+	}
+	b.StopTimer()
+
+	st := [2]benchStats{benchPercentiles(lat[direct]), benchPercentiles(lat[gw])}
+	var rps [2]float64
+	for side := range rps {
+		rps[side] = float64(calls[side]) / spent[side].Seconds()
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(benchUS(st[direct].P50), "direct-p50-µs")
+	b.ReportMetric(benchUS(st[direct].P99), "direct-p99-µs")
+	b.ReportMetric(benchUS(st[gw].P50), "gw-p50-µs")
+	b.ReportMetric(benchUS(st[gw].P99), "gw-p99-µs")
+	b.ReportMetric(benchUS(st[gw].P50-st[direct].P50), "overhead-p50-µs")
+	b.ReportMetric(benchUS(st[gw].P99-st[direct].P99), "overhead-p99-µs")
+	b.ReportMetric(rps[direct], "direct-req/s")
+	b.ReportMetric(rps[gw], "gw-req/s")
+	b.ReportMetric(rps[gw]/rps[direct], "gw/direct-req/s")
+
+	var t strings.Builder
+	fmt.Fprintf(&t, "warm sync call, hello, %d sequential samples per side (blocks of %d, alternating), %d clients × %s × 2 phases per side\n",
+		st[gw].N, benchWarmBlock, benchClients, benchPhase)
+	fmt.Fprintf(&t, "%-10s %10s %10s %10s %12s\n", "", "p50 µs", "p99 µs", "max µs", "req/s")
+	for side := range sides {
+		fmt.Fprintf(&t, "%-10s %10.0f %10.0f %10.0f %12.0f\n", sides[side], benchUS(st[side].P50), benchUS(st[side].P99), benchUS(st[side].Max), rps[side])
+	}
+	fmt.Fprintf(&t, "%-10s %10.0f %10.0f %10s %12s\n", "overhead", benchUS(st[gw].P50-st[direct].P50), benchUS(st[gw].P99-st[direct].P99), "", "")
+	fmt.Fprintf(&t, "%-10s %10.2f %10.2f %10s %12.2f\n", "gw/direct",
+		float64(st[gw].P50)/float64(st[direct].P50), float64(st[gw].P99)/float64(st[direct].P99), "", rps[gw]/rps[direct])
+	b.Log("\n" + t.String())
+}
+
+// benchThroughput runs benchClients clients calling url back to back for
+// benchPhase (and at most benchPhaseMax calls each); it returns the calls
+// answered and the time they took.
+func benchThroughput(c *http.Client, url string) (int64, time.Duration, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	stop := t0.Add(benchPhase)
+	for range benchClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < benchPhaseMax && time.Now().Before(stop); i++ {
+				if _, err := benchGet(c, url); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	d := time.Since(t0)
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, 0, err
+	}
+	return n.Load(), d, nil
+}
+
+// BenchmarkColdStart measures the first call of a function at zero
+// instances, from the call to its answer through the gateway, against bare
+// Docker in the same run: create + start of the same image with the
+// internal/docker Runtime, then polling GET / every benchPollEvery until
+// the first 200. The two sides alternate.
+func BenchmarkColdStart(b *testing.B) {
+	m := benchUp(b)
+	const name = "bench-cold"
+	benchDeploy(b, m, name, map[string]string{
+		gust.LabelScaleMin: "0", gust.LabelScaleMax: "1", gust.LabelIdleTimeout: "1s",
+	})
+	rt, err := docker.New(docker.Config{Network: testNetwork}, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	ctx := context.Background()
+	if err := rt.Open(ctx); err != nil {
+		b.Fatal(err)
+	}
+	gwURL := "http://" + m.GatewayAddr() + "/function/" + name
+	gwClient := benchClient(1)
+	defer gwClient.CloseIdleConnections()
+	// No keep-alive to bare containers: their IPs are reused run to run.
+	pollClient := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}, Timeout: time.Second}
+	fnLabels := map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID}
+
+	b.ResetTimer()
+	var gustCold, bare, bareStart []time.Duration
+	notCold := 0
+	for i := 0; i < benchColdRuns; i++ {
+		// Gust: wait until the function is at zero, then time one call.
+		checkFor(b, benchGoneLimit, 100*time.Millisecond, func() error {
+			if cs := Containers(b, fnLabels); len(cs) > 0 {
+				return fmt.Errorf("%d containers of %s left", len(cs), name)
+			}
+			return nil
+		})
+		t0 := time.Now()
+		h, err := benchGet(gwClient, gwURL)
+		d := time.Since(t0)
+		if err != nil {
+			b.Fatalf("cold call %d: %v", i, err)
+		}
+		if h.Get(gust.HeaderColdStart) != "true" {
+			notCold++
+		}
+		gustCold = append(gustCold, d)
+
+		// Bare Docker: the same image, started the way the worker starts it.
+		ds, dr := benchBareStart(b, rt, pollClient, i)
+		bareStart = append(bareStart, ds)
+		bare = append(bare, dr)
+	}
+	b.StopTimer()
+	if notCold > 0 {
+		b.Errorf("%d of %d calls did not report a cold start", notCold, benchColdRuns)
+	}
+
+	g, bs, bb := benchPercentiles(gustCold), benchPercentiles(bare), benchPercentiles(bareStart)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(benchMS(g.P50), "gust-p50-ms")
+	b.ReportMetric(benchMS(g.Max), "gust-max-ms")
+	b.ReportMetric(benchMS(bs.P50), "docker-p50-ms")
+	b.ReportMetric(benchMS(bs.Max), "docker-max-ms")
+	b.ReportMetric(benchMS(g.P50-bs.P50), "diff-p50-ms")
+	b.ReportMetric(benchMS(g.Max-bs.Max), "diff-max-ms")
+	b.ReportMetric(benchMS(bb.P50), "docker-start-p50-ms")
+
+	var t strings.Builder
+	fmt.Fprintf(&t, "cold start to first answer, hello, %d runs per side (alternating)\n", g.N)
+	fmt.Fprintf(&t, "%-28s %8s %8s\n", "", "p50 ms", "max ms")
+	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "gust (call at zero)", benchMS(g.P50), benchMS(g.Max))
+	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "bare docker (to first 200)", benchMS(bs.P50), benchMS(bs.Max))
+	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "  of which create+start", benchMS(bb.P50), benchMS(bb.Max))
+	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "difference", benchMS(g.P50-bs.P50), benchMS(g.Max-bs.Max))
+	fmt.Fprintf(&t, "gust samples ms: %s\n", benchList(gustCold))
+	fmt.Fprintf(&t, "bare samples ms: %s\n", benchList(bare))
+	b.Log("\n" + t.String())
+}
+
+// benchBareStart creates and starts one hello container with rt, polls it
+// until its first 200 and removes it. It returns the time to Start
+// (create + start + inspect) and the time to the first 200.
+func benchBareStart(b *testing.B, rt *docker.Runtime, c *http.Client, i int) (time.Duration, time.Duration) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), benchReadyLimit)
+	defer cancel()
+	spec := gust.ContainerSpec{
+		Name:        fmt.Sprintf("gust-bench-bare-%d-%d", os.Getpid(), i),
+		Image:       imageTag("hello"),
+		Env:         []string{"PORT=8080"},
+		Labels:      map[string]string{"gust.bench": "bare"},
+		Port:        8080,
+		MemoryBytes: gust.DefaultMemory,
+		PidsLimit:   gust.DefaultPidsLimit,
+	}
+	t0 := time.Now()
+	inst, err := rt.Start(ctx, spec)
+	ds := time.Since(t0)
+	if err != nil {
+		b.Fatalf("bare start %d: %v", i, err)
+	}
+	defer func() {
+		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer rcancel()
+		if err := rt.Remove(rctx, inst.ID); err != nil {
+			b.Errorf("remove bare container: %v", err)
+		}
+	}()
+	url := "http://" + inst.Addr + "/"
+	for {
+		if _, err := benchGet(c, url); err == nil {
+			return ds, time.Since(t0)
+		}
+		if ctx.Err() != nil {
+			b.Fatalf("bare container %d: no 200 on %s within %s", i, url, benchReadyLimit)
+		}
+		time.Sleep(benchPollEvery)
+	}
+}
+
+func benchList(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = fmt.Sprintf("%.0f", benchMS(d))
+	}
+	return strings.Join(parts, " ")
+}
