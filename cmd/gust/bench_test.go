@@ -75,6 +75,23 @@ func benchDeploy(b *testing.B, m *UpMain, name string, labels map[string]string)
 	}
 }
 
+// benchContainers is Containers with Addr set: it lists with a runtime on
+// the test network (Containers' runtime looks for addresses on the default
+// network "gust").
+func benchContainers(b *testing.B, labels map[string]string) []gust.Instance {
+	b.Helper()
+	rt, err := docker.New(docker.Config{Network: testNetwork}, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	cs, err := rt.List(context.Background(), labels)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cs
+}
+
 // benchClient is a kept-alive client tuned like Gust's own transports.
 func benchClient(conns int) *http.Client {
 	return &http.Client{Transport: &http.Transport{
@@ -140,7 +157,7 @@ func BenchmarkWarmCall(b *testing.B) {
 	benchDeploy(b, m, name, map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "1"})
 	var addr string
 	checkFor(b, 30*time.Second, 50*time.Millisecond, func() error {
-		cs := Containers(b, map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID})
+		cs := benchContainers(b, map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID})
 		if len(cs) != 1 || cs[0].Addr == "" {
 			return fmt.Errorf("want 1 running container of %s, have %d", name, len(cs))
 		}

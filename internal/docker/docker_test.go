@@ -113,6 +113,9 @@ func MustDocker(tb testing.TB) {
 		_, dockerErr = c.Ping(ctx)
 	})
 	if dockerErr != nil {
+		if os.Getenv("GUST_REQUIRE_DOCKER") != "" {
+			tb.Fatalf("no Docker daemon, and GUST_REQUIRE_DOCKER is set: %v", dockerErr)
+		}
 		tb.Skipf("no Docker daemon: %v", dockerErr)
 	}
 }

@@ -1,0 +1,35 @@
+# Gust: two commands a new user needs are `make up` and `make test`.
+GO      ?= go
+BIN     ?= bin/gust
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+export CGO_ENABLED = 0
+
+.PHONY: build up test test-short bench examples vet clean
+
+build: ## build the static gust binary
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/gust
+
+up: build ## start Gust on this machine (gateway on :8080)
+	./$(BIN) up
+
+test: ## run every test, the Docker ones included, then the acceptance checks
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 5m ./testdata/functions/misbehave
+	@if [ -d ../shared/acceptance ]; then ../shared/acceptance/core; fi
+
+test-short: ## unit tests only (no Docker)
+	$(GO) test -count=1 -short ./...
+
+bench: ## warm-call and cold-start benchmarks against direct Docker baselines
+	$(GO) test ./cmd/gust -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m
+
+examples: build ## build the example function images
+	for f in hello echo sleep; do ./$(BIN) build examples/$$f --tag gust-example/$$f:latest; done
+
+vet:
+	$(GO) vet ./...
+	gofmt -l .
+
+clean:
+	rm -rf bin
