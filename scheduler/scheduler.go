@@ -332,6 +332,9 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 	alive := s.alive()
 	for key, fn := range fns {
 		pl, ok := pls[key]
+		if !ok && time.Since(fn.UpdatedAt) < deployGrace {
+			continue // its deploy is placing it right now
+		}
 		if ok && pl.Version == fn.Version && allAlive(pl.Workers, alive) {
 			cfg := fn.Config()
 			if want := min(len(alive), max(1, cfg.Min), cfg.Max); want == len(pl.Workers) {
@@ -349,6 +352,10 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 	}
 	return nil
 }
+
+// deployGrace is how long a freshly deployed function is left to the
+// deploy's own placement before the reconcile loop steps in.
+const deployGrace = 10 * time.Second
 
 func allAlive(ids []string, alive []gust.WorkerInfo) bool {
 	for _, id := range ids {

@@ -224,6 +224,7 @@ func (p *pool) startLocked() *instance {
 	p.instances = append(p.instances, in)
 	fn := p.fn
 	cfg := p.cfg
+	p.w.wg.Add(1)
 	go p.w.startInstance(p, in, fn, cfg)
 	return in
 }
@@ -327,7 +328,7 @@ func (p *pool) waitReady(ctx context.Context) error {
 			p.mu.Unlock()
 			return nil
 		}
-		if p.lastFailAt.After(start) {
+		if p.lastFailAt.After(start) || starting == 0 && time.Since(p.lastFailAt) < time.Second {
 			err := p.lastFailErr
 			p.mu.Unlock()
 			return err
@@ -381,6 +382,7 @@ const functionPort = 8080
 
 // startInstance starts the container of in and waits until it is ready.
 func (w *Worker) startInstance(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig) {
+	defer w.wg.Done()
 	logger := p.logger.With(zap.String("instance_id", in.id))
 	err := w.startContainer(p, in, fn, cfg, logger)
 	if err != nil {
@@ -436,7 +438,9 @@ func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust
 	}
 	exited <- exit
 	p.mu.Lock()
-	live := in.state != stateStopping && p.removeLocked(in)
+	// An instance still starting is the starter's to clean up: it reads
+	// the exit from the channel and records the failed start.
+	live := in.state == stateReady && p.removeLocked(in)
 	if live {
 		in.state = stateStopping
 		p.broadcastLocked()

@@ -332,7 +332,7 @@ func TestMinWarmAndScaleFunction(t *testing.T) {
 // TestBadInput: every bad input gets a clear answer and changes nothing.
 func TestBadInput(t *testing.T) {
 	m := MustRunUp(t, "", func(m *UpMain) { m.Gateway.MaxBodyBytes = 1024 })
-	mustDeploy(t, m, "mis", imageTag("misbehave"), map[string]string{gust.LabelTimeout: "1s", gust.LabelScaleMax: "1"})
+	mustDeploy(t, m, "mis", imageTag("misbehave"), map[string]string{gust.LabelTimeout: "1s", gust.LabelScaleMax: "1", gust.LabelHealth: "/healthy"})
 
 	deploys := []struct {
 		name      string
@@ -427,6 +427,24 @@ func TestBadInput(t *testing.T) {
 		if st, _, _ := call(t, "GET", gw(m)+"/function/mis", ""); st != 200 {
 			t.Errorf("call after timeout: %d", st)
 		}
+	})
+	t.Run("TimeoutNoRecovery", func(t *testing.T) {
+		before := containerIDs(fnContainers(t, m, "mis"))
+		if st, _, out := call(t, "GET", gw(m)+"/function/mis?freeze=1", ""); st != 504 {
+			t.Errorf("got %d %s, want 504", st, out)
+		}
+		// The frozen instance fails its readiness check and is replaced.
+		checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+			st, _, out := call(t, "GET", gw(m)+"/function/mis", "")
+			if st != 200 {
+				return fmt.Errorf("call after freeze: %d %s", st, out)
+			}
+			after := containerIDs(fnContainers(t, m, "mis"))
+			if len(after) != 1 || len(before) == 1 && after[0] == before[0] {
+				return fmt.Errorf("containers before freeze %v, after %v: want one new", before, after)
+			}
+			return nil
+		})
 	})
 	t.Run("FunctionStatusPassesThrough", func(t *testing.T) {
 		if st, _, _ := call(t, "GET", gw(m)+"/function/mis?status=418", ""); st != 418 {

@@ -8,6 +8,10 @@
 //	?hang=1     block until the request context ends, then drop the connection
 //	            without answering; it does nothing about the call deadline
 //	            itself (the SDK ends the request context at that deadline)
+//	?freeze=1   freeze the instance for good: this and every later call hang
+//	            until their context ends, and GET /healthy answers 503 (deploy
+//	            with the label gust.health=/healthy to use it as the readiness
+//	            check): an instance that times out and does not recover
 //	?stream=N   write N lines "line 1\n" ... "line N\n", one every 100ms,
 //	            flushing after each (N from 0 to 10000)
 //	?status=N   answer with status N (200 to 599) and its status text
@@ -31,10 +35,14 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	sdk "github.com/gustfaas/gust/functions-sdk"
 )
+
+// frozen is set by ?freeze=1 and never cleared.
+var frozen atomic.Bool
 
 // crashStatus is the exit status of ?crash=1.
 const crashStatus = 3
@@ -64,6 +72,14 @@ func misbehave(w http.ResponseWriter, r *http.Request) {
 		os.Exit(crashStatus)
 	case q.Get("garbage") == "1":
 		writeGarbage(w)
+	case r.URL.Path == "/healthy":
+		if frozen.Load() {
+			http.Error(w, "frozen", http.StatusServiceUnavailable)
+		}
+	case q.Get("freeze") == "1" || frozen.Load():
+		frozen.Store(true)
+		<-r.Context().Done()
+		panic(http.ErrAbortHandler)
 	case q.Get("hang") == "1":
 		<-r.Context().Done()
 		panic(http.ErrAbortHandler) // close the connection without an answer
