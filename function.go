@@ -2,6 +2,7 @@ package gust
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -284,10 +285,10 @@ func ParseMemory(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f <= 0 {
+	if err != nil || !(f > 0) || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
 		return 0, fmt.Errorf("want a positive quantity such as 128Mi, 1Gi or 256m")
 	}
-	return int64(f * mult), nil
+	return int64(math.Round(f * mult)), nil
 }
 
 // ParseCPU parses a CPU quantity ("0.5", "2", "500m") into nano-CPUs.
@@ -298,8 +299,8 @@ func ParseCPU(s string) (int64, error) {
 		s, div = strings.TrimSuffix(s, "m"), 1000
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f <= 0 {
+	if err != nil || !(f > 0) || math.IsInf(f, 0) || f/div > 1e6 {
 		return 0, fmt.Errorf("want a positive quantity such as 0.5, 2 or 500m")
 	}
-	return int64(f / div * 1e9), nil
+	return int64(math.Round(f / div * 1e9)), nil
 }

@@ -155,17 +155,23 @@ func (s *Server) getFunction(w http.ResponseWriter, r *http.Request) error {
 
 // lookup reads a function from the registry; a missing one is ENOTFOUND.
 func (s *Server) lookup(ctx context.Context, ns, name string) (*gust.Function, error) {
+	fn, _, err := s.lookupRev(ctx, ns, name)
+	return fn, err
+}
+
+// lookupRev is lookup with the record's revision, for updates.
+func (s *Server) lookupRev(ctx context.Context, ns, name string) (*gust.Function, uint64, error) {
 	if !gust.ValidName(name) {
-		return nil, gust.Invalidf("name", "function name %q is not a valid name", name)
+		return nil, 0, gust.Invalidf("name", "function name %q is not a valid name", name)
 	}
-	fn, _, err := s.state.Functions.Get(ctx, gust.FunctionKey(ns, name))
+	fn, rev, err := s.state.Functions.Get(ctx, gust.FunctionKey(ns, name))
 	if errors.Is(err, gust.ErrNotFound) {
-		return nil, gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
+		return nil, 0, gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return &fn, nil
+	return &fn, rev, nil
 }
 
 // deploy answers POST /system/functions: create, or replace an existing
@@ -311,15 +317,13 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 		if ns, err = namespaceParam(r); err != nil {
 			return err
 		}
+	} else if !gust.ValidName(ns) {
+		return gust.Invalidf("namespace", "namespace %q is not a valid name", ns)
 	}
 	name := chi.URLParam(r, "name")
 	ctx := r.Context()
 	for attempt := 0; ; attempt++ {
-		fn, err := s.lookup(ctx, ns, name)
-		if err != nil {
-			return err
-		}
-		_, rev, err := s.state.Functions.Get(ctx, fn.Key())
+		fn, rev, err := s.lookupRev(ctx, ns, name)
 		if err != nil {
 			return err
 		}

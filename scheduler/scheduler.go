@@ -53,7 +53,7 @@ type SpreadPlacer struct{}
 func (SpreadPlacer) Place(fn *gust.Function, n int, current []string, alive []gust.WorkerInfo, load map[string]int) []string {
 	out := make([]string, 0, n)
 	for _, id := range current {
-		if len(out) < n && slices.ContainsFunc(alive, func(w gust.WorkerInfo) bool { return w.ID == id }) {
+		if len(out) < n && !slices.Contains(out, id) && slices.ContainsFunc(alive, func(w gust.WorkerInfo) bool { return w.ID == id }) {
 			out = append(out, id)
 		}
 	}

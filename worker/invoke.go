@@ -27,7 +27,9 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	if err != nil {
 		return err
 	}
-	cfg := fn.Config()
+	p.mu.Lock()
+	cfg := p.cfg // parsed once per deploy, not per call
+	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 	defer cancel()
 

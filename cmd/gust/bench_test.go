@@ -16,11 +16,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,7 +37,7 @@ import (
 const (
 	benchWarmup      = 300              // untimed calls per side before sampling
 	benchWarmSamples = 2000             // timed sequential calls per side
-	benchWarmBlock   = 50               // calls per block; blocks alternate sides
+	benchWarmBlock   = 50               // calls per block; the order of sides rotates
 	benchWarmLimit   = 90 * time.Second // bound on the sequential sampling
 	benchClients     = 16               // concurrent clients of the throughput phase
 	benchPhase       = 3 * time.Second  // length of one throughput phase
@@ -106,8 +109,8 @@ func benchClient(conns int) *http.Client {
 
 // benchGet sends one GET and reads the whole answer; it fails unless the
 // status is 200.
-func benchGet(c *http.Client, url string) (http.Header, error) {
-	resp, err := c.Get(url)
+func benchGet(c *http.Client, u string) (http.Header, error) {
+	resp, err := c.Get(u)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +120,7 @@ func benchGet(c *http.Client, url string) (http.Header, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+		return nil, fmt.Errorf("GET %s: status %d", u, resp.StatusCode)
 	}
 	return resp.Header, nil
 }
@@ -148,11 +151,14 @@ func benchMS(d time.Duration) float64 { return float64(d) / float64(time.Millise
 // BenchmarkWarmCall measures warm sync calls of one hello container, through
 // the gateway (gateway → worker → container, in one process) and directly
 // on its bridge IP: sequential latency from one client in alternating
-// blocks, then throughput of benchClients concurrent clients.
+// blocks, then throughput of benchClients concurrent clients. A third side,
+// a plain httputil.ReverseProxy in this process with a tuned transport, is
+// the reference for "one Go HTTP hop" (DESIGN.md §10) measured in the same
+// run: what the gateway costs above it is Gust's own.
 func BenchmarkWarmCall(b *testing.B) {
 	m := benchUp(b)
 	const name = "bench-warm"
-	// One instance and no more, so both sides hit the same container;
+	// One instance and no more, so every side hits the same container;
 	// concurrency (default 100) is above benchClients.
 	benchDeploy(b, m, name, map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "1"})
 	var addr string
@@ -164,9 +170,11 @@ func BenchmarkWarmCall(b *testing.B) {
 		addr = cs[0].Addr
 		return nil
 	})
-	urls := [2]string{"http://" + addr + "/", "http://" + m.GatewayAddr() + "/function/" + name}
-	const direct, gw = 0, 1
-	sides := [2]string{"direct", "gateway"}
+	hop := benchReverseProxy(b, "http://"+addr)
+
+	const direct, gw, rp = 0, 1, 2
+	sides := [3]string{"direct", "gateway", "revproxy"}
+	urls := [3]string{"http://" + addr + "/", "http://" + m.GatewayAddr() + "/function/" + name, "http://" + hop + "/"}
 	client := benchClient(benchClients)
 	defer client.CloseIdleConnections()
 
@@ -179,18 +187,16 @@ func BenchmarkWarmCall(b *testing.B) {
 	}
 
 	b.ResetTimer()
-	// Sequential latency: blocks alternate sides (ABBA), so drift and noise
-	// hit both equally.
-	var lat [2][]time.Duration
-	lat[direct] = make([]time.Duration, 0, benchWarmSamples)
-	lat[gw] = make([]time.Duration, 0, benchWarmSamples)
+	// Sequential latency: blocks of each side in turn, the order rotating
+	// block to block, so drift and noise hit every side equally.
+	var lat [3][]time.Duration
+	for side := range lat {
+		lat[side] = make([]time.Duration, 0, benchWarmSamples)
+	}
 	deadline := time.Now().Add(benchWarmLimit)
 	for blk := 0; len(lat[gw]) < benchWarmSamples && time.Now().Before(deadline); blk++ {
-		order := [2]int{direct, gw}
-		if blk%2 == 1 {
-			order = [2]int{gw, direct}
-		}
-		for _, side := range order {
+		for k := range sides {
+			side := (blk + k) % len(sides)
 			for i := 0; i < benchWarmBlock && len(lat[side]) < benchWarmSamples; i++ {
 				t0 := time.Now()
 				_, err := benchGet(client, urls[side])
@@ -204,23 +210,28 @@ func BenchmarkWarmCall(b *testing.B) {
 	}
 
 	// Throughput: benchClients clients for benchPhase per phase, phases in
-	// ABBA order.
-	var calls [2]int64
-	var spent [2]time.Duration
-	for _, side := range []int{direct, gw, gw, direct} {
+	// ABCCBA order. The process CPU time of a phase (client, gateway and
+	// worker share the process) gives the CPU cost per call.
+	var calls [3]int64
+	var spent, cpu [3]time.Duration
+	for _, side := range []int{direct, gw, rp, rp, gw, direct} {
+		c0 := benchCPU()
 		n, d, err := benchThroughput(client, urls[side])
 		if err != nil {
 			b.Fatalf("%s throughput: %v", sides[side], err)
 		}
+		cpu[side] += benchCPU() - c0
 		calls[side] += n
 		spent[side] += d
 	}
 	b.StopTimer()
 
-	st := [2]benchStats{benchPercentiles(lat[direct]), benchPercentiles(lat[gw])}
-	var rps [2]float64
-	for side := range rps {
+	var st [3]benchStats
+	var rps, cpuPerCall [3]float64
+	for side := range sides {
+		st[side] = benchPercentiles(lat[side])
 		rps[side] = float64(calls[side]) / spent[side].Seconds()
+		cpuPerCall[side] = benchUS(cpu[side]) / float64(max(calls[side], 1))
 	}
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(benchUS(st[direct].P50), "direct-p50-µs")
@@ -229,27 +240,73 @@ func BenchmarkWarmCall(b *testing.B) {
 	b.ReportMetric(benchUS(st[gw].P99), "gw-p99-µs")
 	b.ReportMetric(benchUS(st[gw].P50-st[direct].P50), "overhead-p50-µs")
 	b.ReportMetric(benchUS(st[gw].P99-st[direct].P99), "overhead-p99-µs")
+	b.ReportMetric(float64(st[gw].P50)/float64(st[direct].P50), "gw/direct-p50")
+	b.ReportMetric(float64(st[gw].P99)/float64(st[direct].P99), "gw/direct-p99")
+	b.ReportMetric(benchUS(st[rp].P50-st[direct].P50), "revproxy-overhead-p50-µs")
 	b.ReportMetric(rps[direct], "direct-req/s")
 	b.ReportMetric(rps[gw], "gw-req/s")
+	b.ReportMetric(rps[rp], "revproxy-req/s")
 	b.ReportMetric(rps[gw]/rps[direct], "gw/direct-req/s")
+	b.ReportMetric(cpuPerCall[direct], "direct-cpu-µs/call")
+	b.ReportMetric(cpuPerCall[gw], "gw-cpu-µs/call")
+	b.ReportMetric(cpuPerCall[rp], "revproxy-cpu-µs/call")
 
 	var t strings.Builder
-	fmt.Fprintf(&t, "warm sync call, hello, %d sequential samples per side (blocks of %d, alternating), %d clients × %s × 2 phases per side\n",
+	fmt.Fprintf(&t, "warm sync call, hello, %d sequential samples per side (blocks of %d, rotating), %d clients × %s × 2 phases per side\n",
 		st[gw].N, benchWarmBlock, benchClients, benchPhase)
-	fmt.Fprintf(&t, "%-10s %10s %10s %10s %12s\n", "", "p50 µs", "p99 µs", "max µs", "req/s")
+	fmt.Fprintf(&t, "%-12s %9s %9s %9s %11s %11s %12s\n", "", "p50 µs", "p99 µs", "max µs", "req/s", "cpu µs/call", "vs direct")
 	for side := range sides {
-		fmt.Fprintf(&t, "%-10s %10.0f %10.0f %10.0f %12.0f\n", sides[side], benchUS(st[side].P50), benchUS(st[side].P99), benchUS(st[side].Max), rps[side])
+		fmt.Fprintf(&t, "%-12s %9.0f %9.0f %9.0f %11.0f %11.0f %12s\n", sides[side], benchUS(st[side].P50), benchUS(st[side].P99), benchUS(st[side].Max),
+			rps[side], cpuPerCall[side], fmt.Sprintf("×%.2f req/s", rps[side]/rps[direct]))
 	}
-	fmt.Fprintf(&t, "%-10s %10.0f %10.0f %10s %12s\n", "overhead", benchUS(st[gw].P50-st[direct].P50), benchUS(st[gw].P99-st[direct].P99), "", "")
-	fmt.Fprintf(&t, "%-10s %10.2f %10.2f %10s %12.2f\n", "gw/direct",
-		float64(st[gw].P50)/float64(st[direct].P50), float64(st[gw].P99)/float64(st[direct].P99), "", rps[gw]/rps[direct])
+	fmt.Fprintf(&t, "gateway − direct:  p50 %+.0f µs (×%.2f), p99 %+.0f µs (×%.2f), CPU %+.0f µs/call\n",
+		benchUS(st[gw].P50-st[direct].P50), float64(st[gw].P50)/float64(st[direct].P50),
+		benchUS(st[gw].P99-st[direct].P99), float64(st[gw].P99)/float64(st[direct].P99), cpuPerCall[gw]-cpuPerCall[direct])
+	fmt.Fprintf(&t, "revproxy − direct: p50 %+.0f µs (×%.2f), p99 %+.0f µs (×%.2f), CPU %+.0f µs/call\n",
+		benchUS(st[rp].P50-st[direct].P50), float64(st[rp].P50)/float64(st[direct].P50),
+		benchUS(st[rp].P99-st[direct].P99), float64(st[rp].P99)/float64(st[direct].P99), cpuPerCall[rp]-cpuPerCall[direct])
 	b.Log("\n" + t.String())
 }
 
-// benchThroughput runs benchClients clients calling url back to back for
+// benchReverseProxy serves, on loopback, an httputil.ReverseProxy to target
+// with a transport tuned like Gust's, and returns its address.
+func benchReverseProxy(b *testing.B, target string) string {
+	b.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := benchClient(benchClients).Transport
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
+		Transport: tr,
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	b.Cleanup(func() {
+		srv.Close()
+		tr.(*http.Transport).CloseIdleConnections()
+	})
+	return ln.Addr().String()
+}
+
+// benchCPU is the CPU time (user + system) this process has used.
+func benchCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchThroughput runs benchClients clients calling u back to back for
 // benchPhase (and at most benchPhaseMax calls each); it returns the calls
 // answered and the time they took.
-func benchThroughput(c *http.Client, url string) (int64, time.Duration, error) {
+func benchThroughput(c *http.Client, u string) (int64, time.Duration, error) {
 	var n atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -260,7 +317,7 @@ func benchThroughput(c *http.Client, url string) (int64, time.Duration, error) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < benchPhaseMax && time.Now().Before(stop); i++ {
-				if _, err := benchGet(c, url); err != nil {
+				if _, err := benchGet(c, u); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -280,7 +337,8 @@ func benchThroughput(c *http.Client, url string) (int64, time.Duration, error) {
 // instances, from the call to its answer through the gateway, against bare
 // Docker in the same run: create + start of the same image with the
 // internal/docker Runtime, then polling GET / every benchPollEvery until
-// the first 200. The two sides alternate.
+// the first 200. The two sides alternate, each measured while nothing
+// else of the benchmark runs on Docker.
 func BenchmarkColdStart(b *testing.B) {
 	m := benchUp(b)
 	const name = "bench-cold"
@@ -307,13 +365,22 @@ func BenchmarkColdStart(b *testing.B) {
 	var gustCold, bare, bareStart []time.Duration
 	notCold := 0
 	for i := 0; i < benchColdRuns; i++ {
-		// Gust: wait until the function is at zero, then time one call.
+		// Wait until the function is at zero, so that no stop or remove of
+		// its last instance runs during either measurement.
 		checkFor(b, benchGoneLimit, 100*time.Millisecond, func() error {
 			if cs := Containers(b, fnLabels); len(cs) > 0 {
 				return fmt.Errorf("%d containers of %s left", len(cs), name)
 			}
 			return nil
 		})
+
+		// Bare Docker: the same image, started the way the worker starts
+		// it; removed before Gust's call.
+		ds, dr := benchBareStart(b, rt, pollClient, i)
+		bareStart = append(bareStart, ds)
+		bare = append(bare, dr)
+
+		// Gust: one call at zero instances.
 		t0 := time.Now()
 		h, err := benchGet(gwClient, gwURL)
 		d := time.Since(t0)
@@ -324,11 +391,6 @@ func BenchmarkColdStart(b *testing.B) {
 			notCold++
 		}
 		gustCold = append(gustCold, d)
-
-		// Bare Docker: the same image, started the way the worker starts it.
-		ds, dr := benchBareStart(b, rt, pollClient, i)
-		bareStart = append(bareStart, ds)
-		bare = append(bare, dr)
 	}
 	b.StopTimer()
 	if notCold > 0 {
@@ -336,6 +398,14 @@ func BenchmarkColdStart(b *testing.B) {
 	}
 
 	g, bs, bb := benchPercentiles(gustCold), benchPercentiles(bare), benchPercentiles(bareStart)
+	// Runs are paired (each bare start is followed by a Gust one), so the
+	// median of the pairwise differences is less noisy than the difference
+	// of the medians. Differences may be negative: shift them to sort.
+	diffs := make([]time.Duration, len(gustCold))
+	for i := range gustCold {
+		diffs[i] = gustCold[i] - bare[i] + time.Hour
+	}
+	pd := benchPercentiles(diffs).P50 - time.Hour
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(benchMS(g.P50), "gust-p50-ms")
 	b.ReportMetric(benchMS(g.Max), "gust-max-ms")
@@ -343,6 +413,7 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(benchMS(bs.Max), "docker-max-ms")
 	b.ReportMetric(benchMS(g.P50-bs.P50), "diff-p50-ms")
 	b.ReportMetric(benchMS(g.Max-bs.Max), "diff-max-ms")
+	b.ReportMetric(benchMS(pd), "paired-diff-p50-ms")
 	b.ReportMetric(benchMS(bb.P50), "docker-start-p50-ms")
 
 	var t strings.Builder
@@ -352,6 +423,7 @@ func BenchmarkColdStart(b *testing.B) {
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "bare docker (to first 200)", benchMS(bs.P50), benchMS(bs.Max))
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "  of which create+start", benchMS(bb.P50), benchMS(bb.Max))
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "difference", benchMS(g.P50-bs.P50), benchMS(g.Max-bs.Max))
+	fmt.Fprintf(&t, "%-28s %8.1f\n", "median of paired differences", benchMS(pd))
 	fmt.Fprintf(&t, "gust samples ms: %s\n", benchList(gustCold))
 	fmt.Fprintf(&t, "bare samples ms: %s\n", benchList(bare))
 	b.Log("\n" + t.String())
@@ -386,13 +458,13 @@ func benchBareStart(b *testing.B, rt *docker.Runtime, c *http.Client, i int) (ti
 			b.Errorf("remove bare container: %v", err)
 		}
 	}()
-	url := "http://" + inst.Addr + "/"
+	u := "http://" + inst.Addr + "/"
 	for {
-		if _, err := benchGet(c, url); err == nil {
+		if _, err := benchGet(c, u); err == nil {
 			return ds, time.Since(t0)
 		}
 		if ctx.Err() != nil {
-			b.Fatalf("bare container %d: no 200 on %s within %s", i, url, benchReadyLimit)
+			b.Fatalf("bare container %d: no 200 on %s within %s", i, u, benchReadyLimit)
 		}
 		time.Sleep(benchPollEvery)
 	}

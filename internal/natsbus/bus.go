@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
@@ -18,6 +19,8 @@ type Bus struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	logger *zap.Logger
+	// handlers tracks requests being served, so Close lets them reply.
+	handlers sync.WaitGroup
 }
 
 // Connect dials NATS at url and keeps reconnecting for ever after a loss.
@@ -50,6 +53,7 @@ func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
 // Close drains the connection: subscriptions finish the messages they hold
 // before the connection closes.
 func (b *Bus) Close() error {
+	b.handlers.Wait()
 	if err := b.NC.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		b.NC.Close()
 		return fmt.Errorf("drain nats connection: %w", err)
@@ -85,7 +89,9 @@ func (b *Bus) Request(ctx context.Context, subject string, req, resp any) error 
 // ctx does; fn's result is sent back as JSON.
 func (b *Bus) Handle(ctx context.Context, subject, queue string, fn func(ctx context.Context, data []byte) any) (func() error, error) {
 	sub, err := b.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		b.handlers.Add(1)
 		go func() {
+			defer b.handlers.Done()
 			out, err := json.Marshal(fn(ctx, m.Data))
 			if err != nil {
 				b.logger.Error("encode reply", zap.String("subject", subject), zap.Error(err))
@@ -97,6 +103,10 @@ func (b *Bus) Handle(ctx context.Context, subject, queue string, fn func(ctx con
 		}()
 	})
 	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	// Make sure the server has the subscription before callers request.
+	if err := b.NC.Flush(); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	return sub.Drain, nil

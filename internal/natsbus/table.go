@@ -181,6 +181,9 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 				}
 				c := gust.Change[T]{Key: e.Key(), Revision: e.Revision()}
 				if e.Operation() != jetstream.KeyValuePut {
+					if first {
+						continue // deleted before the watch began: not a change
+					}
 					c.Deleted = true
 				} else if err := json.Unmarshal(e.Value(), &c.Value); err != nil {
 					t.logger.Warn("skip undecodable entry", zap.String("key", e.Key()), zap.Error(err))

@@ -1,0 +1,383 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/scheduler"
+	"go.uber.org/zap/zaptest"
+)
+
+// workers returns live WorkerInfos with the given ids.
+func workers(ids ...string) []gust.WorkerInfo {
+	out := make([]gust.WorkerInfo, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, gust.WorkerInfo{ID: id, Seen: time.Now()})
+	}
+	return out
+}
+
+func TestSpreadPlacer_Place(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		n       int
+		current []string
+		alive   []gust.WorkerInfo
+		load    map[string]int
+		want    []string
+	}{
+		{name: "Empty", n: 1, alive: nil, want: []string{}},
+		{name: "New", n: 1, alive: workers("w1", "w2"), want: []string{"w1"}},
+		{name: "NewTwo", n: 2, alive: workers("w1", "w2", "w3"), want: []string{"w1", "w2"}},
+		{name: "KeepsCurrent", n: 1, current: []string{"w2"}, alive: workers("w1", "w2", "w3"), want: []string{"w2"}},
+		{name: "KeepsCurrentEvenIfLoaded", n: 1, current: []string{"w2"}, alive: workers("w1", "w2"), load: map[string]int{"w2": 9}, want: []string{"w2"}},
+		{name: "KeepsCurrentOrder", n: 2, current: []string{"w3", "w1"}, alive: workers("w1", "w2", "w3"), want: []string{"w3", "w1"}},
+		{name: "DropsDead", n: 1, current: []string{"w9"}, alive: workers("w1", "w2"), want: []string{"w1"}},
+		{name: "DropsDeadKeepsLive", n: 2, current: []string{"w9", "w2"}, alive: workers("w1", "w2", "w3"), load: map[string]int{"w1": 5}, want: []string{"w2", "w3"}},
+		{name: "LeastLoaded", n: 2, alive: workers("w1", "w2", "w3"), load: map[string]int{"w1": 3, "w2": 1, "w3": 0}, want: []string{"w3", "w2"}},
+		{name: "TiesById", n: 2, alive: workers("w1", "w2", "w3"), load: map[string]int{"w1": 1, "w2": 1, "w3": 1}, want: []string{"w1", "w2"}},
+		{name: "FillsWithLeastLoaded", n: 3, current: []string{"w1"}, alive: workers("w1", "w2", "w3", "w4"), load: map[string]int{"w1": 0, "w2": 4, "w3": 2, "w4": 1}, want: []string{"w1", "w4", "w3"}},
+		{name: "ShrinksToN", n: 1, current: []string{"w1", "w2"}, alive: workers("w1", "w2"), want: []string{"w1"}},
+		{name: "FewerAliveThanN", n: 5, alive: workers("w1", "w2"), want: []string{"w1", "w2"}},
+		{name: "Zero", n: 0, current: []string{"w1"}, alive: workers("w1"), want: []string{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fn := &gust.Function{Spec: gust.FunctionSpec{Service: "f", Namespace: "ns"}}
+			got := scheduler.SpreadPlacer{}.Place(fn, tt.n, tt.current, tt.alive, tt.load)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Place(n=%d, current=%v) = %v, want %v", tt.n, tt.current, got, tt.want)
+			}
+			if want := min(tt.n, len(tt.alive)); len(got) != want {
+				t.Errorf("len = %d, want %d", len(got), want)
+			}
+		})
+	}
+}
+
+// TestSpreadPlacer_Place_DuplicateCurrent checks that a placement never
+// names one worker twice, even when the current one does.
+func TestSpreadPlacer_Place_DuplicateCurrent(t *testing.T) {
+	got := scheduler.SpreadPlacer{}.Place(&gust.Function{}, 2, []string{"w1", "w1"}, workers("w1", "w2"), nil)
+	if want := []string{"w1", "w2"}; !slices.Equal(got, want) {
+		t.Errorf("Place = %v, want %v", got, want)
+	}
+}
+
+// MustOpenState starts an embedded NATS server with JetStream, connects to
+// it and opens the cluster state. Everything stops when the test ends.
+func MustOpenState(tb testing.TB) (*gust.State, *natsbus.Bus) {
+	tb.Helper()
+	logger := zaptest.NewLogger(tb)
+	srv, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: tb.TempDir(), Name: "test"}, logger)
+	if err != nil {
+		tb.Fatalf("run nats server: %v", err)
+	}
+	tb.Cleanup(srv.Shutdown)
+	bus, err := natsbus.Connect(srv.ClientURL(), "test", logger)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(func() { _ = bus.Close() })
+	st, err := natsbus.OpenState(context.Background(), bus)
+	if err != nil {
+		tb.Fatalf("open state: %v", err)
+	}
+	return st, bus
+}
+
+// MustPut writes v at key.
+func MustPut[T any](tb testing.TB, t gust.Table[T], key string, v T) {
+	tb.Helper()
+	if _, err := t.Put(context.Background(), key, v); err != nil {
+		tb.Fatalf("put %s: %v", key, err)
+	}
+}
+
+// MustStartScheduler starts a scheduler whose reconcile loop does not run
+// during the test, and closes it when the test ends.
+func MustStartScheduler(tb testing.TB, st *gust.State, bus *natsbus.Bus) *scheduler.Scheduler {
+	tb.Helper()
+	cfg := scheduler.DefaultConfig()
+	cfg.ReconcileInterval = time.Hour
+	cfg.PrepareTimeout = 5 * time.Second
+	s := scheduler.New(cfg, st, bus, zaptest.NewLogger(tb))
+	if err := s.Start(context.Background()); err != nil {
+		tb.Fatalf("start scheduler: %v", err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// fakeWorker answers prepare requests for one worker id with reply and
+// records the functions it was asked to prepare.
+type fakeWorker struct {
+	mu       sync.Mutex
+	reply    gust.Reply
+	prepared []gust.Function
+}
+
+func (w *fakeWorker) calls() []gust.Function {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.prepared)
+}
+
+// MustFakeWorker registers a worker in state (alive now) and serves its
+// prepare subject.
+func MustFakeWorker(tb testing.TB, st *gust.State, bus *natsbus.Bus, id string, reply gust.Reply) *fakeWorker {
+	tb.Helper()
+	w := &fakeWorker{reply: reply}
+	stop, err := bus.Handle(context.Background(), gust.SubjectPreparePrefix+id, "", func(_ context.Context, data []byte) any {
+		var req gust.PrepareRequest
+		if err := json.Unmarshal(data, &req); err != nil {
+			return gust.ReplyOf(gust.Errorf(gust.EINVALID, "decode: %v", err))
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.prepared = append(w.prepared, req.Function)
+		return w.reply
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = stop() })
+	MustPut(tb, st.Workers, id, gust.WorkerInfo{ID: id, Addr: "http://127.0.0.1:1", Seen: time.Now()})
+	return w
+}
+
+// MustDeploy puts a function in the registry and returns its key.
+func MustDeploy(tb testing.TB, st *gust.State, name string, version uint64, labels map[string]string) string {
+	tb.Helper()
+	fn := gust.Function{
+		Spec:    gust.FunctionSpec{Service: name, Namespace: gust.DefaultNamespace, Image: "img:" + name, Labels: labels},
+		Version: version,
+	}
+	MustPut(tb, st.Functions, fn.Key(), fn)
+	return fn.Key()
+}
+
+func TestScheduler_Place(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("OK", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		w1 := MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+		key := MustDeploy(t, st, "hello", 3, nil)
+		s := MustStartScheduler(t, st, bus)
+
+		pl, err := s.Place(ctx, key)
+		if err != nil {
+			t.Fatalf("Place: %v", err)
+		}
+		if got, want := fmt.Sprint(pl.Workers, pl.Version), "[w1] 3"; got != want {
+			t.Errorf("placement = %s, want %s", got, want)
+		}
+		stored, _, err := st.Placements.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("stored placement: %v", err)
+		}
+		if got, want := fmt.Sprint(stored.Workers, stored.Version), "[w1] 3"; got != want {
+			t.Errorf("stored placement = %s, want %s", got, want)
+		}
+		calls := w1.calls()
+		if len(calls) != 1 {
+			t.Fatalf("prepare calls = %d, want 1", len(calls))
+		}
+		if got, want := calls[0].Key(), key; got != want {
+			t.Errorf("prepared %q, want %q", got, want)
+		}
+		if calls[0].Version != 3 || calls[0].Spec.Image != "img:hello" {
+			t.Errorf("prepared function = %+v, want version 3 image img:hello", calls[0])
+		}
+	})
+
+	t.Run("KeepsPlacement", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+		MustFakeWorker(t, st, bus, "w2", gust.Reply{})
+		key := MustDeploy(t, st, "hello", 1, nil)
+		MustPut(t, st.Placements, key, gust.Placement{Workers: []string{"w2"}, Version: 1})
+		s := MustStartScheduler(t, st, bus)
+
+		pl, err := s.Place(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fmt.Sprint(pl.Workers), "[w2]"; got != want {
+			t.Errorf("workers = %s, want %s (the current placement)", got, want)
+		}
+	})
+
+	t.Run("SpreadsToMin", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		w1 := MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+		w2 := MustFakeWorker(t, st, bus, "w2", gust.Reply{})
+		key := MustDeploy(t, st, "hello", 1, map[string]string{gust.LabelScaleMin: "2"})
+		s := MustStartScheduler(t, st, bus)
+
+		pl, err := s.Place(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fmt.Sprint(pl.Workers), "[w1 w2]"; got != want {
+			t.Errorf("workers = %s, want %s", got, want)
+		}
+		if len(w1.calls()) != 1 || len(w2.calls()) != 1 {
+			t.Errorf("prepare calls = %d, %d; want 1, 1", len(w1.calls()), len(w2.calls()))
+		}
+	})
+
+	t.Run("PicksLiveWorker", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		MustPut(t, st.Workers, "w0", gust.WorkerInfo{ID: "w0", Seen: time.Now().Add(-time.Minute)})
+		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+		key := MustDeploy(t, st, "hello", 1, nil)
+		s := MustStartScheduler(t, st, bus)
+
+		pl, err := s.Place(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fmt.Sprint(pl.Workers), "[w1]"; got != want {
+			t.Errorf("workers = %s, want %s (w0 is stale)", got, want)
+		}
+	})
+
+	t.Run("ErrNoWorker", func(t *testing.T) {
+		for _, tt := range []struct {
+			name   string
+			worker *gust.WorkerInfo
+		}{
+			{"None", nil},
+			{"Stale", &gust.WorkerInfo{ID: "w1", Seen: time.Now().Add(-time.Minute)}},
+			{"Draining", &gust.WorkerInfo{ID: "w1", Seen: time.Now(), Draining: true}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				st, bus := MustOpenState(t)
+				if tt.worker != nil {
+					MustPut(t, st.Workers, tt.worker.ID, *tt.worker)
+				}
+				key := MustDeploy(t, st, "hello", 1, nil)
+				s := MustStartScheduler(t, st, bus)
+
+				_, err := s.Place(ctx, key)
+				if got, want := gust.ErrorCode(err), gust.EUNAVAILABLE; got != want {
+					t.Fatalf("Place code = %q (err %v), want %q", got, err, want)
+				}
+				if _, _, err := st.Placements.Get(ctx, key); !errors.Is(err, gust.ErrNotFound) {
+					t.Errorf("placement stored = %v, want none", err)
+				}
+			})
+		}
+	})
+
+	t.Run("ErrUnknownFunction", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+		s := MustStartScheduler(t, st, bus)
+
+		_, err := s.Place(ctx, gust.FunctionKey(gust.DefaultNamespace, "nope"))
+		if got, want := gust.ErrorCode(err), gust.ENOTFOUND; got != want {
+			t.Fatalf("Place code = %q (err %v), want %q", got, err, want)
+		}
+	})
+
+	t.Run("ErrPrepare", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		w1 := MustFakeWorker(t, st, bus, "w1", gust.ReplyOf(gust.Invalidf("image", "pull img:hello: denied")))
+		key := MustDeploy(t, st, "hello", 1, nil)
+		s := MustStartScheduler(t, st, bus)
+
+		_, err := s.Place(ctx, key)
+		var ge *gust.Error
+		if !errors.As(err, &ge) {
+			t.Fatalf("Place = %T %v, want *gust.Error", err, err)
+		}
+		if ge.Code != gust.EINVALID || ge.Field != "image" || ge.Message != "pull img:hello: denied" {
+			t.Errorf("Place error = %+v, want the worker's {invalid image \"pull img:hello: denied\"}", *ge)
+		}
+		if len(w1.calls()) != 1 {
+			t.Errorf("prepare calls = %d, want 1", len(w1.calls()))
+		}
+	})
+
+	t.Run("ErrWorkerSilent", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		// Alive by heartbeat, but nothing serves its prepare subject.
+		MustPut(t, st.Workers, "w1", gust.WorkerInfo{ID: "w1", Seen: time.Now()})
+		key := MustDeploy(t, st, "hello", 1, nil)
+		s := MustStartScheduler(t, st, bus)
+
+		_, err := s.Place(ctx, key)
+		if got, want := gust.ErrorCode(err), gust.EUNAVAILABLE; got != want {
+			t.Fatalf("Place code = %q (err %v), want %q", got, err, want)
+		}
+	})
+
+	t.Run("WorkerJoinsLater", func(t *testing.T) {
+		st, bus := MustOpenState(t)
+		key := MustDeploy(t, st, "hello", 1, nil)
+		s := MustStartScheduler(t, st, bus)
+		if _, err := s.Place(ctx, key); gust.ErrorCode(err) != gust.EUNAVAILABLE {
+			t.Fatalf("Place before any worker = %v, want EUNAVAILABLE", err)
+		}
+		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			_, err := s.Place(ctx, key)
+			return err
+		})
+	})
+}
+
+// TestScheduler_PlaceRequest places through the bus, as the gateway does.
+func TestScheduler_PlaceRequest(t *testing.T) {
+	ctx := context.Background()
+	st, bus := MustOpenState(t)
+	MustFakeWorker(t, st, bus, "w1", gust.Reply{})
+	MustDeploy(t, st, "hello", 2, nil)
+	MustStartScheduler(t, st, bus)
+
+	var rep gust.PlaceReply
+	if err := bus.Request(ctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: gust.DefaultNamespace, Name: "hello"}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err(); err != nil {
+		t.Fatalf("reply error: %v", err)
+	}
+	if got, want := fmt.Sprint(rep.Placement.Workers, rep.Placement.Version), "[w1] 2"; got != want {
+		t.Errorf("placement = %s, want %s", got, want)
+	}
+
+	rep = gust.PlaceReply{}
+	if err := bus.Request(ctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: gust.DefaultNamespace, Name: "nope"}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := gust.ErrorCode(rep.Err()), gust.ENOTFOUND; got != want {
+		t.Errorf("reply code for unknown function = %q, want %q", got, want)
+	}
+}
+
+// checkFor calls f every interval until it returns nil, and fails the test
+// with f's last error if that does not happen within total.
+func checkFor(tb testing.TB, total, every time.Duration, f func() error) {
+	tb.Helper()
+	end := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(end) {
+			tb.Fatalf("after %v: %v", total, err)
+		}
+		time.Sleep(every)
+	}
+}
