@@ -151,6 +151,12 @@ const (
 	// HeaderColdStart is "true" on the answer of a call that waited for an
 	// instance to start.
 	HeaderColdStart = "X-Gust-Cold-Start"
+	// HeaderBilled is the call's billed duration in seconds (the duration
+	// rounded up to the billing granularity), as in its metering record.
+	HeaderBilled = "X-Gust-Billed-Seconds"
+	// HeaderTrigger tells the worker how a call was triggered (http,
+	// async, event); the gateway drops any value a caller sends.
+	HeaderTrigger = "X-Gust-Trigger"
 	// HeaderDeadline is the call's deadline in RFC 3339 with nanoseconds,
 	// passed to the function.
 	HeaderDeadline = "X-Gust-Deadline"

@@ -2,7 +2,9 @@ package gust
 
 import (
 	"context"
+	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Call triggers.
@@ -144,4 +146,84 @@ type InstanceUsageRow struct {
 	MemoryMiB int64  `json:"memoryMiB"`
 	Instances int64  `json:"instances"`
 	HeldNs    int64  `json:"heldNs"`
+}
+
+// AppendJSON appends r as JSON (the same document encoding/json makes of
+// it) to b. It allocates nothing beyond growing b: it runs once per call on
+// the invoke path.
+func (r *CallRecord) AppendJSON(b []byte) []byte {
+	b = append(b, `{"callId":`...)
+	b = appendJSONString(b, r.CallID)
+	b = append(b, `,"namespace":`...)
+	b = appendJSONString(b, r.Namespace)
+	b = append(b, `,"function":`...)
+	b = appendJSONString(b, r.Function)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendUint(b, r.Version, 10)
+	b = append(b, `,"image":`...)
+	b = appendJSONString(b, r.Image)
+	b = append(b, `,"worker":`...)
+	b = appendJSONString(b, r.Worker)
+	if r.Instance != "" {
+		b = append(b, `,"instance":`...)
+		b = appendJSONString(b, r.Instance)
+	}
+	b = append(b, `,"trigger":`...)
+	b = appendJSONString(b, r.Trigger)
+	b = append(b, `,"start":"`...)
+	b = r.Start.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","end":"`...)
+	b = r.End.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","durationNs":`...)
+	b = strconv.AppendInt(b, r.DurationNs, 10)
+	b = append(b, `,"billedNs":`...)
+	b = strconv.AppendInt(b, r.BilledNs, 10)
+	b = append(b, `,"memoryMiB":`...)
+	b = strconv.AppendInt(b, r.MemoryMiB, 10)
+	b = append(b, `,"coldStart":`...)
+	b = strconv.AppendBool(b, r.ColdStart)
+	if r.InitNs != 0 {
+		b = append(b, `,"initNs":`...)
+		b = strconv.AppendInt(b, r.InitNs, 10)
+	}
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(r.Status), 10)
+	b = append(b, `,"outcome":`...)
+	b = appendJSONString(b, r.Outcome)
+	b = append(b, `,"bytesIn":`...)
+	b = strconv.AppendInt(b, r.BytesIn, 10)
+	b = append(b, `,"bytesOut":`...)
+	b = strconv.AppendInt(b, r.BytesOut, 10)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, everything else as is (valid UTF-8 is valid
+// JSON; invalid bytes are replaced, as encoding/json does).
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+			i++
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			i++
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			i++
+		default:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+		}
+	}
+	return append(b, '"')
 }

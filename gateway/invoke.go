@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gustfaas/gust"
 )
@@ -22,15 +23,22 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	if fn == nil {
 		return gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
 	}
+	arrived := time.Now()
+	callID := r.Header.Get(gust.HeaderCallID)
+	if callID == "" {
+		callID = newID(16)
+		r.Header.Set(gust.HeaderCallID, callID)
+	}
+	w.Header().Set(gust.HeaderCallID, callID)
+	r.Header.Del(gust.HeaderTrigger) // set by Gust's own dispatchers only
 	if r.ContentLength > s.cfg.MaxBodyBytes {
+		s.reject(fn, callID, arrived, http.StatusRequestEntityTooLarge)
 		return gust.Errorf(gust.ETOOLARGE, "request body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	if r.Header.Get(gust.HeaderCallID) == "" {
-		r.Header.Set(gust.HeaderCallID, newID(16))
-	}
 	inv, err := s.router.Invoker(r.Context(), fn)
 	if err != nil {
+		s.reject(fn, callID, arrived, ErrorStatus(err))
 		return err
 	}
 	// The function sees its own sub-path; the rest of the request is
@@ -47,4 +55,18 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	r2.URL = &u
 	return inv.Invoke(w, r2, fn)
+}
+
+// reject meters a call the gateway turned away before any worker saw it:
+// a failed call is still a call on the record.
+func (s *Server) reject(fn *gust.Function, callID string, arrived time.Time, status int) {
+	if s.meter == nil {
+		return
+	}
+	now := time.Now()
+	s.meter.RecordCall(&gust.CallRecord{
+		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Version: fn.Version,
+		Image: fn.Spec.Image, Trigger: gust.TriggerHTTP, Start: arrived.UTC(), End: now.UTC(),
+		DurationNs: int64(now.Sub(arrived)), Status: status, Outcome: gust.OutcomeRejected,
+	})
 }

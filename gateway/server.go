@@ -17,6 +17,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/billing"
+	"github.com/gustfaas/gust/internal/metrics"
 	"go.uber.org/zap"
 )
 
@@ -52,6 +54,11 @@ type Server struct {
 	router *Router
 	logger *zap.Logger
 
+	billing gust.BillingStore
+	pricing billing.Pricing
+	meter   gust.Meter
+	metrics *metrics.Metrics
+
 	ln  net.Listener
 	srv *http.Server
 }
@@ -60,7 +67,6 @@ type Server struct {
 func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logger *zap.Logger) *Server {
 	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway")}
 	s.srv = &http.Server{
-		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
@@ -79,6 +85,7 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("gateway listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
+	s.srv.Handler = s.Handler()
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("serve", zap.Error(err))
@@ -113,7 +120,13 @@ func (s *Server) Handler() http.Handler {
 		r.Delete("/functions", handle(s, s.deleteFunction))
 		r.Get("/function/{name}", handle(s, s.getFunction))
 		r.Post("/scale-function/{name}", handle(s, s.scaleFunction))
+		r.Get("/billing", handle(s, s.billingReport))
+		r.Get("/invocations", handle(s, s.listInvocations))
+		r.Get("/invocations/{callId}", handle(s, s.getInvocation))
 	})
+	if s.metrics != nil {
+		r.Handle("/metrics", s.metrics.Handler())
+	}
 	r.Handle("/function/*", handle(s, s.invoke))
 	return r
 }

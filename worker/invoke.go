@@ -1,14 +1,18 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/proxy"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -16,59 +20,192 @@ import (
 
 var _ gust.Invoker = (*Worker)(nil)
 
+// bufferLimit is the largest answer of known length that is read whole
+// before it is sent on: its duration, billed duration and headers are then
+// exact. Longer answers and answers of unknown length are streamed, and
+// carry those figures as HTTP trailers.
+const bufferLimit = 1 << 20
+
+// callState is the per-call scratch space, pooled so the invoke path
+// allocates little.
+type callState struct {
+	rec  gust.CallRecord
+	body countingReader
+	buf  bytes.Buffer
+}
+
+var callStates = sync.Pool{New: func() any { return new(callState) }}
+
+// countingReader counts the bytes of a request body read by the transport.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
 // Invoke runs one call of fn in a free slot of a warm instance, starting
-// one if needed, and streams the function's answer to w. r.URL.Path is
+// one if needed, and streams the function's answer to rw. r.URL.Path is
 // the path the function sees. The call gets the function's timeout; it
-// never waits longer than that for a slot either.
+// never waits longer than that for a slot either. Every call, failed ones
+// included, is metered before the caller sees the end of the answer.
 func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Function) error {
 	w.calls.Add(1)
 	defer w.calls.Done()
+	arrived := time.Now()
+	cs := callStates.Get().(*callState)
+	defer func() {
+		cs.body = countingReader{}
+		cs.buf.Reset()
+		callStates.Put(cs)
+	}()
+	rec := &cs.rec
+	*rec = gust.CallRecord{
+		CallID: r.Header.Get(gust.HeaderCallID), Namespace: fn.Spec.Namespace, Function: fn.Spec.Service,
+		Version: fn.Version, Image: fn.Spec.Image, Worker: w.cfg.ID, Trigger: r.Header.Get(gust.HeaderTrigger),
+	}
+	if rec.Trigger == "" {
+		rec.Trigger = gust.TriggerHTTP
+	}
+
 	p, err := w.poolFor(fn)
 	if err != nil {
+		w.reject(rec, arrived, fn.Key())
 		return err
 	}
 	p.mu.Lock()
 	cfg := p.cfg // parsed once per deploy, not per call
 	p.mu.Unlock()
+	rec.MemoryMiB = cfg.MemoryBytes >> 20
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 	defer cancel()
 
 	in, cold, err := p.acquire(ctx)
 	if err != nil {
+		w.reject(rec, arrived, p.key)
 		return acquireError(err, fn, cfg)
 	}
 	defer p.release(in)
+	rec.Instance, rec.ColdStart = in.id, cold
+	if cold {
+		rec.InitNs = int64(in.initDur)
+	}
 
-	callID := r.Header.Get(gust.HeaderCallID)
 	deadline, _ := ctx.Deadline()
+	if r.Body != nil && r.Body != http.NoBody {
+		cs.body.r = r.Body
+		r.Body = &cs.body
+	}
 	out, err := proxy.Outbound(ctx, r, in.addr, r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
+		w.reject(rec, arrived, p.key)
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
 	}
 	out.Header.Set(gust.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
-	t0 := time.Now()
+	start := time.Now()
+	rec.Start = start
 	resp, err := w.transport.RoundTrip(out)
-	dur := time.Since(t0)
 	h := rw.Header()
-	h.Set(gust.HeaderCallID, callID)
-	h.Set(gust.HeaderDuration, strconv.FormatFloat(dur.Seconds(), 'f', 6, 64))
+	h.Set(gust.HeaderCallID, rec.CallID)
 	if cold {
 		h.Set(gust.HeaderColdStart, "true")
 	}
 	if err != nil {
-		w.callFailed(rw, r, p, in, fn, cfg, ctx, err)
+		w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, &cs.body)
 		return nil
 	}
 	defer resp.Body.Close()
+	rec.Status = resp.StatusCode
+	rec.Outcome = gust.OutcomeOK
+	if resp.StatusCode >= 500 {
+		rec.Outcome = gust.OutcomeError
+	}
+
+	if resp.ContentLength >= 0 && resp.ContentLength <= bufferLimit {
+		// Read the whole answer first: the headers then carry the exact
+		// figures of the record.
+		if _, err := cs.buf.ReadFrom(resp.Body); err != nil {
+			w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, &cs.body)
+			return nil
+		}
+		w.finish(rec, time.Now(), cs.body.n, int64(cs.buf.Len()))
+		proxy.CopyHeader(h, resp)
+		h.Set(gust.HeaderCallID, rec.CallID)
+		setFigures(h, rec)
+		rw.WriteHeader(resp.StatusCode)
+		_, _ = rw.Write(cs.buf.Bytes())
+		w.meterCall(rec, p.key)
+		return nil
+	}
+
+	// Stream: the figures come as trailers once the answer has ended.
 	proxy.CopyHeader(h, resp)
-	h.Set(gust.HeaderCallID, callID)
+	h.Del("Content-Length")
+	h.Set(gust.HeaderCallID, rec.CallID)
+	h.Add("Trailer", gust.HeaderDuration)
+	h.Add("Trailer", gust.HeaderBilled)
 	rw.WriteHeader(resp.StatusCode)
-	if _, err := proxy.CopyBody(rw, resp); err != nil {
-		if ce := p.logger.Check(zapcore.DebugLevel, "response body cut short"); ce != nil {
-			ce.Write(zap.String("invocation_id", callID), zap.Error(err))
+	n, cerr := proxy.CopyBody(rw, resp)
+	w.finish(rec, time.Now(), cs.body.n, n)
+	if cerr != nil && r.Context().Err() == nil {
+		// The function broke off its answer (or went past its timeout).
+		rec.Outcome = gust.OutcomeCrashed
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			rec.Outcome = gust.OutcomeTimeout
+		}
+		if ce := p.logger.Check(zapcore.DebugLevel, "answer cut short"); ce != nil {
+			ce.Write(zap.String("invocation_id", rec.CallID), zap.Error(cerr))
 		}
 	}
+	proxy.CopyTrailer(h, resp)
+	setFigures(h, rec)
+	w.meterCall(rec, p.key)
 	return nil
+}
+
+// finish completes the timing and sizes of a call that ran.
+func (w *Worker) finish(rec *gust.CallRecord, end time.Time, in, out int64) {
+	rec.End = end
+	rec.DurationNs = int64(end.Sub(rec.Start))
+	rec.BilledNs = int64(gust.BilledDuration(time.Duration(rec.DurationNs), w.cfg.BillingGranularity))
+	rec.BytesIn, rec.BytesOut = in, out
+}
+
+// setFigures writes the duration and billed duration headers.
+func setFigures(h http.Header, rec *gust.CallRecord) {
+	h.Set(gust.HeaderDuration, strconv.FormatFloat(float64(rec.DurationNs)/1e9, 'f', 9, 64))
+	h.Set(gust.HeaderBilled, strconv.FormatFloat(float64(rec.BilledNs)/1e9, 'f', 9, 64))
+}
+
+// reject meters a call that never ran: no instance could be had.
+func (w *Worker) reject(rec *gust.CallRecord, arrived time.Time, key string) {
+	now := time.Now()
+	rec.Start, rec.End = arrived, now
+	rec.DurationNs = int64(now.Sub(arrived))
+	rec.Status, rec.Outcome = http.StatusServiceUnavailable, gust.OutcomeRejected
+	w.meterCall(rec, key)
+}
+
+// meterCall hands the record to the meter and counts the call.
+func (w *Worker) meterCall(rec *gust.CallRecord, key string) {
+	if w.meter != nil {
+		w.meter.RecordCall(rec)
+	}
+	if m := w.metrics; m != nil {
+		m.Invocations.WithLabelValues(key, metrics.Status(rec.Status), rec.Outcome).Inc()
+		if rec.Outcome != gust.OutcomeRejected {
+			m.Duration.WithLabelValues(key).Observe(float64(rec.DurationNs) / 1e9)
+		}
+		if rec.ColdStart {
+			m.ColdStarts.WithLabelValues(key).Inc()
+		}
+	}
 }
 
 // acquireError explains why a call got no slot.
@@ -84,31 +221,34 @@ func acquireError(err error, fn *gust.Function, cfg gust.FunctionConfig) error {
 	return err
 }
 
-// callFailed answers a call that got no answer from its instance: 413 for
-// a body over the limit, 504 past the timeout, 502 when the function
-// crashed or answered something that is not HTTP. The instance is checked
-// and replaced if it does not recover.
-func (w *Worker) callFailed(rw http.ResponseWriter, r *http.Request, p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, ctx context.Context, err error) {
-	status, msg := http.StatusBadGateway, "function "+fn.Key()+" failed to answer: "+trimErr(err)
+// failed answers and meters a call that got no (whole) answer from its
+// instance: 413 for a body over the limit, 504 past the timeout, 502 when
+// the function crashed or answered something that is not HTTP. The
+// instance is checked and replaced if it does not recover.
+func (w *Worker) failed(rw http.ResponseWriter, r *http.Request, p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, ctx context.Context, err error, rec *gust.CallRecord, body *countingReader) {
+	status, outcome, msg := http.StatusBadGateway, gust.OutcomeCrashed, "function "+fn.Key()+" failed to answer: "+trimErr(err)
 	switch {
 	case proxy.IsBodyTooLarge(err):
-		status, msg = http.StatusRequestEntityTooLarge, "request body is over the gateway's limit"
+		status, outcome, msg = http.StatusRequestEntityTooLarge, gust.OutcomeRejected, "request body is over the gateway's limit"
 	case r.Context().Err() != nil:
-		status, msg = 499, "caller went away"
+		status, outcome, msg = 499, gust.OutcomeError, "caller went away"
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		status, msg = http.StatusGatewayTimeout, "function "+fn.Key()+" did not answer within its timeout "+cfg.Timeout.String()
+		status, outcome, msg = http.StatusGatewayTimeout, gust.OutcomeTimeout, "function "+fn.Key()+" did not answer within its timeout "+cfg.Timeout.String()
 	}
+	w.finish(rec, time.Now(), body.n, 0)
+	rec.Status, rec.Outcome = status, outcome
 	if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
 		p.mu.Lock()
 		in.suspect = true
 		p.mu.Unlock()
 		go w.recheck(p, in, cfg)
-		p.logger.Warn("call failed", zap.String("invocation_id", r.Header.Get(gust.HeaderCallID)), zap.String("instance_id", in.id), zap.Int("status", status), zap.Error(err))
+		p.logger.Warn("call failed", zap.String("invocation_id", rec.CallID), zap.String("instance_id", in.id), zap.Int("status", status), zap.Error(err))
 	}
-	if status == 499 {
-		return
+	if status != 499 {
+		setFigures(rw.Header(), rec)
+		writeError(rw, status, msg)
 	}
-	writeError(rw, status, msg)
+	w.meterCall(rec, p.key)
 }
 
 // trimErr drops the URL that net/http puts in front of transport errors:
@@ -150,6 +290,7 @@ func (w *Worker) recheck(p *pool, in *instance, cfg gust.FunctionConfig) {
 	if !gone {
 		logger := p.logger.With(zap.String("instance_id", in.id), zap.String("container_id", shortID(in.cid)))
 		logger.Warn("replacing instance that did not recover", zap.Error(err))
+		w.instanceStopped(p, in)
 		// Calls still in flight on it are cut: it is not answering anyway.
 		w.removeContainer(in.cid, logger)
 	}

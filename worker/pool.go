@@ -32,6 +32,7 @@ type instance struct {
 	inflight int
 	lastUsed time.Time
 	readyAt  time.Time
+	initDur  time.Duration // container start until ready
 	// suspect instances get no new calls until a health check clears them.
 	suspect bool
 	// retiring instances (older version) get no new calls and stop when idle.
@@ -236,7 +237,13 @@ func (p *pool) started(in *instance, err error) {
 	if err != nil {
 		p.removeLocked(in)
 		p.lastFailErr, p.lastFailAt = err, time.Now()
+		if m := p.w.metrics; m != nil {
+			m.InstanceStarts.WithLabelValues(p.key, "failed").Inc()
+		}
 	} else {
+		if m := p.w.metrics; m != nil {
+			m.InstanceStarts.WithLabelValues(p.key, "ok").Inc()
+		}
 		in.state = stateReady
 		in.readyAt = time.Now()
 		in.lastUsed = in.readyAt
@@ -424,6 +431,9 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 		w.removeContainer(c.ID, logger)
 		return gust.Invalidf("image", "function %s (image %s) did not become ready: %s", fn.Key(), fn.Spec.Image, msg)
 	}
+	p.mu.Lock()
+	in.initDur = time.Since(t0)
+	p.mu.Unlock()
 	logger.Info("instance ready", zap.Duration("start", time.Since(t0)))
 	return nil
 }
@@ -448,6 +458,7 @@ func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust
 	p.mu.Unlock()
 	if live {
 		logger.Warn("instance exited", zap.Int("exit_code", exit.Code), zap.Bool("oom_killed", exit.OOMKilled))
+		w.instanceStopped(p, in)
 		w.removeContainer(cid, logger)
 	}
 }

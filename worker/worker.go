@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/proxy"
 	"go.uber.org/zap"
 )
@@ -38,16 +39,19 @@ type Config struct {
 	Heartbeat time.Duration
 	// ReapInterval is how often idle instances are looked for.
 	ReapInterval time.Duration
+	// BillingGranularity is what call durations are rounded up to.
+	BillingGranularity time.Duration
 }
 
 // DefaultConfig returns the defaults for a worker.
 func DefaultConfig() Config {
 	return Config{
-		ReadyTimeout:      30 * time.Second,
-		StopGrace:         2 * time.Second,
-		MaxParallelStarts: 4,
-		Heartbeat:         time.Second,
-		ReapInterval:      250 * time.Millisecond,
+		ReadyTimeout:       30 * time.Second,
+		StopGrace:          2 * time.Second,
+		MaxParallelStarts:  4,
+		Heartbeat:          time.Second,
+		ReapInterval:       250 * time.Millisecond,
+		BillingGranularity: time.Millisecond,
 	}
 }
 
@@ -62,6 +66,8 @@ type Worker struct {
 	probeClient *http.Client
 	startSlots  chan struct{}
 	started     time.Time
+	meter       gust.Meter
+	metrics     *metrics.Metrics
 
 	ctx         context.Context // ends when the worker closes
 	cancel      context.CancelFunc
@@ -96,6 +102,13 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		images:      map[string]bool{},
 		published:   map[string]gust.PoolStatus{},
 	}
+}
+
+// WithMetering makes the worker record every call and instance life in
+// meter and count them in m (either may be nil). Call it before Start.
+func (w *Worker) WithMetering(meter gust.Meter, m *metrics.Metrics) *Worker {
+	w.meter, w.metrics = meter, m
+	return w
 }
 
 // Start removes containers a previous run of this worker left behind,
@@ -318,6 +331,9 @@ func (w *Worker) reapPool(p *pool) {
 		p.broadcastLocked()
 	}
 	p.mu.Unlock()
+	for _, in := range victims {
+		w.instanceStopped(p, in)
+	}
 	for _, s := range stops {
 		logger := p.logger.With(zap.String("instance_id", s.id), zap.String("container_id", shortID(s.cid)))
 		logger.Info("stopping instance")
@@ -327,6 +343,23 @@ func (w *Worker) reapPool(p *pool) {
 			w.stopContainer(s.cid, logger)
 		}()
 	}
+}
+
+// instanceStopped meters the life of an instance that was ready: the
+// capacity its function held from ready until now.
+func (w *Worker) instanceStopped(p *pool, in *instance) {
+	p.mu.Lock()
+	readyAt := in.readyAt
+	mib := p.cfg.MemoryBytes >> 20
+	fn := p.fn
+	p.mu.Unlock()
+	if readyAt.IsZero() || w.meter == nil {
+		return
+	}
+	w.meter.RecordInstance(&gust.InstanceRecord{
+		Instance: in.id, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Worker: w.cfg.ID,
+		MemoryMiB: mib, Ready: readyAt.UTC(), Stopped: time.Now().UTC(),
+	})
 }
 
 // stopContainer stops a container gracefully and removes it.

@@ -15,8 +15,11 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
+	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/spool"
 	"github.com/gustfaas/gust/scheduler"
 	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap"
@@ -24,6 +27,10 @@ import (
 
 // drainTimeout bounds how long a stopping role waits for calls in flight.
 const drainTimeout = 60 * time.Second
+
+// defaultSpoolMax bounds the local spool of metering records (about a
+// million records); past it records are dropped, loudly.
+const defaultSpoolMax = 512 << 20
 
 // NATSMain runs an embedded NATS server with JetStream.
 type NATSMain struct {
@@ -76,10 +83,13 @@ func connect(ctx context.Context, url, name string, logger *zap.Logger) (*natsbu
 type GatewayMain struct {
 	NATSURL string
 	Config  gateway.Config
+	DataDir string // the billing store and the spool of rejected calls
+	Pricing billing.Pricing
 	Logger  *zap.Logger
 
-	bus    *natsbus.Bus
-	Server *gateway.Server
+	bus      *natsbus.Bus
+	metering *Metering
+	Server   *gateway.Server
 }
 
 // Run connects to NATS and starts serving.
@@ -89,9 +99,19 @@ func (m *GatewayMain) Run(ctx context.Context) error {
 		return err
 	}
 	m.bus = bus
+	mx := metrics.New()
+	if m.metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}, mx, m.Logger); err != nil {
+		bus.Close()
+		return err
+	}
+	if m.Pricing.Granularity == 0 {
+		m.Pricing = billing.DefaultPricing()
+	}
 	router := gateway.NewRouter(state, bus, nil, "", m.Logger)
-	m.Server = gateway.New(m.Config, state, bus, router, m.Logger)
+	m.Server = gateway.New(m.Config, state, bus, router, m.Logger).
+		WithMetering(m.metering.Meter, mx).WithBilling(m.metering.Store, m.Pricing)
 	if err := m.Server.Open(ctx); err != nil {
+		m.metering.Close()
 		bus.Close()
 		return err
 	}
@@ -106,6 +126,7 @@ func (m *GatewayMain) Close() error {
 	if m.Server != nil {
 		errs = append(errs, m.Server.Close(ctx))
 	}
+	errs = append(errs, m.metering.Close())
 	if m.bus != nil {
 		errs = append(errs, m.bus.Close())
 	}
@@ -162,10 +183,11 @@ type WorkerMain struct {
 	Config    worker.Config
 	Logger    *zap.Logger
 
-	bus    *natsbus.Bus
-	rt     *docker.Runtime
-	Worker *worker.Worker
-	srv    *http.Server
+	bus      *natsbus.Bus
+	rt       *docker.Runtime
+	metering *Metering
+	Worker   *worker.Worker
+	srv      *http.Server
 }
 
 // Run starts the worker.
@@ -201,11 +223,19 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	if m.Config.Addr = m.Advertise; m.Config.Addr == "" {
 		m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr), m.Listen)
 	}
-	m.Worker = worker.New(m.Config, m.rt, state, bus, m.Logger)
+	mx := metrics.New()
+	if m.metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, SpoolMax: defaultSpoolMax}, mx, m.Logger); err != nil {
+		return err
+	}
+	undo = append(undo, m.metering.Close)
+	m.Worker = worker.New(m.Config, m.rt, state, bus, m.Logger).WithMetering(m.metering.Meter, mx)
 	if err := m.Worker.Start(ctx); err != nil {
 		return err
 	}
-	m.srv = &http.Server{Handler: m.Worker.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", mx.Handler())
+	mux.Handle("/", m.Worker.Handler())
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
 	go func() {
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Logger.Error("worker serve", zap.Error(err))
@@ -226,6 +256,7 @@ func (m *WorkerMain) Close() error {
 	if m.srv != nil {
 		errs = append(errs, m.srv.Shutdown(ctx))
 	}
+	errs = append(errs, m.metering.Close())
 	if m.bus != nil {
 		errs = append(errs, m.bus.Close())
 	}
@@ -262,11 +293,14 @@ func openRuntime(ctx context.Context, network string, logger *zap.Logger) (*dock
 
 // workerID reads the worker id kept in dataDir, making one on first use,
 // so a restarted worker finds the containers it left.
-func workerID(dataDir string) (string, error) {
+func workerID(dataDir string) (string, error) { return localID(dataDir, "worker-id") }
+
+// localID reads an id kept in dataDir/file, making one on first use.
+func localID(dataDir, file string) (string, error) {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return "", fmt.Errorf("data directory: %w", err)
 	}
-	p := filepath.Join(dataDir, "worker-id")
+	p := filepath.Join(dataDir, file)
 	if b, err := os.ReadFile(p); err == nil {
 		if id := strings.TrimSpace(string(b)); id != "" {
 			return id, nil
@@ -277,7 +311,7 @@ func workerID(dataDir string) (string, error) {
 	_, _ = rand.Read(b[:])
 	id := sanitizeID(host) + "-" + hex.EncodeToString(b[:])
 	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
-		return "", fmt.Errorf("write worker id: %w", err)
+		return "", fmt.Errorf("write %s: %w", file, err)
 	}
 	return id, nil
 }
@@ -297,6 +331,81 @@ func sanitizeID(s string) string {
 	return b.String()
 }
 
+// Metering is the metering side of a process: the spool and publisher of
+// the records its worker (or gateway) makes, and, where a billing store is
+// kept, the store and the ingest that fills it from JetStream.
+type Metering struct {
+	Metrics *metrics.Metrics
+	Meter   *natsbus.Meter
+	Store   *billing.Store
+	ingest  *natsbus.Ingest
+	bus     *natsbus.Bus
+	logger  *zap.Logger
+}
+
+// meterConfig says what a process meters and stores.
+type meterConfig struct {
+	DataDir   string
+	Store     bool // keep a billing store fed from the stream
+	SpoolMax  int64
+	Retention time.Duration
+}
+
+// startMetering opens the spool (and the store) under the data directory
+// and starts publishing (and ingesting).
+func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *metrics.Metrics, logger *zap.Logger) (*Metering, error) {
+	mt := &Metering{Metrics: m, bus: bus, logger: logger}
+	if err := natsbus.EnsureMeterStream(ctx, bus, cfg.Retention); err != nil {
+		return nil, err
+	}
+	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool"), cfg.SpoolMax)
+	if err != nil {
+		return nil, err
+	}
+	mt.Meter = natsbus.NewMeter(bus, sp, m, logger)
+	mt.Meter.Start()
+	if cfg.Store {
+		if mt.Store, err = billing.Open(filepath.Join(cfg.DataDir, "billing.db"), logger.Named("billing")); err != nil {
+			mt.Close()
+			return nil, err
+		}
+		id, err := localID(cfg.DataDir, "billing-id")
+		if err != nil {
+			mt.Close()
+			return nil, err
+		}
+		mt.ingest = natsbus.NewIngest(bus, mt.Store, "billing-"+id, m, logger)
+		if err := mt.ingest.Start(ctx); err != nil {
+			mt.Close()
+			return nil, err
+		}
+	}
+	return mt, nil
+}
+
+// Close publishes what is spooled (for a few seconds at most; the rest
+// waits in the spool for the next run), lets the store take in what was
+// published, and closes.
+func (mt *Metering) Close() error {
+	if mt == nil {
+		return nil
+	}
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if mt.Meter != nil {
+		errs = append(errs, mt.Meter.Close(ctx))
+	}
+	if mt.ingest != nil {
+		mt.ingest.Drain(ctx)
+		mt.ingest.Close()
+	}
+	if mt.Store != nil {
+		errs = append(errs, mt.Store.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // UpMain runs every role in one process: embedded NATS, scheduler, one
 // worker on the local Docker Engine, and the gateway, which calls that
 // worker in process (one network hop per call: gateway → container).
@@ -308,8 +417,13 @@ type UpMain struct {
 	Gateway    gateway.Config
 	Scheduler  scheduler.Config
 	Worker     worker.Config
+	Pricing    billing.Pricing
+	// NoMetering switches metering off (for benchmarks against it).
+	NoMetering bool
 	Logger     *zap.Logger
 
+	Metrics   *metrics.Metrics
+	Metering  *Metering
 	nats      NATSMain
 	bus       *natsbus.Bus
 	rt        *docker.Runtime
@@ -343,17 +457,33 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	m.Metrics = metrics.New()
+	if m.Pricing.Granularity == 0 {
+		m.Pricing = billing.DefaultPricing()
+	}
+	m.Worker.BillingGranularity = m.Pricing.Granularity
+	var meter gust.Meter
+	if !m.NoMetering {
+		m.Metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}, m.Metrics, m.Logger)
+		if err != nil {
+			return err
+		}
+		meter = m.Metering.Meter
+	}
 	m.scheduler = scheduler.New(m.Scheduler, state, bus, m.Logger)
 	if err := m.scheduler.Start(ctx); err != nil {
 		return err
 	}
-	m.worker = worker.New(m.Worker, m.rt, state, bus, m.Logger)
+	m.worker = worker.New(m.Worker, m.rt, state, bus, m.Logger).WithMetering(meter, m.Metrics)
 	if err := m.worker.Start(ctx); err != nil {
 		return err
 	}
 	router := gateway.NewRouter(state, bus, m.worker, m.Worker.ID, m.Logger)
 	m.Gateway.Listen = m.Listen
-	m.gw = gateway.New(m.Gateway, state, bus, router, m.Logger)
+	m.gw = gateway.New(m.Gateway, state, bus, router, m.Logger).WithMetering(meter, m.Metrics)
+	if m.Metering != nil {
+		m.gw.WithBilling(m.Metering.Store, m.Pricing)
+	}
 	return m.gw.Open(ctx)
 }
 
@@ -376,6 +506,7 @@ func (m *UpMain) Close() error {
 	if m.worker != nil {
 		errs = append(errs, m.worker.Drain(ctx))
 	}
+	errs = append(errs, m.Metering.Close())
 	if m.scheduler != nil {
 		errs = append(errs, m.scheduler.Close())
 	}
@@ -386,7 +517,7 @@ func (m *UpMain) Close() error {
 		errs = append(errs, m.rt.Close())
 	}
 	errs = append(errs, m.nats.Close())
-	m.gw, m.worker, m.scheduler, m.bus, m.rt = nil, nil, nil, nil, nil
+	m.gw, m.worker, m.scheduler, m.bus, m.rt, m.Metering = nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 
 	"github.com/gustfaas/gust/gateway"
+	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/docker"
 	"github.com/gustfaas/gust/scheduler"
 	"github.com/gustfaas/gust/worker"
@@ -51,6 +52,7 @@ containers this worker started are stopped and removed, then gust exits 0.`,
 		fs.Int64Var(&gw.MaxBodyBytes, "max-body", gw.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
 		wc := worker.DefaultConfig()
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
+		pf := pricingFlags(fs)
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected arguments: %v", args)
@@ -59,10 +61,14 @@ containers this worker started are stopped and removed, then gust exits 0.`,
 			if err != nil {
 				return err
 			}
+			pricing, err := pf()
+			if err != nil {
+				return err
+			}
 			gw.Version = version
 			return serve(ctx, logger, &UpMain{
 				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
-				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Logger: logger,
+				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger,
 			})
 		}
 	},
@@ -100,13 +106,19 @@ var gatewayCommand = &Command{
 		cfg := gateway.DefaultConfig()
 		fs.StringVar(&cfg.Listen, "listen", envOr("GUST_LISTEN", cfg.Listen), "HTTP address ($GUST_LISTEN)")
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
+		data := fs.String("data", defaultDataDir(), "data directory: billing store, metering spool ($GUST_DATA)")
+		pf := pricingFlags(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
 				return err
 			}
+			pricing, err := pf()
+			if err != nil {
+				return err
+			}
 			cfg.Version = version
-			return serve(ctx, logger, &GatewayMain{NATSURL: *nats, Config: cfg, Logger: logger})
+			return serve(ctx, logger, &GatewayMain{NATSURL: *nats, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger})
 		}
 	},
 }
@@ -145,6 +157,7 @@ var workerCommand = &Command{
 		fs.StringVar(&cfg.ID, "id", "", "worker id (default: kept in --data)")
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once")
+		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
@@ -156,4 +169,27 @@ var workerCommand = &Command{
 			})
 		}
 	},
+}
+
+// pricingFlags registers --pricing and --billing-granularity and returns
+// the function that loads the pricing they give.
+func pricingFlags(fs *flag.FlagSet) func() (billing.Pricing, error) {
+	file := fs.String("pricing", envOr("GUST_PRICING", ""), "pricing file (JSON; see README), default list prices ($GUST_PRICING)")
+	gran := fs.Duration("billing-granularity", 0, "billing granularity (overrides the pricing file; default 1ms)")
+	return func() (billing.Pricing, error) {
+		p := billing.DefaultPricing()
+		if *file != "" {
+			var err error
+			if p, err = billing.LoadPricing(*file); err != nil {
+				return p, err
+			}
+		}
+		if *gran != 0 {
+			p.Granularity = *gran
+			if err := p.Validate(); err != nil {
+				return p, err
+			}
+		}
+		return p, nil
+	}
 }

@@ -82,12 +82,16 @@ func removeHop(h http.Header) {
 	}
 }
 
-// CopyHeader copies resp's headers (less hop-by-hop ones) into dst.
+// CopyHeader copies resp's headers (less hop-by-hop ones) into dst, and
+// announces the trailers resp declared so CopyTrailer can pass them on.
 func CopyHeader(dst http.Header, resp *http.Response) {
 	for k, v := range resp.Header {
 		dst[k] = v
 	}
 	removeHop(dst)
+	for k := range resp.Trailer {
+		dst.Add("Trailer", k)
+	}
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -131,4 +135,13 @@ func CopyBody(w http.ResponseWriter, resp *http.Response) (int64, error) {
 func IsBodyTooLarge(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
+}
+
+// CopyTrailer copies resp's trailers (read once its body has ended) into
+// dst; announced with a Trailer header before the answer began, they go
+// out after the body.
+func CopyTrailer(dst http.Header, resp *http.Response) {
+	for k, v := range resp.Trailer {
+		dst[k] = v
+	}
 }

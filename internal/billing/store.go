@@ -1,0 +1,485 @@
+// Package billing keeps metering records in SQLite and turns usage into
+// priced reports.
+//
+// Store is the embedded gust.BillingStore: one SQLite file (pure-Go driver,
+// WAL journal) with a table of call records and a table of instance
+// records, both keyed by their id so that adding a record twice changes
+// nothing. Pricing and Report turn the store's integer usage sums into
+// costs with exact decimal arithmetic.
+package billing
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// DefaultLimit is the page size of Calls when the filter sets none.
+const DefaultLimit = 100
+
+// busyTimeout is how long a connection waits for a lock held by another
+// connection or process before it fails with SQLITE_BUSY.
+const busyTimeout = 5 * time.Second
+
+// migrations bring the schema from version i to i+1 (PRAGMA user_version).
+// Append only: a released migration never changes.
+var migrations = []string{
+	// 0 → 1: calls and instances.
+	`CREATE TABLE calls (
+		call_id     TEXT    NOT NULL PRIMARY KEY,
+		namespace   TEXT    NOT NULL,
+		function    TEXT    NOT NULL,
+		version     INTEGER NOT NULL,
+		image       TEXT    NOT NULL,
+		worker      TEXT    NOT NULL,
+		instance    TEXT    NOT NULL,
+		trigger_type TEXT   NOT NULL,
+		start_ns    INTEGER NOT NULL,
+		end_ns      INTEGER NOT NULL,
+		duration_ns INTEGER NOT NULL,
+		billed_ns   INTEGER NOT NULL,
+		memory_mib  INTEGER NOT NULL,
+		cold_start  INTEGER NOT NULL,
+		init_ns     INTEGER NOT NULL,
+		status      INTEGER NOT NULL,
+		outcome     TEXT    NOT NULL,
+		bytes_in    INTEGER NOT NULL,
+		bytes_out   INTEGER NOT NULL
+	);
+	CREATE INDEX calls_start ON calls (start_ns);
+	CREATE INDEX calls_function_start ON calls (namespace, function, start_ns);
+	CREATE TABLE instances (
+		instance   TEXT    NOT NULL PRIMARY KEY,
+		namespace  TEXT    NOT NULL,
+		function   TEXT    NOT NULL,
+		worker     TEXT    NOT NULL,
+		memory_mib INTEGER NOT NULL,
+		ready_ns   INTEGER NOT NULL,
+		stopped_ns INTEGER NOT NULL
+	);
+	CREATE INDEX instances_ready ON instances (ready_ns);
+	CREATE INDEX instances_function_ready ON instances (namespace, function, ready_ns);`,
+}
+
+// Store is a gust.BillingStore in one SQLite file. It is safe for
+// concurrent use, also by several processes on the same file.
+type Store struct {
+	db     *sql.DB
+	logger *zap.Logger
+}
+
+var _ gust.BillingStore = (*Store)(nil)
+
+// Open opens or creates the SQLite file at path, brings its schema up to
+// date and returns a ready store. A nil logger logs nothing.
+func Open(path string, logger *zap.Logger) (*Store, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if path == "" {
+		return nil, errors.New("open billing db: empty path")
+	}
+	if strings.ContainsRune(path, '?') {
+		// The driver reads everything after '?' as connection parameters.
+		return nil, fmt.Errorf("open billing db %s: path must not contain '?'", path)
+	}
+	// Every pooled connection gets these settings. _txlock=immediate makes
+	// a write transaction take the write lock at BEGIN, so concurrent
+	// writers wait for each other (busy_timeout) instead of failing when
+	// they upgrade a read lock.
+	dsn := path + "?_busy_timeout=" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) +
+		"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open billing db %s: %w", path, err)
+	}
+	s := &Store{db: db, logger: logger}
+	version, err := s.migrate(context.Background())
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open billing db %s: %w", path, err)
+	}
+	logger.Info("billing store open", zap.String("path", path), zap.Int("schema_version", version))
+	return s, nil
+}
+
+// migrate applies the migrations the file lacks, in one transaction, and
+// returns the schema version.
+func (s *Store) migrate(ctx context.Context) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin migration: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var version int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return 0, fmt.Errorf("schema version %d is newer than this program knows (%d)", version, len(migrations))
+	}
+	if version == len(migrations) {
+		return version, nil
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return 0, fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+		}
+	}
+	// PRAGMA takes no bound parameters; the value is our own integer.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return 0, fmt.Errorf("set schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit migration: %w", err)
+	}
+	return len(migrations), nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close billing db: %w", err)
+	}
+	return nil
+}
+
+// AddCalls implements gust.BillingStore: the batch commits in one
+// transaction, and records whose call id is already stored are skipped.
+func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO calls (`+callColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
+		r := &recs[i]
+		return []any{
+			r.CallID, r.Namespace, r.Function, int64(r.Version), r.Image, r.Worker, r.Instance, r.Trigger,
+			unixNano(r.Start), unixNano(r.End), r.DurationNs, r.BilledNs, r.MemoryMiB,
+			r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut,
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("add calls: %w", err)
+	}
+	if ce := s.logger.Check(zapcore.DebugLevel, "calls committed"); ce != nil {
+		ce.Write(zap.Int("records", len(recs)), zap.Int64("added", added))
+	}
+	return nil
+}
+
+// AddInstances implements gust.BillingStore: the batch commits in one
+// transaction, and records whose instance id is already stored are
+// skipped.
+func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO instances
+		(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
+		r := &recs[i]
+		return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)}
+	})
+	if err != nil {
+		return fmt.Errorf("add instances: %w", err)
+	}
+	if ce := s.logger.Check(zapcore.DebugLevel, "instances committed"); ce != nil {
+		ce.Write(zap.Int("records", len(recs)), zap.Int64("added", added))
+	}
+	return nil
+}
+
+// insertBatch runs one prepared statement n times in one transaction and
+// returns how many rows it inserted.
+func (s *Store) insertBatch(ctx context.Context, query string, n int, args func(i int) []any) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	stmt, err := tx.PrepareContext(ctx, query)
+	if err != nil {
+		return 0, fmt.Errorf("prepare: %w", err)
+	}
+	defer func() { _ = stmt.Close() }()
+	var added int64
+	for i := range n {
+		res, err := stmt.ExecContext(ctx, args(i)...)
+		if err != nil {
+			return 0, fmt.Errorf("insert record %d: %w", i, err)
+		}
+		if k, err := res.RowsAffected(); err == nil {
+			added += k
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return added, nil
+}
+
+const callColumns = `call_id, namespace, function, version, image, worker, instance, trigger_type,
+	start_ns, end_ns, duration_ns, billed_ns, memory_mib, cold_start, init_ns, status, outcome,
+	bytes_in, bytes_out`
+
+// rowScanner is *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanCall(row rowScanner) (gust.CallRecord, error) {
+	var (
+		r              gust.CallRecord
+		version        int64
+		startNs, endNs int64
+	)
+	err := row.Scan(&r.CallID, &r.Namespace, &r.Function, &version, &r.Image, &r.Worker, &r.Instance, &r.Trigger,
+		&startNs, &endNs, &r.DurationNs, &r.BilledNs, &r.MemoryMiB, &r.ColdStart, &r.InitNs, &r.Status, &r.Outcome,
+		&r.BytesIn, &r.BytesOut)
+	if err != nil {
+		return gust.CallRecord{}, err
+	}
+	r.Version = uint64(version)
+	r.Start, r.End = fromUnixNano(startNs), fromUnixNano(endNs)
+	return r, nil
+}
+
+// Call implements gust.BillingStore.
+func (s *Store) Call(ctx context.Context, callID string) (gust.CallRecord, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE call_id = ?`, callID)
+	r, err := scanCall(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return gust.CallRecord{}, fmt.Errorf("call %s: %w", callID, gust.ErrNotFound)
+	}
+	if err != nil {
+		return gust.CallRecord{}, fmt.Errorf("get call %s: %w", callID, err)
+	}
+	return r, nil
+}
+
+// Calls implements gust.BillingStore. Records come newest first (start
+// time, then call id, both descending). The cursor is opaque to callers;
+// one that does not decode is an EINVALID error on field "cursor".
+func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	where, args := callWhere(f)
+	if f.Cursor != "" {
+		startNs, callID, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, `(start_ns < ? OR (start_ns = ? AND call_id < ?))`)
+		args = append(args, startNs, startNs, callID)
+	}
+	// One more than a page tells whether another page follows.
+	args = append(args, limit+1)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+callColumns+` FROM calls`+whereClause(where)+
+		` ORDER BY start_ns DESC, call_id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list calls: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	recs := make([]gust.CallRecord, 0, min(limit, DefaultLimit))
+	more := false
+	for rows.Next() {
+		if len(recs) == limit {
+			more = true
+			break
+		}
+		r, err := scanCall(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("list calls: scan: %w", err)
+		}
+		recs = append(recs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list calls: %w", err)
+	}
+	next := ""
+	if more {
+		last := recs[len(recs)-1]
+		next = encodeCursor(unixNano(last.Start), last.CallID)
+	}
+	return recs, next, nil
+}
+
+// groupExprs are the SQL expressions of the Usage group keys. Time
+// buckets are UTC.
+var groupExprs = map[string]string{
+	gust.GroupByNamespace: `namespace`,
+	gust.GroupByFunction:  `namespace || '/' || function`,
+	gust.GroupByHour:      `strftime('%Y-%m-%dT%H:00Z', start_ns / 1000000000, 'unixepoch')`,
+	gust.GroupByDay:       `strftime('%Y-%m-%d', start_ns / 1000000000, 'unixepoch')`,
+	gust.GroupByMonth:     `strftime('%Y-%m', start_ns / 1000000000, 'unixepoch')`,
+}
+
+// Usage implements gust.BillingStore. Calls are selected by f on their
+// start time and grouped by (group, namespace), sorted by group then
+// namespace; instances are selected by namespace, function and ready time
+// (f.Outcome does not apply) and grouped by (namespace, function, memory).
+// An unknown groupBy is an EINVALID error on field "group_by".
+func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([]gust.UsageRow, []gust.InstanceUsageRow, error) {
+	expr, ok := groupExprs[groupBy]
+	if !ok {
+		return nil, nil, gust.Invalidf("group_by", "unknown grouping %q: want namespace, function, hour, day or month", groupBy)
+	}
+	usage, err := s.callUsage(ctx, f, expr)
+	if err != nil {
+		return nil, nil, err
+	}
+	inst, err := s.instanceUsage(ctx, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return usage, inst, nil
+}
+
+func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr string) ([]gust.UsageRow, error) {
+	where, args := callWhere(f)
+	// billed_ns / 1000 is exact: billed durations are whole microseconds
+	// (the billing granularity is). SUM fails on integer overflow rather
+	// than wrapping.
+	rows, err := s.db.QueryContext(ctx, `SELECT `+groupExpr+` AS grp, namespace,
+			COUNT(*),
+			SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END),
+			SUM(cold_start),
+			SUM(duration_ns),
+			SUM(billed_ns),
+			SUM(memory_mib * (billed_ns / 1000))
+		FROM calls`+whereClause(where)+`
+		GROUP BY grp, namespace
+		ORDER BY grp, namespace`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	out := []gust.UsageRow{}
+	for rows.Next() {
+		var u gust.UsageRow
+		if err := rows.Scan(&u.Group, &u.Namespace, &u.Requests, &u.Errors, &u.ColdStarts,
+			&u.DurationNs, &u.BilledNs, &u.MiBMicros); err != nil {
+			return nil, fmt.Errorf("usage: scan: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.InstanceUsageRow, error) {
+	where, args := filterWhere(f, `ready_ns`, false)
+	// A record whose stop precedes its ready time (clock step) holds
+	// nothing rather than a negative amount.
+	rows, err := s.db.QueryContext(ctx, `SELECT namespace, function, memory_mib,
+			COUNT(*),
+			SUM(MAX(stopped_ns - ready_ns, 0))
+		FROM instances`+whereClause(where)+`
+		GROUP BY namespace, function, memory_mib
+		ORDER BY namespace, function, memory_mib`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("instance usage: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	out := []gust.InstanceUsageRow{}
+	for rows.Next() {
+		var u gust.InstanceUsageRow
+		if err := rows.Scan(&u.Namespace, &u.Function, &u.MemoryMiB, &u.Instances, &u.HeldNs); err != nil {
+			return nil, fmt.Errorf("instance usage: scan: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("instance usage: %w", err)
+	}
+	return out, nil
+}
+
+// callWhere returns the conditions and arguments of f's filters on calls
+// (not the cursor or limit).
+func callWhere(f gust.CallFilter) ([]string, []any) { return filterWhere(f, `start_ns`, true) }
+
+// filterWhere returns the conditions and arguments of f's namespace,
+// function and [From, To) filters, the time range on timeCol, and of its
+// outcome filter if withOutcome.
+func filterWhere(f gust.CallFilter, timeCol string, withOutcome bool) ([]string, []any) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.Namespace != "" {
+		where, args = append(where, `namespace = ?`), append(args, f.Namespace)
+	}
+	if f.Function != "" {
+		where, args = append(where, `function = ?`), append(args, f.Function)
+	}
+	if !f.From.IsZero() {
+		where, args = append(where, timeCol+` >= ?`), append(args, unixNano(f.From))
+	}
+	if !f.To.IsZero() {
+		where, args = append(where, timeCol+` < ?`), append(args, unixNano(f.To))
+	}
+	if withOutcome && f.Outcome != "" {
+		where, args = append(where, `outcome = ?`), append(args, f.Outcome)
+	}
+	return where, args
+}
+
+func whereClause(conds []string) string {
+	if len(conds) == 0 {
+		return ""
+	}
+	return ` WHERE ` + strings.Join(conds, ` AND `)
+}
+
+// encodeCursor makes the opaque cursor "continue after the record that
+// started at startNs with this call id".
+func encodeCursor(startNs int64, callID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(startNs, 10) + ":" + callID))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", gust.Invalidf("cursor", "cursor is not one this server returned")
+	}
+	ns, id, ok := strings.Cut(string(b), ":")
+	if !ok || id == "" {
+		return 0, "", gust.Invalidf("cursor", "cursor is not one this server returned")
+	}
+	startNs, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return 0, "", gust.Invalidf("cursor", "cursor is not one this server returned")
+	}
+	return startNs, id, nil
+}
+
+// unixNano stores a time as Unix nanoseconds; the zero time is 0.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromUnixNano is the inverse of unixNano, in UTC.
+func fromUnixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}

@@ -1,0 +1,93 @@
+// Package metrics holds Gust's Prometheus collectors, in one place, so
+// every role registers the same names. Roles take a *Metrics; a nil one
+// records nothing.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the collectors of one process.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Invocations      *prometheus.CounterVec   // function, status, outcome
+	Duration         *prometheus.HistogramVec // function
+	ColdStarts       *prometheus.CounterVec   // function
+	InstanceStarts   *prometheus.CounterVec   // function, result
+	RecordsSpooled   prometheus.Counter
+	RecordsPublished prometheus.Counter
+	RecordsStored    prometheus.Counter
+	RecordsDropped   prometheus.Counter
+	RecordsBuffered  prometheus.Gauge
+}
+
+// New makes the collectors and registers them, with the Go and process
+// collectors, on a new registry.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: r,
+		Invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gust_invocations_total", Help: "Calls run by this worker, by function, HTTP status and outcome.",
+		}, []string{"function", "status", "outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gust_invocation_duration_seconds",
+			Help:    "Duration of calls as metered (request sent to answer read), by function.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"function"}),
+		ColdStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gust_cold_starts_total", Help: "Calls that waited for an instance to start, by function.",
+		}, []string{"function"}),
+		InstanceStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gust_instance_starts_total", Help: "Instance starts by function and result (ok, failed).",
+		}, []string{"function", "result"}),
+		RecordsSpooled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gust_meter_records_spooled_total", Help: "Metering records written to the local spool.",
+		}),
+		RecordsPublished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gust_meter_records_published_total", Help: "Metering records acknowledged by JetStream.",
+		}),
+		RecordsStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gust_meter_records_stored_total", Help: "Metering records committed to the billing store.",
+		}),
+		RecordsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gust_meter_records_dropped_total", Help: "Metering records lost because the local spool was full (or undecodable).",
+		}),
+		RecordsBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gust_meter_records_buffered", Help: "Metering records in the local spool not yet acknowledged by JetStream.",
+		}),
+	}
+	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.RecordsSpooled,
+		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsBuffered,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry for Prometheus.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// statusText holds the label values of HTTP statuses, so the invoke path
+// does not format a number per call.
+var statusText = func() [600]string {
+	var t [600]string
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+// Status returns the label value of an HTTP status.
+func Status(code int) string {
+	if code >= 0 && code < len(statusText) {
+		return statusText[code]
+	}
+	return strconv.Itoa(code)
+}

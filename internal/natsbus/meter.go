@@ -1,0 +1,403 @@
+package natsbus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/metrics"
+	"github.com/gustfaas/gust/internal/spool"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// The metering stream: call records on SubjectMeterCalls, instance records
+// on SubjectMeterInstances, each with its id as the message id so that the
+// server drops duplicates within the window.
+const (
+	StreamMeter           = "GUST_METER"
+	SubjectMeterCalls     = "gust.meter.call"
+	SubjectMeterInstances = "gust.meter.instance"
+)
+
+// EnsureMeterStream creates or updates the metering stream. Records are
+// kept (retention 0: for ever) so that a billing store can be rebuilt by
+// replaying them.
+func EnsureMeterStream(ctx context.Context, b *Bus, retention time.Duration) error {
+	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamMeter,
+		Description: "Gust metering records (one per call, one per instance life)",
+		Subjects:    []string{"gust.meter.>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      retention,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("metering stream: %w", err)
+	}
+	return nil
+}
+
+// Meter is the gust.Meter of a worker: every record is first appended to a
+// local spool (durable against the process being killed, and a buffer
+// while NATS is away), then published to JetStream by a background loop
+// that acknowledges it in the spool once the server has it.
+type Meter struct {
+	bus     *Bus
+	spool   *spool.Spool
+	logger  *zap.Logger
+	metrics *metrics.Metrics
+
+	bufs sync.Pool
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+var _ gust.Meter = (*Meter)(nil)
+
+// NewMeter returns a meter spooling into sp and publishing through b.
+func NewMeter(b *Bus, sp *spool.Spool, m *metrics.Metrics, logger *zap.Logger) *Meter {
+	return &Meter{
+		bus: b, spool: sp, metrics: m, logger: logger.Named("meter"),
+		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
+	}
+}
+
+// spooled records are "c <id> <json>" for calls and "i <id> <json>" for
+// instances.
+const (
+	kindCall     = 'c'
+	kindInstance = 'i'
+)
+
+// RecordCall implements gust.Meter.
+func (m *Meter) RecordCall(rec *gust.CallRecord) {
+	bp := m.bufs.Get().(*[]byte)
+	b := append((*bp)[:0], kindCall, ' ')
+	b = append(b, rec.CallID...)
+	b = append(b, ' ')
+	b = rec.AppendJSON(b)
+	m.append(b, rec.CallID)
+	*bp = b
+	m.bufs.Put(bp)
+}
+
+// RecordInstance implements gust.Meter.
+func (m *Meter) RecordInstance(rec *gust.InstanceRecord) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		m.logger.Error("encode instance record", zap.Error(err))
+		return
+	}
+	b := append([]byte{kindInstance, ' '}, rec.Instance...)
+	b = append(append(b, ' '), data...)
+	m.append(b, rec.Instance)
+}
+
+func (m *Meter) append(b []byte, id string) {
+	if err := m.spool.Append(b); err != nil {
+		// Never silent: the record is lost, and an operator must know.
+		m.logger.Error("metering record dropped", zap.String("invocation_id", id), zap.Error(err))
+		if m.metrics != nil {
+			m.metrics.RecordsDropped.Inc()
+		}
+		return
+	}
+	if m.metrics != nil {
+		m.metrics.RecordsSpooled.Inc()
+		m.metrics.RecordsBuffered.Inc()
+	}
+}
+
+// Start runs the publishing loop until Close.
+func (m *Meter) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.done = make(chan struct{})
+	if n, _ := m.spool.Len(); n > 0 {
+		m.logger.Info("publishing metering records left from an earlier run", zap.Int("records", n))
+		if m.metrics != nil {
+			m.metrics.RecordsBuffered.Set(float64(n))
+		}
+	}
+	go m.loop(ctx)
+}
+
+// Close publishes what it can until ctx ends, then stops. Records not
+// published stay in the spool for the next run.
+func (m *Meter) Close(ctx context.Context) error {
+	if m.cancel == nil {
+		return nil
+	}
+	for {
+		if n, _ := m.spool.Len(); n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			n, _ := m.spool.Len()
+			m.logger.Warn("metering records left in the spool for the next run", zap.Int("records", n))
+			m.cancel()
+			<-m.done
+			return m.spool.Close()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	m.cancel()
+	<-m.done
+	return m.spool.Close()
+}
+
+func (m *Meter) loop(ctx context.Context) {
+	defer close(m.done)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		recs := m.spool.Take(512)
+		if len(recs) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.spool.Notify():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		failed := m.publish(ctx, recs)
+		if len(failed) == 0 {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		m.spool.Requeue(failed)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// publish sends recs asynchronously, waits for their acknowledgements and
+// returns the records that were not acknowledged.
+func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record {
+	futures := make([]jetstream.PubAckFuture, len(recs))
+	var failed []spool.Record
+	var firstErr error
+	for i, r := range recs {
+		subject, id, data, ok := splitRecord(r.Data)
+		if !ok {
+			m.logger.Error("undecodable spooled metering record dropped", zap.ByteString("record", r.Data))
+			_ = m.spool.Ack(r.Seq)
+			if m.metrics != nil {
+				m.metrics.RecordsDropped.Inc()
+				m.metrics.RecordsBuffered.Dec()
+			}
+			continue
+		}
+		f, err := m.bus.JS.PublishAsync(subject, data, jetstream.WithMsgID(id))
+		if err != nil {
+			firstErr = err
+			failed = append(failed, r)
+			continue
+		}
+		futures[i] = f
+	}
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	var acked []uint64
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+			acked = append(acked, recs[i].Seq)
+		case err := <-f.Err():
+			firstErr = err
+			failed = append(failed, recs[i])
+		case <-timeout.C:
+			firstErr = errors.New("no acknowledgement within 10s")
+			failed = append(failed, recs[i])
+		case <-ctx.Done():
+			failed = append(failed, recs[i])
+		}
+	}
+	if err := m.spool.Ack(acked...); err != nil {
+		m.logger.Error("acknowledge spooled records", zap.Error(err))
+	}
+	if m.metrics != nil {
+		m.metrics.RecordsPublished.Add(float64(len(acked)))
+		m.metrics.RecordsBuffered.Sub(float64(len(acked)))
+	}
+	if firstErr != nil && ctx.Err() == nil {
+		m.logger.Warn("metering records not published yet; kept in the spool", zap.Int("records", len(failed)), zap.Error(firstErr))
+	}
+	return failed
+}
+
+// splitRecord parses a spooled record into subject, message id and body.
+func splitRecord(b []byte) (subject, id string, data []byte, ok bool) {
+	if len(b) < 3 || b[1] != ' ' {
+		return "", "", nil, false
+	}
+	rest := b[2:]
+	sp := bytes.IndexByte(rest, ' ')
+	if sp <= 0 {
+		return "", "", nil, false
+	}
+	id, data = string(rest[:sp]), rest[sp+1:]
+	switch b[0] {
+	case kindCall:
+		return SubjectMeterCalls, id, data, true
+	case kindInstance:
+		return SubjectMeterInstances, "instance-" + id, data, true
+	}
+	return "", "", nil, false
+}
+
+// Ingest feeds a billing store from the metering stream through a durable
+// consumer. A record is acknowledged only after the store committed it;
+// the store ignores records it already has, so redelivery changes nothing.
+type Ingest struct {
+	bus     *Bus
+	store   gust.BillingStore
+	durable string
+	metrics *metrics.Metrics
+	logger  *zap.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewIngest returns an ingest for store under the durable consumer name
+// durable (one per store: each store gets every record).
+func NewIngest(b *Bus, store gust.BillingStore, durable string, m *metrics.Metrics, logger *zap.Logger) *Ingest {
+	return &Ingest{bus: b, store: store, durable: durable, metrics: m, logger: logger.Named("billing.ingest")}
+}
+
+// Start creates the consumer and starts consuming.
+func (in *Ingest) Start(ctx context.Context) error {
+	cons, err := in.bus.JS.CreateOrUpdateConsumer(ctx, StreamMeter, jetstream.ConsumerConfig{
+		Durable:       in.durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20000,
+	})
+	if err != nil {
+		return fmt.Errorf("metering consumer %s: %w", in.durable, err)
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	in.cancel, in.done = cancel, make(chan struct{})
+	go in.loop(cctx, cons)
+	return nil
+}
+
+// Close stops consuming; the batch being stored finishes first.
+func (in *Ingest) Close() {
+	if in.cancel != nil {
+		in.cancel()
+		<-in.done
+	}
+}
+
+func (in *Ingest) loop(ctx context.Context, cons jetstream.Consumer) {
+	defer close(in.done)
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			if ctx.Err() == nil {
+				in.logger.Warn("fetch metering records", zap.Error(err))
+				time.Sleep(500 * time.Millisecond)
+			}
+			continue
+		}
+		var msgs []jetstream.Msg
+		for msg := range batch.Messages() {
+			msgs = append(msgs, msg)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := in.store1(ctx, msgs); err != nil {
+			in.logger.Error("store metering records; they will be redelivered", zap.Int("records", len(msgs)), zap.Error(err))
+			for _, msg := range msgs {
+				_ = msg.Nak()
+			}
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+// store1 commits one batch and then acknowledges it.
+func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
+	var calls []gust.CallRecord
+	var insts []gust.InstanceRecord
+	var ok []jetstream.Msg
+	for _, msg := range msgs {
+		var err error
+		switch msg.Subject() {
+		case SubjectMeterCalls:
+			var r gust.CallRecord
+			if err = json.Unmarshal(msg.Data(), &r); err == nil {
+				calls = append(calls, r)
+			}
+		case SubjectMeterInstances:
+			var r gust.InstanceRecord
+			if err = json.Unmarshal(msg.Data(), &r); err == nil {
+				insts = append(insts, r)
+			}
+		default:
+			err = fmt.Errorf("unknown subject %s", msg.Subject())
+		}
+		if err != nil {
+			in.logger.Error("undecodable metering record dropped", zap.String("subject", msg.Subject()), zap.Error(err))
+			_ = msg.Term()
+			if in.metrics != nil {
+				in.metrics.RecordsDropped.Inc()
+			}
+			continue
+		}
+		ok = append(ok, msg)
+	}
+	if len(calls) > 0 {
+		if err := in.store.AddCalls(ctx, calls); err != nil {
+			return err
+		}
+	}
+	if len(insts) > 0 {
+		if err := in.store.AddInstances(ctx, insts); err != nil {
+			return err
+		}
+	}
+	for _, msg := range ok {
+		_ = msg.Ack()
+	}
+	if in.metrics != nil {
+		in.metrics.RecordsStored.Add(float64(len(calls) + len(insts)))
+	}
+	return nil
+}
+
+// Drain waits (until ctx ends) for the consumer to have taken in every
+// record published so far.
+func (in *Ingest) Drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		cons, err := in.bus.JS.Consumer(ctx, StreamMeter, in.durable)
+		if err != nil {
+			return
+		}
+		info, err := cons.Info(ctx)
+		if err != nil || info.NumPending == 0 && info.NumAckPending == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
