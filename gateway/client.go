@@ -161,3 +161,41 @@ func (c *Client) Invoke(ctx context.Context, method, name, ns, path, query strin
 	}
 	return resp, nil
 }
+
+// Billing fetches a billing report; format "csv" returns CSV text, any
+// other the JSON document. query holds the report's filters.
+func (c *Client) Billing(ctx context.Context, query url.Values) ([]byte, error) {
+	return c.raw(ctx, "/system/billing?"+query.Encode())
+}
+
+// Invocations lists call records, newest first, one page; query holds the
+// filters, limit and cursor.
+func (c *Client) Invocations(ctx context.Context, query url.Values) ([]gust.CallRecord, string, error) {
+	var out invocationList
+	err := c.do(ctx, http.MethodGet, "/system/invocations?"+query.Encode(), nil, &out)
+	return out.Invocations, out.NextCursor, err
+}
+
+// Invocation returns the record of one call.
+func (c *Client) Invocation(ctx context.Context, callID string) (gust.CallRecord, error) {
+	var out gust.CallRecord
+	err := c.do(ctx, http.MethodGet, "/system/invocations/"+url.PathEscape(callID), nil, &out)
+	return out, err
+}
+
+// raw GETs path and returns the body of a 2xx answer.
+func (c *Client) raw(ctx context.Context, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, ResponseError(resp)
+	}
+	return io.ReadAll(resp.Body)
+}
