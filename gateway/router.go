@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,7 +182,7 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 		inv := rt.invokers[id]
 		rt.mu.RUnlock()
 		if inv == nil {
-			inv = &httpInvoker{base: w.Addr, transport: rt.transport}
+			inv = newHTTPInvoker(w.Addr, rt.transport)
 			rt.mu.Lock()
 			rt.invokers[id] = inv
 			rt.mu.Unlock()
@@ -238,14 +239,15 @@ func splitKey(key string) (ns, name string) {
 
 // httpInvoker calls a worker on another host over HTTP.
 type httpInvoker struct {
-	base      string
+	base      string // for messages
+	host      string // host:port of the worker
 	transport *http.Transport
 }
 
 // Invoke implements gust.Invoker.
 func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Function) error {
-	path := gust.InvokePrefix + fn.Spec.Namespace + "/" + fn.Spec.Service + r.URL.EscapedPath()
-	out, err := proxy.Outbound(r.Context(), r, h.base, path, r.URL.RawQuery)
+	prefix := gust.InvokePrefix + fn.Spec.Namespace + "/" + fn.Spec.Service
+	out, err := proxy.Outbound(r.Context(), r, h.host, prefix+r.URL.Path, prefix+r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
 	}
@@ -265,4 +267,10 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 	w.WriteHeader(resp.StatusCode)
 	_, _ = proxy.CopyBody(w, resp)
 	return nil
+}
+
+func newHTTPInvoker(base string, tr *http.Transport) *httpInvoker {
+	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
+	host, _, _ = strings.Cut(host, "/")
+	return &httpInvoker{base: base, host: host, transport: tr}
 }

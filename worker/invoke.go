@@ -102,7 +102,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		cs.body.r = r.Body
 		r.Body = &cs.body
 	}
-	out, err := proxy.Outbound(ctx, r, in.addr, r.URL.EscapedPath(), r.URL.RawQuery)
+	out, err := proxy.Outbound(ctx, r, in.host, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
 		w.reject(rec, arrived, p.key)
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)

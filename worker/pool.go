@@ -28,6 +28,7 @@ type instance struct {
 
 	cid      string // container id, set once started
 	addr     string // base URL "http://ip:port", set once started
+	host     string // "ip:port"
 	state    int
 	inflight int
 	lastUsed time.Time
@@ -416,7 +417,7 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 		return fmt.Errorf("start container: %w", err)
 	}
 	p.mu.Lock()
-	in.cid, in.addr = c.ID, "http://"+c.Addr
+	in.cid, in.addr, in.host = c.ID, "http://"+c.Addr, c.Addr
 	p.mu.Unlock()
 	logger = logger.With(zap.String("container_id", shortID(c.ID)))
 	exited := make(chan gust.Exit, 1)

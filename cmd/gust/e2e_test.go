@@ -595,7 +595,7 @@ func TestSeparateRoles(t *testing.T) {
 	})
 	gc := defaultGatewayConfig()
 	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATSURL: url, Config: gc, Logger: logger}
+	g := &GatewayMain{NATSURL: url, Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
 	if err := g.Run(ctx); err != nil {
 		t.Fatal(err)
 	}

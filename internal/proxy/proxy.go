@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -41,19 +42,20 @@ var hopHeaders = []string{
 }
 
 // Outbound builds the request to send upstream: r's method, headers (less
-// hop-by-hop ones) and body, to base + path + "?" + rawQuery, under ctx.
-func Outbound(ctx context.Context, r *http.Request, base, path, rawQuery string) (*http.Request, error) {
-	url := base + path
-	if rawQuery != "" {
-		url += "?" + rawQuery
-	}
+// hop-by-hop ones) and body, to http://host + path (escaped as rawPath
+// when that differs) + "?" + rawQuery, under ctx. It parses no URL.
+func Outbound(ctx context.Context, r *http.Request, host, path, rawPath, rawQuery string) (*http.Request, error) {
 	body := r.Body
 	if r.ContentLength == 0 {
 		body = nil
 	}
-	out, err := http.NewRequestWithContext(ctx, r.Method, url, body)
+	out, err := http.NewRequestWithContext(ctx, r.Method, "", body)
 	if err != nil {
 		return nil, err
+	}
+	out.URL = &url.URL{Scheme: "http", Host: host, Path: path, RawQuery: rawQuery}
+	if rawPath != path {
+		out.URL.RawPath = rawPath
 	}
 	out.ContentLength = r.ContentLength
 	out.Header = make(http.Header, len(r.Header)+2)

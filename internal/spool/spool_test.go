@@ -115,4 +115,3 @@ func TestFull(t *testing.T) {
 	}
 	s.Close()
 }
-

@@ -1,0 +1,766 @@
+package main
+
+// Kill tests: the gust binary runs as subprocesses that are killed with
+// SIGKILL (kill -9) in the middle of a load and restarted on the same data
+// directory. Every call whose answer was received whole with status 200
+// must then have exactly one metering record, and no call id may be
+// recorded twice.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/docker"
+	"go.uber.org/zap"
+)
+
+// Load shape shared by the kill tests.
+const (
+	killClients  = 8
+	killMaxCalls = 400
+	killLoadFor  = 3 * time.Second
+	killAfter    = 1500 * time.Millisecond
+	killFunction = "killsleep"
+)
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// roleProc is one gust process (a role, or gust up) started by a test.
+type roleProc struct {
+	name string
+	args []string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit, once done is closed
+}
+
+func (p *roleProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill9 sends SIGKILL and waits for the process to be gone.
+func (p *roleProc) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil && !p.exited() {
+		t.Fatalf("kill -9 %s: %v", p.name, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s (pid %d) still there 10s after SIGKILL", p.name, p.cmd.Process.Pid)
+	}
+}
+
+// stop sends SIGTERM (a graceful drain) and falls back to SIGKILL.
+func (p *roleProc) stop(within time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// tail returns the last n lines of the process's log.
+func (p *roleProc) tail(n int) string {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// roleSet starts gust processes for one test; at cleanup it stops those
+// still running (newest first) and, if the test failed, logs the tail of
+// every process's log.
+type roleSet struct {
+	t     *testing.T
+	bin   string
+	dir   string
+	procs []*roleProc
+}
+
+func newRoleSet(t *testing.T) *roleSet {
+	rs := &roleSet{t: t, bin: MustCLI(t), dir: t.TempDir()}
+	t.Cleanup(func() {
+		for i := len(rs.procs) - 1; i >= 0; i-- {
+			rs.procs[i].stop(30 * time.Second)
+		}
+		if t.Failed() {
+			rs.dumpLogs()
+		}
+	})
+	return rs
+}
+
+func (rs *roleSet) dumpLogs() {
+	for _, p := range rs.procs {
+		rs.t.Logf("--- %s (gust %s), exit %v, last lines of %s:\n%s", p.name, strings.Join(p.args, " "), p.err, p.log, p.tail(40))
+	}
+}
+
+// start runs `gust args...` with its output in a log file named after name.
+func (rs *roleSet) start(name string, args ...string) *roleProc {
+	rs.t.Helper()
+	p := &roleProc{name: name, args: args, log: filepath.Join(rs.dir, name+".log"), done: make(chan struct{})}
+	f, err := os.Create(p.log)
+	if err != nil {
+		rs.t.Fatal(err)
+	}
+	p.cmd = exec.Command(rs.bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.Dir = rs.dir
+	p.cmd.Env = append(os.Environ(), "GUST_LOG_LEVEL=info")
+	if err := p.cmd.Start(); err != nil {
+		f.Close()
+		rs.t.Fatalf("start gust %s: %v", strings.Join(args, " "), err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	rs.procs = append(rs.procs, p)
+	return p
+}
+
+// waitHTTP polls url until it answers 200, failing early if p exits.
+func (rs *roleSet) waitHTTP(p *roleProc, url string, within time.Duration) {
+	rs.t.Helper()
+	rs.waitFor(p, within, func() error {
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// waitTCP polls until addr takes connections, failing early if p exits.
+func (rs *roleSet) waitTCP(p *roleProc, addr string, within time.Duration) {
+	rs.t.Helper()
+	rs.waitFor(p, within, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+func (rs *roleSet) waitFor(p *roleProc, within time.Duration, fn func() error) {
+	rs.t.Helper()
+	deadline := time.Now().Add(within)
+	var err error
+	for time.Now().Before(deadline) {
+		if p.exited() {
+			rs.t.Fatalf("%s exited while starting: %v", p.name, p.err)
+		}
+		if err = fn(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rs.t.Fatalf("%s not ready after %s: %v", p.name, within, err)
+}
+
+// removeWorkerContainers removes the containers labelled with worker id
+// and returns how many there were.
+func removeWorkerContainers(t *testing.T, id string) int {
+	t.Helper()
+	cs := Containers(t, map[string]string{gust.LabelWorker: id})
+	if len(cs) == 0 {
+		return 0
+	}
+	rt, err := docker.New(docker.Config{}, zap.NewNop())
+	if err != nil {
+		t.Error(err)
+		return len(cs)
+	}
+	defer rt.Close()
+	for _, c := range cs {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := rt.Remove(ctx, c.ID); err != nil {
+			t.Errorf("remove container %s: %v", c.ID, err)
+		}
+		cancel()
+	}
+	return len(cs)
+}
+
+// cleanupWorker removes, at the end of the test, the containers of the
+// worker whose id *id holds when cleanup runs. Register it before the
+// roleSet, so that it runs after the processes have stopped.
+func cleanupWorker(t *testing.T, id *string) {
+	t.Cleanup(func() {
+		if *id != "" {
+			if n := removeWorkerContainers(t, *id); n > 0 {
+				t.Logf("cleanup: removed %d containers of worker %s", n, *id)
+			}
+		}
+	})
+}
+
+// containerIDSet lists the ids of the containers of worker id.
+func containerIDSet(t *testing.T, id string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, c := range Containers(t, map[string]string{gust.LabelWorker: id}) {
+		out[c.ID] = true
+	}
+	return out
+}
+
+// killClient is the HTTP client of the load and the checks.
+func killClient() *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 2 * killClients, DisableCompression: true},
+	}
+}
+
+// deployKillSleep deploys the sleep function with one warm instance and
+// waits until a call answers 200; it returns the ids of the calls it made
+// and of those answered.
+func deployKillSleep(t *testing.T, c *http.Client, base string, within time.Duration) (sent, answered []string) {
+	t.Helper()
+	spec := fmt.Sprintf(`{"service":%q,"image":%q,"labels":{%q:"1"}}`, killFunction, imageTag("sleep"), gust.LabelScaleMin)
+	resp, err := c.Post(base+"/system/functions", "application/json", strings.NewReader(spec))
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		t.Fatalf("deploy: %d %s", resp.StatusCode, b)
+	}
+	return warmCalls(t, c, base, "warm", within)
+}
+
+// warmCalls calls the function until one answers 200 whole.
+func warmCalls(t *testing.T, c *http.Client, base, prefix string, within time.Duration) (sent, answered []string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for i := 0; time.Now().Before(deadline); i++ {
+		id := fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano(), i)
+		sent = append(sent, id)
+		ok, desc := callOnce(c, base, id)
+		if ok {
+			return sent, append(answered, id)
+		}
+		last = desc
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: no call answered 200 within %s; last: %s", prefix, within, last)
+	return nil, nil
+}
+
+// callOnce makes one call with call id id; ok means the answer was
+// received whole with status 200 and is the function's answer to this
+// very call. desc says what happened otherwise.
+func callOnce(c *http.Client, base, id string) (ok bool, desc string) {
+	req, err := http.NewRequest("GET", base+"/function/"+killFunction+"?ms=5", nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	req.Header.Set(gust.HeaderCallID, id)
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, "transport: " + err.Error()
+	}
+	defer resp.Body.Close()
+	body, rerr := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return false, "status " + strconv.Itoa(resp.StatusCode)
+	}
+	if rerr != nil {
+		return false, "200 cut short: " + rerr.Error()
+	}
+	var r struct {
+		CallID string `json:"callId"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.CallID != id {
+		return false, fmt.Sprintf("200 with a bad body %q", body)
+	}
+	return true, ""
+}
+
+// loadResult is what a kill load saw.
+type loadResult struct {
+	sent, answered []string
+	outcomes       map[string]int // what the calls not answered got
+	killAt         time.Duration  // since the load began
+	startedAtKill  int64
+	inflightAtKill []string // call ids in flight when the kill began
+	took           time.Duration
+}
+
+// killLoad runs killClients clients, each calling with its own call ids,
+// for killLoadFor or killMaxCalls calls in all, and calls kill once
+// killAfter has passed or half the calls have started.
+func killLoad(t *testing.T, c *http.Client, base, prefix string, kill func()) loadResult {
+	t.Helper()
+	var (
+		mu       sync.Mutex
+		res      = loadResult{outcomes: map[string]int{}}
+		started  atomic.Int64
+		inflight sync.Map // id → struct{}
+		wg       sync.WaitGroup
+	)
+	begin := time.Now()
+	deadline := begin.Add(killLoadFor)
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		for time.Since(begin) < killAfter && started.Load() < killMaxCalls/2 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		mu.Lock()
+		res.killAt = time.Since(begin)
+		res.startedAtKill = started.Load()
+		inflight.Range(func(k, _ any) bool {
+			res.inflightAtKill = append(res.inflightAtKill, k.(string))
+			return true
+		})
+		mu.Unlock()
+		kill()
+	}()
+	for w := 0; w < killClients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				if started.Add(1) > killMaxCalls {
+					return
+				}
+				id := fmt.Sprintf("%s-%d-%d", prefix, w, i)
+				inflight.Store(id, struct{}{})
+				ok, desc := callOnce(c, base, id)
+				inflight.Delete(id)
+				mu.Lock()
+				res.sent = append(res.sent, id)
+				if ok {
+					res.answered = append(res.answered, id)
+				} else {
+					if i := strings.Index(desc, ": "); i > 0 && strings.HasPrefix(desc, "transport") {
+						desc = "transport error"
+					}
+					res.outcomes[desc]++
+				}
+				mu.Unlock()
+				if !ok {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	res.took = time.Since(begin)
+	<-killed
+	return res
+}
+
+// recordList is a page of GET /system/invocations.
+type recordList struct {
+	Items      []gust.CallRecord `json:"items"`
+	NextCursor string            `json:"nextCursor"`
+}
+
+// listRecords lists every call record of the function, limit per page,
+// following nextCursor; ids come in the order listed, duplicates kept.
+func listRecords(c *http.Client, base string, limit int) ([]gust.CallRecord, int, error) {
+	var all []gust.CallRecord
+	cursor := ""
+	for pages := 1; pages <= 1000; pages++ {
+		q := url.Values{"function": {killFunction}, "limit": {strconv.Itoa(limit)}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		resp, err := c.Get(base + "/system/invocations?" + q.Encode())
+		if err != nil {
+			return nil, pages, err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return nil, pages, fmt.Errorf("list invocations: %d %s", resp.StatusCode, b)
+		}
+		var page recordList
+		if err := json.Unmarshal(b, &page); err != nil {
+			return nil, pages, fmt.Errorf("list invocations: %v in %q", err, b)
+		}
+		if len(page.Items) > limit {
+			return nil, pages, fmt.Errorf("list invocations: a page of %d with limit %d", len(page.Items), limit)
+		}
+		all = append(all, page.Items...)
+		if page.NextCursor == "" {
+			return all, pages, nil
+		}
+		cursor = page.NextCursor
+	}
+	return nil, 1000, errors.New("list invocations: more than 1000 pages")
+}
+
+// billedRequests reads total.requests of the function's billing report.
+func billedRequests(c *http.Client, base string) (int64, error) {
+	resp, err := c.Get(base + "/system/billing?function=" + killFunction + "&format=json")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("billing report: %d %s", resp.StatusCode, b)
+	}
+	var rep struct {
+		Total struct {
+			Requests *int64 `json:"requests"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Total.Requests == nil {
+		return 0, fmt.Errorf("billing report without total.requests: %v in %.300s", err, b)
+	}
+	return *rep.Total.Requests, nil
+}
+
+// dupes returns the ids listed more than once.
+func dupes(recs []gust.CallRecord) []string {
+	seen := map[string]int{}
+	var out []string
+	for _, r := range recs {
+		if seen[r.CallID]++; seen[r.CallID] == 2 {
+			out = append(out, r.CallID)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func firstN(ids []string, n int) []string {
+	if len(ids) > n {
+		return ids[:n]
+	}
+	return ids
+}
+
+// checkRecords waits (up to within) until every answered call has a
+// record and the billing report agrees with the listing, then asserts:
+// every answered call has exactly one record (status 200, outcome ok,
+// found by id), no call id is listed twice (pages of 1000 and of 37 agree),
+// the report counts the records, and no record is of a call never made.
+// It returns the number of records.
+func checkRecords(t *testing.T, c *http.Client, base string, sent, answered []string, within time.Duration) int {
+	t.Helper()
+	begin := time.Now()
+	var (
+		recs    []gust.CallRecord
+		billed  int64
+		missing []string
+		err     error
+		prev    = -1
+	)
+	for {
+		recs, _, err = listRecords(c, base, 1000)
+		if err == nil {
+			billed, err = billedRequests(c, base)
+		}
+		if err == nil {
+			have := map[string]bool{}
+			for _, r := range recs {
+				have[r.CallID] = true
+			}
+			missing = missing[:0]
+			for _, id := range answered {
+				if !have[id] {
+					missing = append(missing, id)
+				}
+			}
+			// Settled: nothing missing, the report agrees with the listing,
+			// and the listing did not grow since the last look.
+			if len(missing) == 0 && billed == int64(len(recs)) && len(recs) == prev {
+				break
+			}
+			prev = len(recs)
+		}
+		if time.Since(begin) > within {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("records settled after %s: %d listed, billing report counts %d", time.Since(begin).Round(10*time.Millisecond), len(recs), billed)
+	if err != nil {
+		t.Fatalf("after %s: %v", within, err)
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d answered calls have no record after %s, e.g. %v", len(missing), len(answered), within, firstN(missing, 5))
+	}
+	if d := dupes(recs); len(d) > 0 {
+		t.Errorf("%d call ids listed twice (pages of 1000), e.g. %v", len(d), firstN(d, 5))
+	}
+	distinct := map[string]gust.CallRecord{}
+	for _, r := range recs {
+		distinct[r.CallID] = r
+	}
+	if billed != int64(len(distinct)) {
+		t.Errorf("billing report counts %d requests, %d distinct records listed", billed, len(distinct))
+	}
+	// Small pages exercise the cursor: the same records, none twice.
+	small, pages, err := listRecords(c, base, 37)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := dupes(small); len(d) > 0 {
+		t.Errorf("%d call ids listed twice (pages of 37), e.g. %v", len(d), firstN(d, 5))
+	}
+	if len(small) != len(recs) {
+		t.Errorf("pages of 37 list %d records (%d pages), pages of 1000 list %d", len(small), pages, len(recs))
+	}
+	for _, r := range small {
+		if _, ok := distinct[r.CallID]; !ok {
+			t.Errorf("call %s listed in pages of 37, not in pages of 1000", r.CallID)
+		}
+	}
+	made := map[string]bool{}
+	for _, id := range sent {
+		made[id] = true
+	}
+	for id := range distinct {
+		if !made[id] {
+			t.Errorf("record of call %s, which the test never made", id)
+		}
+	}
+	// Every answered call, looked up by id: one record, status 200, ok.
+	for _, id := range answered {
+		resp, err := c.Get(base + "/system/invocations/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET /system/invocations/%s: %d %s", id, resp.StatusCode, b)
+			continue
+		}
+		var r gust.CallRecord
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Errorf("GET /system/invocations/%s: %v in %q", id, err, b)
+			continue
+		}
+		if r.CallID != id || r.Function != killFunction || r.Status != 200 || r.Outcome != gust.OutcomeOK {
+			t.Errorf("record of answered call %s: id %s function %s status %d outcome %s; want 200 ok", id, r.CallID, r.Function, r.Status, r.Outcome)
+		}
+	}
+	return len(distinct)
+}
+
+// summarize logs the figures of a kill load and its records.
+func summarize(t *testing.T, what string, res loadResult, records int, recs map[string]bool) {
+	t.Helper()
+	withRec := 0
+	for _, id := range res.inflightAtKill {
+		if recs[id] {
+			withRec++
+		}
+	}
+	keys := make([]string, 0, len(res.outcomes))
+	for k := range res.outcomes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var sb bytes.Buffer
+	for _, k := range keys {
+		fmt.Fprintf(&sb, " [%s]×%d", k, res.outcomes[k])
+	}
+	t.Logf("%s: load %s, %d calls made, %d answered 200; kill at %s after %d calls started, %d in flight (%d of them recorded); not answered:%s; %d records",
+		what, res.took.Round(time.Millisecond), len(res.sent), len(res.answered), res.killAt.Round(time.Millisecond),
+		res.startedAtKill, len(res.inflightAtKill), withRec, sb.String(), records)
+}
+
+func recordSet(t *testing.T, c *http.Client, base string) map[string]bool {
+	t.Helper()
+	recs, _, err := listRecords(c, base, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, r := range recs {
+		out[r.CallID] = true
+	}
+	return out
+}
+
+// TestNoLossKillUp: gust up is killed with SIGKILL in the middle of a load
+// and restarted on the same data directory and ports. Every call answered
+// 200 before the kill has exactly one record; no call is recorded twice;
+// the billing report counts the records; the restarted worker removes the
+// containers the dead one left.
+func TestNoLossKillUp(t *testing.T) {
+	MustImages(t)
+	var workerID string
+	cleanupWorker(t, &workerID)
+	rs := newRoleSet(t)
+	data := filepath.Join(rs.dir, "data")
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	natsListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	base := "http://" + listen
+	args := []string{"up", "--listen", listen, "--nats-listen", natsListen, "--data", data, "--network", testNetwork}
+	c := killClient()
+	defer c.CloseIdleConnections()
+
+	up := rs.start("up-1", args...)
+	rs.waitHTTP(up, base+"/healthz", 60*time.Second)
+	b, err := os.ReadFile(filepath.Join(data, "worker-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	workerID = strings.TrimSpace(string(b))
+	sent, answered := deployKillSleep(t, c, base, 30*time.Second)
+
+	var left map[string]bool
+	res := killLoad(t, c, base, "up", func() {
+		up.kill9(t)
+		left = containerIDSet(t, workerID)
+	})
+	sent, answered = append(sent, res.sent...), append(answered, res.answered...)
+	if len(res.answered) < 20 {
+		t.Fatalf("only %d calls answered before the kill; the load did not run", len(res.answered))
+	}
+	if len(left) == 0 {
+		t.Errorf("no containers of worker %s left after kill -9: the function was not warm?", workerID)
+	}
+
+	restart := time.Now()
+	up2 := rs.start("up-2", args...)
+	rs.waitHTTP(up2, base+"/healthz", 60*time.Second)
+	t.Logf("restarted gust up answers /healthz after %s", time.Since(restart).Round(time.Millisecond))
+	// The restarted worker removed what the dead one left before it
+	// served.
+	now := containerIDSet(t, workerID)
+	for id := range left {
+		if now[id] {
+			t.Errorf("container %.12s left by the killed gust up still there after the restart", id)
+		}
+	}
+	// Calls answer again after the restart, and are recorded too.
+	s2, a2 := warmCalls(t, c, base, "after", 30*time.Second)
+	sent, answered = append(sent, s2...), append(answered, a2...)
+
+	records := checkRecords(t, c, base, sent, answered, 20*time.Second)
+	summarize(t, "kill -9 gust up", res, records, recordSet(t, c, base))
+	t.Logf("%d leftover containers removed by the restarted gust up; %d calls answered in all (warm-up and after restart included), %d records", len(left), len(answered), records)
+}
+
+// TestNoLossKillWorker: the roles run as separate processes; only the
+// worker is killed with SIGKILL in the middle of a load, then restarted
+// with the same data directory, id and ports. Every call answered 200 has
+// exactly one record in the gateway's billing store; none twice.
+func TestNoLossKillWorker(t *testing.T) {
+	MustImages(t)
+	workerID := fmt.Sprintf("nolosskw-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	cleanupWorker(t, &workerID)
+	rs := newRoleSet(t)
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	natsURL := "nats://" + natsAddr
+	gwListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	wkListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	base := "http://" + gwListen
+	c := killClient()
+	defer c.CloseIdleConnections()
+
+	n := rs.start("nats", "nats", "--listen", natsAddr, "--data", filepath.Join(rs.dir, "nats-data"))
+	rs.waitTCP(n, natsAddr, 30*time.Second)
+	sc := rs.start("scheduler", "scheduler", "--nats", natsURL)
+	wargs := []string{"worker", "--nats", natsURL, "--listen", wkListen, "--advertise", "http://" + wkListen,
+		"--network", testNetwork, "--data", filepath.Join(rs.dir, "worker-data"), "--id", workerID}
+	wk := rs.start("worker-1", wargs...)
+	g := rs.start("gateway", "gateway", "--nats", natsURL, "--listen", gwListen, "--data", filepath.Join(rs.dir, "gateway-data"))
+	rs.waitHTTP(wk, "http://"+wkListen+"/healthz", 60*time.Second)
+	rs.waitHTTP(g, base+"/healthz", 60*time.Second)
+	if sc.exited() {
+		t.Fatalf("scheduler exited: %v", sc.err)
+	}
+	sent, answered := deployKillSleep(t, c, base, 30*time.Second)
+
+	var left map[string]bool
+	res := killLoad(t, c, base, "wk", func() {
+		wk.kill9(t)
+		left = containerIDSet(t, workerID)
+	})
+	sent, answered = append(sent, res.sent...), append(answered, res.answered...)
+	if len(res.answered) < 20 {
+		t.Fatalf("only %d calls answered before the kill; the load did not run", len(res.answered))
+	}
+	if len(left) == 0 {
+		t.Errorf("no containers of worker %s left after kill -9: the function was not warm?", workerID)
+	}
+	for _, p := range []*roleProc{n, sc, g} {
+		if p.exited() {
+			t.Fatalf("%s exited when only the worker was killed: %v", p.name, p.err)
+		}
+	}
+
+	restart := time.Now()
+	wk2 := rs.start("worker-2", wargs...)
+	rs.waitHTTP(wk2, "http://"+wkListen+"/healthz", 60*time.Second)
+	t.Logf("restarted worker answers /healthz after %s", time.Since(restart).Round(time.Millisecond))
+	now := containerIDSet(t, workerID)
+	for id := range left {
+		if now[id] {
+			t.Errorf("container %.12s left by the killed worker still there after the restart", id)
+		}
+	}
+	s2, a2 := warmCalls(t, c, base, "after", 30*time.Second)
+	sent, answered = append(sent, s2...), append(answered, a2...)
+	t.Logf("calls answer 200 again %s after the worker restarted", time.Since(restart).Round(time.Millisecond))
+
+	records := checkRecords(t, c, base, sent, answered, 20*time.Second)
+	summarize(t, "kill -9 worker", res, records, recordSet(t, c, base))
+	t.Logf("%d leftover containers removed by the restarted worker; %d calls answered in all (warm-up and after restart included), %d records", len(left), len(answered), records)
+}
