@@ -50,11 +50,17 @@ const (
 
 // benchUp runs `gust up` for a benchmark, logging warnings only so the
 // gateway's and worker's info logs neither flood the output nor cost CPU.
-func benchUp(b *testing.B) *UpMain {
+func benchUp(b *testing.B) *UpMain { return benchUpWith(b, nil) }
+
+// benchUpWith is benchUp with one more option.
+func benchUpWith(b *testing.B, opt UpOption) *UpMain {
 	b.Helper()
 	return MustRunUp(b, "", func(m *UpMain) {
 		if os.Getenv("GUST_TEST_LOG") == "" {
 			m.Logger = zaptest.NewLogger(b, zaptest.Level(zap.WarnLevel))
+		}
+		if opt != nil {
+			opt(m)
 		}
 	})
 }
@@ -476,4 +482,84 @@ func benchList(ds []time.Duration) string {
 		parts[i] = fmt.Sprintf("%.0f", benchMS(d))
 	}
 	return strings.Join(parts, " ")
+}
+
+// BenchmarkMeteringCost measures what metering adds to a warm call: two
+// `gust up` in this process, one with metering and one without, each with
+// one hello instance, sampled in alternating blocks like BenchmarkWarmCall.
+// The difference at p50 against the p50 of the unmetered side is the cost
+// the issue bounds at 2%.
+func BenchmarkMeteringCost(b *testing.B) {
+	on := benchUp(b)
+	off := benchUpWith(b, func(m *UpMain) { m.NoMetering = true })
+	const name = "bench-meter"
+	for _, m := range []*UpMain{on, off} {
+		benchDeploy(b, m, name, map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "1"})
+	}
+	sides := [2]string{"metering on", "metering off"}
+	urls := [2]string{"http://" + on.GatewayAddr() + "/function/" + name, "http://" + off.GatewayAddr() + "/function/" + name}
+	client := benchClient(benchClients)
+	defer client.CloseIdleConnections()
+	for side := range urls {
+		for i := 0; i < benchWarmup; i++ {
+			if _, err := benchGet(client, urls[side]); err != nil {
+				b.Fatalf("warm-up %s: %v", sides[side], err)
+			}
+		}
+	}
+	b.ResetTimer()
+	var lat [2][]time.Duration
+	deadline := time.Now().Add(benchWarmLimit)
+	for blk := 0; len(lat[1]) < benchWarmSamples && time.Now().Before(deadline); blk++ {
+		for k := range sides {
+			side := (blk + k) % len(sides)
+			for i := 0; i < benchWarmBlock; i++ {
+				t0 := time.Now()
+				if _, err := benchGet(client, urls[side]); err != nil {
+					b.Fatalf("%s call: %v", sides[side], err)
+				}
+				lat[side] = append(lat[side], time.Since(t0))
+			}
+		}
+	}
+	var calls [2]int64
+	var spent, cpu [2]time.Duration
+	for _, side := range []int{0, 1, 1, 0} {
+		c0 := benchCPU()
+		n, d, err := benchThroughput(client, urls[side])
+		if err != nil {
+			b.Fatalf("%s throughput: %v", sides[side], err)
+		}
+		cpu[side] += benchCPU() - c0
+		calls[side] += n
+		spent[side] += d
+	}
+	b.StopTimer()
+	var st [2]benchStats
+	var rps, cpuPerCall [2]float64
+	for side := range sides {
+		st[side] = benchPercentiles(lat[side])
+		rps[side] = float64(calls[side]) / spent[side].Seconds()
+		cpuPerCall[side] = benchUS(cpu[side]) / float64(max(calls[side], 1))
+	}
+	costP50 := 100 * float64(st[0].P50-st[1].P50) / float64(st[1].P50)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(benchUS(st[0].P50), "metered-p50-µs")
+	b.ReportMetric(benchUS(st[1].P50), "unmetered-p50-µs")
+	b.ReportMetric(benchUS(st[0].P99), "metered-p99-µs")
+	b.ReportMetric(benchUS(st[1].P99), "unmetered-p99-µs")
+	b.ReportMetric(costP50, "metering-p50-%")
+	b.ReportMetric(cpuPerCall[0]-cpuPerCall[1], "metering-cpu-µs/call")
+	b.ReportMetric(rps[0]/rps[1], "metered/unmetered-req/s")
+
+	var t strings.Builder
+	fmt.Fprintf(&t, "metering cost on the warm path, hello, %d sequential samples per side, %d clients × %s × 2 phases per side\n",
+		st[1].N, benchClients, benchPhase)
+	fmt.Fprintf(&t, "%-13s %9s %9s %11s %11s\n", "", "p50 µs", "p99 µs", "req/s", "cpu µs/call")
+	for side := range sides {
+		fmt.Fprintf(&t, "%-13s %9.0f %9.0f %11.0f %11.1f\n", sides[side], benchUS(st[side].P50), benchUS(st[side].P99), rps[side], cpuPerCall[side])
+	}
+	fmt.Fprintf(&t, "metering: p50 %+.1f µs (%+.2f%%), p99 %+.0f µs, CPU %+.1f µs/call, throughput ×%.3f\n",
+		benchUS(st[0].P50-st[1].P50), costP50, benchUS(st[0].P99-st[1].P99), cpuPerCall[0]-cpuPerCall[1], rps[0]/rps[1])
+	b.Log("\n" + t.String())
 }
