@@ -130,6 +130,12 @@ type FunctionConfig struct {
 	NanoCPUs    int64 // 0: no CPU limit
 	HealthPath  string
 	HealthTCP   bool
+	Retry       RetryPolicy
+	// Topics are the core-NATS subjects that trigger the function.
+	Topics []string
+	// Stream and StreamFilter name a JetStream stream that triggers the
+	// function durably.
+	Stream, StreamFilter string
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -183,6 +189,10 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 		Timeout:     DefaultTimeout,
 		MemoryBytes: DefaultMemory,
 		HealthPath:  DefaultHealthPath,
+		Retry: RetryPolicy{
+			MaxAttempts: 3, MinDelay: time.Second, MaxDelay: time.Minute, MaxAge: 24 * time.Hour,
+			On5xx: true, On429: true, OnTimeout: true, OnCrash: true,
+		},
 	}
 	var err error
 	intLabel := func(key string, dst *int, min int) {
@@ -209,6 +219,10 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 		}
 		*dst = d
 	}
+	intLabel(LabelRetryAttempts, &c.Retry.MaxAttempts, 1)
+	durLabel(LabelRetryMinDelay, &c.Retry.MinDelay)
+	durLabel(LabelRetryMaxDelay, &c.Retry.MaxDelay)
+	durLabel(LabelRetryMaxAge, &c.Retry.MaxAge)
 	intLabel(LabelScaleMin, &c.Min, 0)
 	intLabel(LabelScaleMax, &c.Max, 1)
 	intLabel(LabelConcurrency, &c.Concurrency, 1)
@@ -216,6 +230,48 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 	durLabel(LabelTimeout, &c.Timeout)
 	if err != nil {
 		return c, err
+	}
+	if c.Retry.MinDelay > c.Retry.MaxDelay {
+		return c, Invalidf("labels."+LabelRetryMinDelay, "label %s=%s is above %s=%s", LabelRetryMinDelay, c.Retry.MinDelay, LabelRetryMaxDelay, c.Retry.MaxDelay)
+	}
+	if v, ok := s.Labels[LabelRetryOn]; ok {
+		c.Retry.On5xx, c.Retry.On429, c.Retry.OnTimeout, c.Retry.OnCrash = false, false, false, false
+		for _, w := range strings.Split(v, ",") {
+			switch strings.TrimSpace(w) {
+			case "5xx":
+				c.Retry.On5xx = true
+			case "429":
+				c.Retry.On429 = true
+			case "timeout":
+				c.Retry.OnTimeout = true
+			case "crash":
+				c.Retry.OnCrash = true
+			case "", "none":
+			default:
+				return c, Invalidf("labels."+LabelRetryOn, "label %s=%q: want a comma-separated list of 5xx, 429, timeout, crash (or none)", LabelRetryOn, v)
+			}
+		}
+	}
+	if v := strings.TrimSpace(s.Annotations[AnnotationTopic]); v != "" {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			if !ValidSubject(t) {
+				return c, Invalidf("annotations."+AnnotationTopic, "annotation %s: %q is not a valid NATS subject (dot-separated tokens; * for one token; > only last)", AnnotationTopic, t)
+			}
+			c.Topics = append(c.Topics, t)
+		}
+	}
+	if v := s.Annotations[AnnotationStream]; v != "" {
+		if !validStreamName(v) {
+			return c, Invalidf("annotations."+AnnotationStream, "annotation %s=%q is not a valid JetStream stream name", AnnotationStream, v)
+		}
+		c.Stream = v
+		if f := s.Annotations[AnnotationStreamFilter]; f != "" {
+			if !ValidSubject(f) {
+				return c, Invalidf("annotations."+AnnotationStreamFilter, "annotation %s=%q is not a valid NATS subject", AnnotationStreamFilter, f)
+			}
+			c.StreamFilter = f
+		}
 	}
 	if c.Min > c.Max {
 		return c, Invalidf("labels."+LabelScaleMin, "label %s=%d is above %s=%d", LabelScaleMin, c.Min, LabelScaleMax, c.Max)
@@ -303,4 +359,32 @@ func ParseCPU(s string) (int64, error) {
 		return 0, fmt.Errorf("want a positive quantity such as 0.5, 2 or 500m")
 	}
 	return int64(math.Round(f / div * 1e9)), nil
+}
+
+// ValidSubject reports whether s is a valid NATS subject or subscription
+// pattern: non-empty dot-separated tokens without whitespace, "*" as a
+// whole token, ">" only as the whole last token.
+func ValidSubject(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	toks := strings.Split(s, ".")
+	for i, t := range toks {
+		switch {
+		case t == "":
+			return false
+		case strings.ContainsAny(t, " \t\r\n"):
+			return false
+		case t == ">" && i != len(toks)-1:
+			return false
+		case t != "*" && t != ">" && strings.ContainsAny(t, "*>"):
+			return false
+		}
+	}
+	return true
+}
+
+// validStreamName reports whether s is a usable JetStream stream name.
+func validStreamName(s string) bool {
+	return s != "" && len(s) <= 255 && !strings.ContainsAny(s, " \t\r\n.*>/\\")
 }

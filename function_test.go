@@ -1,6 +1,7 @@
 package gust_test
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -78,10 +79,10 @@ func TestFunctionSpec_Validate(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Validate() = nil, want an error naming %q", tt.wantField)
 			}
-			if got, want := gust.ErrorCode(err), gust.EINVALID; got != want {
+			if got, want := gust.ErrorCode(err), gust.EINVALID; !reflect.DeepEqual(got, want) {
 				t.Errorf("code = %q, want %q (err %v)", got, want, err)
 			}
-			if got, want := gust.ErrorField(err), tt.wantField; got != want {
+			if got, want := gust.ErrorField(err), tt.wantField; !reflect.DeepEqual(got, want) {
 				t.Errorf("field = %q, want %q (err %v)", got, want, err)
 			}
 		})
@@ -104,10 +105,10 @@ func TestFunctionSpec_Validate_ScalingLabels(t *testing.T) {
 				s := validSpec()
 				s.Labels = map[string]string{key: v}
 				err := s.Validate()
-				if got, want := gust.ErrorCode(err), gust.EINVALID; got != want {
+				if got, want := gust.ErrorCode(err), gust.EINVALID; !reflect.DeepEqual(got, want) {
 					t.Fatalf("code = %q, want %q (err %v)", got, want, err)
 				}
-				if got, want := gust.ErrorField(err), "labels."+key; got != want {
+				if got, want := gust.ErrorField(err), "labels."+key; !reflect.DeepEqual(got, want) {
 					t.Errorf("field = %q, want %q", got, want)
 				}
 			})
@@ -131,20 +132,32 @@ func TestParseConfig(t *testing.T) {
 			MemoryBytes: gust.DefaultMemory,
 			NanoCPUs:    0,
 			HealthPath:  gust.DefaultHealthPath,
+			Retry: gust.RetryPolicy{
+				MaxAttempts: 3, MinDelay: time.Second, MaxDelay: time.Minute, MaxAge: 24 * time.Hour,
+				On5xx: true, On429: true, OnTimeout: true, OnCrash: true,
+			},
 		}
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseConfig() = %+v, want %+v", got, want)
 		}
 	})
 	t.Run("Parsed", func(t *testing.T) {
 		s := validSpec()
 		s.Labels = map[string]string{
-			gust.LabelScaleMin:    " 2 ",
-			gust.LabelScaleMax:    "7",
-			gust.LabelConcurrency: "3",
-			gust.LabelIdleTimeout: "90s",
-			gust.LabelTimeout:     "5m",
-			gust.LabelHealth:      "/ready",
+			gust.LabelScaleMin:      " 2 ",
+			gust.LabelScaleMax:      "7",
+			gust.LabelConcurrency:   "3",
+			gust.LabelIdleTimeout:   "90s",
+			gust.LabelTimeout:       "5m",
+			gust.LabelHealth:        "/ready",
+			gust.LabelRetryAttempts: "5",
+			gust.LabelRetryMinDelay: "100ms",
+			gust.LabelRetryMaxDelay: "2s",
+			gust.LabelRetryOn:       "5xx, timeout",
+			gust.LabelRetryMaxAge:   "1h",
+		}
+		s.Annotations = map[string]string{
+			gust.AnnotationTopic: "orders.created, orders.*.paid,audit.>", gust.AnnotationStream: "ORDERS", gust.AnnotationStreamFilter: "orders.>",
 		}
 		s.Limits = &gust.FunctionResources{Memory: "256Mi", CPU: "1.5"}
 		got, err := gust.ParseConfig(&s)
@@ -160,8 +173,12 @@ func TestParseConfig(t *testing.T) {
 			MemoryBytes: 256 << 20,
 			NanoCPUs:    1_500_000_000,
 			HealthPath:  "/ready",
+			Retry: gust.RetryPolicy{MaxAttempts: 5, MinDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second,
+				MaxAge: time.Hour, On5xx: true, OnTimeout: true},
+			Topics: []string{"orders.created", "orders.*.paid", "audit.>"},
+			Stream: "ORDERS", StreamFilter: "orders.>",
 		}
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseConfig() = %+v, want %+v", got, want)
 		}
 	})
@@ -280,7 +297,7 @@ func TestParseQuantity_NotFinite(t *testing.T) {
 	}
 	s := validSpec()
 	s.Limits = &gust.FunctionResources{CPU: "NaN"}
-	if got, want := gust.ErrorField(s.Validate()), "limits.cpu"; got != want {
+	if got, want := gust.ErrorField(s.Validate()), "limits.cpu"; !reflect.DeepEqual(got, want) {
 		t.Errorf("Validate() with limits.cpu NaN: field = %q, want %q", got, want)
 	}
 }
@@ -301,7 +318,7 @@ func TestParseCPU_Exact(t *testing.T) {
 		case "1.005":
 			want = 1_005_000_000
 		}
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseCPU(%q) = %d, want %d", in, got, want)
 		}
 	}
@@ -336,10 +353,10 @@ func TestFunction_Config(t *testing.T) {
 
 func TestFunction_Key(t *testing.T) {
 	fn := gust.Function{Spec: gust.FunctionSpec{Service: "hello", Namespace: "team"}}
-	if got, want := fn.Key(), "team.hello"; got != want {
+	if got, want := fn.Key(), "team.hello"; !reflect.DeepEqual(got, want) {
 		t.Errorf("Key() = %q, want %q", got, want)
 	}
-	if got, want := gust.FunctionKey(gust.DefaultNamespace, "x"), "openfaas-fn.x"; got != want {
+	if got, want := gust.FunctionKey(gust.DefaultNamespace, "x"), "openfaas-fn.x"; !reflect.DeepEqual(got, want) {
 		t.Errorf("FunctionKey() = %q, want %q", got, want)
 	}
 }
@@ -347,12 +364,59 @@ func TestFunction_Key(t *testing.T) {
 func TestFunctionSpec_Normalize(t *testing.T) {
 	s := validSpec()
 	s.Normalize()
-	if got, want := s.Namespace, gust.DefaultNamespace; got != want {
+	if got, want := s.Namespace, gust.DefaultNamespace; !reflect.DeepEqual(got, want) {
 		t.Errorf("Namespace = %q, want %q", got, want)
 	}
 	s.Namespace = "team"
 	s.Normalize()
-	if got, want := s.Namespace, "team"; got != want {
+	if got, want := s.Namespace, "team"; !reflect.DeepEqual(got, want) {
 		t.Errorf("Namespace = %q, want %q", got, want)
+	}
+}
+
+func TestValidateTriggers(t *testing.T) {
+	for _, tt := range []struct {
+		ann    map[string]string
+		labels map[string]string
+		field  string
+	}{
+		{map[string]string{gust.AnnotationTopic: "a..b"}, nil, "annotations.topic"},
+		{map[string]string{gust.AnnotationTopic: "a.>.b"}, nil, "annotations.topic"},
+		{map[string]string{gust.AnnotationTopic: "a b"}, nil, "annotations.topic"},
+		{map[string]string{gust.AnnotationTopic: "a.b*"}, nil, "annotations.topic"},
+		{map[string]string{gust.AnnotationTopic: "ok.one,"}, nil, "annotations.topic"},
+		{map[string]string{gust.AnnotationStream: "bad.name"}, nil, "annotations.gust.stream"},
+		{map[string]string{gust.AnnotationStream: "S", gust.AnnotationStreamFilter: "x..y"}, nil, "annotations.gust.stream-filter"},
+		{nil, map[string]string{gust.LabelRetryOn: "4xx"}, "labels.gust.retry.on"},
+		{nil, map[string]string{gust.LabelRetryAttempts: "0"}, "labels.gust.retry.max-attempts"},
+		{nil, map[string]string{gust.LabelRetryMinDelay: "1m", gust.LabelRetryMaxDelay: "1s"}, "labels.gust.retry.min-delay"},
+	} {
+		s := validSpec()
+		s.Annotations, s.Labels = tt.ann, tt.labels
+		if got := gust.ErrorField(s.Validate()); got != tt.field {
+			t.Errorf("annotations %v labels %v: error field %q, want %q", tt.ann, tt.labels, got, tt.field)
+		}
+	}
+}
+
+func TestRetryPolicy(t *testing.T) {
+	p := gust.RetryPolicy{MinDelay: time.Second, MaxDelay: 10 * time.Second, On5xx: true, OnTimeout: true}
+	for _, tt := range []struct {
+		status  int
+		outcome string
+		want    bool
+	}{
+		{500, gust.OutcomeError, true}, {503, gust.OutcomeRejected, true}, {429, gust.OutcomeOK, false},
+		{504, gust.OutcomeTimeout, true}, {502, gust.OutcomeCrashed, false}, {404, gust.OutcomeOK, false}, {200, gust.OutcomeOK, false},
+	} {
+		if got := p.Retryable(tt.status, tt.outcome); got != tt.want {
+			t.Errorf("Retryable(%d, %s) = %v, want %v", tt.status, tt.outcome, got, tt.want)
+		}
+	}
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 9: 10 * time.Second} {
+		lo, hi := p.Backoff(n, 0), p.Backoff(n, 0.999999)
+		if lo != want/2 || hi > want || hi < want-time.Millisecond {
+			t.Errorf("Backoff(%d) spans [%v, %v], want [%v, %v]", n, lo, hi, want/2, want)
+		}
 	}
 }

@@ -174,6 +174,13 @@ func (s *Server) getInvocation(w http.ResponseWriter, r *http.Request) error {
 	if id == "" || len(id) > 256 || strings.ContainsAny(id, " /") {
 		return gust.Invalidf("callId", "call id %q is not valid", id)
 	}
+	if st, err := s.asyncStatus(r, id); err != nil || st != nil {
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, st)
+		return nil
+	}
 	rec, err := s.billing.Call(r.Context(), id)
 	if errors.Is(err, gust.ErrNotFound) {
 		return gust.Errorf(gust.ENOTFOUND, "no record of call %s (records arrive within a second or two of the call)", id)

@@ -199,3 +199,59 @@ func (c *Client) raw(ctx context.Context, path string) ([]byte, error) {
 	}
 	return io.ReadAll(resp.Body)
 }
+
+// InvokeAsync enqueues an async call and returns its call id.
+func (c *Client) InvokeAsync(ctx context.Context, method, name, ns, path, query string, body io.Reader, header http.Header) (string, error) {
+	target := name
+	if ns != "" {
+		target += "." + ns
+	}
+	u := c.BaseURL + "/async-function/" + target + path
+	if query != "" {
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return "", err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return "", fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return "", ResponseError(resp)
+	}
+	return resp.Header.Get(gust.HeaderCallID), nil
+}
+
+// DeadLetters lists dead letters.
+func (c *Client) DeadLetters(ctx context.Context, q url.Values) ([]gust.DeadLetter, error) {
+	var out []gust.DeadLetter
+	err := c.do(ctx, http.MethodGet, "/system/deadletters?"+q.Encode(), nil, &out)
+	return out, err
+}
+
+// DeadLetter returns one dead letter.
+func (c *Client) DeadLetter(ctx context.Context, callID string) (gust.DeadLetter, error) {
+	var out gust.DeadLetter
+	err := c.do(ctx, http.MethodGet, "/system/deadletters/"+url.PathEscape(callID), nil, &out)
+	return out, err
+}
+
+// Redrive sends a dead letter back to its queue.
+func (c *Client) Redrive(ctx context.Context, callID string) error {
+	return c.do(ctx, http.MethodPost, "/system/deadletters/"+url.PathEscape(callID)+"/redrive", nil, nil)
+}
+
+// PurgeDeadLetters removes dead letters and returns how many.
+func (c *Client) PurgeDeadLetters(ctx context.Context, q url.Values) (int, error) {
+	var out struct {
+		Purged int `json:"purged"`
+	}
+	err := c.do(ctx, http.MethodDelete, "/system/deadletters?"+q.Encode(), nil, &out)
+	return out.Purged, err
+}

@@ -61,6 +61,9 @@ type Server struct {
 	meter   gust.Meter
 	metrics *metrics.Metrics
 
+	async      *Async
+	dispatcher *Dispatcher
+
 	ln  net.Listener
 	srv *http.Server
 }
@@ -81,6 +84,12 @@ func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logg
 func (s *Server) Open(ctx context.Context) error {
 	if err := s.router.Start(ctx); err != nil {
 		return err
+	}
+	if s.dispatcher != nil {
+		if err := s.dispatcher.Start(ctx); err != nil {
+			s.router.Close()
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -104,6 +113,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // flight to finish.
 func (s *Server) Close(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
+	if s.dispatcher != nil {
+		s.dispatcher.Close()
+	}
 	s.router.Close()
 	return err
 }
@@ -125,10 +137,15 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/billing", handle(s, s.billingReport))
 		r.Get("/invocations", handle(s, s.listInvocations))
 		r.Get("/invocations/{callId}", handle(s, s.getInvocation))
+		r.Get("/deadletters", handle(s, s.listDeadLetters))
+		r.Delete("/deadletters", handle(s, s.purgeDeadLetters))
+		r.Get("/deadletters/{callId}", handle(s, s.getDeadLetter))
+		r.Post("/deadletters/{callId}/redrive", handle(s, s.redriveDeadLetter))
 	})
 	if s.metrics != nil {
 		r.Handle("/metrics", s.metrics.Handler())
 	}
+	r.Handle("/async-function/*", handle(s, s.asyncInvoke))
 	// Calls skip chi: its routing context costs on every call, and the
 	// invoke handler parses its path itself.
 	invoke := handle(s, s.invoke)

@@ -73,6 +73,11 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	if rec.Trigger == "" {
 		rec.Trigger = gust.TriggerHTTP
 	}
+	if a := r.Header.Get(gust.HeaderAttempt); a != "" && a != "1" {
+		// Each attempt of an async call is a call of its own on the
+		// record; the function sees the same call id every time.
+		rec.CallID += "~" + a
+	}
 
 	p, err := w.poolFor(fn)
 	if err != nil {

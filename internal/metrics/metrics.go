@@ -25,6 +25,12 @@ type Metrics struct {
 	RecordsStored    prometheus.Counter
 	RecordsDropped   prometheus.Counter
 	RecordsBuffered  prometheus.Gauge
+
+	AsyncEnqueued  *prometheus.CounterVec // function
+	AsyncAttempts  *prometheus.CounterVec // function, result (succeeded, retried, dead_lettered)
+	EventsReceived *prometheus.CounterVec // function, trigger (nats, stream)
+	EventsDropped  *prometheus.CounterVec // function, reason (buffer_full, unknown_function)
+	Callbacks      *prometheus.CounterVec // result (delivered, retried, dropped)
 }
 
 // New makes the collectors and registers them, with the Go and process
@@ -63,6 +69,22 @@ func New() *Metrics {
 			Name: "gust_meter_records_buffered", Help: "Metering records in the local spool not yet acknowledged by JetStream.",
 		}),
 	}
+	m.AsyncEnqueued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gust_async_enqueued_total", Help: "Async calls accepted, by function.",
+	}, []string{"function"})
+	m.AsyncAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gust_async_attempts_total", Help: "Attempts of async and durable-event calls by function and result (succeeded, retried, dead_lettered).",
+	}, []string{"function", "result"})
+	m.EventsReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gust_events_received_total", Help: "Trigger messages received, by function and trigger (nats, stream).",
+	}, []string{"function", "trigger"})
+	m.EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gust_events_dropped_total", Help: "Core-NATS trigger messages not run, by function and reason (buffer_full, unknown_function).",
+	}, []string{"function", "reason"})
+	m.Callbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gust_callbacks_total", Help: "Async result callbacks by result (delivered, retried, dropped).",
+	}, []string{"result"})
+	r.MustRegister(m.AsyncEnqueued, m.AsyncAttempts, m.EventsReceived, m.EventsDropped, m.Callbacks)
 	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.RecordsSpooled,
 		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsBuffered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -136,3 +136,16 @@ func OpenState(ctx context.Context, b *Bus) (*gust.State, error) {
 	}
 	return &gust.State{Functions: fns, Placements: pls, Workers: wks, Status: sts}, nil
 }
+
+// RequestRaw sends data with headers on subject and returns the reply's
+// data.
+func (b *Bus) RequestRaw(ctx context.Context, subject string, data []byte, header map[string][]string) ([]byte, error) {
+	msg, err := b.NC.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: data, Header: nats.Header(header)})
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, gust.Errorf(gust.EUNAVAILABLE, "nothing answers on %s", subject)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", subject, err)
+	}
+	return msg.Data, nil
+}

@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/gustfaas/gust"
+)
+
+// WithAsync enables async calls, event triggers and dead letters, run by
+// d. Call it before Open.
+func (s *Server) WithAsync(a *Async, d *Dispatcher) *Server {
+	s.async, s.dispatcher = a, d
+	return s
+}
+
+// asyncIDRE is what a caller-chosen async call id may be: it keys the
+// call's status in JetStream KV.
+var asyncIDRE = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
+
+// maxAsyncBody is the largest async body: it travels through JetStream,
+// whose messages Gust allows up to 8 MiB (with room for the envelope).
+const maxAsyncBody = 6 << 20
+
+// hopByHop headers are not stored with an async call.
+var asyncSkipHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
+	"Upgrade": true, "Content-Length": true, gust.HeaderCallbackURL: true, gust.HeaderIdempotencyKey: true,
+	gust.HeaderTrigger: true, "Idempotency-Key": true,
+}
+
+// asyncInvoke answers ANY /async-function/{name}[.{ns}][/{path}]: the call
+// is stored in JetStream and answered 202 with its X-Call-Id; the
+// dispatcher runs it. A repeated idempotency key within the window gets
+// the first call's id and enqueues nothing.
+func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
+	if s.async == nil {
+		return gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
+	}
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/async-function/")
+	seg, sub, _ := strings.Cut(rest, "/")
+	name, ns := seg, gust.DefaultNamespace
+	if i := strings.IndexByte(seg, '.'); i >= 0 {
+		name, ns = seg[:i], seg[i+1:]
+	}
+	fn := s.router.Function(ns, name)
+	if fn == nil {
+		return gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
+	}
+	limit := min(s.cfg.MaxBodyBytes, maxAsyncBody)
+	if r.ContentLength > limit {
+		return gust.Errorf(gust.ETOOLARGE, "async request body of %d bytes is over the limit of %d", r.ContentLength, limit)
+	}
+	cb := r.Header.Get(gust.HeaderCallbackURL)
+	if cb != "" {
+		if err := validCallback(cb); err != nil {
+			return err
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return gust.Errorf(gust.ETOOLARGE, "async request body is over the limit of %d bytes", limit)
+		}
+		return gust.Errorf(gust.EINVALID, "read request body: %v", err)
+	}
+	callID := r.Header.Get(gust.HeaderCallID)
+	if callID == "" {
+		callID = newID(16)
+	} else if !asyncIDRE.MatchString(callID) {
+		return gust.Invalidf(gust.HeaderCallID, "%s %q: want 1 to 128 letters, digits, '-', '_' or '='", gust.HeaderCallID, callID)
+	}
+	ctx := r.Context()
+	key := r.Header.Get(gust.HeaderIdempotencyKey)
+	if key == "" {
+		key = r.Header.Get("Idempotency-Key")
+	}
+	var idemKey string
+	if key != "" {
+		sum := sha256.Sum256([]byte(key))
+		idemKey = fn.Key() + "." + hex.EncodeToString(sum[:16])
+		if _, err := s.async.Idempotency.Create(ctx, idemKey, callID); errors.Is(err, gust.ErrConflict) {
+			first, _, gerr := s.async.Idempotency.Get(ctx, idemKey)
+			if gerr == nil {
+				w.Header().Set(gust.HeaderCallID, first)
+				w.WriteHeader(http.StatusAccepted)
+				return nil
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	h := http.Header{}
+	for k, v := range r.Header {
+		if !asyncSkipHeaders[k] {
+			h[k] = v
+		}
+	}
+	req := gust.AsyncRequest{
+		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Method: r.Method,
+		Path: "/" + sub, Query: r.URL.RawQuery, Header: h, Body: body, CallbackURL: cb,
+		Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync,
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	if _, err := s.async.Calls.Put(ctx, callID, gust.AsyncStatus{CallID: callID, Namespace: req.Namespace, Function: req.Function,
+		State: gust.AsyncQueued, Enqueued: now, Updated: now}); err != nil {
+		return err
+	}
+	if err := s.async.Queue.Enqueue(ctx, gust.SubjectAsyncPrefix+fn.Key(), callID, data); err != nil {
+		if idemKey != "" {
+			_ = s.async.Idempotency.Delete(ctx, idemKey)
+		}
+		return err
+	}
+	if s.metrics != nil {
+		s.metrics.AsyncEnqueued.WithLabelValues(fn.Key()).Inc()
+	}
+	w.Header().Set(gust.HeaderCallID, callID)
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// callStatus is the answer of GET /system/invocations/{callId} for an
+// async call: its state and the records of its attempts.
+type callStatus struct {
+	gust.AsyncStatus
+	Records []gust.CallRecord `json:"records"`
+}
+
+// asyncStatus returns the status of an async call with the records of
+// its attempts, or nil when callID is not an async call.
+func (s *Server) asyncStatus(r *http.Request, callID string) (*callStatus, error) {
+	if s.async == nil {
+		return nil, nil
+	}
+	st, _, err := s.async.Calls.Get(r.Context(), callID)
+	if errors.Is(err, gust.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := &callStatus{AsyncStatus: st, Records: []gust.CallRecord{}}
+	if s.billing != nil {
+		for i := 1; i <= st.Attempts; i++ {
+			id := callID
+			if i > 1 {
+				id += "~" + strconv.Itoa(i)
+			}
+			if rec, err := s.billing.Call(r.Context(), id); err == nil {
+				out.Records = append(out.Records, rec)
+			}
+		}
+	}
+	return out, nil
+}
+
+// listDeadLetters answers GET /system/deadletters?namespace=&function=&limit=.
+func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	if s.async == nil {
+		return gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
+	}
+	q := r.URL.Query()
+	ns, fn := q.Get("namespace"), q.Get("function")
+	if ns != "" && !gust.ValidName(ns) {
+		return gust.Invalidf("namespace", "namespace %q is not a valid name", ns)
+	}
+	if fn != "" && !gust.ValidName(fn) {
+		return gust.Invalidf("function", "function %q is not a valid name", fn)
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			return gust.Invalidf("limit", "limit=%q: want a whole number from 1 to %d", v, maxListLimit)
+		}
+		limit = n
+	}
+	dls, err := s.async.DeadLetters.List(r.Context(), ns, fn, limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, dls)
+	return nil
+}
+
+func (s *Server) deadLetter(r *http.Request) (gust.DeadLetter, error) {
+	if s.async == nil {
+		return gust.DeadLetter{}, gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
+	}
+	id := chi.URLParam(r, "callId")
+	dl, err := s.async.DeadLetters.Get(r.Context(), id)
+	if errors.Is(err, gust.ErrNotFound) {
+		return dl, gust.Errorf(gust.ENOTFOUND, "no dead letter for call %s", id)
+	}
+	return dl, err
+}
+
+// getDeadLetter answers GET /system/deadletters/{callId}.
+func (s *Server) getDeadLetter(w http.ResponseWriter, r *http.Request) error {
+	dl, err := s.deadLetter(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, dl)
+	return nil
+}
+
+// redriveDeadLetter answers POST /system/deadletters/{callId}/redrive: the
+// call goes back to its queue with fresh attempts and leaves the
+// dead-letter stream.
+func (s *Server) redriveDeadLetter(w http.ResponseWriter, r *http.Request) error {
+	dl, err := s.deadLetter(r)
+	if err != nil {
+		return err
+	}
+	req := dl.Request
+	if s.router.Function(req.Namespace, req.Function) == nil {
+		return gust.Errorf(gust.ECONFLICT, "function %s no longer exists; deploy it before redriving", gust.FunctionKey(req.Namespace, req.Function))
+	}
+	req.AttemptOffset += dl.Attempts
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	now := time.Now().UTC()
+	if _, err := s.async.Calls.Put(ctx, req.CallID, gust.AsyncStatus{CallID: req.CallID, Namespace: req.Namespace,
+		Function: req.Function, State: gust.AsyncQueued, Attempts: req.AttemptOffset, Enqueued: req.Enqueued, Updated: now}); err != nil {
+		return err
+	}
+	msgID := req.CallID + "-redrive-" + strconv.FormatUint(dl.Seq, 10)
+	if err := s.async.Queue.Enqueue(ctx, gust.SubjectAsyncPrefix+gust.FunctionKey(req.Namespace, req.Function), msgID, data); err != nil {
+		return err
+	}
+	if err := s.async.DeadLetters.Delete(ctx, dl.Seq); err != nil {
+		return err
+	}
+	w.Header().Set(gust.HeaderCallID, req.CallID)
+	writeJSON(w, http.StatusAccepted, map[string]any{"callId": req.CallID, "state": gust.AsyncQueued})
+	return nil
+}
+
+// purgeDeadLetters answers DELETE /system/deadletters?namespace=&function=.
+func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	if s.async == nil {
+		return gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
+	}
+	q := r.URL.Query()
+	ns, fn := q.Get("namespace"), q.Get("function")
+	if ns != "" && !gust.ValidName(ns) {
+		return gust.Invalidf("namespace", "namespace %q is not a valid name", ns)
+	}
+	if fn != "" && !gust.ValidName(fn) {
+		return gust.Invalidf("function", "function %q is not a valid name", fn)
+	}
+	n, err := s.async.DeadLetters.Purge(r.Context(), ns, fn)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+	return nil
+}
