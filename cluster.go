@@ -146,8 +146,12 @@ func ReplyOf(err error) Reply {
 
 // Headers Gust sets or reads on calls.
 const (
-	HeaderCallID   = "X-Call-Id"
-	HeaderDuration = "X-Duration-Seconds"
+	HeaderCallID = "X-Call-Id"
+	// HeaderGustCallID carries Gust's own id of a call from the gateway to
+	// the worker (X-Call-Id may be the caller's, and callers may reuse
+	// theirs); the gateway overwrites any value a caller sends.
+	HeaderGustCallID = "X-Gust-Call-Id"
+	HeaderDuration   = "X-Duration-Seconds"
 	// HeaderColdStart is "true" on the answer of a call that waited for an
 	// instance to start.
 	HeaderColdStart = "X-Gust-Cold-Start"

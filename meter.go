@@ -16,7 +16,7 @@ const (
 
 // Call outcomes.
 const (
-	OutcomeOK       = "ok"       // the function answered (any status below 500 it chose, or 5xx it chose)
+	OutcomeOK       = "ok"       // the function answered with a status below 500
 	OutcomeError    = "error"    // the function answered with a 5xx status
 	OutcomeTimeout  = "timeout"  // no answer within the function's timeout
 	OutcomeCrashed  = "crashed"  // the connection broke or the answer was not HTTP
@@ -27,7 +27,12 @@ const (
 // ran it. Times are UTC; durations are nanoseconds. It is published to
 // JetStream with CallID as the message id and stored keyed by CallID.
 type CallRecord struct {
-	CallID    string    `json:"callId"`
+	// CallID is Gust's own id of the call, unique per call (and per
+	// attempt of an async call): the key of its record.
+	CallID string `json:"callId"`
+	// CallerID is the X-Call-Id the caller sent, if it sent one; a
+	// caller's id need not be unique, so it is not the key.
+	CallerID  string    `json:"callerId,omitempty"`
 	Namespace string    `json:"namespace"`
 	Function  string    `json:"function"`
 	Version   uint64    `json:"version"`
@@ -154,6 +159,10 @@ type InstanceUsageRow struct {
 func (r *CallRecord) AppendJSON(b []byte) []byte {
 	b = append(b, `{"callId":`...)
 	b = appendJSONString(b, r.CallID)
+	if r.CallerID != "" {
+		b = append(b, `,"callerId":`...)
+		b = appendJSONString(b, r.CallerID)
+	}
 	b = append(b, `,"namespace":`...)
 	b = appendJSONString(b, r.Namespace)
 	b = append(b, `,"function":`...)

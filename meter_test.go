@@ -11,7 +11,7 @@ import (
 func TestCallRecordAppendJSON(t *testing.T) {
 	start := time.Date(2026, 11, 27, 1, 2, 3, 456789012, time.UTC)
 	recs := []CallRecord{
-		{CallID: "c1", Namespace: "openfaas-fn", Function: "echo", Version: 3, Image: "echo:latest", Worker: "w1",
+		{CallID: "c1", CallerID: "mine-1", Namespace: "openfaas-fn", Function: "echo", Version: 3, Image: "echo:latest", Worker: "w1",
 			Instance: "i1", Trigger: TriggerHTTP, Start: start, End: start.Add(1500 * time.Microsecond),
 			DurationNs: 1500000, BilledNs: 2000000, MemoryMiB: 128, ColdStart: true, InitNs: 180000000,
 			Status: 200, Outcome: OutcomeOK, BytesIn: 10, BytesOut: 20},

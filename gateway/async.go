@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -23,10 +22,6 @@ func (s *Server) WithAsync(a *Async, d *Dispatcher) *Server {
 	return s
 }
 
-// asyncIDRE is what a caller-chosen async call id may be: it keys the
-// call's status in JetStream KV.
-var asyncIDRE = regexp.MustCompile(`^[A-Za-z0-9_=-]{1,128}$`)
-
 // maxAsyncBody is the largest async body: it travels through JetStream,
 // whose messages Gust allows up to 8 MiB (with room for the envelope).
 const maxAsyncBody = 6 << 20
@@ -35,7 +30,7 @@ const maxAsyncBody = 6 << 20
 var asyncSkipHeaders = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
 	"Upgrade": true, "Content-Length": true, gust.HeaderCallbackURL: true, gust.HeaderIdempotencyKey: true,
-	gust.HeaderTrigger: true, "Idempotency-Key": true,
+	gust.HeaderTrigger: true, "Idempotency-Key": true, gust.HeaderGustCallID: true,
 }
 
 // asyncInvoke answers ANY /async-function/{name}[.{ns}][/{path}]: the call
@@ -74,12 +69,9 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 		}
 		return gust.Errorf(gust.EINVALID, "read request body: %v", err)
 	}
-	callID := r.Header.Get(gust.HeaderCallID)
-	if callID == "" {
-		callID = newID(16)
-	} else if !asyncIDRE.MatchString(callID) {
-		return gust.Invalidf(gust.HeaderCallID, "%s %q: want 1 to 128 letters, digits, '-', '_' or '='", gust.HeaderCallID, callID)
-	}
+	// The call id is Gust's own: it keys the call's status, its queue
+	// message and its records, so a caller cannot choose (or reuse) it.
+	callID := newID(16)
 	ctx := r.Context()
 	key := r.Header.Get(gust.HeaderIdempotencyKey)
 	if key == "" {

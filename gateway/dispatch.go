@@ -53,8 +53,8 @@ type Dispatcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	funcs map[string]*dispatch // by function key
+	mu            sync.Mutex
+	funcs         map[string]*dispatch // by function key
 	stopCallbacks func()
 }
 
@@ -270,6 +270,7 @@ func (d *Dispatcher) run(ctx context.Context, fn *gust.Function, req *gust.Async
 		hr.Header[k] = v
 	}
 	hr.Header.Set(gust.HeaderCallID, req.CallID)
+	hr.Header.Set(gust.HeaderGustCallID, req.CallID)
 	hr.Header.Set(gust.HeaderTrigger, req.Trigger)
 	hr.Header.Set(gust.HeaderAttempt, strconv.Itoa(attempt))
 	hr.ContentLength = int64(len(req.Body))
@@ -376,8 +377,8 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	key := gust.FunctionKey(req.Namespace, req.Function)
 	logger := d.logger.With(zap.String("function", key), zap.String("invocation_id", req.CallID))
 	ctx := d.ctx
-	try := dl.Attempt()                 // delivery of this queue message
-	attempt := req.AttemptOffset + try  // attempt of the call, across redrives
+	try := dl.Attempt()                // delivery of this queue message
+	attempt := req.AttemptOffset + try // attempt of the call, across redrives
 	// A redelivery of a call that already finished (the process died
 	// before acknowledging) does not run it again.
 	if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil && (st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts < attempt {

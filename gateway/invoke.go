@@ -24,21 +24,23 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		return gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
 	}
 	arrived := time.Now()
-	callID := r.Header.Get(gust.HeaderCallID)
-	if callID == "" {
-		callID = newID(16)
+	callID := newID(16)
+	r.Header.Set(gust.HeaderGustCallID, callID) // a caller's value is overwritten
+	callerID := r.Header.Get(gust.HeaderCallID)
+	if callerID == "" {
+		callerID = callID
 		r.Header.Set(gust.HeaderCallID, callID)
 	}
-	w.Header().Set(gust.HeaderCallID, callID)
+	w.Header().Set(gust.HeaderCallID, callerID)
 	r.Header.Del(gust.HeaderTrigger) // set by Gust's own dispatchers only
 	if r.ContentLength > s.cfg.MaxBodyBytes {
-		s.reject(fn, callID, arrived, http.StatusRequestEntityTooLarge)
+		s.reject(fn, callID, callerID, arrived, http.StatusRequestEntityTooLarge)
 		return gust.Errorf(gust.ETOOLARGE, "request body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	inv, err := s.router.Invoker(r.Context(), fn)
 	if err != nil {
-		s.reject(fn, callID, arrived, ErrorStatus(err))
+		s.reject(fn, callID, callerID, arrived, ErrorStatus(err))
 		return err
 	}
 	// The function sees its own sub-path; the rest of the request is
@@ -59,13 +61,16 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 
 // reject meters a call the gateway turned away before any worker saw it:
 // a failed call is still a call on the record.
-func (s *Server) reject(fn *gust.Function, callID string, arrived time.Time, status int) {
+func (s *Server) reject(fn *gust.Function, callID, callerID string, arrived time.Time, status int) {
 	if s.meter == nil {
 		return
 	}
+	if callerID == callID {
+		callerID = ""
+	}
 	now := time.Now()
 	s.meter.RecordCall(&gust.CallRecord{
-		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Version: fn.Version,
+		CallID: callID, CallerID: callerID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Version: fn.Version,
 		Image: fn.Spec.Image, Trigger: gust.TriggerHTTP, Start: arrived.UTC(), End: now.UTC(),
 		DurationNs: int64(now.Sub(arrived)), Status: status, Outcome: gust.OutcomeRejected,
 	})

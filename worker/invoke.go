@@ -67,11 +67,17 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	}()
 	rec := &cs.rec
 	*rec = gust.CallRecord{
-		CallID: r.Header.Get(gust.HeaderCallID), Namespace: fn.Spec.Namespace, Function: fn.Spec.Service,
+		CallID: r.Header.Get(gust.HeaderGustCallID), Namespace: fn.Spec.Namespace, Function: fn.Spec.Service,
 		Version: fn.Version, Image: fn.Spec.Image, Worker: w.cfg.ID, Trigger: r.Header.Get(gust.HeaderTrigger),
 	}
 	if rec.Trigger == "" {
 		rec.Trigger = gust.TriggerHTTP
+	}
+	callerID := r.Header.Get(gust.HeaderCallID)
+	if rec.CallID == "" {
+		rec.CallID = callerID
+	} else if callerID != rec.CallID {
+		rec.CallerID = callerID
 	}
 	if a := r.Header.Get(gust.HeaderAttempt); a != "" && a != "1" {
 		// Each attempt of an async call is a call of its own on the
@@ -117,7 +123,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	rec.Start = start
 	resp, err := w.transport.RoundTrip(out)
 	h := rw.Header()
-	h.Set(gust.HeaderCallID, rec.CallID)
+	h.Set(gust.HeaderCallID, callerID)
 	if cold {
 		h.Set(gust.HeaderColdStart, "true")
 	}
@@ -141,18 +147,26 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		}
 		w.finish(rec, time.Now(), cs.body.n, int64(cs.buf.Len()))
 		proxy.CopyHeader(h, resp)
-		h.Set(gust.HeaderCallID, rec.CallID)
+		h.Set(gust.HeaderCallID, callerID)
 		setFigures(h, rec)
+		if cold {
+			h.Set(gust.HeaderColdStart, "true")
+		}
+		// Record before writing: a large answer may reach the caller
+		// whole before this handler returns.
+		w.meterCall(rec, p.key)
 		rw.WriteHeader(resp.StatusCode)
 		_, _ = rw.Write(cs.buf.Bytes())
-		w.meterCall(rec, p.key)
 		return nil
 	}
 
 	// Stream: the figures come as trailers once the answer has ended.
 	proxy.CopyHeader(h, resp)
 	h.Del("Content-Length")
-	h.Set(gust.HeaderCallID, rec.CallID)
+	h.Set(gust.HeaderCallID, callerID)
+	if cold {
+		h.Set(gust.HeaderColdStart, "true")
+	}
 	h.Add("Trailer", gust.HeaderDuration)
 	h.Add("Trailer", gust.HeaderBilled)
 	rw.WriteHeader(resp.StatusCode)
@@ -176,8 +190,8 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 
 // finish completes the timing and sizes of a call that ran.
 func (w *Worker) finish(rec *gust.CallRecord, end time.Time, in, out int64) {
-	rec.End = end
-	rec.DurationNs = int64(end.Sub(rec.Start))
+	rec.DurationNs = int64(end.Sub(rec.Start)) // monotonic
+	rec.End = rec.Start.Add(time.Duration(rec.DurationNs))
 	rec.BilledNs = int64(gust.BilledDuration(time.Duration(rec.DurationNs), w.cfg.BillingGranularity))
 	rec.BytesIn, rec.BytesOut = in, out
 }
@@ -190,9 +204,8 @@ func setFigures(h http.Header, rec *gust.CallRecord) {
 
 // reject meters a call that never ran: no instance could be had.
 func (w *Worker) reject(rec *gust.CallRecord, arrived time.Time, key string) {
-	now := time.Now()
-	rec.Start, rec.End = arrived, now
-	rec.DurationNs = int64(now.Sub(arrived))
+	rec.DurationNs = int64(time.Since(arrived))
+	rec.Start, rec.End = arrived, arrived.Add(time.Duration(rec.DurationNs))
 	rec.Status, rec.Outcome = http.StatusServiceUnavailable, gust.OutcomeRejected
 	w.meterCall(rec, key)
 }
@@ -242,6 +255,9 @@ func (w *Worker) failed(rw http.ResponseWriter, r *http.Request, p *pool, in *in
 	}
 	w.finish(rec, time.Now(), body.n, 0)
 	rec.Status, rec.Outcome = status, outcome
+	if outcome == gust.OutcomeRejected {
+		rec.BilledNs = 0 // it never ran
+	}
 	if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
 		p.mu.Lock()
 		in.suspect = true

@@ -771,7 +771,7 @@ func TestNoLossKillUp(t *testing.T) {
 	// of GET /system/invocations/{id} says so): after a restart every
 	// answered call should have its record within 20s.
 	t.Run("RecordsPromptly", func(t *testing.T) {
-		t.Skip("BUG: internal/natsbus/meter.go:300-327: the ingest fetches batches of up to 1000 records for up to 500ms " +
+		t.Skip("BUG: internal/natsbus/meter.go:299-327 (Ingest.Start/loop): the ingest fetches batches of up to 1000 records for up to 500ms " +
 			"and acks them only after the commit, with AckWait 30s; records the killed process had fetched but not acked " +
 			"stay ack-pending on the durable consumer until AckWait runs out, so for ~30s after a restart the answered calls " +
 			"have no record (404) and the billing report undercounts. Fix: in Ingest.Start, when the durable consumer has " +

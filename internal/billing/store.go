@@ -70,6 +70,9 @@ var migrations = []string{
 	);
 	CREATE INDEX instances_ready ON instances (ready_ns);
 	CREATE INDEX instances_function_ready ON instances (namespace, function, ready_ns);`,
+	// 1 → 2: the caller's own X-Call-Id, which need not be unique.
+	`ALTER TABLE calls ADD COLUMN caller_id TEXT NOT NULL DEFAULT '';
+	CREATE INDEX calls_caller ON calls (caller_id, start_ns) WHERE caller_id != '';`,
 }
 
 // Store is a gust.BillingStore in one SQLite file. It is safe for
@@ -162,12 +165,12 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 		return nil
 	}
 	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO calls (`+callColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
 		r := &recs[i]
 		return []any{
 			r.CallID, r.Namespace, r.Function, int64(r.Version), r.Image, r.Worker, r.Instance, r.Trigger,
 			unixNano(r.Start), unixNano(r.End), r.DurationNs, r.BilledNs, r.MemoryMiB,
-			r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut,
+			r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut, r.CallerID,
 		}
 	})
 	if err != nil {
@@ -232,7 +235,7 @@ func (s *Store) insertBatch(ctx context.Context, query string, n int, args func(
 
 const callColumns = `call_id, namespace, function, version, image, worker, instance, trigger_type,
 	start_ns, end_ns, duration_ns, billed_ns, memory_mib, cold_start, init_ns, status, outcome,
-	bytes_in, bytes_out`
+	bytes_in, bytes_out, caller_id`
 
 // rowScanner is *sql.Row or *sql.Rows.
 type rowScanner interface{ Scan(dest ...any) error }
@@ -245,7 +248,7 @@ func scanCall(row rowScanner) (gust.CallRecord, error) {
 	)
 	err := row.Scan(&r.CallID, &r.Namespace, &r.Function, &version, &r.Image, &r.Worker, &r.Instance, &r.Trigger,
 		&startNs, &endNs, &r.DurationNs, &r.BilledNs, &r.MemoryMiB, &r.ColdStart, &r.InitNs, &r.Status, &r.Outcome,
-		&r.BytesIn, &r.BytesOut)
+		&r.BytesIn, &r.BytesOut, &r.CallerID)
 	if err != nil {
 		return gust.CallRecord{}, err
 	}
@@ -254,10 +257,16 @@ func scanCall(row rowScanner) (gust.CallRecord, error) {
 	return r, nil
 }
 
-// Call implements gust.BillingStore.
+// Call implements gust.BillingStore. An id that is no call id is looked
+// up as a caller's X-Call-Id: the latest call that sent it.
 func (s *Store) Call(ctx context.Context, callID string) (gust.CallRecord, error) {
 	row := s.db.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE call_id = ?`, callID)
 	r, err := scanCall(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		row = s.db.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE caller_id = ? AND caller_id != ''
+			ORDER BY start_ns DESC LIMIT 1`, callID)
+		r, err = scanCall(row)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return gust.CallRecord{}, fmt.Errorf("call %s: %w", callID, gust.ErrNotFound)
 	}
