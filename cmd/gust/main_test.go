@@ -26,6 +26,7 @@ var testImages = map[string]string{
 	"echo":      "../../examples/echo",
 	"hello":     "../../examples/hello",
 	"sleep":     "../../examples/sleep",
+	"orders":    "../../examples/orders",
 	"misbehave": "../../testdata/functions/misbehave",
 }
 

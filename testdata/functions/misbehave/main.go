@@ -16,7 +16,10 @@
 //	            flushing after each (N from 0 to 10000)
 //	?status=N   answer with status N (200 to 599) and its status text
 //
-// Otherwise it answers 200 "ok". A bad N gets 400.
+// Otherwise it answers 200 "ok". A bad N gets 400. Before any of these,
+// ?fail-until=N answers 500 while the call's X-Gust-Attempt is below N (a
+// function that fails N-1 times, then succeeds). Every call is logged to
+// stdout as "call <X-Call-Id> attempt <X-Gust-Attempt>".
 //
 // With MISBEHAVE_UNHEALTHY=1 in its environment it exits with status 1 as soon
 // as it starts, before it listens: a function that never becomes ready. (The
@@ -67,6 +70,17 @@ func main() {
 // misbehave does what the query asks for; see the package doc.
 func misbehave(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if r.URL.Path != "/healthy" {
+		// The function's own log of the calls it ran, for tests that
+		// count runs: "call <X-Call-Id> attempt <X-Gust-Attempt>".
+		fmt.Printf("call %s attempt %s\n", r.Header.Get("X-Call-Id"), r.Header.Get("X-Gust-Attempt"))
+	}
+	if n, err := strconv.Atoi(q.Get("fail-until")); err == nil {
+		if a, _ := strconv.Atoi(r.Header.Get("X-Gust-Attempt")); a < n {
+			http.Error(w, fmt.Sprintf("attempt %d fails until attempt %d", a, n), http.StatusInternalServerError)
+			return
+		}
+	}
 	switch {
 	case q.Get("crash") == "1":
 		os.Exit(crashStatus)
