@@ -56,7 +56,14 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	r2.URL = &u
-	return inv.Invoke(w, r2, fn)
+	if err := inv.Invoke(w, r2, fn); err != nil {
+		// Nothing reached a function (its worker is down or draining):
+		// still a call on the record. A worker that metered it already
+		// used the same id, so the store keeps one.
+		s.reject(fn, callID, callerID, arrived, ErrorStatus(err))
+		return err
+	}
+	return nil
 }
 
 // reject meters a call the gateway turned away before any worker saw it:

@@ -301,7 +301,11 @@ func (in *Ingest) Start(ctx context.Context) error {
 		Durable:       in.durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       30 * time.Second,
+		// Short, so that records a killed earlier run had fetched but not
+		// acknowledged come back within seconds of a restart; a batch
+		// commits well within it, and a redelivered record changes
+		// nothing.
+		AckWait:       5 * time.Second,
 		MaxAckPending: 20000,
 	})
 	if err != nil {
