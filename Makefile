@@ -4,7 +4,7 @@ BIN     ?= bin/gust
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export CGO_ENABLED = 0
 
-.PHONY: build up test test-short bench examples vet clean
+.PHONY: build up test test-short bench examples vet clean image compose-up compose-down
 
 build: ## build the static gust binary
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/gust
@@ -23,6 +23,15 @@ test-short: ## unit tests only (no Docker)
 
 bench: ## warm-call and cold-start benchmarks against direct Docker baselines
 	$(GO) test ./cmd/gust -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m
+
+image: build ## the gust image, FROM scratch, from the static binary
+	docker build -q -t gust:local .
+
+compose-up: image ## every role in its own container (docker-compose.yml)
+	docker-compose up -d
+
+compose-down: ## stop the compose cluster; workers remove their containers first
+	docker-compose down -v
 
 examples: build ## build the example function images
 	for f in hello echo sleep; do ./$(BIN) build examples/$$f --tag gust-example/$$f:latest; done
