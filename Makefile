@@ -12,11 +12,15 @@ build: ## build the static gust binary
 up: build ## start Gust on this machine (gateway on :8080)
 	./$(BIN) up
 
+ACCEPTANCE ?= ../shared/acceptance
+
 test: ## run every test, the Docker ones included, then the acceptance checks
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -timeout 5m ./testdata/functions/misbehave
-	@if [ -d ../shared/acceptance ]; then ../shared/acceptance/core; fi
+	@if [ -d $(ACCEPTANCE) ]; then \
+		for check in core metering events cluster; do $(ACCEPTANCE)/$$check || exit 1; done; \
+	else echo "($(ACCEPTANCE) not found: acceptance checks skipped)"; fi
 
 test-short: ## unit tests only (no Docker)
 	$(GO) test -count=1 -short ./...
