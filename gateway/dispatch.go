@@ -380,10 +380,13 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	try := dl.Attempt()                // delivery of this queue message
 	attempt := req.AttemptOffset + try // attempt of the call, across redrives
 	// A redelivery of a call that already finished (the process died
-	// before acknowledging) does not run it again.
-	if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil && (st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts < attempt {
-		_ = dl.Ack()
-		return
+	// before acknowledging, or the ack was lost) does not run it again. A
+	// first delivery cannot be one: a redrive resets the status first.
+	if try > 1 {
+		if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil && (st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts < attempt {
+			_ = dl.Ack()
+			return
+		}
 	}
 	fn := d.router.Function(req.Namespace, req.Function)
 	if fn == nil {

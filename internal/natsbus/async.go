@@ -84,7 +84,7 @@ func (d delivery) Subject() string                 { return d.msg.Subject() }
 func (d delivery) Header() map[string][]string     { return d.msg.Headers() }
 func (d delivery) Attempt() int                    { return int(d.meta.NumDelivered) }
 func (d delivery) Published() time.Time            { return d.meta.Timestamp }
-func (d delivery) Ack() error                      { return d.msg.DoubleAck(context.Background()) }
+func (d delivery) Ack() error                      { return d.msg.Ack() }
 func (d delivery) Retry(delay time.Duration) error { return d.msg.NakWithDelay(delay) }
 func (d delivery) InProgress() error               { return d.msg.InProgress() }
 
