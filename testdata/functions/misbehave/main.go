@@ -19,7 +19,8 @@
 // Otherwise it answers 200 "ok". A bad N gets 400. Before any of these,
 // ?fail-until=N answers 500 while the call's X-Gust-Attempt is below N (a
 // function that fails N-1 times, then succeeds). Every call is logged to
-// stdout as "call <X-Call-Id> attempt <X-Gust-Attempt>".
+// stdout as "call <X-Call-Id> attempt <X-Gust-Attempt>" when it starts and
+// "done <X-Call-Id> attempt <n>" when its handler returns.
 //
 // With MISBEHAVE_UNHEALTHY=1 in its environment it exits with status 1 as soon
 // as it starts, before it listens: a function that never becomes ready. (The
@@ -72,8 +73,12 @@ func misbehave(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if r.URL.Path != "/healthy" {
 		// The function's own log of the calls it ran, for tests that
-		// count runs: "call <X-Call-Id> attempt <X-Gust-Attempt>".
-		fmt.Printf("call %s attempt %s\n", r.Header.Get("X-Call-Id"), r.Header.Get("X-Gust-Attempt"))
+		// count runs: "call <X-Call-Id> attempt <X-Gust-Attempt>" when
+		// one starts, "done <X-Call-Id> attempt <n>" when its handler
+		// returned.
+		id, attempt := r.Header.Get("X-Call-Id"), r.Header.Get("X-Gust-Attempt")
+		fmt.Printf("call %s attempt %s\n", id, attempt)
+		defer fmt.Printf("done %s attempt %s\n", id, attempt)
 	}
 	if n, err := strconv.Atoi(q.Get("fail-until")); err == nil {
 		if a, _ := strconv.Atoi(r.Header.Get("X-Gust-Attempt")); a < n {
