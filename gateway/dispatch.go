@@ -81,7 +81,7 @@ const callbackSubject = gust.SubjectAsyncPrefix + "_callbacks"
 // Start follows the registry and starts the callback deliverer.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	stop, err := d.async.Queue.Consume(ctx, gust.ConsumerSpec{
+	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
 		Stream: d.async.Stream, Durable: "gust-callbacks", Filter: callbackSubject, Max: 64, AckWait: time.Minute,
 	}, d.deliverCallback)
 	if err != nil {

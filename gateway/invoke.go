@@ -33,11 +33,11 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set(gust.HeaderCallID, callerID)
 	r.Header.Del(gust.HeaderTrigger) // set by Gust's own dispatchers only
+	r.Header.Del(gust.HeaderAttempt)
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		s.reject(fn, callID, callerID, arrived, http.StatusRequestEntityTooLarge)
 		return gust.Errorf(gust.ETOOLARGE, "request body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	inv, err := s.router.Invoker(r.Context(), fn)
 	if err != nil {
 		s.reject(fn, callID, callerID, arrived, ErrorStatus(err))
@@ -56,6 +56,10 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	r2.URL = &u
+	// The limit goes on the copy: net/http must still see the server's
+	// own body, to know whether it was read to its end before reusing
+	// the connection.
+	r2.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	if err := inv.Invoke(w, r2, fn); err != nil {
 		// Nothing reached a function (its worker is down or draining):
 		// still a call on the record. A worker that metered it already

@@ -29,9 +29,8 @@ const bufferLimit = 1 << 20
 // callState is the per-call scratch space, pooled so the invoke path
 // allocates little.
 type callState struct {
-	rec  gust.CallRecord
-	body countingReader
-	buf  bytes.Buffer
+	rec gust.CallRecord
+	buf bytes.Buffer
 }
 
 var callStates = sync.Pool{New: func() any { return new(callState) }}
@@ -61,7 +60,6 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	arrived := time.Now()
 	cs := callStates.Get().(*callState)
 	defer func() {
-		cs.body = countingReader{}
 		cs.buf.Reset()
 		callStates.Put(cs)
 	}()
@@ -109,9 +107,11 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	}
 
 	deadline, _ := ctx.Deadline()
+	// Not pooled: the transport may still read and close the body after
+	// RoundTrip returns (a function that answers before reading it).
+	body := &countingReader{r: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
-		cs.body.r = r.Body
-		r.Body = &cs.body
+		r.Body = body
 	}
 	out, err := proxy.Outbound(ctx, r, in.host, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
@@ -128,7 +128,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		h.Set(gust.HeaderColdStart, "true")
 	}
 	if err != nil {
-		w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, &cs.body)
+		w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, body)
 		return nil
 	}
 	defer resp.Body.Close()
@@ -142,10 +142,10 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		// Read the whole answer first: the headers then carry the exact
 		// figures of the record.
 		if _, err := cs.buf.ReadFrom(resp.Body); err != nil {
-			w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, &cs.body)
+			w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, body)
 			return nil
 		}
-		w.finish(rec, time.Now(), cs.body.n, int64(cs.buf.Len()))
+		w.finish(rec, time.Now(), body.n, int64(cs.buf.Len()))
 		proxy.CopyHeader(h, resp)
 		h.Set(gust.HeaderCallID, callerID)
 		setFigures(h, rec)
@@ -171,7 +171,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	h.Add("Trailer", gust.HeaderBilled)
 	rw.WriteHeader(resp.StatusCode)
 	n, cerr := proxy.CopyBody(rw, resp)
-	w.finish(rec, time.Now(), cs.body.n, n)
+	w.finish(rec, time.Now(), body.n, n)
 	if cerr != nil && r.Context().Err() == nil {
 		// The function broke off its answer (or went past its timeout).
 		rec.Outcome = gust.OutcomeCrashed

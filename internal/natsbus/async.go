@@ -112,13 +112,15 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", c.Durable, err)
 	}
+	// ctx only bounds setting up; consuming ends through stop.
+	loop, endLoop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
 			case slots <- struct{}{}:
-			case <-ctx.Done():
+			case <-loop.Done():
 				return
 			}
 			msg, err := cctx.Next()
@@ -144,6 +146,7 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 		}
 	}()
 	stop := func() {
+		endLoop()
 		cctx.Stop()
 		<-done
 		// Wait for the deliveries in flight.
