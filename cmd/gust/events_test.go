@@ -769,7 +769,6 @@ func TestAsyncCallback(t *testing.T) {
 	}
 }
 
-
 // TestAsyncCallbackStartContext: callbacks are delivered when gust up was
 // started with a context that ends once start-up is over (as MustRunUp
 // does, and as `gust up` does at SIGTERM while it still drains calls).
@@ -790,7 +789,6 @@ func TestAsyncCallbackStartContext(t *testing.T) {
 		return nil
 	})
 }
-
 
 // TestAsyncBodyIgnoredByFunction: calls, async and sync, with a body the
 // function never reads (the sleep function reads none) succeed, and gust up
@@ -821,7 +819,6 @@ func TestAsyncBodyIgnoredByFunction(t *testing.T) {
 		evWaitState(t, m, id, gust.AsyncSucceeded, 1, 15*time.Second)
 	}
 }
-
 
 // TestAsyncNextRequestAfterIgnoredBody: after a sync call whose large body
 // the function ignored, the next request on the same keep-alive
