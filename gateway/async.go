@@ -7,8 +7,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -41,15 +41,9 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	if s.async == nil {
 		return gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
 	}
-	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/async-function/")
-	seg, sub, _ := strings.Cut(rest, "/")
-	name, ns := seg, gust.DefaultNamespace
-	if i := strings.IndexByte(seg, '.'); i >= 0 {
-		name, ns = seg[:i], seg[i+1:]
-	}
-	fn := s.router.Function(ns, name)
-	if fn == nil {
-		return gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
+	fn, sub, err := s.target(r, "/async-function/")
+	if err != nil {
+		return err
 	}
 	limit := min(s.cfg.MaxBodyBytes, maxAsyncBody)
 	if r.ContentLength > limit {
@@ -167,12 +161,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 		return gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
 	}
 	q := r.URL.Query()
-	ns, fn := q.Get("namespace"), q.Get("function")
-	if ns != "" && !gust.ValidName(ns) {
-		return gust.Invalidf("namespace", "namespace %q is not a valid name", ns)
-	}
-	if fn != "" && !gust.ValidName(fn) {
-		return gust.Invalidf("function", "function %q is not a valid name", fn)
+	ns, fn, err := nameFilters(q)
+	if err != nil {
+		return err
 	}
 	limit := 100
 	if v := q.Get("limit"); v != "" {
@@ -252,13 +243,9 @@ func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	if s.async == nil {
 		return gust.Errorf(gust.EUNAVAILABLE, "async calls are not enabled on this gateway")
 	}
-	q := r.URL.Query()
-	ns, fn := q.Get("namespace"), q.Get("function")
-	if ns != "" && !gust.ValidName(ns) {
-		return gust.Invalidf("namespace", "namespace %q is not a valid name", ns)
-	}
-	if fn != "" && !gust.ValidName(fn) {
-		return gust.Invalidf("function", "function %q is not a valid name", fn)
+	ns, fn, err := nameFilters(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	n, err := s.async.DeadLetters.Purge(r.Context(), ns, fn)
 	if err != nil {
@@ -266,4 +253,17 @@ func (s *Server) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error 
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
 	return nil
+}
+
+// nameFilters reads the optional namespace and function query
+// parameters, validated.
+func nameFilters(q url.Values) (ns, fn string, err error) {
+	ns, fn = q.Get("namespace"), q.Get("function")
+	if ns != "" && !gust.ValidName(ns) {
+		return "", "", gust.Invalidf("namespace", "namespace %q is not a valid name", ns)
+	}
+	if fn != "" && !gust.ValidName(fn) {
+		return "", "", gust.Invalidf("function", "function %q is not a valid name", fn)
+	}
+	return ns, fn, nil
 }

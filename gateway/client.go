@@ -140,15 +140,7 @@ func (c *Client) Scale(ctx context.Context, ns, name string, replicas int64) err
 // Invoke calls a function and returns the raw answer; the caller closes
 // its body. path is the sub-path ("" or "/..."), query the raw query.
 func (c *Client) Invoke(ctx context.Context, method, name, ns, path, query string, body io.Reader, header http.Header) (*http.Response, error) {
-	target := name
-	if ns != "" {
-		target += "." + ns
-	}
-	u := c.BaseURL + "/function/" + target + path
-	if query != "" {
-		u += "?" + query
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.callURL("/function/", name, ns, path, query), body)
 	if err != nil {
 		return nil, err
 	}
@@ -202,15 +194,7 @@ func (c *Client) raw(ctx context.Context, path string) ([]byte, error) {
 
 // InvokeAsync enqueues an async call and returns its call id.
 func (c *Client) InvokeAsync(ctx context.Context, method, name, ns, path, query string, body io.Reader, header http.Header) (string, error) {
-	target := name
-	if ns != "" {
-		target += "." + ns
-	}
-	u := c.BaseURL + "/async-function/" + target + path
-	if query != "" {
-		u += "?" + query
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.callURL("/async-function/", name, ns, path, query), body)
 	if err != nil {
 		return "", err
 	}
@@ -254,4 +238,17 @@ func (c *Client) PurgeDeadLetters(ctx context.Context, q url.Values) (int, error
 	}
 	err := c.do(ctx, http.MethodDelete, "/system/deadletters?"+q.Encode(), nil, &out)
 	return out.Purged, err
+}
+
+// callURL is the URL of a call: prefix + NAME[.NAMESPACE] + path + ?query.
+func (c *Client) callURL(prefix, name, ns, path, query string) string {
+	u := c.BaseURL + prefix + name
+	if ns != "" {
+		u += "." + ns
+	}
+	u += path
+	if query != "" {
+		u += "?" + query
+	}
+	return u
 }

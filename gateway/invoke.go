@@ -13,15 +13,9 @@ import (
 // activates the function) and lets the worker's invoker run the call and
 // stream the answer.
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
-	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/function/")
-	seg, sub, _ := strings.Cut(rest, "/")
-	name, ns := seg, gust.DefaultNamespace
-	if i := strings.IndexByte(seg, '.'); i >= 0 {
-		name, ns = seg[:i], seg[i+1:]
-	}
-	fn := s.router.Function(ns, name)
-	if fn == nil {
-		return gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
+	fn, sub, err := s.target(r, "/function/")
+	if err != nil {
+		return err
 	}
 	arrived := time.Now()
 	callID := newID(16)
@@ -85,4 +79,21 @@ func (s *Server) reject(fn *gust.Function, callID, callerID string, arrived time
 		Image: fn.Spec.Image, Trigger: gust.TriggerHTTP, Start: arrived.UTC(), End: now.UTC(),
 		DurationNs: int64(now.Sub(arrived)), Status: status, Outcome: gust.OutcomeRejected,
 	})
+}
+
+// target resolves the function of a call path, prefix +
+// NAME[.NAMESPACE][/SUB], from the routing table, and returns the escaped
+// sub-path (without its leading slash).
+func (s *Server) target(r *http.Request, prefix string) (*gust.Function, string, error) {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), prefix)
+	seg, sub, _ := strings.Cut(rest, "/")
+	name, ns := seg, gust.DefaultNamespace
+	if i := strings.IndexByte(seg, '.'); i >= 0 {
+		name, ns = seg[:i], seg[i+1:]
+	}
+	fn := s.router.Function(ns, name)
+	if fn == nil {
+		return nil, "", gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
+	}
+	return fn, sub, nil
 }
