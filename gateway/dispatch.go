@@ -134,7 +134,6 @@ func (d *Dispatcher) startFunction(fn *gust.Function) {
 	d.stopFunction(key)
 	cfg := fn.Config()
 	limit := min(cfg.Max*cfg.Concurrency, 1000)
-	ackWait := cfg.Timeout + cfg.Timeout/2 + 30*time.Second
 	logger := d.logger.With(zap.String("function", key))
 	dp := &dispatch{version: fn.Version}
 	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
@@ -380,13 +379,14 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	try := dl.Attempt()                // delivery of this queue message
 	attempt := req.AttemptOffset + try // attempt of the call, across redrives
 	// A redelivery of a call that already finished (the process died
-	// before acknowledging, or the ack was lost) does not run it again. A
-	// first delivery cannot be one: a redrive resets the status first.
-	if try > 1 {
-		if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil && (st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts < attempt {
-			_ = dl.Ack()
-			return
-		}
+	// before acknowledging, or the ack was lost) does not run it again.
+	// Even a first delivery may be one: after a crash JetStream may not
+	// have kept that it delivered the message. A redrive resets the
+	// status (to its attempt offset) before it enqueues.
+	if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil &&
+		(st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts > req.AttemptOffset {
+		_ = dl.Ack()
+		return
 	}
 	fn := d.router.Function(req.Namespace, req.Function)
 	if fn == nil {
@@ -399,7 +399,9 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 		return
 	}
 	d.setStatus(req, gust.AsyncRunning, attempt, 0, "", nil)
+	stopBeat := d.heartbeat(dl)
 	res := d.run(ctx, fn, req, attempt)
+	stopBeat()
 	if ctx.Err() != nil {
 		return // shutting down: the message comes back to whoever runs next
 	}
@@ -420,6 +422,30 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 		d.deadLetter(req, dl, attempt, res.status, res.err, logger)
 		d.callback(req, res, logger)
 	}
+}
+
+// ackWait is how long a delivery may go without word before JetStream
+// hands it to another dispatcher: a dispatcher that died holding a call
+// gives it up this soon. Calls that run longer send heartbeats.
+const ackWait = 30 * time.Second
+
+// heartbeat tells the queue, while a call runs, that its delivery is still
+// being worked on. It returns the function that stops it.
+func (d *Dispatcher) heartbeat(dl gust.Delivery) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = dl.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (d *Dispatcher) count(key, result string) {
