@@ -90,6 +90,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInstanceNotFound is returned by a Runtime for an unknown container.
 	ErrInstanceNotFound = errors.New("instance not found")
+	// ErrContainerExited is returned by Runtime.Start for a container that
+	// exited as soon as it started.
+	ErrContainerExited = errors.New("container exited")
 	// ErrDraining is returned for calls that arrive while a worker drains.
 	ErrDraining = errors.New("draining")
 )

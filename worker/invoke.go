@@ -92,14 +92,18 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	cfg := p.cfg // parsed once per deploy, not per call
 	p.mu.Unlock()
 	rec.MemoryMiB = cfg.MemoryBytes >> 20
-	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
-	defer cancel()
 
-	in, cold, err := p.acquire(ctx)
+	// Waiting for a slot may include a cold start, which the call's own
+	// timeout does not cover (as Lambda keeps init out of it): the wait
+	// is bounded by the timeout plus the time an instance may take to
+	// become ready.
+	in, cold, err := p.acquire(r.Context(), cfg.Timeout+w.cfg.ReadyTimeout)
 	if err != nil {
 		w.reject(rec, arrived, p.key)
-		return acquireError(err, fn, cfg)
+		return acquireError(err, fn, cfg, w.cfg.ReadyTimeout)
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
+	defer cancel()
 	defer p.release(in)
 	rec.Instance, rec.ColdStart = in.id, cold
 	if cold {
@@ -227,12 +231,12 @@ func (w *Worker) meterCall(rec *gust.CallRecord, key string) {
 }
 
 // acquireError explains why a call got no slot.
-func acquireError(err error, fn *gust.Function, cfg gust.FunctionConfig) error {
+func acquireError(err error, fn *gust.Function, cfg gust.FunctionConfig, ready time.Duration) error {
 	switch {
 	case errors.Is(err, errStartFailed):
 		return gust.Errorf(gust.EUNAVAILABLE, "function %s could not start: %s", fn.Key(), gust.ErrorMessage(errors.Unwrap(err)))
-	case errors.Is(err, context.DeadlineExceeded):
-		return gust.Errorf(gust.EUNAVAILABLE, "function %s had no free instance within its timeout %s", fn.Key(), cfg.Timeout)
+	case errors.Is(err, errNoSlot):
+		return gust.Errorf(gust.EUNAVAILABLE, "function %s had no free instance within %s (its timeout %s and the ready timeout %s)", fn.Key(), cfg.Timeout+ready, cfg.Timeout, ready)
 	case errors.Is(err, gust.ErrDraining):
 		return gust.Errorf(gust.EUNAVAILABLE, "worker is draining")
 	}

@@ -107,12 +107,17 @@ func (p *pool) broadcastLocked() {
 // start.
 var errStartFailed = errors.New("instance failed to start")
 
+// errNoSlot is returned by acquire when no slot came free within its wait.
+var errNoSlot = errors.New("no free instance in time")
+
 // acquire takes a concurrency slot on a ready instance, starting one if
-// the pool has no free slot and is below its max. It waits until ctx ends.
+// the pool has no free slot and is below its max. It waits at most
+// maxWait (the timer is made only when it must wait) or until ctx ends.
 // cold reports that the call waited for an instance to start.
-func (p *pool) acquire(ctx context.Context) (in *instance, cold bool, err error) {
+func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance, cold bool, err error) {
 	p.mu.Lock()
 	waitStart := time.Time{}
+	var timeout <-chan time.Time
 	for {
 		if p.closed {
 			p.mu.Unlock()
@@ -140,6 +145,9 @@ func (p *pool) acquire(ctx context.Context) (in *instance, cold bool, err error)
 				return nil, false, fmt.Errorf("%w: %w", errStartFailed, err)
 			}
 			waitStart = time.Now()
+			t := time.NewTimer(maxWait)
+			defer t.Stop()
+			timeout = t.C
 		}
 		p.waiting++
 		p.scaleUpLocked()
@@ -154,6 +162,11 @@ func (p *pool) acquire(ctx context.Context) (in *instance, cold bool, err error)
 			p.waiting--
 			p.mu.Unlock()
 			return nil, false, ctx.Err()
+		case <-timeout:
+			p.mu.Lock()
+			p.waiting--
+			p.mu.Unlock()
+			return nil, false, errNoSlot
 		}
 	}
 }
@@ -413,6 +426,9 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 		return err
 	}
 	c, err := w.rt.Start(w.ctx, w.containerSpec(fn, cfg, in))
+	if errors.Is(err, gust.ErrContainerExited) {
+		return gust.Invalidf("image", "function %s (image %s) did not become ready: %v", fn.Key(), fn.Spec.Image, err)
+	}
 	if err != nil {
 		return fmt.Errorf("start container: %w", err)
 	}

@@ -87,6 +87,18 @@ func (r *Runtime) start(ctx context.Context, id string, port int) (gust.Instance
 			ip = ep.IPAddress
 		}
 	}
+	if ip == "" && c.State != nil && !c.State.Running {
+		// It exited as soon as it started: say why, with its last words
+		// (the container is removed next).
+		msg := fmt.Sprintf("container exited at once with code %d", c.State.ExitCode)
+		if c.State.OOMKilled {
+			msg = "container was killed for exceeding its memory limit at once"
+		}
+		if tail, err := r.TailLogs(ctx, id, 5); err == nil && tail != "" {
+			msg += "; last output: " + tail
+		}
+		return gust.Instance{}, fmt.Errorf("%s: %w", msg, gust.ErrContainerExited)
+	}
 	if ip == "" {
 		return gust.Instance{}, fmt.Errorf("inspect container: no IP address on network %s", r.cfg.Network)
 	}
