@@ -23,7 +23,10 @@ import (
 func describeError(err error) string {
 	var ge *gust.Error
 	if errors.As(err, &ge) {
-		return ge.Message + describeErrorPrefix(ge.Field)
+		if ge.Field != "" {
+			return ge.Message + " (field " + ge.Field + ")"
+		}
+		return ge.Message
 	}
 	return err.Error()
 }

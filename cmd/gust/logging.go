@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"os"
 
 	"go.uber.org/zap"
@@ -40,11 +39,4 @@ func (l *logFlags) logger() (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(os.Stderr))), nil
-}
-
-func describeErrorPrefix(field string) string {
-	if field == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (field %s)", field)
 }

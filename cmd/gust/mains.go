@@ -228,7 +228,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	}
 	undo = append(undo, ln.Close)
 	if m.Config.Addr = m.Advertise; m.Config.Addr == "" {
-		m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr), m.Listen)
+		m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr))
 	}
 	mx := metrics.New()
 	if m.metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, SpoolMax: defaultSpoolMax}, mx, m.Logger); err != nil {
@@ -274,14 +274,13 @@ func (m *WorkerMain) Close() error {
 }
 
 // advertiseURL derives the URL other hosts reach a listener at.
-func advertiseURL(addr *net.TCPAddr, listen string) string {
+func advertiseURL(addr *net.TCPAddr) string {
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		if h, err := os.Hostname(); err == nil {
 			host = h
 		}
 	}
-	_ = listen
 	return fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
