@@ -261,6 +261,7 @@ func (p *pool) started(in *instance, err error) {
 		in.state = stateReady
 		in.readyAt = time.Now()
 		in.lastUsed = in.readyAt
+		p.w.kickStatus()
 	}
 	p.broadcastLocked()
 }
@@ -476,6 +477,7 @@ func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust
 	if live {
 		logger.Warn("instance exited", zap.Int("exit_code", exit.Code), zap.Bool("oom_killed", exit.OOMKilled))
 		w.instanceStopped(p, in)
+		w.kickStatus()
 		w.removeContainer(cid, logger)
 	}
 }

@@ -68,6 +68,7 @@ type Worker struct {
 	started     time.Time
 	meter       gust.Meter
 	metrics     *metrics.Metrics
+	statusKick  chan struct{}
 
 	ctx         context.Context // ends when the worker closes
 	cancel      context.CancelFunc
@@ -101,6 +102,15 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		placements:  map[string]gust.Placement{},
 		images:      map[string]bool{},
 		published:   map[string]gust.PoolStatus{},
+		statusKick:  make(chan struct{}, 1),
+	}
+}
+
+// kickStatus asks for the pool status to be published now.
+func (w *Worker) kickStatus() {
+	select {
+	case w.statusKick <- struct{}{}:
+	default:
 	}
 }
 
@@ -134,7 +144,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.heartbeat(ctx); err != nil {
 		return err
 	}
-	w.wg.Add(2)
+	w.wg.Add(3)
 	go w.loop(w.cfg.Heartbeat, func() {
 		if err := w.heartbeat(w.ctx); err != nil && w.ctx.Err() == nil {
 			w.logger.Warn("heartbeat", zap.Error(err))
@@ -142,6 +152,19 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.publishStatus()
 	})
 	go w.loop(w.cfg.ReapInterval, w.reap)
+	go func() {
+		// Instances that become ready or stop are reported at once, not
+		// at the next heartbeat.
+		defer w.wg.Done()
+		for {
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-w.statusKick:
+				w.publishStatus()
+			}
+		}
+	}()
 	w.logger.Info("worker started", zap.String("addr", w.cfg.Addr))
 	return nil
 }
@@ -333,6 +356,9 @@ func (w *Worker) reapPool(p *pool) {
 	p.mu.Unlock()
 	for _, in := range victims {
 		w.instanceStopped(p, in)
+	}
+	if len(victims) > 0 {
+		w.kickStatus()
 	}
 	for _, s := range stops {
 		logger := p.logger.With(zap.String("instance_id", s.id), zap.String("container_id", shortID(s.cid)))
