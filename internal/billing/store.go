@@ -164,15 +164,15 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO calls (`+callColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
-		r := &recs[i]
-		return []any{
-			r.CallID, r.Namespace, r.Function, int64(r.Version), r.Image, r.Worker, r.Instance, r.Trigger,
-			unixNano(r.Start), unixNano(r.End), r.DurationNs, r.BilledNs, r.MemoryMiB,
-			r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut, r.CallerID,
-		}
-	})
+	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO calls (`+callColumns+`) VALUES `,
+		`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
+			r := &recs[i]
+			return []any{
+				r.CallID, r.Namespace, r.Function, int64(r.Version), r.Image, r.Worker, r.Instance, r.Trigger,
+				unixNano(r.Start), unixNano(r.End), r.DurationNs, r.BilledNs, r.MemoryMiB,
+				r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut, r.CallerID,
+			}
+		})
 	if err != nil {
 		return fmt.Errorf("add calls: %w", err)
 	}
@@ -190,11 +190,11 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 		return nil
 	}
 	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO instances
-		(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
-		r := &recs[i]
-		return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)}
-	})
+		(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns) VALUES `,
+		`(?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
+			r := &recs[i]
+			return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)}
+		})
 	if err != nil {
 		return fmt.Errorf("add instances: %w", err)
 	}
@@ -204,27 +204,46 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 	return nil
 }
 
-// insertBatch runs one prepared statement n times in one transaction and
-// returns how many rows it inserted.
-func (s *Store) insertBatch(ctx context.Context, query string, n int, args func(i int) []any) (int64, error) {
+// rowsPerInsert is how many rows one INSERT statement carries: far
+// fewer statements per batch, well under SQLite's bound on parameters.
+const rowsPerInsert = 50
+
+// insertBatch inserts n rows (head + row repeated, each row's values from
+// args) in one transaction, rowsPerInsert to a statement, and returns how
+// many rows it inserted.
+func (s *Store) insertBatch(ctx context.Context, head, row string, n int, args func(i int) []any) (int64, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, query)
-	if err != nil {
-		return 0, fmt.Errorf("prepare: %w", err)
-	}
-	defer func() { _ = stmt.Close() }()
-	var added int64
-	for i := range n {
-		res, err := stmt.ExecContext(ctx, args(i)...)
-		if err != nil {
-			return 0, fmt.Errorf("insert record %d: %w", i, err)
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			_ = st.Close()
 		}
-		if k, err := res.RowsAffected(); err == nil {
-			added += k
+	}()
+	var added int64
+	for start := 0; start < n; start += rowsPerInsert {
+		k := min(rowsPerInsert, n-start)
+		stmt := stmts[k]
+		if stmt == nil {
+			q := head + row + strings.Repeat(", "+row, k-1)
+			if stmt, err = tx.PrepareContext(ctx, q); err != nil {
+				return 0, fmt.Errorf("prepare: %w", err)
+			}
+			stmts[k] = stmt
+		}
+		var vals []any
+		for i := start; i < start+k; i++ {
+			vals = append(vals, args(i)...)
+		}
+		res, err := stmt.ExecContext(ctx, vals...)
+		if err != nil {
+			return 0, fmt.Errorf("insert records %d to %d: %w", start, start+k-1, err)
+		}
+		if a, err := res.RowsAffected(); err == nil {
+			added += a
 		}
 	}
 	if err := tx.Commit(); err != nil {

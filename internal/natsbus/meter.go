@@ -297,9 +297,11 @@ func NewIngest(b *Bus, store gust.BillingStore, durable string, m *metrics.Metri
 
 // Start creates the consumer and starts consuming.
 func (in *Ingest) Start(ctx context.Context) error {
-	cons, err := in.bus.JS.CreateOrUpdateConsumer(ctx, StreamMeter, jetstream.ConsumerConfig{
-		Durable:       in.durable,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+	cfg := jetstream.ConsumerConfig{
+		Durable: in.durable,
+		// One acknowledgement per committed batch (its last message)
+		// rather than one per record.
+		AckPolicy:     jetstream.AckAllPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		// Short, so that records a killed earlier run had fetched but not
 		// acknowledged come back within seconds of a restart; a batch
@@ -307,7 +309,17 @@ func (in *Ingest) Start(ctx context.Context) error {
 		// nothing.
 		AckWait:       5 * time.Second,
 		MaxAckPending: 20000,
-	})
+	}
+	cons, err := in.bus.JS.CreateOrUpdateConsumer(ctx, StreamMeter, cfg)
+	if err != nil {
+		// A consumer made by an older version with settings that cannot
+		// change: make it anew. It starts from the beginning of the
+		// stream; the store keeps what it has.
+		in.logger.Warn("recreating the metering consumer", zap.String("consumer", in.durable), zap.Error(err))
+		if derr := in.bus.JS.DeleteConsumer(ctx, StreamMeter, in.durable); derr == nil {
+			cons, err = in.bus.JS.CreateOrUpdateConsumer(ctx, StreamMeter, cfg)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("metering consumer %s: %w", in.durable, err)
 	}
@@ -344,10 +356,8 @@ func (in *Ingest) loop(ctx context.Context, cons jetstream.Consumer) {
 			continue
 		}
 		if err := in.store1(ctx, msgs); err != nil {
+			// Not acknowledged: the batch comes back after the ack wait.
 			in.logger.Error("store metering records; they will be redelivered", zap.Int("records", len(msgs)), zap.Error(err))
-			for _, msg := range msgs {
-				_ = msg.Nak()
-			}
 			time.Sleep(time.Second)
 		}
 	}
@@ -357,7 +367,7 @@ func (in *Ingest) loop(ctx context.Context, cons jetstream.Consumer) {
 func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 	var calls []gust.CallRecord
 	var insts []gust.InstanceRecord
-	var ok []jetstream.Msg
+	stored := 0
 	for _, msg := range msgs {
 		var err error
 		switch msg.Subject() {
@@ -376,13 +386,12 @@ func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		if err != nil {
 			in.logger.Error("undecodable metering record dropped", zap.String("subject", msg.Subject()), zap.Error(err))
-			_ = msg.Term()
 			if in.metrics != nil {
 				in.metrics.RecordsDropped.Inc()
 			}
 			continue
 		}
-		ok = append(ok, msg)
+		stored++
 	}
 	if len(calls) > 0 {
 		if err := in.store.AddCalls(ctx, calls); err != nil {
@@ -394,11 +403,11 @@ func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 			return err
 		}
 	}
-	for _, msg := range ok {
-		_ = msg.Ack()
-	}
+	// AckAll: acknowledging the last message of the batch acknowledges
+	// every earlier one, the dropped ones included.
+	_ = msgs[len(msgs)-1].Ack()
 	if in.metrics != nil {
-		in.metrics.RecordsStored.Add(float64(len(calls) + len(insts)))
+		in.metrics.RecordsStored.Add(float64(stored))
 	}
 	return nil
 }
