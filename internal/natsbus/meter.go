@@ -299,9 +299,10 @@ func NewIngest(b *Bus, store gust.BillingStore, durable string, m *metrics.Metri
 func (in *Ingest) Start(ctx context.Context) error {
 	cfg := jetstream.ConsumerConfig{
 		Durable: in.durable,
-		// One acknowledgement per committed batch (its last message)
-		// rather than one per record.
-		AckPolicy:     jetstream.AckAllPolicy,
+		// Each record is acknowledged on its own: acknowledging a batch
+		// by its last message (AckAll) would also acknowledge records an
+		// earlier, killed run had fetched and not committed.
+		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		// Short, so that records a killed earlier run had fetched but not
 		// acknowledged come back within seconds of a restart; a batch
@@ -403,9 +404,9 @@ func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 			return err
 		}
 	}
-	// AckAll: acknowledging the last message of the batch acknowledges
-	// every earlier one, the dropped ones included.
-	_ = msgs[len(msgs)-1].Ack()
+	for _, msg := range msgs {
+		_ = msg.Ack()
+	}
 	if in.metrics != nil {
 		in.metrics.RecordsStored.Add(float64(stored))
 	}

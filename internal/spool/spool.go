@@ -6,9 +6,12 @@
 //
 // Records are newline-free byte strings (JSON, in Gust), one per line, in
 // segment files named by the sequence number of their first record. A
-// segment is deleted once every record in it is acknowledged. Opening a
-// spool returns the records not yet acknowledged, for redelivery: delivery
-// is at least once, and consumers deduplicate.
+// segment is deleted once every record in it is acknowledged and a
+// retention time has passed: an acknowledgement can come before the
+// receiver has the record safe (a broker killed with it still in memory),
+// so recent records are kept to be sent again. Opening a spool returns
+// every record still on disk, for redelivery: delivery is at least once,
+// and receivers deduplicate.
 package spool
 
 import (
@@ -21,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // ErrFull is returned by Append when the spool holds its maximum bytes.
@@ -37,6 +41,10 @@ type Spool struct {
 	dir        string
 	maxBytes   int64
 	segRecords uint64 // records per segment
+	// retain is how long a segment whose records are all acknowledged
+	// stays on disk, to be sent again after a crash.
+	retain time.Duration
+	doneAt map[uint64]time.Time // first seq of a fully acknowledged segment → since when
 
 	mu      sync.Mutex
 	f       *os.File // current segment
@@ -52,14 +60,20 @@ type Spool struct {
 	pending []Record // records found on disk at open, not yet taken
 }
 
+// DefaultRetain is how long acknowledged records stay on disk: well past
+// the moment a broker has them safe, and within JetStream's default
+// two-minute window of duplicate detection, so that sending them again
+// after a crash costs no duplicate.
+const DefaultRetain = time.Minute
+
 // Open opens (creating) the spool in dir. Records left by an earlier run
-// that were not acknowledged are delivered first by Take.
+// are delivered first by Take.
 func Open(dir string, maxBytes int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
-	s := &Spool{dir: dir, maxBytes: maxBytes, segRecords: 10000, sizes: map[uint64]int64{},
-		acked: map[uint64]bool{}, notify: make(chan struct{}, 1)}
+	s := &Spool{dir: dir, maxBytes: maxBytes, segRecords: 10000, retain: DefaultRetain, sizes: map[uint64]int64{},
+		acked: map[uint64]bool{}, notify: make(chan struct{}, 1), doneAt: map[uint64]time.Time{}}
 	names, err := filepath.Glob(filepath.Join(dir, "*.seg"))
 	if err != nil {
 		return nil, err
@@ -209,11 +223,19 @@ func (s *Spool) Ack(seqs ...uint64) error {
 		delete(s.acked, s.low)
 		s.low++
 	}
-	// Delete every segment that ends at or below low and is not current.
-	for len(s.segs) > 1 && s.segs[1] <= s.low {
+	// A segment that ends at or below low (and is not current) is fully
+	// acknowledged: delete it once it has been so for the retention time.
+	now := time.Now()
+	for i := 0; i+1 < len(s.segs) && s.segs[i+1] <= s.low; i++ {
+		if _, ok := s.doneAt[s.segs[i]]; !ok {
+			s.doneAt[s.segs[i]] = now
+		}
+	}
+	for len(s.segs) > 1 && s.segs[1] <= s.low && now.Sub(s.doneAt[s.segs[0]]) >= s.retain {
 		if err := os.Remove(s.segPath(s.segs[0])); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("remove spool segment: %w", err)
 		}
+		delete(s.doneAt, s.segs[0])
 		s.segs = s.segs[1:]
 	}
 	return nil

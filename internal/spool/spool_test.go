@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func MustOpen(tb testing.TB, dir string, max int64) *Spool {
@@ -47,6 +48,7 @@ func TestReopenRedelivers(t *testing.T) {
 	dir := t.TempDir()
 	s := MustOpen(t, dir, 1<<20)
 	s.segRecords = 4 // several segments
+	s.retain = 0
 	for i := 0; i < 10; i++ {
 		if err := s.Append([]byte(fmt.Sprintf("r%d", i))); err != nil {
 			t.Fatal(err)
@@ -67,6 +69,7 @@ func TestReopenRedelivers(t *testing.T) {
 	s.Close() // no Close at all would do the same: every record is written at Append
 
 	s2 := MustOpen(t, dir, 1<<20)
+	s2.retain = 0
 	got := s2.Take(100)
 	var data []string
 	for _, r := range got {
@@ -114,4 +117,51 @@ func TestFull(t *testing.T) {
 		t.Errorf("Append after ack: %v", err)
 	}
 	s.Close()
+}
+
+// TestRetainAcknowledged: acknowledged records stay on disk for the
+// retention time and come back after a reopen (the broker may have lost
+// them with its memory); after it, they are gone.
+func TestRetainAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	s := MustOpen(t, dir, 1<<20)
+	s.segRecords = 2
+	s.retain = time.Hour
+	for i := 0; i < 5; i++ {
+		if err := s.Append([]byte(fmt.Sprintf("r%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []uint64
+	for _, r := range s.Take(10) {
+		seqs = append(seqs, r.Seq)
+	}
+	if err := s.Ack(seqs...); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Len(); n != 0 {
+		t.Errorf("Len after acking all = %d, want 0", n)
+	}
+	s.Close()
+	s2 := MustOpen(t, dir, 1<<20)
+	if got := len(s2.Take(10)); got != 5 {
+		t.Errorf("records back after reopen within the retention: %d, want 5", got)
+	}
+	s2.Close()
+
+	s3 := MustOpen(t, dir, 1<<20)
+	s3.retain = 0
+	seqs = seqs[:0]
+	for _, r := range s3.Take(10) {
+		seqs = append(seqs, r.Seq)
+	}
+	if err := s3.Ack(seqs...); err != nil {
+		t.Fatal(err)
+	}
+	s3.Close()
+	s4 := MustOpen(t, dir, 1<<20)
+	if got := s4.Take(10); len(got) > 1 {
+		t.Errorf("records back after the retention: %d, want at most the last segment's", len(got))
+	}
+	s4.Close()
 }
