@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -642,5 +641,3 @@ func validCallback(s string) error {
 	}
 	return nil
 }
-
-var errNoAsync = errors.New("async is not configured on this gateway")
