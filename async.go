@@ -162,6 +162,9 @@ type Queue interface {
 	// unacknowledged, each given ackWait before it is delivered again. It
 	// returns once consuming started; stop ends it.
 	Consume(ctx context.Context, c ConsumerSpec, fn func(Delivery)) (stop func(), err error)
+	// DeleteConsumer removes a durable consumer; a missing one is not an
+	// error.
+	DeleteConsumer(ctx context.Context, stream, durable string) error
 }
 
 // ConsumerSpec describes a durable queue consumer.

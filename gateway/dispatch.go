@@ -90,6 +90,13 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	return d.state.Functions.Watch(d.ctx, ">", func(c gust.Change[gust.Function]) {
 		if c.Deleted {
 			d.stopFunction(c.Key)
+			// Its durable consumers go too; calls still queued for it stay
+			// in the stream and run if it is deployed again.
+			ns, name := splitKey(c.Key)
+			gone := &gust.Function{Spec: gust.FunctionSpec{Namespace: ns, Service: name}}
+			if err := d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, durableName("async", gone)); err != nil {
+				d.logger.Warn("delete async consumer", zap.String("function", c.Key), zap.Error(err))
+			}
 			return
 		}
 		fn := c.Value
