@@ -51,9 +51,10 @@ func (c *countingReader) Close() error { return c.r.Close() }
 
 // Invoke runs one call of fn in a free slot of a warm instance, starting
 // one if needed, and streams the function's answer to rw. r.URL.Path is
-// the path the function sees. The call gets the function's timeout; it
-// never waits longer than that for a slot either. Every call, failed ones
-// included, is metered before the caller sees the end of the answer.
+// the path the function sees. The call gets the function's timeout once it
+// has a slot; it waits for one at most that timeout plus the ready
+// timeout. Every call, failed ones included, is metered before the caller
+// sees the end of the answer.
 func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Function) error {
 	w.calls.Add(1)
 	defer w.calls.Done()
