@@ -145,49 +145,6 @@ func evWaitRequests(tb testing.TB, m *UpMain, fn string, want int64, within, sta
 	return took
 }
 
-// evRecords lists every call record of function fn, a page of limit at a
-// time, and fails on a call id listed twice.
-func evRecords(tb testing.TB, m *UpMain, fn string, limit int) []gust.CallRecord {
-	tb.Helper()
-	var all []gust.CallRecord
-	seen := map[string]bool{}
-	cursor := ""
-	for pages := 0; ; pages++ {
-		if pages > 100 {
-			tb.Fatal("invocation listing does not end")
-		}
-		q := url.Values{"function": {fn}, "limit": {strconv.Itoa(limit)}}
-		if cursor != "" {
-			q.Set("cursor", cursor)
-		}
-		st, _, body := call(tb, http.MethodGet, gw(m)+"/system/invocations?"+q.Encode(), "")
-		if st != http.StatusOK {
-			tb.Fatalf("list invocations: %d %s", st, body)
-		}
-		var page struct {
-			Items      []gust.CallRecord `json:"items"`
-			NextCursor string            `json:"nextCursor"`
-		}
-		if err := json.Unmarshal([]byte(body), &page); err != nil {
-			tb.Fatalf("list invocations: %v in %s", err, body)
-		}
-		for _, r := range page.Items {
-			if seen[r.CallID] {
-				tb.Fatalf("call %s listed twice", r.CallID)
-			}
-			seen[r.CallID] = true
-			all = append(all, r)
-		}
-		if page.NextCursor == "" {
-			return all
-		}
-		if len(page.Items) != limit {
-			tb.Fatalf("a page of %d records with a next cursor; limit %d", len(page.Items), limit)
-		}
-		cursor = page.NextCursor
-	}
-}
-
 // evLogs returns the stdout and stderr of every running container of
 // function fn.
 func evLogs(tb testing.TB, m *UpMain, fn string) string {
@@ -454,7 +411,7 @@ func TestEventsThousand(t *testing.T) {
 	ran := time.Since(t0)
 
 	took := evWaitRequests(t, m, name, total, 20*time.Second, 2*time.Second)
-	recs := evRecords(t, m, name, 300)
+	recs := listAllRecords(t, m, name, 300)
 	if len(recs) != total {
 		t.Fatalf("%d call records, want %d", len(recs), total)
 	}
@@ -495,7 +452,7 @@ func TestEventsThousand(t *testing.T) {
 	close(stop)
 	<-watched
 	var slowRecs []gust.CallRecord
-	for _, r := range evRecords(t, m, name, 1000) {
+	for _, r := range listAllRecords(t, m, name, 1000) {
 		if r.Trigger == gust.TriggerAsync {
 			slowRecs = append(slowRecs, r)
 			if r.Outcome != gust.OutcomeOK || r.Status != 200 {
@@ -917,7 +874,7 @@ func TestAsyncBadInput(t *testing.T) {
 		t.Errorf("functions after refused deploys: %d %s, want only %s", st, body, name)
 	}
 	time.Sleep(time.Second)
-	if recs := evRecords(t, m, name, 100); len(recs) != 0 {
+	if recs := listAllRecords(t, m, name, 100); len(recs) != 0 {
 		t.Errorf("%d calls of %s ran, want none", len(recs), name)
 	}
 	if runs := strings.Count(evLogs(t, m, name), "call "); runs != 0 {
@@ -1070,7 +1027,7 @@ func TestDurableStreamTrigger(t *testing.T) {
 	}
 	took := evWaitRequests(t, m, name, n, 20*time.Second, 1500*time.Millisecond)
 	t.Logf("%d stream messages published and billed in %s (billing count reached %s after the last publish)", n, time.Since(t0), took)
-	recs := evRecords(t, m, name, 1000)
+	recs := listAllRecords(t, m, name, 1000)
 	if len(recs) != n {
 		t.Fatalf("%d records, want %d", len(recs), n)
 	}

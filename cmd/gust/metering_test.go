@@ -130,9 +130,10 @@ func waitRecords(tb testing.TB, m *UpMain, ids []string, within time.Duration) m
 	return recs
 }
 
-// listAllRecords pages through GET /system/invocations with page size
-// limit and checks the pages are newest first, without repeats.
-func listAllRecords(tb testing.TB, m *UpMain, limit int) []gust.CallRecord {
+// listAllRecords pages through GET /system/invocations (of function fn,
+// or all when empty) with page size limit and checks the pages are newest
+// first, without repeats.
+func listAllRecords(tb testing.TB, m *UpMain, fn string, limit int) []gust.CallRecord {
 	tb.Helper()
 	var all []gust.CallRecord
 	seen := map[string]bool{}
@@ -142,6 +143,9 @@ func listAllRecords(tb testing.TB, m *UpMain, limit int) []gust.CallRecord {
 			tb.Fatal("invocation listing does not end")
 		}
 		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		if fn != "" {
+			q.Set("function", fn)
+		}
 		if cursor != "" {
 			q.Set("cursor", cursor)
 		}
@@ -489,7 +493,7 @@ func TestMeteringExact(t *testing.T) {
 
 	// The store holds exactly these records: the listing (several pages)
 	// has them all and nothing else.
-	listed := listAllRecords(t, m, 5)
+	listed := listAllRecords(t, m, "", 5)
 	if len(listed) != len(answers) {
 		t.Errorf("listing has %d records, want %d", len(listed), len(answers))
 	}
