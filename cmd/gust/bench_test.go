@@ -184,60 +184,11 @@ func BenchmarkWarmCall(b *testing.B) {
 	client := benchClient(benchClients)
 	defer client.CloseIdleConnections()
 
-	for side := range urls {
-		for i := 0; i < benchWarmup; i++ {
-			if _, err := benchGet(client, urls[side]); err != nil {
-				b.Fatalf("warm-up %s: %v", sides[side], err)
-			}
-		}
-	}
-
-	b.ResetTimer()
-	// Sequential latency: blocks of each side in turn, the order rotating
-	// block to block, so drift and noise hit every side equally.
-	var lat [3][]time.Duration
-	for side := range lat {
-		lat[side] = make([]time.Duration, 0, benchWarmSamples)
-	}
-	deadline := time.Now().Add(benchWarmLimit)
-	for blk := 0; len(lat[gw]) < benchWarmSamples && time.Now().Before(deadline); blk++ {
-		for k := range sides {
-			side := (blk + k) % len(sides)
-			for i := 0; i < benchWarmBlock && len(lat[side]) < benchWarmSamples; i++ {
-				t0 := time.Now()
-				_, err := benchGet(client, urls[side])
-				d := time.Since(t0)
-				if err != nil {
-					b.Fatalf("%s call: %v", sides[side], err)
-				}
-				lat[side] = append(lat[side], d)
-			}
-		}
-	}
-
-	// Throughput: benchClients clients for benchPhase per phase, phases in
-	// ABCCBA order. The process CPU time of a phase (client, gateway and
-	// worker share the process) gives the CPU cost per call.
-	var calls [3]int64
-	var spent, cpu [3]time.Duration
-	for _, side := range []int{direct, gw, rp, rp, gw, direct} {
-		c0 := benchCPU()
-		n, d, err := benchThroughput(client, urls[side])
-		if err != nil {
-			b.Fatalf("%s throughput: %v", sides[side], err)
-		}
-		cpu[side] += benchCPU() - c0
-		calls[side] += n
-		spent[side] += d
-	}
-	b.StopTimer()
-
+	r := benchSides(b, client, sides[:], urls[:])
 	var st [3]benchStats
 	var rps, cpuPerCall [3]float64
 	for side := range sides {
-		st[side] = benchPercentiles(lat[side])
-		rps[side] = float64(calls[side]) / spent[side].Seconds()
-		cpuPerCall[side] = benchUS(cpu[side]) / float64(max(calls[side], 1))
+		st[side], rps[side], cpuPerCall[side] = r[side].st, r[side].rps, r[side].cpuPerCall
 	}
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(benchUS(st[direct].P50), "direct-p50-µs")
@@ -500,47 +451,11 @@ func BenchmarkMeteringCost(b *testing.B) {
 	urls := [2]string{"http://" + on.GatewayAddr() + "/function/" + name, "http://" + off.GatewayAddr() + "/function/" + name}
 	client := benchClient(benchClients)
 	defer client.CloseIdleConnections()
-	for side := range urls {
-		for i := 0; i < benchWarmup; i++ {
-			if _, err := benchGet(client, urls[side]); err != nil {
-				b.Fatalf("warm-up %s: %v", sides[side], err)
-			}
-		}
-	}
-	b.ResetTimer()
-	var lat [2][]time.Duration
-	deadline := time.Now().Add(benchWarmLimit)
-	for blk := 0; len(lat[1]) < benchWarmSamples && time.Now().Before(deadline); blk++ {
-		for k := range sides {
-			side := (blk + k) % len(sides)
-			for i := 0; i < benchWarmBlock; i++ {
-				t0 := time.Now()
-				if _, err := benchGet(client, urls[side]); err != nil {
-					b.Fatalf("%s call: %v", sides[side], err)
-				}
-				lat[side] = append(lat[side], time.Since(t0))
-			}
-		}
-	}
-	var calls [2]int64
-	var spent, cpu [2]time.Duration
-	for _, side := range []int{0, 1, 1, 0} {
-		c0 := benchCPU()
-		n, d, err := benchThroughput(client, urls[side])
-		if err != nil {
-			b.Fatalf("%s throughput: %v", sides[side], err)
-		}
-		cpu[side] += benchCPU() - c0
-		calls[side] += n
-		spent[side] += d
-	}
-	b.StopTimer()
+	r := benchSides(b, client, sides[:], urls[:])
 	var st [2]benchStats
 	var rps, cpuPerCall [2]float64
 	for side := range sides {
-		st[side] = benchPercentiles(lat[side])
-		rps[side] = float64(calls[side]) / spent[side].Seconds()
-		cpuPerCall[side] = benchUS(cpu[side]) / float64(max(calls[side], 1))
+		st[side], rps[side], cpuPerCall[side] = r[side].st, r[side].rps, r[side].cpuPerCall
 	}
 	costP50 := 100 * float64(st[0].P50-st[1].P50) / float64(st[1].P50)
 	b.ReportMetric(0, "ns/op")
@@ -562,4 +477,86 @@ func BenchmarkMeteringCost(b *testing.B) {
 	fmt.Fprintf(&t, "metering: p50 %+.1f µs (%+.2f%%), p99 %+.0f µs, CPU %+.1f µs/call, throughput ×%.3f\n",
 		benchUS(st[0].P50-st[1].P50), costP50, benchUS(st[0].P99-st[1].P99), cpuPerCall[0]-cpuPerCall[1], rps[0]/rps[1])
 	b.Log("\n" + t.String())
+}
+
+// benchSide is what benchSides measured of one side.
+type benchSide struct {
+	st         benchStats // sequential latency
+	rps        float64    // throughput of benchClients clients
+	cpuPerCall float64    // µs of this process's CPU per call
+}
+
+// benchSides measures each url the same way, in one run: a warm-up, then
+// sequential latency from one client in blocks of benchWarmBlock whose
+// order rotates block to block (so drift and noise hit every side
+// equally), then throughput phases of benchClients clients in mirrored
+// order (ABC CBA), with the process CPU time of each phase. The benchmark
+// timer runs over the measurement only.
+func benchSides(b *testing.B, client *http.Client, names, urls []string) []benchSide {
+	b.Helper()
+	for side := range urls {
+		for i := 0; i < benchWarmup; i++ {
+			if _, err := benchGet(client, urls[side]); err != nil {
+				b.Fatalf("warm-up %s: %v", names[side], err)
+			}
+		}
+	}
+	b.ResetTimer()
+	lat := make([][]time.Duration, len(urls))
+	for side := range lat {
+		lat[side] = make([]time.Duration, 0, benchWarmSamples)
+	}
+	done := func() bool {
+		for _, l := range lat {
+			if len(l) < benchWarmSamples {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(benchWarmLimit)
+	for blk := 0; !done() && time.Now().Before(deadline); blk++ {
+		for k := range urls {
+			side := (blk + k) % len(urls)
+			for i := 0; i < benchWarmBlock && len(lat[side]) < benchWarmSamples; i++ {
+				t0 := time.Now()
+				_, err := benchGet(client, urls[side])
+				d := time.Since(t0)
+				if err != nil {
+					b.Fatalf("%s call: %v", names[side], err)
+				}
+				lat[side] = append(lat[side], d)
+			}
+		}
+	}
+	order := make([]int, 0, 2*len(urls))
+	for side := range urls {
+		order = append(order, side)
+	}
+	for side := len(urls) - 1; side >= 0; side-- {
+		order = append(order, side)
+	}
+	calls := make([]int64, len(urls))
+	spent := make([]time.Duration, len(urls))
+	cpu := make([]time.Duration, len(urls))
+	for _, side := range order {
+		c0 := benchCPU()
+		n, d, err := benchThroughput(client, urls[side])
+		if err != nil {
+			b.Fatalf("%s throughput: %v", names[side], err)
+		}
+		cpu[side] += benchCPU() - c0
+		calls[side] += n
+		spent[side] += d
+	}
+	b.StopTimer()
+	out := make([]benchSide, len(urls))
+	for side := range urls {
+		out[side] = benchSide{
+			st:         benchPercentiles(lat[side]),
+			rps:        float64(calls[side]) / spent[side].Seconds(),
+			cpuPerCall: benchUS(cpu[side]) / float64(max(calls[side], 1)),
+		}
+	}
+	return out
 }
