@@ -85,10 +85,12 @@ type Table[T any] interface {
 
 // Invoker runs one call of a function and writes the function's answer to
 // w, streamed. The gateway holds one per worker: in process for the worker
-// that shares its process, over HTTP for the others. Failures of the
-// function itself are written as responses (502, 504); the returned error is
-// for calls that never reached a function (no worker, draining) and has not
-// written anything to w.
+// that shares its process, over HTTP for the others. A call that got no
+// answer of the function's (no instance, draining, the function crashed or
+// timed out) returns an *Error and has written no body to w: the caller
+// answers it, with HTTPStatus. The headers it set on w by then (call id,
+// figures, HeaderOutcome when a worker metered the call) stay for that
+// answer. A caller that went away gets nil.
 type Invoker interface {
 	Invoke(w http.ResponseWriter, r *http.Request, fn *Function) error
 }
@@ -164,6 +166,12 @@ const (
 	// HeaderDeadline is the call's deadline in RFC 3339 with nanoseconds,
 	// passed to the function.
 	HeaderDeadline = "X-Gust-Deadline"
+	// HeaderOutcome is the outcome of a call as the worker metered it
+	// (OutcomeOK, OutcomeError, ...): a header on buffered and error
+	// answers, a trailer on streamed ones, whose end decides it. Its
+	// presence also says that a worker metered the call, so nobody else
+	// records it again.
+	HeaderOutcome = "X-Gust-Outcome"
 )
 
 // State is the cluster's shared state, one table per kind. Keys:

@@ -5,11 +5,15 @@
 package gust
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 )
 
-// Error codes. The gateway maps each to one HTTP status in one place.
+// Error codes. Each maps to one HTTP status (HTTPStatus), on the
+// management API and on the data plane alike.
 const (
 	ECONFLICT     = "conflict"
 	EINTERNAL     = "internal"
@@ -18,7 +22,86 @@ const (
 	EUNAUTHORIZED = "unauthorized"
 	EUNAVAILABLE  = "unavailable"
 	ETOOLARGE     = "too_large"
+	// EFUNCTION is a call whose function broke off or answered something
+	// that is not HTTP (502).
+	EFUNCTION = "function_failed"
+	// ETIMEOUT is a call whose function did not answer within its
+	// timeout (504).
+	ETIMEOUT = "timeout"
 )
+
+// statuses maps error codes to HTTP statuses: the one place this is
+// decided, used by the gateway's API, the worker's listener and the
+// gateway's client of both.
+var statuses = map[string]int{
+	ECONFLICT:     http.StatusConflict,
+	EINVALID:      http.StatusBadRequest,
+	ENOTFOUND:     http.StatusNotFound,
+	EUNAUTHORIZED: http.StatusUnauthorized,
+	EUNAVAILABLE:  http.StatusServiceUnavailable,
+	ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	EFUNCTION:     http.StatusBadGateway,
+	ETIMEOUT:      http.StatusGatewayTimeout,
+	EINTERNAL:     http.StatusInternalServerError,
+}
+
+// HTTPStatus returns the HTTP status that answers err.
+func HTTPStatus(err error) int {
+	if st, ok := statuses[ErrorCode(err)]; ok {
+		return st
+	}
+	return http.StatusInternalServerError
+}
+
+// codeOfStatus returns the error code of an HTTP error status, for
+// answers that carry none.
+func codeOfStatus(status int) string {
+	for code, st := range statuses {
+		if st == status {
+			return code
+		}
+	}
+	if status >= 400 && status < 500 {
+		return EINVALID
+	}
+	return EINTERNAL
+}
+
+// ErrorBody is the JSON shape of every error answer, of the gateway and of
+// the worker.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+	Field string `json:"field,omitempty"`
+	// ID appears in the log next to an internal error, whose details the
+	// caller does not get.
+	ID string `json:"id,omitempty"`
+}
+
+// ErrorBodyOf returns the answer of err: its code, caller-safe message
+// and field.
+func ErrorBodyOf(err error) ErrorBody {
+	return ErrorBody{Error: ErrorMessage(err), Code: ErrorCode(err), Field: ErrorField(err)}
+}
+
+// ErrorOfAnswer turns an error answer (an ErrorBody, or any other body)
+// back into the *Error it was written from, so that an error crossing a
+// hop is mapped to a status once, at the edge.
+func ErrorOfAnswer(status int, body []byte) *Error {
+	var eb ErrorBody
+	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
+		code := eb.Code
+		if code == "" {
+			code = codeOfStatus(status)
+		}
+		return &Error{Code: code, Field: eb.Field, Message: eb.Error}
+	}
+	msg := strings.TrimSpace(string(body))
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return &Error{Code: codeOfStatus(status), Message: msg}
+}
 
 // Error is an application error: a machine code, a message that is safe to
 // show to the caller, and, for invalid input, the field it concerns.
@@ -94,5 +177,5 @@ var (
 	// exited as soon as it started.
 	ErrContainerExited = errors.New("container exited")
 	// ErrDraining is returned for calls that arrive while a worker drains.
-	ErrDraining = errors.New("draining")
+	ErrDraining = &Error{Code: EUNAVAILABLE, Message: "worker is draining"}
 )

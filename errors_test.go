@@ -1,8 +1,11 @@
 package gust_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/gustfaas/gust"
@@ -52,6 +55,81 @@ func TestError_Error(t *testing.T) {
 	} {
 		if got := tt.err.Error(); got != tt.want {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestHTTPStatus(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want int
+	}{
+		{gust.Errorf(gust.ECONFLICT, "x"), http.StatusConflict},
+		{gust.Errorf(gust.EINVALID, "x"), http.StatusBadRequest},
+		{gust.Errorf(gust.ENOTFOUND, "x"), http.StatusNotFound},
+		{gust.Errorf(gust.EUNAUTHORIZED, "x"), http.StatusUnauthorized},
+		{gust.Errorf(gust.EUNAVAILABLE, "x"), http.StatusServiceUnavailable},
+		{gust.Errorf(gust.ETOOLARGE, "x"), http.StatusRequestEntityTooLarge},
+		{gust.Errorf(gust.EINTERNAL, "x"), http.StatusInternalServerError},
+		{gust.Errorf(gust.EFUNCTION, "x"), http.StatusBadGateway},
+		{gust.Errorf(gust.ETIMEOUT, "x"), http.StatusGatewayTimeout},
+		{gust.ErrDraining, http.StatusServiceUnavailable},
+		{gust.Errorf("made-up", "x"), http.StatusInternalServerError},
+		{fmt.Errorf("wrapped: %w", gust.Errorf(gust.ENOTFOUND, "x")), http.StatusNotFound},
+		{errors.New("plain"), http.StatusInternalServerError},
+	} {
+		if got := gust.HTTPStatus(tt.err); got != tt.want {
+			t.Errorf("HTTPStatus(%v) = %d, want %d", tt.err, got, tt.want)
+		}
+	}
+}
+
+
+// TestErrorOfAnswer checks that an error written in ErrorBody's shape with
+// its status comes back as the same *Error: the data plane maps an error
+// to a status once, whatever the hops.
+func TestErrorOfAnswer(t *testing.T) {
+	for _, err := range []*gust.Error{
+		gust.Invalidf("image", "image %q is bad", "x"),
+		gust.Errorf(gust.EUNAVAILABLE, "function a.b could not start"),
+		gust.Errorf(gust.ETIMEOUT, "function a.b did not answer within its timeout 1s"),
+		gust.Errorf(gust.EFUNCTION, "function a.b failed to answer: connection refused"),
+		gust.Errorf(gust.ETOOLARGE, "too big"),
+		gust.Errorf(gust.ENOTFOUND, "function a.b not found"),
+	} {
+		b, _ := json.Marshal(gust.ErrorBodyOf(err))
+		got := gust.ErrorOfAnswer(gust.HTTPStatus(err), b)
+		if *got != *err {
+			t.Errorf("ErrorOfAnswer(%d, %s) = %+v, want %+v", gust.HTTPStatus(err), b, *got, *err)
+		}
+	}
+	if got := gust.ErrorOfAnswer(http.StatusBadGateway, []byte("upstream broke\n")); got.Code != gust.EFUNCTION || got.Message != "upstream broke" {
+		t.Errorf("text answer = %+v", got)
+	}
+	if got := gust.ErrorOfAnswer(http.StatusServiceUnavailable, nil); got.Code != gust.EUNAVAILABLE || !strings.Contains(got.Message, "Unavailable") {
+		t.Errorf("empty answer = %+v", got)
+	}
+}
+
+func TestAttemptID(t *testing.T) {
+	for _, tt := range []struct {
+		id      string
+		attempt int
+		want    string
+	}{
+		{"abc", 0, "abc"}, {"abc", 1, "abc"}, {"abc", 2, "abc~2"}, {"abc", 12, "abc~12"},
+	} {
+		got := gust.AttemptID(tt.id, tt.attempt)
+		if got != tt.want {
+			t.Errorf("AttemptID(%q, %d) = %q, want %q", tt.id, tt.attempt, got, tt.want)
+		}
+		if id, n := gust.SplitAttemptID(got); id != tt.id || n != max(tt.attempt, 1) {
+			t.Errorf("SplitAttemptID(%q) = %q, %d; want %q, %d", got, id, n, tt.id, max(tt.attempt, 1))
+		}
+	}
+	for _, id := range []string{"abc~", "abc~1", "abc~0", "abc~02", "abc~x", "~2", "a~b~x"} {
+		if got, n := gust.SplitAttemptID(id); got != id || n != 1 {
+			t.Errorf("SplitAttemptID(%q) = %q, %d; want the id itself and 1", id, got, n)
 		}
 	}
 }

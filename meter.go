@@ -60,6 +60,43 @@ type CallRecord struct {
 	BytesOut int64  `json:"bytesOut"`
 }
 
+// AttemptID names the record of one attempt of a call: the call id for
+// the first attempt, "ID~N" for the Nth after it. The function sees the
+// call id every time; each attempt is a call of its own on the record.
+func AttemptID(callID string, attempt int) string {
+	if attempt <= 1 {
+		return callID
+	}
+	return callID + "~" + strconv.Itoa(attempt)
+}
+
+// SplitAttemptID is the inverse of AttemptID: "ID~N" gives ID and N, any
+// other id itself and 1.
+func SplitAttemptID(id string) (callID string, attempt int) {
+	for i := len(id) - 1; i > 0; i-- {
+		if id[i] == '~' {
+			n, err := strconv.Atoi(id[i+1:])
+			if err != nil || n < 2 || id[i+1] == '0' {
+				return id, 1
+			}
+			return id[:i], n
+		}
+	}
+	return id, 1
+}
+
+// RejectedCall is the record of a call of fn that never ran (no instance,
+// no worker, a body over the limit): it waited from arrived until now,
+// answered status, and bills nothing.
+func RejectedCall(fn *Function, callID, trigger string, arrived time.Time, status int) CallRecord {
+	d := time.Since(arrived)
+	return CallRecord{
+		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Version: fn.Version,
+		Image: fn.Spec.Image, Trigger: trigger, Start: arrived.UTC(), End: arrived.Add(d).UTC(),
+		DurationNs: int64(d), Status: status, Outcome: OutcomeRejected,
+	}
+}
+
 // InstanceRecord is the metering record of one instance's life, made when
 // it stops: the capacity a function held, for billing by held capacity.
 type InstanceRecord struct {

@@ -72,28 +72,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // ResponseError turns an error answer of the gateway into a *gust.Error.
 func ResponseError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var eb ErrorBody
-	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-		code := eb.Code
-		if code == "" {
-			code = codeOfStatus(resp.StatusCode)
-		}
-		return &gust.Error{Code: code, Field: eb.Field, Message: eb.Error}
+	if len(bytes.TrimSpace(b)) == 0 {
+		b = []byte(resp.Status)
 	}
-	msg := strings.TrimSpace(string(b))
-	if msg == "" {
-		msg = resp.Status
-	}
-	return &gust.Error{Code: codeOfStatus(resp.StatusCode), Message: msg}
-}
-
-func codeOfStatus(status int) string {
-	for code, st := range codes {
-		if st == status {
-			return code
-		}
-	}
-	return gust.EINTERNAL
+	return gust.ErrorOfAnswer(resp.StatusCode, b)
 }
 
 func nsQuery(ns string) string {

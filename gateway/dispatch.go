@@ -285,48 +285,28 @@ func (d *Dispatcher) run(ctx context.Context, fn *gust.Function, req *gust.Async
 	if err == nil {
 		err = inv.Invoke(rec, hr, fn)
 	}
-	res := result{duration: time.Since(t0)}
+	// The worker that ran (or turned away) the call says how it went.
+	res := result{duration: time.Since(t0), header: rec.header, outcome: rec.header.Get(gust.HeaderOutcome)}
 	if err != nil {
-		res.status, res.outcome, res.err = ErrorStatus(err), gust.OutcomeRejected, gust.ErrorMessage(err)
-		d.rejected(fn, req, attempt, t0, res.status)
+		res.status, res.err = gust.HTTPStatus(err), gust.ErrorMessage(err)
+		if res.outcome == "" {
+			// No worker metered it: it never reached one.
+			res.outcome = gust.OutcomeRejected
+			if d.meter != nil {
+				r := gust.RejectedCall(fn, gust.AttemptID(req.CallID, attempt), req.Trigger, t0, res.status)
+				d.meter.RecordCall(&r)
+			}
+		}
 		return res
 	}
-	res.status, res.header, res.body = rec.status, rec.header, rec.body.Bytes()
+	res.status, res.body = rec.status, rec.body.Bytes()
 	if res.status == 0 {
 		res.status = http.StatusOK
-	}
-	switch {
-	case res.status == http.StatusGatewayTimeout:
-		res.outcome = gust.OutcomeTimeout
-	case res.status == http.StatusBadGateway:
-		res.outcome = gust.OutcomeCrashed
-	case res.status == http.StatusServiceUnavailable && rec.header.Get(gust.HeaderDuration) == "":
-		res.outcome = gust.OutcomeRejected
-	case res.status >= 500:
-		res.outcome = gust.OutcomeError
-	default:
-		res.outcome = gust.OutcomeOK
 	}
 	if res.status >= 400 {
 		res.err = fmt.Sprintf("function answered %d: %s", res.status, truncate(res.body, 200))
 	}
 	return res
-}
-
-// rejected meters a call that never reached a worker.
-func (d *Dispatcher) rejected(fn *gust.Function, req *gust.AsyncRequest, attempt int, t0 time.Time, status int) {
-	if d.meter == nil {
-		return
-	}
-	id := req.CallID
-	if attempt > 1 {
-		id += "~" + strconv.Itoa(attempt)
-	}
-	now := time.Now()
-	d.meter.RecordCall(&gust.CallRecord{
-		CallID: id, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Version: fn.Version, Image: fn.Spec.Image,
-		Trigger: req.Trigger, Start: t0.UTC(), End: now.UTC(), DurationNs: int64(now.Sub(t0)), Status: status, Outcome: gust.OutcomeRejected,
-	})
 }
 
 func truncate(b []byte, n int) string {

@@ -1000,7 +1000,7 @@ func TestInvoke_InvokerError(t *testing.T) {
 			e.setOnInvoke(func(http.ResponseWriter, *http.Request, *gust.Function) error { return tt.err })
 			status, _, body := MustDo(t, http.MethodGet, e.url("/function/hello"), "")
 			wantError(t, status, body, tt.wantStatus, tt.wantCode, "")
-			eb := MustDecode[gateway.ErrorBody](t, body)
+			eb := MustDecode[gust.ErrorBody](t, body)
 			if tt.wantCode == gust.EINTERNAL {
 				if eb.ID == "" || strings.Contains(string(body), "secret") {
 					t.Errorf("internal error body = %s, want an id and no internal detail", body)
@@ -1009,28 +1009,6 @@ func TestInvoke_InvokerError(t *testing.T) {
 				t.Errorf("id = %q, want none for a non-internal error", eb.ID)
 			}
 		})
-	}
-}
-
-func TestErrorStatus(t *testing.T) {
-	for _, tt := range []struct {
-		err  error
-		want int
-	}{
-		{gust.Errorf(gust.ECONFLICT, "x"), http.StatusConflict},
-		{gust.Errorf(gust.EINVALID, "x"), http.StatusBadRequest},
-		{gust.Errorf(gust.ENOTFOUND, "x"), http.StatusNotFound},
-		{gust.Errorf(gust.EUNAUTHORIZED, "x"), http.StatusUnauthorized},
-		{gust.Errorf(gust.EUNAVAILABLE, "x"), http.StatusServiceUnavailable},
-		{gust.Errorf(gust.ETOOLARGE, "x"), http.StatusRequestEntityTooLarge},
-		{gust.Errorf(gust.EINTERNAL, "x"), http.StatusInternalServerError},
-		{gust.Errorf("made-up", "x"), http.StatusInternalServerError},
-		{fmt.Errorf("wrapped: %w", gust.Errorf(gust.ENOTFOUND, "x")), http.StatusNotFound},
-		{errors.New("plain"), http.StatusInternalServerError},
-	} {
-		if got := gateway.ErrorStatus(tt.err); got != tt.want {
-			t.Errorf("ErrorStatus(%v) = %d, want %d", tt.err, got, tt.want)
-		}
 	}
 }
 
@@ -1185,7 +1163,8 @@ func TestResponseError(t *testing.T) {
 	}{
 		{"JSON", 400, `{"error":"bad image","code":"invalid","field":"image"}`, gust.EINVALID, "image", "bad image"},
 		{"JSONNoCode", 404, `{"error":"gone"}`, gust.ENOTFOUND, "", "gone"},
-		{"Text", 502, "bad gateway\n", gust.EINTERNAL, "", "bad gateway"},
+		{"Text", 502, "bad gateway\n", gust.EFUNCTION, "", "bad gateway"},
+		{"TextUnknownStatus", 418, "teapot", gust.EINVALID, "", "teapot"},
 		{"TextKnownStatus", 503, "try later", gust.EUNAVAILABLE, "", "try later"},
 		{"Empty", 404, "", gust.ENOTFOUND, "", "404 Not Found"},
 		{"JSONWithoutError", 409, `{"code":"conflict"}`, gust.ECONFLICT, "", `{"code":"conflict"}`},

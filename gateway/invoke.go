@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -29,12 +30,13 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	r.Header.Del(gust.HeaderTrigger) // set by Gust's own dispatchers only
 	r.Header.Del(gust.HeaderAttempt)
 	if r.ContentLength > s.cfg.MaxBodyBytes {
-		s.reject(fn, callID, callerID, arrived, http.StatusRequestEntityTooLarge)
-		return gust.Errorf(gust.ETOOLARGE, "request body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes)
+		err := gust.Errorf(gust.ETOOLARGE, "request body of %d bytes is over the limit of %d", r.ContentLength, s.cfg.MaxBodyBytes)
+		s.reject(fn, callID, callerID, arrived, err)
+		return err
 	}
 	inv, err := s.router.Invoker(r.Context(), fn)
 	if err != nil {
-		s.reject(fn, callID, callerID, arrived, ErrorStatus(err))
+		s.reject(fn, callID, callerID, arrived, err)
 		return err
 	}
 	// The function sees its own sub-path; the rest of the request is
@@ -45,7 +47,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	u.RawPath = "/" + sub
 	u.Path = u.RawPath
 	if strings.IndexByte(sub, '%') >= 0 {
-		if p, err := pathUnescape(u.RawPath); err == nil {
+		if p, err := url.PathUnescape(u.RawPath); err == nil {
 			u.Path = p
 		}
 	}
@@ -55,10 +57,11 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	// the connection.
 	r2.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	if err := inv.Invoke(w, r2, fn); err != nil {
-		// Nothing reached a function (its worker is down or draining):
-		// still a call on the record. A worker that metered it already
-		// used the same id, so the store keeps one.
-		s.reject(fn, callID, callerID, arrived, ErrorStatus(err))
+		// A worker that metered the call said so (its outcome); a call
+		// that reached no worker is still a call on the record.
+		if w.Header().Get(gust.HeaderOutcome) == "" {
+			s.reject(fn, callID, callerID, arrived, err)
+		}
 		return err
 	}
 	return nil
@@ -66,19 +69,15 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 
 // reject meters a call the gateway turned away before any worker saw it:
 // a failed call is still a call on the record.
-func (s *Server) reject(fn *gust.Function, callID, callerID string, arrived time.Time, status int) {
+func (s *Server) reject(fn *gust.Function, callID, callerID string, arrived time.Time, err error) {
 	if s.meter == nil {
 		return
 	}
-	if callerID == callID {
-		callerID = ""
+	rec := gust.RejectedCall(fn, callID, gust.TriggerHTTP, arrived, gust.HTTPStatus(err))
+	if callerID != callID {
+		rec.CallerID = callerID
 	}
-	now := time.Now()
-	s.meter.RecordCall(&gust.CallRecord{
-		CallID: callID, CallerID: callerID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Version: fn.Version,
-		Image: fn.Spec.Image, Trigger: gust.TriggerHTTP, Start: arrived.UTC(), End: now.UTC(),
-		DurationNs: int64(now.Sub(arrived)), Status: status, Outcome: gust.OutcomeRejected,
-	})
+	s.meter.RecordCall(&rec)
 }
 
 // target resolves the function of a call path, prefix +

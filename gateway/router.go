@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -182,7 +182,7 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 		inv := rt.invokers[id]
 		rt.mu.RUnlock()
 		if inv == nil {
-			inv = newHTTPInvoker(w.Addr, rt.transport)
+			inv = newHTTPInvoker(id, w.Addr, rt.transport, rt.logger)
 			rt.mu.Lock()
 			rt.invokers[id] = inv
 			rt.mu.Unlock()
@@ -237,12 +237,20 @@ func splitKey(key string) (ns, name string) {
 	return "", key
 }
 
-// httpInvoker calls a worker on another host over HTTP.
+// httpInvoker calls a worker on another host over HTTP. It keeps the
+// data plane's contract: a worker's error answer (one that carries an
+// outcome other than the function's own) comes back as the *gust.Error
+// the worker's Invoke returned, so the gateway maps it once, as it does
+// for the worker in its own process.
 type httpInvoker struct {
-	base      string // for messages
+	id        string // worker id, for messages
 	host      string // host:port of the worker
 	transport *http.Transport
+	logger    *zap.Logger
 }
+
+// maxErrorAnswer bounds the error answer of a worker that is read.
+const maxErrorAnswer = 64 << 10
 
 // Invoke implements gust.Invoker.
 func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Function) error {
@@ -257,20 +265,34 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 		if proxy.IsBodyTooLarge(err) {
 			return gust.Errorf(gust.ETOOLARGE, "request body is over the gateway's limit")
 		}
-		if errors.Is(err, context.Canceled) {
-			return nil
+		if r.Context().Err() != nil {
+			return nil // the caller went away
 		}
-		return gust.Errorf(gust.EUNAVAILABLE, "worker at %s did not answer: %v", h.base, err)
+		// The worker's address stays in the log: callers get its id.
+		h.logger.Warn("worker did not answer", zap.String("worker_id", h.id), zap.String("addr", h.host), zap.Error(err))
+		return gust.Errorf(gust.EUNAVAILABLE, "worker %s did not answer", h.id)
 	}
 	defer resp.Body.Close()
 	proxy.CopyHeader(w.Header(), resp)
+	// The function's answers carry the outcome ok or error, as a header
+	// or (streamed) an announced trailer; anything else is the worker's
+	// own error answer, metered by it when it has an outcome.
+	o := resp.Header.Get(gust.HeaderOutcome)
+	_, streamed := resp.Trailer[gust.HeaderOutcome]
+	if !streamed && o != gust.OutcomeOK && o != gust.OutcomeError {
+		w.Header().Del("Content-Type")
+		w.Header().Del("Content-Length")
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorAnswer))
+		return gust.ErrorOfAnswer(resp.StatusCode, b)
+	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = proxy.CopyBody(w, resp)
+	proxy.CopyTrailer(w.Header(), resp)
 	return nil
 }
 
-func newHTTPInvoker(base string, tr *http.Transport) *httpInvoker {
+func newHTTPInvoker(id, base string, tr *http.Transport, logger *zap.Logger) *httpInvoker {
 	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
 	host, _, _ = strings.Cut(host, "/")
-	return &httpInvoker{base: base, host: host, transport: tr}
+	return &httpInvoker{id: id, host: host, transport: tr, logger: logger}
 }

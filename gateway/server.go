@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -173,39 +172,13 @@ func handle(s *Server, fn func(w http.ResponseWriter, r *http.Request) error) ht
 	}
 }
 
-// codes maps error codes to HTTP statuses; the one place this is decided.
-var codes = map[string]int{
-	gust.ECONFLICT:     http.StatusConflict,
-	gust.EINVALID:      http.StatusBadRequest,
-	gust.ENOTFOUND:     http.StatusNotFound,
-	gust.EUNAUTHORIZED: http.StatusUnauthorized,
-	gust.EUNAVAILABLE:  http.StatusServiceUnavailable,
-	gust.ETOOLARGE:     http.StatusRequestEntityTooLarge,
-	gust.EINTERNAL:     http.StatusInternalServerError,
-}
-
-// ErrorStatus returns the HTTP status for an error.
-func ErrorStatus(err error) int {
-	if st, ok := codes[gust.ErrorCode(err)]; ok {
-		return st
-	}
-	return http.StatusInternalServerError
-}
-
-// ErrorBody is the JSON shape of every error answer.
-type ErrorBody struct {
-	Error string `json:"error"`
-	Code  string `json:"code"`
-	Field string `json:"field,omitempty"`
-	// ID appears in the gateway's log next to the internal error.
-	ID string `json:"id,omitempty"`
-}
-
+// writeError answers err: the status of its code (gust.HTTPStatus, the
+// table the worker uses too) and gust.ErrorBody. Internal errors are
+// logged in full under an id the caller gets instead of their details.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	code := gust.ErrorCode(err)
-	body := ErrorBody{Error: gust.ErrorMessage(err), Code: code, Field: gust.ErrorField(err)}
-	status := ErrorStatus(err)
-	if code == gust.EINTERNAL {
+	body := gust.ErrorBodyOf(err)
+	status := gust.HTTPStatus(err)
+	if body.Code == gust.EINTERNAL {
 		body.ID = newID(8)
 		s.logger.Error("internal error", zap.String("error_id", body.ID), zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 	} else if ce := s.logger.Check(zap.DebugLevel, "request failed"); ce != nil {
@@ -231,5 +204,3 @@ func newID(n int) string {
 	}
 	return hex.EncodeToString(b[:n])
 }
-
-func pathUnescape(p string) (string, error) { return url.PathUnescape(p) }

@@ -1,16 +1,18 @@
 package worker
 
 import (
-	"encoding/json"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/gustfaas/gust"
 )
 
-var jsonMarshal = json.Marshal
-
-// Handler serves calls from gateways on other hosts, and /healthz.
+// Handler serves calls from gateways on other hosts, and /healthz. Its
+// answers follow the data plane's contract: the function's answer as it
+// is, or an error in gust.ErrorBody's shape with the status of its code,
+// and the call's outcome in gust.HeaderOutcome either way.
 func (w *Worker) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
@@ -28,10 +30,10 @@ func (w *Worker) serveInvoke(rw http.ResponseWriter, r *http.Request) {
 	w.mu.Lock()
 	fn := w.functions[key]
 	w.mu.Unlock()
-	if fn == nil || r.Header.Get(gust.HeaderFunctionVersion) > "" && r.Header.Get(gust.HeaderFunctionVersion) != uitoa(fn.Version) {
+	if v := r.Header.Get(gust.HeaderFunctionVersion); fn == nil || v != "" && v != strconv.FormatUint(fn.Version, 10) {
 		f, _, err := w.state.Functions.Get(r.Context(), key)
 		if err != nil {
-			writeError(rw, http.StatusNotFound, "function "+key+" not found")
+			writeError(rw, gust.Errorf(gust.ENOTFOUND, "function %s not found", key))
 			return
 		}
 		fn = &f
@@ -41,15 +43,11 @@ func (w *Worker) serveInvoke(rw http.ResponseWriter, r *http.Request) {
 	u := *r.URL
 	u.RawPath = "/" + sub
 	u.Path = u.RawPath
-	if p, err := unescapePath(u.RawPath); err == nil {
+	if p, err := url.PathUnescape(u.RawPath); err == nil {
 		u.Path = p
 	}
 	r2.URL = &u
 	if err := w.Invoke(rw, r2, fn); err != nil {
-		status := http.StatusServiceUnavailable
-		if gust.ErrorCode(err) == gust.ENOTFOUND {
-			status = http.StatusNotFound
-		}
-		writeError(rw, status, gust.ErrorMessage(err))
+		writeError(rw, err)
 	}
 }

@@ -3,12 +3,14 @@ package worker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gustfaas/gust"
@@ -54,7 +56,9 @@ func (c *countingReader) Close() error { return c.r.Close() }
 // the path the function sees. The call gets the function's timeout once it
 // has a slot; it waits for one at most that timeout plus the ready
 // timeout. Every call, failed ones included, is metered before the caller
-// sees the end of the answer.
+// sees the end of the answer, and its outcome is on the answer
+// (HeaderOutcome). A call that got no answer of the function's returns an
+// *gust.Error, as gust.Invoker says.
 func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Function) error {
 	w.calls.Add(1)
 	defer w.calls.Done()
@@ -79,14 +83,15 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		rec.CallerID = callerID
 	}
 	if a := r.Header.Get(gust.HeaderAttempt); a != "" && a != "1" {
-		// Each attempt of an async call is a call of its own on the
-		// record; the function sees the same call id every time.
-		rec.CallID += "~" + a
+		n, _ := strconv.Atoi(a)
+		rec.CallID = gust.AttemptID(rec.CallID, n)
 	}
+	h := rw.Header()
+	h.Set(gust.HeaderCallID, callerID)
 
 	p, err := w.poolFor(fn)
 	if err != nil {
-		w.reject(rec, arrived, fn.Key())
+		w.reject(h, rec, fn, arrived, err)
 		return err
 	}
 	p.mu.Lock()
@@ -100,8 +105,9 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	// become ready.
 	in, cold, err := p.acquire(r.Context(), cfg.Timeout+w.cfg.ReadyTimeout)
 	if err != nil {
-		w.reject(rec, arrived, p.key)
-		return acquireError(err, fn, cfg, w.cfg.ReadyTimeout)
+		err = acquireError(err, fn, cfg, w.cfg.ReadyTimeout)
+		w.reject(h, rec, fn, arrived, err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 	defer cancel()
@@ -109,6 +115,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	rec.Instance, rec.ColdStart = in.id, cold
 	if cold {
 		rec.InitNs = int64(in.initDur)
+		h.Set(gust.HeaderColdStart, "true")
 	}
 
 	deadline, _ := ctx.Deadline()
@@ -120,21 +127,16 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	}
 	out, err := proxy.Outbound(ctx, r, in.host, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
-		w.reject(rec, arrived, p.key)
-		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
+		err = gust.Errorf(gust.EINVALID, "bad request: %v", err)
+		w.reject(h, rec, fn, arrived, err)
+		return err
 	}
 	out.Header.Set(gust.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
 	start := time.Now()
 	rec.Start = start
 	resp, err := w.transport.RoundTrip(out)
-	h := rw.Header()
-	h.Set(gust.HeaderCallID, callerID)
-	if cold {
-		h.Set(gust.HeaderColdStart, "true")
-	}
 	if err != nil {
-		w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, body)
-		return nil
+		return w.failed(h, r, p, in, fn, cfg, ctx, err, rec, body)
 	}
 	defer resp.Body.Close()
 	rec.Status = resp.StatusCode
@@ -147,16 +149,12 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		// Read the whole answer first: the headers then carry the exact
 		// figures of the record.
 		if _, err := cs.buf.ReadFrom(resp.Body); err != nil {
-			w.failed(rw, r, p, in, fn, cfg, ctx, err, rec, body)
-			return nil
+			return w.failed(h, r, p, in, fn, cfg, ctx, err, rec, body)
 		}
 		w.finish(rec, time.Now(), body.n, int64(cs.buf.Len()))
 		proxy.CopyHeader(h, resp)
-		h.Set(gust.HeaderCallID, callerID)
-		setFigures(h, rec)
-		if cold {
-			h.Set(gust.HeaderColdStart, "true")
-		}
+		setFigures(h, rec, callerID, cold)
+		h.Set(gust.HeaderOutcome, rec.Outcome)
 		// Record before writing: a large answer may reach the caller
 		// whole before this handler returns.
 		w.meterCall(rec, p.key)
@@ -165,15 +163,18 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		return nil
 	}
 
-	// Stream: the figures come as trailers once the answer has ended.
+	// Stream: the figures and the outcome come as trailers once the
+	// answer has ended.
 	proxy.CopyHeader(h, resp)
 	h.Del("Content-Length")
+	h.Del(gust.HeaderOutcome) // the function's own would be a forgery
 	h.Set(gust.HeaderCallID, callerID)
 	if cold {
 		h.Set(gust.HeaderColdStart, "true")
 	}
 	h.Add("Trailer", gust.HeaderDuration)
 	h.Add("Trailer", gust.HeaderBilled)
+	h.Add("Trailer", gust.HeaderOutcome)
 	rw.WriteHeader(resp.StatusCode)
 	n, cerr := proxy.CopyBody(rw, resp)
 	w.finish(rec, time.Now(), body.n, n)
@@ -188,7 +189,8 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		}
 	}
 	proxy.CopyTrailer(h, resp)
-	setFigures(h, rec)
+	setFigures(h, rec, callerID, cold)
+	h.Set(gust.HeaderOutcome, rec.Outcome)
 	w.meterCall(rec, p.key)
 	return nil
 }
@@ -201,18 +203,25 @@ func (w *Worker) finish(rec *gust.CallRecord, end time.Time, in, out int64) {
 	rec.BytesIn, rec.BytesOut = in, out
 }
 
-// setFigures writes the duration and billed duration headers.
-func setFigures(h http.Header, rec *gust.CallRecord) {
+// setFigures writes Gust's headers of a call that ran: its call id, cold
+// start, duration and billed duration (after the function's own headers,
+// which cannot forge them).
+func setFigures(h http.Header, rec *gust.CallRecord, callerID string, cold bool) {
+	h.Set(gust.HeaderCallID, callerID)
+	if cold {
+		h.Set(gust.HeaderColdStart, "true")
+	}
 	h.Set(gust.HeaderDuration, strconv.FormatFloat(float64(rec.DurationNs)/1e9, 'f', 9, 64))
 	h.Set(gust.HeaderBilled, strconv.FormatFloat(float64(rec.BilledNs)/1e9, 'f', 9, 64))
 }
 
-// reject meters a call that never ran: no instance could be had.
-func (w *Worker) reject(rec *gust.CallRecord, arrived time.Time, key string) {
-	rec.DurationNs = int64(time.Since(arrived))
-	rec.Start, rec.End = arrived, arrived.Add(time.Duration(rec.DurationNs))
-	rec.Status, rec.Outcome = http.StatusServiceUnavailable, gust.OutcomeRejected
-	w.meterCall(rec, key)
+// reject meters a call that never ran and says so on its answer.
+func (w *Worker) reject(h http.Header, rec *gust.CallRecord, fn *gust.Function, arrived time.Time, err error) {
+	r := gust.RejectedCall(fn, rec.CallID, rec.Trigger, arrived, gust.HTTPStatus(err))
+	r.CallerID, r.Worker, r.MemoryMiB = rec.CallerID, rec.Worker, rec.MemoryMiB
+	*rec = r
+	h.Set(gust.HeaderOutcome, gust.OutcomeRejected)
+	w.meterCall(rec, fn.Key())
 }
 
 // meterCall hands the record to the meter and counts the call.
@@ -238,53 +247,72 @@ func acquireError(err error, fn *gust.Function, cfg gust.FunctionConfig, ready t
 		return gust.Errorf(gust.EUNAVAILABLE, "function %s could not start: %s", fn.Key(), gust.ErrorMessage(errors.Unwrap(err)))
 	case errors.Is(err, errNoSlot):
 		return gust.Errorf(gust.EUNAVAILABLE, "function %s had no free instance within %s (its timeout %s and the ready timeout %s)", fn.Key(), cfg.Timeout+ready, cfg.Timeout, ready)
-	case errors.Is(err, gust.ErrDraining):
-		return gust.Errorf(gust.EUNAVAILABLE, "worker is draining")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return gust.Errorf(gust.EUNAVAILABLE, "call of %s ended while it waited for an instance", fn.Key())
 	}
 	return err
 }
 
-// failed answers and meters a call that got no (whole) answer from its
-// instance: 413 for a body over the limit, 504 past the timeout, 502 when
-// the function crashed or answered something that is not HTTP. The
-// instance is checked and replaced if it does not recover.
-func (w *Worker) failed(rw http.ResponseWriter, r *http.Request, p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, ctx context.Context, err error, rec *gust.CallRecord, body *countingReader) {
-	status, outcome, msg := http.StatusBadGateway, gust.OutcomeCrashed, "function "+fn.Key()+" failed to answer: "+trimErr(err)
+// failed meters a call that got no (whole) answer from its instance and
+// returns its error: ETOOLARGE for a body over the limit, ETIMEOUT past
+// the function's timeout, EFUNCTION when the function broke the
+// connection or answered something that is not HTTP; nil when the caller
+// went away. A timed-out or crashed instance is checked and replaced if it
+// does not recover.
+func (w *Worker) failed(h http.Header, r *http.Request, p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, ctx context.Context, err error, rec *gust.CallRecord, body *countingReader) error {
+	var out error
+	outcome := gust.OutcomeCrashed
 	switch {
 	case proxy.IsBodyTooLarge(err):
-		status, outcome, msg = http.StatusRequestEntityTooLarge, gust.OutcomeRejected, "request body is over the gateway's limit"
+		outcome, out = gust.OutcomeRejected, gust.Errorf(gust.ETOOLARGE, "request body is over the gateway's limit")
 	case r.Context().Err() != nil:
-		status, outcome, msg = 499, gust.OutcomeError, "caller went away"
+		outcome = gust.OutcomeError // caller went away: nobody to answer
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		status, outcome, msg = http.StatusGatewayTimeout, gust.OutcomeTimeout, "function "+fn.Key()+" did not answer within its timeout "+cfg.Timeout.String()
+		outcome, out = gust.OutcomeTimeout, gust.Errorf(gust.ETIMEOUT, "function %s did not answer within its timeout %s", fn.Key(), cfg.Timeout)
+	default:
+		out = gust.Errorf(gust.EFUNCTION, "function %s failed to answer: %s", fn.Key(), transportFailure(err))
 	}
 	w.finish(rec, time.Now(), body.n, 0)
-	rec.Status, rec.Outcome = status, outcome
+	rec.Status, rec.Outcome = 499, outcome
+	if out != nil {
+		rec.Status = gust.HTTPStatus(out)
+	}
 	if outcome == gust.OutcomeRejected {
 		rec.BilledNs = 0 // it never ran
 	}
-	if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
+	if outcome == gust.OutcomeCrashed || outcome == gust.OutcomeTimeout {
 		p.mu.Lock()
 		in.suspect = true
 		p.mu.Unlock()
-		go w.recheck(p, in, cfg)
-		p.logger.Warn("call failed", zap.String("invocation_id", rec.CallID), zap.String("instance_id", in.id), zap.Int("status", status), zap.Error(err))
+		w.recheckLater(p, in, cfg)
+		p.logger.Warn("call failed", zap.String("invocation_id", rec.CallID), zap.String("instance_id", in.id), zap.Int("status", rec.Status), zap.Error(err))
 	}
-	if status != 499 {
-		setFigures(rw.Header(), rec)
-		writeError(rw, status, msg)
-	}
+	setFigures(h, rec, h.Get(gust.HeaderCallID), rec.ColdStart)
+	h.Set(gust.HeaderOutcome, outcome)
 	w.meterCall(rec, p.key)
+	return out
 }
 
-// trimErr drops the URL that net/http puts in front of transport errors:
-// the caller knows which function it called.
-func trimErr(err error) string {
-	s := err.Error()
-	if i := strings.Index(s, "\": "); i >= 0 {
-		return s[i+3:]
+// transportFailure says how a call to an instance failed, in words that
+// carry none of the transport's error text: that names the instance's
+// address, which callers must not see.
+func transportFailure(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before a whole answer"
 	}
-	return s
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "no answer in time"
+	}
+	return "the answer was not valid HTTP"
+}
+
+// recheckLater runs recheck in a goroutine the worker owns.
+func (w *Worker) recheckLater(p *pool, in *instance, cfg gust.FunctionConfig) {
+	w.spawn(func() { w.recheck(p, in, cfg) })
 }
 
 // recheck probes an instance after a failed call: if it answers its
@@ -322,10 +350,11 @@ func (w *Worker) recheck(p *pool, in *instance, cfg gust.FunctionConfig) {
 	}
 }
 
-// writeError writes a JSON error answer.
-func writeError(rw http.ResponseWriter, status int, msg string) {
+// writeError answers err in the data plane's error shape, with the
+// status of its code (the table the gateway uses too).
+func writeError(rw http.ResponseWriter, err error) {
 	rw.Header().Set("Content-Type", "application/json")
-	rw.WriteHeader(status)
-	b, _ := jsonMarshal(map[string]string{"error": msg})
+	rw.WriteHeader(gust.HTTPStatus(err))
+	b, _ := json.Marshal(gust.ErrorBodyOf(err))
 	rw.Write(append(b, '\n'))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -516,7 +517,7 @@ func (w *Worker) probe(ctx context.Context, base string, cfg gust.FunctionConfig
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if cfg.HealthTCP {
-		var d netDialer
+		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", base[len("http://"):])
 		if err != nil {
 			return err

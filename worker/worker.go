@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -72,7 +71,9 @@ type Worker struct {
 
 	ctx         context.Context // ends when the worker closes
 	cancel      context.CancelFunc
-	wg          sync.WaitGroup // background loops
+	wg          sync.WaitGroup // background goroutines; added to only through spawn
+	spawnMu     sync.Mutex     // orders spawn's wg.Add before Drain's wg.Wait
+	spawnClosed bool
 	calls       sync.WaitGroup // calls in flight, for drain
 	stopPrepare func() error
 
@@ -167,6 +168,23 @@ func (w *Worker) Start(ctx context.Context) error {
 	}()
 	w.logger.Info("worker started", zap.String("addr", w.cfg.Addr))
 	return nil
+}
+
+// spawn runs fn in a goroutine the worker owns: Drain waits for it. Once
+// Drain has begun waiting, nothing more is started and spawn reports
+// false (WaitGroup.Add must not race with Wait).
+func (w *Worker) spawn(fn func()) bool {
+	w.spawnMu.Lock()
+	defer w.spawnMu.Unlock()
+	if w.spawnClosed {
+		return false
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 func (w *Worker) loop(every time.Duration, fn func()) {
@@ -504,6 +522,9 @@ func (w *Worker) Drain(ctx context.Context) error {
 	// Instances still starting finish starting; wait for them, then remove
 	// everything left with this worker's label.
 	w.cancel()
+	w.spawnMu.Lock()
+	w.spawnClosed = true
+	w.spawnMu.Unlock()
 	w.wg.Wait()
 	rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -536,5 +557,3 @@ func shortID(id string) string {
 	}
 	return id
 }
-
-type netDialer = net.Dialer

@@ -87,9 +87,9 @@ func waitContainers(tb testing.TB, m *UpMain, name string, n int, within time.Du
 }
 
 // errorBody decodes a JSON error answer.
-func errorBody(tb testing.TB, body string) gateway.ErrorBody {
+func errorBody(tb testing.TB, body string) gust.ErrorBody {
 	tb.Helper()
-	var eb gateway.ErrorBody
+	var eb gust.ErrorBody
 	if err := json.Unmarshal([]byte(body), &eb); err != nil {
 		tb.Fatalf("error answer is not JSON: %q", body)
 	}
