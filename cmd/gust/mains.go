@@ -20,6 +20,7 @@ import (
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/spool"
+	"github.com/gustfaas/gust/internal/sqlite"
 	"github.com/gustfaas/gust/scheduler"
 	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap"
@@ -343,7 +344,7 @@ func sanitizeID(s string) string {
 type Metering struct {
 	Metrics *metrics.Metrics
 	Meter   *natsbus.Meter
-	Store   *billing.Store
+	Store   *sqlite.Store
 	ingest  *natsbus.Ingest
 	bus     *natsbus.Bus
 	logger  *zap.Logger
@@ -371,7 +372,7 @@ func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *me
 	mt.Meter = natsbus.NewMeter(bus, sp, m, logger)
 	mt.Meter.Start()
 	if cfg.Store {
-		if mt.Store, err = billing.Open(filepath.Join(cfg.DataDir, "billing.db"), logger.Named("billing")); err != nil {
+		if mt.Store, err = sqlite.Open(filepath.Join(cfg.DataDir, "billing.db"), logger.Named("billing")); err != nil {
 			mt.Close()
 			return nil, err
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/sqlite"
 	"github.com/shopspring/decimal"
 )
 
@@ -672,7 +673,7 @@ func TestMeteringReplayIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = bus.Close() })
-	store, err := billing.Open(filepath.Join(t.TempDir(), "replay.db"), logger)
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "replay.db"), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

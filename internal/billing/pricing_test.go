@@ -2,7 +2,6 @@ package billing
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -436,25 +435,3 @@ func TestWriteTable(t *testing.T) {
 type failWriter struct{}
 
 func (failWriter) Write([]byte) (int, error) { return 0, os.ErrClosed }
-
-// TestReport_FromStore prices what the store sums: the report's request
-// count is the number of stored calls.
-func TestReport_FromStore(t *testing.T) {
-	s := usageFixture(t)
-	rows, inst, err := s.Usage(context.Background(), gust.CallFilter{}, gust.GroupByMonth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := DefaultPricing().Report(rows, inst, gust.GroupByMonth, nil, nil)
-	if r.Total.Requests != 6 || r.Total.Errors != 3 || r.Total.ColdStarts != 2 {
-		t.Errorf("total = %+v, want 6 requests, 3 errors, 2 cold starts", r.Total)
-	}
-	// Billed: 1 + 1500 + 100 + 1 + 2 + 0 ms.
-	assertDec(t, "billedSeconds", r.Total.BilledSeconds, "1.604")
-	// 128×1 + 128×1500 + 1024×100 + 256×1 + 512×2 = 295808 MiB-ms;
-	// 295.808 MiB-s / 1024 = 0.288875 GB-s.
-	assertDec(t, "gbSeconds", r.Total.GBSeconds, "0.288875")
-	if len(r.Groups) != 3 {
-		t.Errorf("groups = %+v, want 3 months", r.Groups)
-	}
-}

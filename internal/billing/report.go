@@ -1,3 +1,8 @@
+// Package billing turns usage into money: prices from configuration
+// (Pricing), and priced reports (Report) as JSON, CSV or a table, with
+// exact decimal arithmetic. It is pure Go, so that the gateway, which
+// prices reports, links no database: the stores that sum usage (the
+// SQLite one is internal/sqlite) live apart behind gust.BillingStore.
 package billing
 
 import (
@@ -13,6 +18,10 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/shopspring/decimal"
 )
+
+// DefaultLimit is the page size of a calls listing when the filter sets
+// none: the gateway's default, and the stores' when given no limit.
+const DefaultLimit = 100
 
 // TotalGroup is the group name of a report's total row.
 const TotalGroup = "TOTAL"

@@ -1,12 +1,9 @@
-// Package billing keeps metering records in SQLite and turns usage into
-// priced reports.
-//
-// Store is the embedded gust.BillingStore: one SQLite file (pure-Go driver,
-// WAL journal) with a table of call records and a table of instance
-// records, both keyed by their id so that adding a record twice changes
-// nothing. Pricing and Report turn the store's integer usage sums into
-// costs with exact decimal arithmetic.
-package billing
+// Package sqlite is the embedded gust.BillingStore: metering records in
+// one SQLite file (pure-Go driver, WAL journal), a table of call records
+// and a table of instance records, both keyed by their id so that adding
+// a record twice changes nothing. It is the only package that links the
+// SQLite driver; pricing the usage sums it returns is internal/billing's.
+package sqlite
 
 import (
 	"context"
@@ -19,14 +16,12 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/billing"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
-
-// DefaultLimit is the page size of Calls when the filter sets none.
-const DefaultLimit = 100
 
 // busyTimeout is how long a connection waits for a lock held by another
 // connection or process before it fails with SQLITE_BUSY.
@@ -301,7 +296,7 @@ func (s *Store) Call(ctx context.Context, callID string) (gust.CallRecord, error
 func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord, string, error) {
 	limit := f.Limit
 	if limit <= 0 {
-		limit = DefaultLimit
+		limit = billing.DefaultLimit
 	}
 	where, args := callWhere(f)
 	if f.Cursor != "" {
@@ -320,7 +315,7 @@ func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord
 		return nil, "", fmt.Errorf("list calls: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
-	recs := make([]gust.CallRecord, 0, min(limit, DefaultLimit))
+	recs := make([]gust.CallRecord, 0, min(limit, billing.DefaultLimit))
 	more := false
 	for rows.Next() {
 		if len(recs) == limit {

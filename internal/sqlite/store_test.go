@@ -1,4 +1,4 @@
-package billing
+package sqlite
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/billing"
+	"github.com/shopspring/decimal"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -635,5 +637,31 @@ func TestStore_Usage_Buckets(t *testing.T) {
 		if !reflect.DeepEqual(gotKeys, want) {
 			t.Errorf("%s: got %+v\nwant %+v", groupBy, gotKeys, want)
 		}
+	}
+}
+
+// TestReport_FromStore prices what the store sums with internal/billing:
+// the report's request count is the number of stored calls.
+func TestReport_FromStore(t *testing.T) {
+	s := usageFixture(t)
+	rows, inst, err := s.Usage(context.Background(), gust.CallFilter{}, gust.GroupByMonth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := billing.DefaultPricing().Report(rows, inst, gust.GroupByMonth, nil, nil)
+	if r.Total.Requests != 6 || r.Total.Errors != 3 || r.Total.ColdStarts != 2 {
+		t.Errorf("total = %+v, want 6 requests, 3 errors, 2 cold starts", r.Total)
+	}
+	// Billed: 1 + 1500 + 100 + 1 + 2 + 0 ms.
+	if want := decimal.RequireFromString("1.604"); !r.Total.BilledSeconds.Equal(want) {
+		t.Errorf("billedSeconds = %s, want %s", r.Total.BilledSeconds, want)
+	}
+	// 128×1 + 128×1500 + 1024×100 + 256×1 + 512×2 = 295808 MiB-ms;
+	// 295.808 MiB-s / 1024 = 0.288875 GB-s.
+	if want := decimal.RequireFromString("0.288875"); !r.Total.GBSeconds.Equal(want) {
+		t.Errorf("gbSeconds = %s, want %s", r.Total.GBSeconds, want)
+	}
+	if len(r.Groups) != 3 {
+		t.Errorf("groups = %+v, want 3 months", r.Groups)
 	}
 }
