@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"go.uber.org/zap"
+)
+
+// runAsync runs one delivery of an async call: the attempt, then a retry
+// with backoff, a dead letter, or done; the callback follows the final
+// result. The message is acknowledged only once that is decided and
+// recorded.
+func (d *Dispatcher) runAsync(key string, dl gust.Delivery) {
+	var req gust.AsyncRequest
+	if err := json.Unmarshal(dl.Data(), &req); err != nil {
+		d.logger.Error("undecodable async call dropped", zap.String("function", key), zap.Error(err))
+		_ = dl.Ack()
+		return
+	}
+	d.attempt(&req, dl)
+}
+
+// attempt runs one attempt of a queued call and settles the delivery.
+func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
+	key := gust.FunctionKey(req.Namespace, req.Function)
+	logger := d.logger.With(zap.String("function", key), zap.String("invocation_id", req.CallID))
+	ctx := d.ctx
+	try := dl.Attempt()                // delivery of this queue message
+	attempt := req.AttemptOffset + try // attempt of the call, across redrives
+	// A redelivery of a call that already finished (the process died
+	// before acknowledging, or the ack was lost) does not run it again.
+	// Even a first delivery may be one: after a crash JetStream may not
+	// have kept that it delivered the message. A redrive resets the
+	// status (to its attempt offset) before it enqueues.
+	if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil &&
+		(st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts > req.AttemptOffset {
+		_ = dl.Ack()
+		return
+	}
+	fn := d.router.Function(req.Namespace, req.Function)
+	if fn == nil {
+		d.deadLetter(req, dl, attempt, 0, "function "+key+" does not exist", logger)
+		return
+	}
+	cfg := fn.Config()
+	if age := time.Since(req.Enqueued); try > 1 && age > cfg.Retry.MaxAge {
+		d.deadLetter(req, dl, attempt-1, 0, fmt.Sprintf("older than gust.retry.max-age %s", cfg.Retry.MaxAge), logger)
+		return
+	}
+	d.setStatus(req, gust.AsyncRunning, attempt, 0, "", nil)
+	stopBeat := d.heartbeat(dl)
+	res := d.run(ctx, fn, req, attempt)
+	stopBeat()
+	if ctx.Err() != nil {
+		return // shutting down: the message comes back to whoever runs next
+	}
+	switch {
+	case res.status < 400:
+		d.setStatus(req, gust.AsyncSucceeded, attempt, res.status, "", nil)
+		d.count(key, "succeeded")
+		d.callback(req, res, logger)
+		_ = dl.Ack()
+	case cfg.Retry.Retryable(res.status, res.outcome) && try < cfg.Retry.MaxAttempts:
+		delay := cfg.Retry.Backoff(try, rand.Float64())
+		next := time.Now().Add(delay)
+		d.setStatus(req, gust.AsyncFailed, attempt, res.status, res.err, &next)
+		d.count(key, "retried")
+		logger.Info("async call failed; will retry", zap.Int("attempt", attempt), zap.Int("status", res.status), zap.Duration("delay", delay))
+		_ = dl.Retry(delay)
+	default:
+		d.deadLetter(req, dl, attempt, res.status, res.err, logger)
+		d.callback(req, res, logger)
+	}
+}
+
+// ackWait is how long a delivery may go without word before JetStream
+// hands it to another dispatcher: a dispatcher that died holding a call
+// gives it up this soon. Calls that run longer send heartbeats.
+const ackWait = 30 * time.Second
+
+// heartbeat tells the queue, while a call runs, that its delivery is still
+// being worked on. It returns the function that stops it.
+func (d *Dispatcher) heartbeat(dl gust.Delivery) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = dl.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func (d *Dispatcher) count(key, result string) {
+	if d.metrics != nil {
+		d.metrics.AsyncAttempts.WithLabelValues(key, result).Inc()
+	}
+}
+
+func (d *Dispatcher) setStatus(req *gust.AsyncRequest, state string, attempts, status int, lastErr string, next *time.Time) {
+	if req.Trigger == gust.TriggerEvent && state != gust.AsyncDeadLettered && attempts == 1 && state != gust.AsyncFailed {
+		// Durable events keep a status only once they need one: a
+		// retry or a dead letter. Most succeed at once.
+		return
+	}
+	st := gust.AsyncStatus{
+		CallID: req.CallID, Namespace: req.Namespace, Function: req.Function, State: state, Attempts: attempts,
+		LastStatus: status, LastError: lastErr, Enqueued: req.Enqueued, Updated: time.Now().UTC(), NextAttempt: next,
+	}
+	if _, err := d.async.Calls.Put(d.ctx, req.CallID, st); err != nil && d.ctx.Err() == nil {
+		d.logger.Warn("record async call status", zap.String("invocation_id", req.CallID), zap.Error(err))
+	}
+}
+
+// deadLetter moves a call to the dead-letter stream and acknowledges it.
+func (d *Dispatcher) deadLetter(req *gust.AsyncRequest, dl gust.Delivery, attempts, status int, lastErr string, logger *zap.Logger) {
+	key := gust.FunctionKey(req.Namespace, req.Function)
+	err := d.async.DeadLetters.Add(d.ctx, gust.DeadLetter{Request: *req, Attempts: attempts, LastError: lastErr, Status: status, Failed: time.Now().UTC()})
+	if err != nil {
+		// Not acknowledged: it comes back and gets dead-lettered then.
+		logger.Error("dead-letter failed; the call stays queued", zap.Error(err))
+		_ = dl.Retry(5 * time.Second)
+		return
+	}
+	d.setStatus(req, gust.AsyncDeadLettered, attempts, status, lastErr, nil)
+	d.count(key, "dead_lettered")
+	logger.Warn("call dead-lettered", zap.Int("attempts", attempts), zap.String("error", lastErr))
+	_ = dl.Ack()
+}

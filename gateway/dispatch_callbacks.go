@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"go.uber.org/zap"
+)
+
+// callbackSubject carries results to deliver to callback URLs; no function
+// key can take this token ("_" is not allowed in names).
+const callbackSubject = gust.SubjectAsyncPrefix + "_callbacks"
+
+// callbackMsg is a result waiting to be POSTed to a callback URL.
+type callbackMsg struct {
+	URL      string      `json:"url"`
+	CallID   string      `json:"callId"`
+	Function string      `json:"function"`
+	Status   int         `json:"status"`
+	Header   http.Header `json:"header,omitempty"`
+	Body     []byte      `json:"body,omitempty"`
+	Duration float64     `json:"duration"`
+}
+
+// callback queues the result for its callback URL, durably: the target
+// may be down for a while.
+func (d *Dispatcher) callback(req *gust.AsyncRequest, res result, logger *zap.Logger) {
+	if req.CallbackURL == "" {
+		return
+	}
+	cb := callbackMsg{URL: req.CallbackURL, CallID: req.CallID, Function: req.Function, Status: res.status,
+		Header: res.header, Body: res.body, Duration: res.duration.Seconds()}
+	data, err := json.Marshal(cb)
+	if err == nil {
+		err = d.async.Queue.Enqueue(d.ctx, callbackSubject, "cb-"+req.CallID, data)
+	}
+	if err != nil {
+		logger.Error("queue callback", zap.Error(err))
+	}
+}
+
+// Callback delivery: up to callbackAttempts tries, backing off from 1s to
+// 5 minutes (about an hour in all) before giving up loudly.
+const callbackAttempts = 20
+
+var callbackRetry = gust.RetryPolicy{MinDelay: time.Second, MaxDelay: 5 * time.Minute}
+
+func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
+	var cb callbackMsg
+	if err := json.Unmarshal(dl.Data(), &cb); err != nil {
+		_ = dl.Ack()
+		return
+	}
+	logger := d.logger.With(zap.String("invocation_id", cb.CallID), zap.String("callback", cb.URL))
+	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cb.URL, bytes.NewReader(cb.Body))
+	if err != nil {
+		logger.Error("callback dropped: bad URL", zap.Error(err))
+		_ = dl.Ack()
+		return
+	}
+	for k, v := range cb.Header {
+		if k != "Content-Length" && k != "Trailer" {
+			req.Header[k] = v
+		}
+	}
+	req.Header.Set(gust.HeaderCallID, cb.CallID)
+	req.Header.Set(gust.HeaderFunctionStatus, strconv.Itoa(cb.Status))
+	req.Header.Set(gust.HeaderFunctionName, cb.Function)
+	req.Header.Set(gust.HeaderDuration, strconv.FormatFloat(cb.Duration, 'f', 6, 64))
+	resp, err := d.client.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 300 {
+			d.countCallback("delivered")
+			_ = dl.Ack()
+			return
+		}
+		err = fmt.Errorf("callback answered %s", resp.Status)
+	}
+	if d.ctx.Err() != nil {
+		return
+	}
+	if dl.Attempt() >= callbackAttempts {
+		d.countCallback("dropped")
+		logger.Error("callback dropped after its last attempt", zap.Int("attempts", dl.Attempt()), zap.Error(err))
+		_ = dl.Ack()
+		return
+	}
+	d.countCallback("retried")
+	delay := callbackRetry.Backoff(dl.Attempt(), rand.Float64())
+	logger.Warn("callback failed; will retry", zap.Int("attempt", dl.Attempt()), zap.Duration("delay", delay), zap.Error(err))
+	_ = dl.Retry(delay)
+}
+
+func (d *Dispatcher) countCallback(result string) {
+	if d.metrics != nil {
+		d.metrics.Callbacks.WithLabelValues(result).Inc()
+	}
+}
+
+// validCallback checks an X-Callback-Url.
+func validCallback(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return gust.Invalidf(gust.HeaderCallbackURL, "%s %q: want an absolute http or https URL", gust.HeaderCallbackURL, s)
+	}
+	return nil
+}

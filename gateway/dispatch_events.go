@@ -1,0 +1,154 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"go.uber.org/zap"
+)
+
+// subscribe starts the core-NATS triggers of fn: one queue subscription
+// per subject, a bounded buffer, and limit runners.
+func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit int, logger *zap.Logger) []func() {
+	key := fn.Key()
+	ch := make(chan *gust.Message, d.EventBuffer)
+	ctx, cancel := context.WithCancel(d.ctx)
+	var wg sync.WaitGroup
+	for i := 0; i < limit; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case m := <-ch:
+					d.runEvent(ctx, key, m)
+				}
+			}
+		}()
+	}
+	stops := []func(){func() { cancel(); wg.Wait() }}
+	var lastDropLog time.Time
+	var dropMu sync.Mutex
+	for _, subj := range cfg.Topics {
+		stop, err := d.async.Events.Subscribe(subj, "gust-trigger."+key, func(m *gust.Message) {
+			if d.metrics != nil {
+				d.metrics.EventsReceived.WithLabelValues(key, "nats").Inc()
+			}
+			select {
+			case ch <- m:
+			default:
+				if d.metrics != nil {
+					d.metrics.EventsDropped.WithLabelValues(key, "buffer_full").Inc()
+				}
+				dropMu.Lock()
+				if time.Since(lastDropLog) > time.Second {
+					lastDropLog = time.Now()
+					logger.Warn("event dropped: the function's buffer is full", zap.String("subject", m.Subject), zap.Int("buffer", d.EventBuffer))
+				}
+				dropMu.Unlock()
+			}
+		})
+		if err != nil {
+			logger.Error("trigger subscription", zap.String("subject", subj), zap.Error(err))
+			continue
+		}
+		logger.Info("trigger subscribed", zap.String("subject", subj))
+		// Drain the subscription first, then stop the runners.
+		stops = append([]func(){func() { _ = stop() }}, stops...)
+	}
+	return stops
+}
+
+// runStreamEvent runs one message of a durable stream trigger.
+func (d *Dispatcher) runStreamEvent(key string, dl gust.Delivery) {
+	ns, name := splitKey(key)
+	if d.metrics != nil && dl.Attempt() == 1 {
+		d.metrics.EventsReceived.WithLabelValues(key, "stream").Inc()
+	}
+	req := eventRequest(ns, name, dl.Subject(), dl.Header(), dl.Data(), dl.Published())
+	// The id is stable across redeliveries, so the attempts of one
+	// message share it.
+	if meta := dl.Header()["Nats-Msg-Id"]; len(meta) > 0 {
+		req.CallID = "ev-" + meta[0]
+		req.Header.Set("Ce-Id", meta[0])
+	} else {
+		req.CallID = "ev-" + strconv.FormatInt(dl.Published().UnixNano(), 36) + "-" + sanitize(dl.Subject())
+	}
+	d.attempt(req, dl)
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '*' || r == '>' || r == ' ' {
+			return '-'
+		}
+		return r
+	}, s)
+}
+
+// eventRequest builds the call of a trigger message: its data as the
+// body, its headers as HTTP headers, and CloudEvents attributes in HTTP
+// binary mode.
+func eventRequest(ns, name, subject string, header map[string][]string, data []byte, at time.Time) *gust.AsyncRequest {
+	h := http.Header{}
+	for k, v := range header {
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		h[http.CanonicalHeaderKey(k)] = v
+	}
+	id := newID(16)
+	h.Set("Ce-Id", id)
+	h.Set("Ce-Specversion", "1.0")
+	h.Set("Ce-Source", "nats://gust/"+subject)
+	h.Set("Ce-Type", "io.gust.nats.message")
+	h.Set("Ce-Subject", subject)
+	h.Set("Ce-Time", at.UTC().Format(time.RFC3339Nano))
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/octet-stream")
+	}
+	return &gust.AsyncRequest{
+		CallID: id, Namespace: ns, Function: name, Method: http.MethodPost, Path: "/", Header: h,
+		Body: data, Enqueued: at.UTC(), Trigger: gust.TriggerEvent,
+	}
+}
+
+// runEvent runs one core-NATS trigger message: one call, and the answer
+// as the reply when the message asked for one.
+func (d *Dispatcher) runEvent(ctx context.Context, key string, m *gust.Message) {
+	ns, name := splitKey(key)
+	fn := d.router.Function(ns, name)
+	if fn == nil {
+		d.logger.Warn("event for a function that does not exist", zap.String("function", key), zap.String("subject", m.Subject))
+		if d.metrics != nil {
+			d.metrics.EventsDropped.WithLabelValues(key, "unknown_function").Inc()
+		}
+		if m.Respond != nil {
+			_ = m.Respond(nil, map[string][]string{gust.HeaderFunctionStatus: {"404"}})
+		}
+		return
+	}
+	req := eventRequest(ns, name, m.Subject, m.Header, m.Data, time.Now())
+	res := d.run(ctx, fn, req, 1)
+	if res.status >= 400 {
+		d.logger.Warn("event call failed", zap.String("function", key), zap.String("invocation_id", req.CallID), zap.Int("status", res.status), zap.String("error", res.err))
+	}
+	if m.Respond != nil {
+		h := map[string][]string{}
+		for k, v := range res.header {
+			h[k] = v
+		}
+		h[gust.HeaderCallID] = []string{req.CallID}
+		h[gust.HeaderFunctionStatus] = []string{strconv.Itoa(res.status)}
+		if err := m.Respond(res.body, h); err != nil {
+			d.logger.Warn("reply to event", zap.String("function", key), zap.Error(err))
+		}
+	}
+}
