@@ -66,6 +66,22 @@ func (m *NATSMain) Close() error {
 	return nil
 }
 
+// Shared is what the roles of one process (`gust up`) share instead of
+// each opening its own: one NATS connection and its state tables, one
+// metrics registry, one metering pipeline (one spool and one billing store
+// in the data directory: two spools in one directory would clash) and the
+// Docker runtime. A role Main given a Shared uses what it holds and never
+// closes it: whoever opened it closes it, after the roles.
+type Shared struct {
+	Bus     *natsbus.Bus
+	State   *gust.State
+	Metrics *metrics.Metrics
+	// Metering is nil when calls are not metered (UpMain.NoMetering).
+	Metering *Metering
+	// Runtime is the worker's container runtime.
+	Runtime *docker.Runtime
+}
+
 // connect dials NATS and opens the shared state tables.
 func connect(ctx context.Context, url, name string, logger *zap.Logger) (*natsbus.Bus, *gust.State, error) {
 	bus, err := natsbus.Connect(url, name, logger)
@@ -80,56 +96,80 @@ func connect(ctx context.Context, url, name string, logger *zap.Logger) (*natsbu
 	return bus, state, nil
 }
 
-// GatewayMain runs the gateway role on its own.
+// GatewayMain runs the gateway role: on its own with its NATS connection,
+// metering and billing store, or in `gust up` on what it is given in
+// Shared, calling the worker of its process in process.
 type GatewayMain struct {
 	NATSURL string
 	Config  gateway.Config
 	DataDir string // the billing store and the spool of rejected calls
 	Pricing billing.Pricing
 	Logger  *zap.Logger
+	// Shared, when set, replaces NATSURL and DataDir: see Shared.
+	Shared *Shared
+	// Local is the worker of this process, which the gateway calls in
+	// process (one network hop less per call); LocalID is its id. Nil
+	// when every worker is reached over HTTP.
+	Local   gust.Invoker
+	LocalID string
 
-	bus      *natsbus.Bus
-	metering *Metering
+	bus      *natsbus.Bus // owned: nil when shared
+	metering *Metering    // owned: nil when shared
 	Server   *gateway.Server
 }
 
-// Run connects to NATS and starts serving.
-func (m *GatewayMain) Run(ctx context.Context) error {
-	bus, state, err := connect(ctx, m.NATSURL, "gust-gateway", m.Logger)
-	if err != nil {
-		return err
-	}
-	m.bus = bus
-	mx := metrics.New()
-	if m.metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}, mx, m.Logger); err != nil {
-		bus.Close()
-		return err
+// Run connects to NATS (unless shared) and starts serving. On failure it
+// closes what it opened.
+func (m *GatewayMain) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = m.metering.Close()
+			if m.bus != nil {
+				_ = m.bus.Close()
+			}
+			m.metering, m.bus = nil, nil
+		}
+	}()
+	sh := m.Shared
+	if sh == nil {
+		sh = &Shared{Metrics: metrics.New()}
+		if m.bus, sh.State, err = connect(ctx, m.NATSURL, "gust-gateway", m.Logger); err != nil {
+			return err
+		}
+		sh.Bus = m.bus
+		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}
+		if m.metering, err = startMetering(ctx, m.bus, mc, sh.Metrics, m.Logger); err != nil {
+			return err
+		}
+		sh.Metering = m.metering
 	}
 	if m.Pricing.Granularity == 0 {
 		m.Pricing = billing.DefaultPricing()
 	}
-	router := gateway.NewRouter(state, bus, nil, "", m.Logger)
-	async, err := openAsync(ctx, bus)
+	router := gateway.NewRouter(sh.State, sh.Bus, m.Local, m.LocalID, m.Logger)
+	async, err := openAsync(ctx, sh.Bus)
 	if err != nil {
-		m.metering.Close()
-		bus.Close()
 		return err
 	}
-	m.Server = gateway.New(m.Config, state, bus, router, m.Logger).
-		WithMetering(m.metering.Meter, mx).WithBilling(m.metering.Store, m.Pricing).
-		WithAsync(async, gateway.NewDispatcher(async, state, router, m.metering.Meter, mx, m.Logger))
-	if err := m.Server.Open(ctx); err != nil {
-		m.metering.Close()
-		bus.Close()
-		return err
+	meter := sh.Metering.meter()
+	m.Server = gateway.New(m.Config, sh.State, sh.Bus, router, m.Logger).
+		WithMetering(meter, sh.Metrics).
+		WithAsync(async, gateway.NewDispatcher(async, sh.State, router, meter, sh.Metrics, m.Logger))
+	if sh.Metering != nil && sh.Metering.Store != nil {
+		m.Server.WithBilling(sh.Metering.Store, m.Pricing)
 	}
-	return nil
+	return m.Server.Open(ctx)
 }
 
 // Close stops taking calls and lets those in flight finish.
 func (m *GatewayMain) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
+	return m.drain(ctx)
+}
+
+// drain is Close within ctx's deadline.
+func (m *GatewayMain) drain(ctx context.Context) error {
 	var errs []error
 	if m.Server != nil {
 		errs = append(errs, m.Server.Close(ctx))
@@ -141,26 +181,36 @@ func (m *GatewayMain) Close() error {
 	return errors.Join(errs...)
 }
 
-// SchedulerMain runs the scheduler role on its own.
+// SchedulerMain runs the scheduler role: on its own NATS connection, or
+// in `gust up` on the shared one.
 type SchedulerMain struct {
 	NATSURL string
 	Config  scheduler.Config
 	Logger  *zap.Logger
+	// Shared, when set, replaces NATSURL: see Shared.
+	Shared *Shared
 
-	bus       *natsbus.Bus
+	bus       *natsbus.Bus // owned: nil when shared
 	Scheduler *scheduler.Scheduler
 }
 
-// Run connects to NATS and starts the scheduler.
+// Run connects to NATS (unless shared) and starts the scheduler.
 func (m *SchedulerMain) Run(ctx context.Context) error {
-	bus, state, err := connect(ctx, m.NATSURL, "gust-scheduler", m.Logger)
-	if err != nil {
-		return err
+	sh := m.Shared
+	if sh == nil {
+		bus, state, err := connect(ctx, m.NATSURL, "gust-scheduler", m.Logger)
+		if err != nil {
+			return err
+		}
+		m.bus = bus
+		sh = &Shared{Bus: bus, State: state}
 	}
-	m.bus = bus
-	m.Scheduler = scheduler.New(m.Config, state, bus, m.Logger)
+	m.Scheduler = scheduler.New(m.Config, sh.State, sh.Bus, m.Logger)
 	if err := m.Scheduler.Start(ctx); err != nil {
-		bus.Close()
+		if m.bus != nil {
+			m.bus.Close()
+			m.bus = nil
+		}
 		return err
 	}
 	return nil
@@ -178,8 +228,9 @@ func (m *SchedulerMain) Close() error {
 	return errors.Join(errs...)
 }
 
-// WorkerMain runs the worker role on its own: the Docker runtime, the
-// pools, and an HTTP endpoint gateways invoke it at.
+// WorkerMain runs the worker role: the pools on the Docker runtime and,
+// on its own, an HTTP endpoint gateways invoke it at. In `gust up` it
+// runs on what it is given in Shared and, InProcess, has no endpoint.
 type WorkerMain struct {
 	NATSURL string
 	Listen  string // HTTP listen address for calls from gateways
@@ -190,15 +241,22 @@ type WorkerMain struct {
 	DataDir   string // keeps the worker id across restarts
 	Config    worker.Config
 	Logger    *zap.Logger
+	// Shared, when set, replaces NATSURL and Network, and the worker's
+	// own metering: see Shared.
+	Shared *Shared
+	// InProcess: only the gateway of this process calls the worker (in
+	// process), so it opens no HTTP listener and advertises no address.
+	InProcess bool
 
-	bus      *natsbus.Bus
-	rt       *docker.Runtime
-	metering *Metering
+	bus      *natsbus.Bus    // owned: nil when shared
+	rt       *docker.Runtime // owned: nil when shared
+	metering *Metering       // owned: nil when shared
 	Worker   *worker.Worker
 	srv      *http.Server
+	served   chan struct{} // closed when srv stops serving
 }
 
-// Run starts the worker.
+// Run starts the worker. On failure it closes what it opened.
 func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	var undo []func() error
 	defer func() {
@@ -213,38 +271,53 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	bus, state, err := connect(ctx, m.NATSURL, "gust-worker-"+m.Config.ID, m.Logger)
-	if err != nil {
-		return err
+	sh := m.Shared
+	if sh == nil {
+		sh = &Shared{}
+		if m.bus, sh.State, err = connect(ctx, m.NATSURL, "gust-worker-"+m.Config.ID, m.Logger); err != nil {
+			return err
+		}
+		sh.Bus = m.bus
+		undo = append(undo, m.bus.Close)
+		if m.rt, err = openRuntime(ctx, m.Network, m.Logger); err != nil {
+			return err
+		}
+		sh.Runtime = m.rt
+		undo = append(undo, m.rt.Close)
 	}
-	m.bus = bus
-	undo = append(undo, bus.Close)
-	if m.rt, err = openRuntime(ctx, m.Network, m.Logger); err != nil {
-		return err
+	var ln net.Listener
+	if !m.InProcess {
+		if ln, err = net.Listen("tcp", m.Listen); err != nil {
+			return fmt.Errorf("worker listen on %s: %w", m.Listen, err)
+		}
+		undo = append(undo, ln.Close)
+		if m.Config.Addr = m.Advertise; m.Config.Addr == "" {
+			m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr))
+		}
 	}
-	undo = append(undo, m.rt.Close)
-	ln, err := net.Listen("tcp", m.Listen)
-	if err != nil {
-		return fmt.Errorf("worker listen on %s: %w", m.Listen, err)
+	if m.Shared == nil {
+		sh.Metrics = metrics.New()
+		mc := meterConfig{DataDir: m.DataDir, SpoolMax: defaultSpoolMax}
+		if m.metering, err = startMetering(ctx, sh.Bus, mc, sh.Metrics, m.Logger); err != nil {
+			return err
+		}
+		sh.Metering = m.metering
+		undo = append(undo, m.metering.Close)
 	}
-	undo = append(undo, ln.Close)
-	if m.Config.Addr = m.Advertise; m.Config.Addr == "" {
-		m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr))
-	}
-	mx := metrics.New()
-	if m.metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, SpoolMax: defaultSpoolMax}, mx, m.Logger); err != nil {
-		return err
-	}
-	undo = append(undo, m.metering.Close)
-	m.Worker = worker.New(m.Config, m.rt, state, bus, m.Logger).WithMetering(m.metering.Meter, mx)
+	m.Worker = worker.New(m.Config, sh.Runtime, sh.State, sh.Bus, m.Logger).WithMetering(sh.Metering.meter(), sh.Metrics)
 	if err := m.Worker.Start(ctx); err != nil {
 		return err
 	}
+	if ln == nil {
+		return nil
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", mx.Handler())
+	mux.Handle("/metrics", sh.Metrics.Handler())
 	mux.Handle("/", m.Worker.Handler())
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
+	m.served = make(chan struct{})
 	go func() {
+		defer close(m.served)
 		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Logger.Error("worker serve", zap.Error(err))
 		}
@@ -257,12 +330,18 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 func (m *WorkerMain) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
+	return m.drain(ctx)
+}
+
+// drain is Close within ctx's deadline.
+func (m *WorkerMain) drain(ctx context.Context) error {
 	var errs []error
 	if m.Worker != nil {
 		errs = append(errs, m.Worker.Drain(ctx))
 	}
 	if m.srv != nil {
 		errs = append(errs, m.srv.Shutdown(ctx))
+		<-m.served
 	}
 	errs = append(errs, m.metering.Close())
 	if m.bus != nil {
@@ -413,9 +492,21 @@ func (mt *Metering) Close() error {
 	return errors.Join(errs...)
 }
 
+// meter is what to meter calls with: none (a nil interface, not a nil
+// *natsbus.Meter in one) when mt is nil.
+func (mt *Metering) meter() gust.Meter {
+	if mt == nil {
+		return nil
+	}
+	return mt.Meter
+}
+
 // UpMain runs every role in one process: embedded NATS, scheduler, one
 // worker on the local Docker Engine, and the gateway, which calls that
-// worker in process (one network hop per call: gateway → container).
+// worker in process (one network hop per call: gateway → container). It
+// composes the role Mains on one Shared: one NATS connection, one metrics
+// registry, one metering pipeline and one Docker runtime, which UpMain
+// opens and closes itself.
 type UpMain struct {
 	Listen     string // gateway
 	NATSListen string // embedded NATS
@@ -434,13 +525,14 @@ type UpMain struct {
 	nats      NATSMain
 	bus       *natsbus.Bus
 	rt        *docker.Runtime
-	scheduler *scheduler.Scheduler
-	worker    *worker.Worker
-	gw        *gateway.Server
+	scheduler *SchedulerMain
+	worker    *WorkerMain
+	gateway   *GatewayMain
 }
 
-// Run starts everything, in order, and unwinds what started if a part
-// fails.
+// Run starts everything, in order (NATS, the connection, the runtime,
+// metering, scheduler, worker, gateway), and unwinds what started if a
+// part fails.
 func (m *UpMain) Run(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -451,72 +543,67 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 	if err := m.nats.Run(ctx); err != nil {
 		return err
 	}
-	bus, state, err := connect(ctx, m.nats.Server.ClientURL(), "gust-up", m.Logger)
-	if err != nil {
+	sh := &Shared{}
+	if m.bus, sh.State, err = connect(ctx, m.nats.Server.ClientURL(), "gust-up", m.Logger); err != nil {
 		return err
 	}
-	m.bus = bus
+	sh.Bus = m.bus
 	if m.rt, err = openRuntime(ctx, m.Network, m.Logger); err != nil {
 		return err
 	}
-	if m.Worker.ID == "" {
-		if m.Worker.ID, err = workerID(m.DataDir); err != nil {
-			return err
-		}
-	}
+	sh.Runtime = m.rt
 	m.Metrics = metrics.New()
+	sh.Metrics = m.Metrics
 	if m.Pricing.Granularity == 0 {
 		m.Pricing = billing.DefaultPricing()
 	}
 	m.Worker.BillingGranularity = m.Pricing.Granularity
-	var meter gust.Meter
 	if !m.NoMetering {
-		m.Metering, err = startMetering(ctx, bus, meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}, m.Metrics, m.Logger)
-		if err != nil {
+		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}
+		if m.Metering, err = startMetering(ctx, m.bus, mc, m.Metrics, m.Logger); err != nil {
 			return err
 		}
-		meter = m.Metering.Meter
+		sh.Metering = m.Metering
 	}
-	m.scheduler = scheduler.New(m.Scheduler, state, bus, m.Logger)
-	if err := m.scheduler.Start(ctx); err != nil {
+	// A role that fails to start is closed with the others: on a Shared it
+	// owns nothing, so Close stops only what it started.
+	m.scheduler = &SchedulerMain{Config: m.Scheduler, Logger: m.Logger, Shared: sh}
+	if err := m.scheduler.Run(ctx); err != nil {
 		return err
 	}
-	m.worker = worker.New(m.Worker, m.rt, state, bus, m.Logger).WithMetering(meter, m.Metrics)
-	if err := m.worker.Start(ctx); err != nil {
-		return err
-	}
-	router := gateway.NewRouter(state, bus, m.worker, m.Worker.ID, m.Logger)
-	m.Gateway.Listen = m.Listen
-	async, err := openAsync(ctx, bus)
+	m.worker = &WorkerMain{DataDir: m.DataDir, Config: m.Worker, Logger: m.Logger, Shared: sh, InProcess: true}
+	err = m.worker.Run(ctx)
+	m.Worker.ID = m.worker.Config.ID
 	if err != nil {
 		return err
 	}
-	m.gw = gateway.New(m.Gateway, state, bus, router, m.Logger).WithMetering(meter, m.Metrics).
-		WithAsync(async, gateway.NewDispatcher(async, state, router, meter, m.Metrics, m.Logger))
-	if m.Metering != nil {
-		m.gw.WithBilling(m.Metering.Store, m.Pricing)
+	m.Gateway.Listen = m.Listen
+	m.gateway = &GatewayMain{
+		Config: m.Gateway, Pricing: m.Pricing, Logger: m.Logger, Shared: sh,
+		Local: m.worker.Worker, LocalID: m.Worker.ID,
 	}
-	return m.gw.Open(ctx)
+	return m.gateway.Run(ctx)
 }
 
 // GatewayAddr is the address the gateway listens on.
-func (m *UpMain) GatewayAddr() string { return m.gw.Addr() }
+func (m *UpMain) GatewayAddr() string { return m.gateway.Server.Addr() }
 
 // NATSURL is the embedded server's client URL.
 func (m *UpMain) NATSURL() string { return m.nats.Server.ClientURL() }
 
 // Close drains in reverse order: the gateway stops taking calls and waits
 // for those in flight, the worker stops and removes its containers, then
-// the scheduler, the NATS connection and the server stop.
+// metering, the scheduler, the NATS connection, the runtime and the
+// server stop. Closing twice closes once.
 func (m *UpMain) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	var errs []error
-	if m.gw != nil {
-		errs = append(errs, m.gw.Close(ctx))
+	if m.gateway != nil {
+		errs = append(errs, m.gateway.drain(ctx))
 	}
 	if m.worker != nil {
-		errs = append(errs, m.worker.Drain(ctx))
+		errs = append(errs, m.worker.drain(ctx))
 	}
 	errs = append(errs, m.Metering.Close())
 	if m.scheduler != nil {
@@ -529,7 +616,7 @@ func (m *UpMain) Close() error {
 		errs = append(errs, m.rt.Close())
 	}
 	errs = append(errs, m.nats.Close())
-	m.gw, m.worker, m.scheduler, m.bus, m.rt, m.Metering = nil, nil, nil, nil, nil, nil
+	m.gateway, m.worker, m.scheduler, m.bus, m.rt, m.Metering = nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
