@@ -14,13 +14,45 @@ import (
 	"go.uber.org/zap"
 )
 
-// Bus is one connection to NATS with its JetStream context.
+// Bus is one connection to NATS with its JetStream context. It owns the
+// goroutines it starts (requests being served, table watches, queue
+// consumers): Close stops them and waits for them before the connection
+// closes.
 type Bus struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	logger *zap.Logger
-	// handlers tracks requests being served, so Close lets them reply.
-	handlers sync.WaitGroup
+
+	// ctx ends when Close begins; the bus's long-lived goroutines stop on
+	// it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// mu guards closing and every tasks.Add: once Close has set closing,
+	// nothing is added to tasks, so Add never runs concurrently with (or
+	// after) Close's Wait.
+	mu      sync.Mutex
+	closing bool
+	tasks   sync.WaitGroup
+}
+
+// errClosed is returned by what the bus refuses to start once it closes.
+var errClosed = errors.New("nats bus closed")
+
+// spawn runs f in a goroutine that Close waits for. Once Close has begun it
+// runs nothing and returns false.
+func (b *Bus) spawn(f func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return false
+	}
+	b.tasks.Add(1)
+	go func() {
+		defer b.tasks.Done()
+		f()
+	}()
+	return true
 }
 
 // Connect dials NATS at url and keeps reconnecting for ever after a loss.
@@ -47,13 +79,22 @@ func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Bus{NC: nc, JS: js, logger: logger}, nil
+	// The bus's goroutines live as long as the connection, not as long
+	// as anything of the caller's: Close ends them.
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Bus{NC: nc, JS: js, logger: logger, ctx: ctx, cancel: cancel}, nil
 }
 
-// Close drains the connection: subscriptions finish the messages they hold
-// before the connection closes.
+// Close stops the watches and consumers the bus runs, lets the requests
+// being served reply (requests arriving from now on are refused), then
+// drains the connection: subscriptions finish the messages they hold
+// before the connection closes. Closing again does nothing.
 func (b *Bus) Close() error {
-	b.handlers.Wait()
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	b.cancel()
+	b.tasks.Wait()
 	if err := b.NC.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		b.NC.Close()
 		return fmt.Errorf("drain nats connection: %w", err)
@@ -86,21 +127,24 @@ func (b *Bus) Request(ctx context.Context, subject string, req, resp any) error 
 
 // Handle serves requests on subject (in queue group queue, if not empty).
 // Each request runs fn in its own goroutine with a context that ends when
-// ctx does; fn's result is sent back as JSON.
+// ctx does; fn's result is sent back as JSON. Once the bus closes, a
+// request no longer reaches fn: it gets a gust.Reply with an EUNAVAILABLE
+// error (every reply of the control plane embeds gust.Reply).
 func (b *Bus) Handle(ctx context.Context, subject, queue string, fn func(ctx context.Context, data []byte) any) (func() error, error) {
+	respond := func(m *nats.Msg, reply any) {
+		out, err := json.Marshal(reply)
+		if err != nil {
+			b.logger.Error("encode reply", zap.String("subject", subject), zap.Error(err))
+			return
+		}
+		if err := m.Respond(out); err != nil {
+			b.logger.Warn("respond", zap.String("subject", subject), zap.Error(err))
+		}
+	}
 	sub, err := b.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		b.handlers.Add(1)
-		go func() {
-			defer b.handlers.Done()
-			out, err := json.Marshal(fn(ctx, m.Data))
-			if err != nil {
-				b.logger.Error("encode reply", zap.String("subject", subject), zap.Error(err))
-				return
-			}
-			if err := m.Respond(out); err != nil {
-				b.logger.Warn("respond", zap.String("subject", subject), zap.Error(err))
-			}
-		}()
+		if !b.spawn(func() { respond(m, fn(ctx, m.Data)) }) {
+			respond(m, gust.ReplyOf(gust.Errorf(gust.EUNAVAILABLE, "%s: shutting down", subject)))
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)

@@ -679,3 +679,93 @@ func TestOpenState_Restart(t *testing.T) {
 		t.Errorf("Workers.Get after restart = %v, want ErrNotFound (memory storage)", err)
 	}
 }
+
+// TestBus_CloseRefusesNewRequests checks that once Close has begun to wait
+// for the requests in flight, no further request reaches a handler: it is
+// answered EUNAVAILABLE instead. Handing it to the handler would add to
+// the WaitGroup that Close is waiting on (Add concurrent with Wait), and a
+// request arriving after that wait would run after Close returned.
+func TestBus_CloseRefusesNewRequests(t *testing.T) {
+	ctx := context.Background()
+	srv := MustRunServer(t, t.TempDir())
+	server := MustConnect(t, srv)
+	caller := MustConnect(t, srv)
+
+	type resp struct {
+		N int
+		gust.Reply
+	}
+	var mu sync.Mutex
+	calls, closed, late := 0, false, 0
+	entered, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the bus's cleanup closes it again
+	if _, err := server.Handle(ctx, "test.h", "", func(context.Context, []byte) any {
+		mu.Lock()
+		calls++
+		n := calls
+		if closed {
+			late++
+		}
+		mu.Unlock()
+		if n == 1 {
+			close(entered)
+			<-release
+		}
+		return resp{N: n}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	first := make(chan error, 1)
+	go func() {
+		var got resp
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := caller.Request(rctx, "test.h", struct{}{}, &got)
+		if err == nil && (got.N != 1 || got.Err() != nil) {
+			err = fmt.Errorf("first reply = %+v, want N 1 and no error", got)
+		}
+		first <- err
+	}()
+	<-entered
+
+	closeDone := make(chan error, 1)
+	go func() {
+		err := server.Close()
+		mu.Lock()
+		closed = true
+		mu.Unlock()
+		closeDone <- err
+	}()
+
+	// Close is waiting for the first request. Requests sent from now on
+	// may reach the handler only until Close has begun; after that they
+	// must be refused.
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var got resp
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := caller.Request(rctx, "test.h", struct{}{}, &got); err != nil {
+			return fmt.Errorf("request while closing: %v", err)
+		}
+		if gust.ErrorCode(got.Err()) != gust.EUNAVAILABLE {
+			return fmt.Errorf("request while Close waits: reply %+v handed to the handler, want EUNAVAILABLE", got)
+		}
+		return nil
+	})
+
+	unblock()
+	if err := <-first; err != nil {
+		t.Errorf("request in flight during Close: %v", err)
+	}
+	if err := <-closeDone; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if late != 0 {
+		t.Errorf("%d handlers started after Close returned", late)
+	}
+}
