@@ -98,9 +98,12 @@ func cleanupRun() error {
 	return errors.Join(errs...)
 }
 
-// MustDocker skips tb when no Docker daemon answers.
+// MustDocker skips tb in -short mode and when no Docker daemon answers.
 func MustDocker(tb testing.TB) {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs a Docker Engine; skipped in -short mode")
+	}
 	dockerOnce.Do(func() {
 		c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 		if err != nil {

@@ -1,5 +1,7 @@
 // Command fn is the function the internal/docker tests run: it serves
 // /_/health, answers / with its hostname, and exits with code 3 on /?exit=1.
+// With FN_EXIT_AT_START=N in its environment it exits with code N at once
+// (the conformance suite's crashing container).
 package main
 
 import (
@@ -7,12 +9,18 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 )
 
 func main() {
 	port := os.Getenv("PORT")
 	if port == "" {
 		port = "8080"
+	}
+	if v := os.Getenv("FN_EXIT_AT_START"); v != "" {
+		code, _ := strconv.Atoi(v)
+		fmt.Println("fn: exiting at start with code " + v)
+		os.Exit(code)
 	}
 	host, _ := os.Hostname()
 	http.HandleFunc("/_/health", func(w http.ResponseWriter, r *http.Request) {
