@@ -112,9 +112,7 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	if s.metrics != nil {
-		s.metrics.AsyncEnqueued.WithLabelValues(fn.Key()).Inc()
-	}
+	s.metrics.AsyncEnqueue(fn.Key())
 	w.Header().Set(gust.HeaderCallID, callID)
 	w.WriteHeader(http.StatusAccepted)
 	return nil

@@ -61,14 +61,14 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	switch {
 	case res.status < 400:
 		d.setStatus(req, gust.AsyncSucceeded, attempt, res.status, "", nil)
-		d.count(key, "succeeded")
+		d.metrics.AsyncAttempt(key, "succeeded")
 		d.callback(req, res, logger)
 		_ = dl.Ack()
 	case cfg.Retry.Retryable(res.status, res.outcome) && try < cfg.Retry.MaxAttempts:
 		delay := cfg.Retry.Backoff(try, rand.Float64())
 		next := time.Now().Add(delay)
 		d.setStatus(req, gust.AsyncFailed, attempt, res.status, res.err, &next)
-		d.count(key, "retried")
+		d.metrics.AsyncAttempt(key, "retried")
 		logger.Info("async call failed; will retry", zap.Int("attempt", attempt), zap.Int("status", res.status), zap.Duration("delay", delay))
 		_ = dl.Retry(delay)
 	default:
@@ -101,12 +101,6 @@ func (d *Dispatcher) heartbeat(dl gust.Delivery) func() {
 	return func() { close(done) }
 }
 
-func (d *Dispatcher) count(key, result string) {
-	if d.metrics != nil {
-		d.metrics.AsyncAttempts.WithLabelValues(key, result).Inc()
-	}
-}
-
 func (d *Dispatcher) setStatus(req *gust.AsyncRequest, state string, attempts, status int, lastErr string, next *time.Time) {
 	if req.Trigger == gust.TriggerEvent && state != gust.AsyncDeadLettered && attempts == 1 && state != gust.AsyncFailed {
 		// Durable events keep a status only once they need one: a
@@ -133,7 +127,7 @@ func (d *Dispatcher) deadLetter(req *gust.AsyncRequest, dl gust.Delivery, attemp
 		return
 	}
 	d.setStatus(req, gust.AsyncDeadLettered, attempts, status, lastErr, nil)
-	d.count(key, "dead_lettered")
+	d.metrics.AsyncAttempt(key, "dead_lettered")
 	logger.Warn("call dead-lettered", zap.Int("attempts", attempts), zap.String("error", lastErr))
 	_ = dl.Ack()
 }

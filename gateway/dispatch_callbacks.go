@@ -81,7 +81,7 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	if err == nil {
 		resp.Body.Close()
 		if resp.StatusCode < 300 {
-			d.countCallback("delivered")
+			d.metrics.Callback("delivered")
 			_ = dl.Ack()
 			return
 		}
@@ -91,21 +91,15 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 		return
 	}
 	if dl.Attempt() >= callbackAttempts {
-		d.countCallback("dropped")
+		d.metrics.Callback("dropped")
 		logger.Error("callback dropped after its last attempt", zap.Int("attempts", dl.Attempt()), zap.Error(err))
 		_ = dl.Ack()
 		return
 	}
-	d.countCallback("retried")
+	d.metrics.Callback("retried")
 	delay := callbackRetry.Backoff(dl.Attempt(), rand.Float64())
 	logger.Warn("callback failed; will retry", zap.Int("attempt", dl.Attempt()), zap.Duration("delay", delay), zap.Error(err))
 	_ = dl.Retry(delay)
-}
-
-func (d *Dispatcher) countCallback(result string) {
-	if d.metrics != nil {
-		d.metrics.Callbacks.WithLabelValues(result).Inc()
-	}
 }
 
 // validCallback checks an X-Callback-Url.

@@ -38,15 +38,11 @@ func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit
 	var dropMu sync.Mutex
 	for _, subj := range cfg.Topics {
 		stop, err := d.async.Events.Subscribe(subj, "gust-trigger."+key, func(m *gust.Message) {
-			if d.metrics != nil {
-				d.metrics.EventsReceived.WithLabelValues(key, "nats").Inc()
-			}
+			d.metrics.EventReceived(key, "nats")
 			select {
 			case ch <- m:
 			default:
-				if d.metrics != nil {
-					d.metrics.EventsDropped.WithLabelValues(key, "buffer_full").Inc()
-				}
+				d.metrics.EventDropped(key, "buffer_full")
 				dropMu.Lock()
 				if time.Since(lastDropLog) > time.Second {
 					lastDropLog = time.Now()
@@ -69,8 +65,8 @@ func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit
 // runStreamEvent runs one message of a durable stream trigger.
 func (d *Dispatcher) runStreamEvent(key string, dl gust.Delivery) {
 	ns, name := splitKey(key)
-	if d.metrics != nil && dl.Attempt() == 1 {
-		d.metrics.EventsReceived.WithLabelValues(key, "stream").Inc()
+	if dl.Attempt() == 1 {
+		d.metrics.EventReceived(key, "stream")
 	}
 	req := eventRequest(ns, name, dl.Subject(), dl.Header(), dl.Data(), dl.Published())
 	// The id is stable across redeliveries, so the attempts of one
@@ -127,9 +123,7 @@ func (d *Dispatcher) runEvent(ctx context.Context, key string, m *gust.Message) 
 	fn := d.router.Function(ns, name)
 	if fn == nil {
 		d.logger.Warn("event for a function that does not exist", zap.String("function", key), zap.String("subject", m.Subject))
-		if d.metrics != nil {
-			d.metrics.EventsDropped.WithLabelValues(key, "unknown_function").Inc()
-		}
+		d.metrics.EventDropped(key, "unknown_function")
 		if m.Respond != nil {
 			_ = m.Respond(nil, map[string][]string{gust.HeaderFunctionStatus: {"404"}})
 		}

@@ -151,9 +151,7 @@ func (d *Dispatcher) startFunction(fn *gust.Function) {
 			// The stream may not exist (yet): say so where an operator
 			// looks, and count it.
 			logger.Error("durable trigger not started: its stream cannot be consumed", zap.String("stream", cfg.Stream), zap.Error(err))
-			if d.metrics != nil {
-				d.metrics.EventsDropped.WithLabelValues(key, "stream_unavailable").Inc()
-			}
+			d.metrics.EventDropped(key, "stream_unavailable")
 		} else {
 			dp.stops = append(dp.stops, stop)
 			logger.Info("durable trigger started", zap.String("stream", cfg.Stream), zap.String("filter", cfg.StreamFilter))

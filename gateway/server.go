@@ -141,9 +141,7 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/deadletters/{callId}", handle(s, s.getDeadLetter))
 		r.Post("/deadletters/{callId}/redrive", handle(s, s.redriveDeadLetter))
 	})
-	if s.metrics != nil {
-		r.Handle("/metrics", s.metrics.Handler())
-	}
+	r.Handle("/metrics", s.metrics.Handler())
 	r.Handle("/async-function/*", handle(s, s.asyncInvoke))
 	// Calls skip chi: its routing context costs on every call, and the
 	// invoke handler parses its path itself.

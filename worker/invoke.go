@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
-	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/proxy"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -229,15 +228,7 @@ func (w *Worker) meterCall(rec *gust.CallRecord, key string) {
 	if w.meter != nil {
 		w.meter.RecordCall(rec)
 	}
-	if m := w.metrics; m != nil {
-		m.Invocations.WithLabelValues(key, metrics.Status(rec.Status), rec.Outcome).Inc()
-		if rec.Outcome != gust.OutcomeRejected {
-			m.Duration.WithLabelValues(key).Observe(float64(rec.DurationNs) / 1e9)
-		}
-		if rec.ColdStart {
-			m.ColdStarts.WithLabelValues(key).Inc()
-		}
-	}
+	w.metrics.Call(key, rec.Status, rec.Outcome, time.Duration(rec.DurationNs), rec.ColdStart)
 }
 
 // acquireError explains why a call got no slot.

@@ -252,13 +252,9 @@ func (p *pool) started(in *instance, err error) {
 	if err != nil {
 		p.removeLocked(in)
 		p.lastFailErr, p.lastFailAt = err, time.Now()
-		if m := p.w.metrics; m != nil {
-			m.InstanceStarts.WithLabelValues(p.key, "failed").Inc()
-		}
+		p.w.metrics.InstanceStart(p.key, "failed")
 	} else {
-		if m := p.w.metrics; m != nil {
-			m.InstanceStarts.WithLabelValues(p.key, "ok").Inc()
-		}
+		p.w.metrics.InstanceStart(p.key, "ok")
 		in.state = stateReady
 		in.readyAt = time.Now()
 		in.lastUsed = in.readyAt

@@ -1,11 +1,16 @@
 // Package metrics holds Gust's Prometheus collectors, in one place, so
-// every role registers the same names. Roles take a *Metrics; a nil one
-// records nothing.
+// every role registers the same names. Roles take a *Metrics and record
+// through its methods, which are safe on a nil *Metrics (they record
+// nothing): a component built without metrics needs no check at each call
+// site.
 package metrics
 
 import (
 	"net/http"
 	"strconv"
+	"time"
+
+	"github.com/gustfaas/gust"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,7 +34,7 @@ type Metrics struct {
 	AsyncEnqueued  *prometheus.CounterVec // function
 	AsyncAttempts  *prometheus.CounterVec // function, result (succeeded, retried, dead_lettered)
 	EventsReceived *prometheus.CounterVec // function, trigger (nats, stream)
-	EventsDropped  *prometheus.CounterVec // function, reason (buffer_full, unknown_function)
+	EventsDropped  *prometheus.CounterVec // function, reason (buffer_full, unknown_function, stream_unavailable)
 	Callbacks      *prometheus.CounterVec // result (delivered, retried, dropped)
 }
 
@@ -79,7 +84,7 @@ func New() *Metrics {
 		Name: "gust_events_received_total", Help: "Trigger messages received, by function and trigger (nats, stream).",
 	}, []string{"function", "trigger"})
 	m.EventsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gust_events_dropped_total", Help: "Core-NATS trigger messages not run, by function and reason (buffer_full, unknown_function).",
+		Name: "gust_events_dropped_total", Help: "Trigger messages not run, by function and reason (buffer_full, unknown_function, stream_unavailable).",
 	}, []string{"function", "reason"})
 	m.Callbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gust_callbacks_total", Help: "Async result callbacks by result (delivered, retried, dropped).",
@@ -91,9 +96,118 @@ func New() *Metrics {
 	return m
 }
 
-// Handler serves the registry for Prometheus.
+// Handler serves the registry for Prometheus; without metrics it answers
+// 404.
 func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// Call counts a call a worker ran (or turned away) under function fn:
+// its status and outcome, its duration unless it was rejected, and its
+// cold start.
+func (m *Metrics) Call(fn string, status int, outcome string, d time.Duration, cold bool) {
+	if m == nil {
+		return
+	}
+	m.Invocations.WithLabelValues(fn, Status(status), outcome).Inc()
+	if outcome != gust.OutcomeRejected {
+		m.Duration.WithLabelValues(fn).Observe(d.Seconds())
+	}
+	if cold {
+		m.ColdStarts.WithLabelValues(fn).Inc()
+	}
+}
+
+// InstanceStart counts an instance start of fn; result is ok or failed.
+func (m *Metrics) InstanceStart(fn, result string) {
+	if m != nil {
+		m.InstanceStarts.WithLabelValues(fn, result).Inc()
+	}
+}
+
+// MeterSpooled counts a metering record written to the local spool.
+func (m *Metrics) MeterSpooled() {
+	if m != nil {
+		m.RecordsSpooled.Inc()
+		m.RecordsBuffered.Inc()
+	}
+}
+
+// MeterDropped counts a lost metering record; spooled says it had been
+// counted in the spool (and leaves it).
+func (m *Metrics) MeterDropped(spooled bool) {
+	if m == nil {
+		return
+	}
+	m.RecordsDropped.Inc()
+	if spooled {
+		m.RecordsBuffered.Dec()
+	}
+}
+
+// MeterBuffered sets how many metering records wait in the spool.
+func (m *Metrics) MeterBuffered(n int) {
+	if m != nil {
+		m.RecordsBuffered.Set(float64(n))
+	}
+}
+
+// MeterPublished counts n spooled records acknowledged by JetStream
+// (they leave the spool).
+func (m *Metrics) MeterPublished(n int) {
+	if m != nil {
+		m.RecordsPublished.Add(float64(n))
+		m.RecordsBuffered.Sub(float64(n))
+	}
+}
+
+// MeterStored counts n records committed to the billing store.
+func (m *Metrics) MeterStored(n int) {
+	if m != nil {
+		m.RecordsStored.Add(float64(n))
+	}
+}
+
+// AsyncEnqueue counts an async call accepted for fn.
+func (m *Metrics) AsyncEnqueue(fn string) {
+	if m != nil {
+		m.AsyncEnqueued.WithLabelValues(fn).Inc()
+	}
+}
+
+// AsyncAttempt counts an attempt of an async or durable-event call of fn
+// by result: succeeded, retried or dead_lettered.
+func (m *Metrics) AsyncAttempt(fn, result string) {
+	if m != nil {
+		m.AsyncAttempts.WithLabelValues(fn, result).Inc()
+	}
+}
+
+// EventReceived counts a trigger message for fn; trigger is nats or
+// stream.
+func (m *Metrics) EventReceived(fn, trigger string) {
+	if m != nil {
+		m.EventsReceived.WithLabelValues(fn, trigger).Inc()
+	}
+}
+
+// EventDropped counts a trigger message for fn that did not run, by
+// reason (buffer_full, unknown_function, stream_unavailable).
+func (m *Metrics) EventDropped(fn, reason string) {
+	if m != nil {
+		m.EventsDropped.WithLabelValues(fn, reason).Inc()
+	}
+}
+
+// Callback counts a callback delivery by result: delivered, retried or
+// dropped.
+func (m *Metrics) Callback(result string) {
+	if m != nil {
+		m.Callbacks.WithLabelValues(result).Inc()
+	}
 }
 
 // statusText holds the label values of HTTP statuses, so the invoke path
