@@ -111,10 +111,20 @@ func New(cfg Config, state *gust.State, reqs gust.Requests, logger *zap.Logger) 
 }
 
 // Start watches the workers, serves placement requests and starts the
-// reconcile loop.
-func (s *Scheduler) Start(ctx context.Context) error {
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	err := s.state.Workers.Watch(s.ctx, ">", func(c gust.Change[gust.WorkerInfo]) {
+// reconcile loop. ctx bounds starting: if it ends first, Start fails. What
+// Start sets going runs until Close.
+func (s *Scheduler) Start(ctx context.Context) (err error) {
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	abort := context.AfterFunc(ctx, s.cancel)
+	defer func() {
+		if !abort() && err == nil {
+			err = fmt.Errorf("start scheduler: %w", ctx.Err())
+		}
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+	err = s.state.Workers.Watch(s.ctx, ">", func(c gust.Change[gust.WorkerInfo]) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if c.Deleted {
@@ -129,7 +139,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	// One scheduler answers each request when several run.
 	s.stop, err = s.reqs.Handle(s.ctx, gust.SubjectPlace, "gust-scheduler", s.handlePlace)
 	if err != nil {
-		return err
+		return fmt.Errorf("serve %s: %w", gust.SubjectPlace, err)
 	}
 	s.wg.Add(1)
 	go s.loop()
@@ -137,13 +147,15 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the scheduler.
+// Close stops the scheduler and waits for its goroutines (the reconcile
+// loop and the re-placements it started). Closing again does nothing.
 func (s *Scheduler) Close() error {
 	if s.cancel == nil {
 		return nil
 	}
 	if s.stop != nil {
 		_ = s.stop()
+		s.stop = nil
 	}
 	s.cancel()
 	s.wg.Wait()
@@ -341,16 +353,29 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 				continue
 			}
 		}
-		if len(alive) == 0 {
-			continue
+		if len(alive) == 0 || s.placing(key) {
+			continue // nowhere to place it, or a placement of it is running
 		}
+		// In the background, so that one slow prepare does not hold up
+		// the others. Adding to wg here cannot race with Close's Wait:
+		// the loop calling reconcile holds a count of wg itself.
+		s.wg.Add(1)
 		go func() {
+			defer s.wg.Done()
 			if _, err := s.Place(ctx, key); err != nil && ctx.Err() == nil {
 				s.logger.Warn("re-place function", zap.String("function", key), zap.Error(err))
 			}
 		}()
 	}
 	return nil
+}
+
+// placing reports whether a placement of key is running.
+func (s *Scheduler) placing(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inflight[key]
+	return ok
 }
 
 // deployGrace is how long a freshly deployed function is left to the

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // Streams and buckets of async calls.
@@ -90,7 +92,9 @@ func (d delivery) InProgress() error               { return d.msg.InProgress() }
 
 // Consume implements gust.Queue with a durable pull consumer. Deliveries
 // are handed to fn in their own goroutines, never more than c.Max at once:
-// the rest wait in the stream, which is the back-pressure.
+// the rest wait in the stream, which is the back-pressure. Consuming ends
+// when stop is called or the bus closes; both wait for the deliveries in
+// flight.
 func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Delivery)) (func(), error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Durable,
@@ -112,10 +116,14 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", c.Durable, err)
 	}
-	// ctx only bounds setting up; consuming ends through stop.
-	loop, endLoop := context.WithCancel(context.Background())
+	// ctx only bounds setting up: consuming ends through stop or when the
+	// bus closes, and ending the loop stops the iterator, which is what
+	// wakes a Next that waits for a message.
+	loop, endLoop := context.WithCancel(context.WithoutCancel(ctx))
+	unhook := context.AfterFunc(b.ctx, endLoop)
+	context.AfterFunc(loop, cctx.Stop)
 	done := make(chan struct{})
-	go func() {
+	started := b.spawn(func() {
 		defer close(done)
 		for {
 			select {
@@ -126,11 +134,15 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 			msg, err := cctx.Next()
 			if err != nil {
 				<-slots
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || loop.Err() != nil {
 					return
 				}
-				b.logger.Warn("consume: next message")
-				time.Sleep(100 * time.Millisecond)
+				b.logger.Warn("consume: next message", zap.String("consumer", c.Durable), zap.Error(err))
+				select {
+				case <-loop.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
 				continue
 			}
 			meta, err := msg.Metadata()
@@ -139,20 +151,34 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 				_ = msg.Term()
 				continue
 			}
-			go func() {
+			if !b.spawn(func() {
 				defer func() { <-slots }()
 				fn(delivery{msg: msg, meta: meta})
-			}()
+			}) {
+				// The bus is closing: hand the message back for another
+				// consumer (or the next run) at once.
+				<-slots
+				_ = msg.Nak()
+				return
+			}
 		}
-	}()
-	stop := func() {
+	})
+	if !started {
 		endLoop()
-		cctx.Stop()
-		<-done
-		// Wait for the deliveries in flight.
-		for i := 0; i < cap(slots); i++ {
-			slots <- struct{}{}
-		}
+		unhook()
+		return nil, fmt.Errorf("consume %s: %w", c.Durable, errClosed)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			endLoop()
+			<-done
+			unhook()
+			// Wait for the deliveries in flight.
+			for i := 0; i < cap(slots); i++ {
+				slots <- struct{}{}
+			}
+		})
 	}
 	return stop, nil
 }

@@ -105,27 +105,21 @@ func (m *Meter) append(b []byte, id string) {
 	if err := m.spool.Append(b); err != nil {
 		// Never silent: the record is lost, and an operator must know.
 		m.logger.Error("metering record dropped", zap.String("invocation_id", id), zap.Error(err))
-		if m.metrics != nil {
-			m.metrics.RecordsDropped.Inc()
-		}
+		m.metrics.MeterDropped(false)
 		return
 	}
-	if m.metrics != nil {
-		m.metrics.RecordsSpooled.Inc()
-		m.metrics.RecordsBuffered.Inc()
-	}
+	m.metrics.MeterSpooled()
 }
 
 // Start runs the publishing loop until Close.
 func (m *Meter) Start() {
+	// The loop belongs to the meter, not to a caller: Close ends it.
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.done = make(chan struct{})
 	if n, _ := m.spool.Len(); n > 0 {
 		m.logger.Info("publishing metering records left from an earlier run", zap.Int("records", n))
-		if m.metrics != nil {
-			m.metrics.RecordsBuffered.Set(float64(n))
-		}
+		m.metrics.MeterBuffered(n)
 	}
 	go m.loop(ctx)
 }
@@ -208,10 +202,7 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 		if !ok {
 			m.logger.Error("undecodable spooled metering record dropped", zap.ByteString("record", r.Data))
 			_ = m.spool.Ack(r.Seq)
-			if m.metrics != nil {
-				m.metrics.RecordsDropped.Inc()
-				m.metrics.RecordsBuffered.Dec()
-			}
+			m.metrics.MeterDropped(true)
 			continue
 		}
 		f, err := m.bus.JS.PublishAsync(subject, data, jetstream.WithMsgID(id))
@@ -245,10 +236,7 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 	if err := m.spool.Ack(acked...); err != nil {
 		m.logger.Error("acknowledge spooled records", zap.Error(err))
 	}
-	if m.metrics != nil {
-		m.metrics.RecordsPublished.Add(float64(len(acked)))
-		m.metrics.RecordsBuffered.Sub(float64(len(acked)))
-	}
+	m.metrics.MeterPublished(len(acked))
 	if firstErr != nil && ctx.Err() == nil {
 		m.logger.Warn("metering records not published yet; kept in the spool", zap.Int("records", len(failed)), zap.Error(firstErr))
 	}
@@ -324,7 +312,8 @@ func (in *Ingest) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("metering consumer %s: %w", in.durable, err)
 	}
-	cctx, cancel := context.WithCancel(context.Background())
+	// Consuming outlives Start's ctx and ends in Close.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	in.cancel, in.done = cancel, make(chan struct{})
 	go in.loop(cctx, cons)
 	return nil
@@ -345,7 +334,7 @@ func (in *Ingest) loop(ctx context.Context, cons jetstream.Consumer) {
 		if err != nil {
 			if ctx.Err() == nil {
 				in.logger.Warn("fetch metering records", zap.Error(err))
-				time.Sleep(500 * time.Millisecond)
+				sleep(ctx, 500*time.Millisecond)
 			}
 			continue
 		}
@@ -356,11 +345,24 @@ func (in *Ingest) loop(ctx context.Context, cons jetstream.Consumer) {
 		if len(msgs) == 0 {
 			continue
 		}
-		if err := in.store1(ctx, msgs); err != nil {
+		// The batch fetched is committed even if Close comes meanwhile:
+		// Close waits for it, as documented.
+		if err := in.store1(context.WithoutCancel(ctx), msgs); err != nil {
 			// Not acknowledged: the batch comes back after the ack wait.
 			in.logger.Error("store metering records; they will be redelivered", zap.Int("records", len(msgs)), zap.Error(err))
-			time.Sleep(time.Second)
+			sleep(ctx, time.Second)
 		}
+	}
+}
+
+// sleep waits for d or until ctx ends, so that Close does not wait out a
+// back-off.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
@@ -387,9 +389,7 @@ func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		if err != nil {
 			in.logger.Error("undecodable metering record dropped", zap.String("subject", msg.Subject()), zap.Error(err))
-			if in.metrics != nil {
-				in.metrics.RecordsDropped.Inc()
-			}
+			in.metrics.MeterDropped(false)
 			continue
 		}
 		stored++
@@ -407,9 +407,7 @@ func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 	for _, msg := range msgs {
 		_ = msg.Ack()
 	}
-	if in.metrics != nil {
-		in.metrics.RecordsStored.Add(float64(stored))
-	}
+	in.metrics.MeterStored(stored)
 	return nil
 }
 

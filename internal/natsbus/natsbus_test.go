@@ -769,3 +769,42 @@ func TestBus_CloseRefusesNewRequests(t *testing.T) {
 		t.Errorf("%d handlers started after Close returned", late)
 	}
 }
+
+// TestTable_Watch_EndsWhenBusCloses checks that the bus owns a watch: one
+// whose ctx never ends stops when the bus closes (the leak check of
+// TestMain sees its goroutine gone), and no watch starts on a closed bus.
+func TestTable_Watch_EndsWhenBusCloses(t *testing.T) {
+	srv := MustRunServer(t, t.TempDir())
+	b := MustConnect(t, srv)
+	tbl := MustOpenTable[item](t, b, "test_watch_close")
+	MustPut(t, tbl, "ns.a", item{N: 1})
+	rec := &recorder{}
+	if err := tbl.Watch(context.Background(), ">", rec.add); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got, want := fmt.Sprint(summary(rec.get())), "[ns.a=1]"; got != want {
+		t.Errorf("changes = %s, want %s", got, want)
+	}
+	if err := tbl.Watch(context.Background(), ">", rec.add); err == nil {
+		t.Errorf("Watch on a closed bus = nil error, want one")
+	}
+}
+
+// TestTable_Watch_CanceledContext checks that a watch whose ctx has ended
+// fails and never calls fn.
+func TestTable_Watch_CanceledContext(t *testing.T) {
+	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_watch_canceled")
+	MustPut(t, tbl, "ns.a", item{N: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := &recorder{}
+	if err := tbl.Watch(ctx, ">", rec.add); !errors.Is(err, context.Canceled) {
+		t.Errorf("Watch(canceled ctx) = %v, want an error wrapping context.Canceled", err)
+	}
+	if got := rec.get(); len(got) != 0 {
+		t.Errorf("changes after a failed Watch = %v, want none", summary(got))
+	}
+}

@@ -23,6 +23,7 @@ const (
 // Table is a gust.Table of JSON values in a JetStream KV bucket.
 type Table[T any] struct {
 	kv     jetstream.KeyValue
+	bus    *Bus // runs the watches
 	logger *zap.Logger
 }
 
@@ -53,7 +54,7 @@ func OpenTable[T any](ctx context.Context, b *Bus, cfg TableConfig) (*Table[T], 
 	if err != nil {
 		return nil, fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Table[T]{kv: kv, logger: b.logger.With(zap.String("bucket", cfg.Bucket))}, nil
+	return &Table[T]{kv: kv, bus: b, logger: b.logger.With(zap.String("bucket", cfg.Bucket))}, nil
 }
 
 // Get implements gust.Table.
@@ -156,20 +157,28 @@ func (t *Table[T]) List(ctx context.Context, pattern string) (map[string]T, erro
 	}
 }
 
-// Watch implements gust.Table.
+// Watch implements gust.Table. The watch runs in a goroutine of the bus
+// until ctx ends or the bus closes (Close waits for it); fn is not called
+// once Watch has returned an error.
 func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Change[T])) error {
 	w, err := t.kv.Watch(ctx, pattern)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", pattern, err)
 	}
-	initial := make(chan struct{})
-	go func() {
-		defer w.Stop()
+	// Besides ctx, the bus closing ends the watch.
+	wctx, stop := context.WithCancel(ctx)
+	unhook := context.AfterFunc(t.bus.ctx, stop)
+	initial, done := make(chan struct{}), make(chan struct{})
+	started := t.bus.spawn(func() {
+		defer close(done)
+		defer stop()
+		defer unhook()
+		defer func() { _ = w.Stop() }()
 		first := true
 		for {
 			select {
 			case e, ok := <-w.Updates():
-				if !ok {
+				if !ok || wctx.Err() != nil {
 					return
 				}
 				if e == nil {
@@ -190,17 +199,45 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 					continue
 				}
 				fn(c)
-			case <-ctx.Done():
+			case <-wctx.Done():
 				return
 			}
 		}
-	}()
+	})
+	if !started {
+		unhook()
+		stop()
+		_ = w.Stop()
+		return fmt.Errorf("watch %s: %w", pattern, errClosed)
+	}
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
 	select {
 	case <-initial:
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("watch %s: initial values did not arrive within 30s", pattern)
+	case <-done:
+	case <-wctx.Done():
+	case <-timeout.C:
+		err = fmt.Errorf("watch %s: initial values did not arrive within 30s", pattern)
 	}
+	select {
+	case <-initial:
+		if err == nil {
+			return nil // delivered just as the watch ended
+		}
+	default:
+	}
+	switch {
+	case err != nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("watch %s: %w", pattern, ctx.Err())
+	case t.bus.ctx.Err() != nil:
+		err = fmt.Errorf("watch %s: %w", pattern, errClosed)
+	default:
+		err = fmt.Errorf("watch %s: ended before the initial values arrived", pattern)
+	}
+	// Make sure fn is not called after the error is returned.
+	stop()
+	<-done
+	return err
 }
