@@ -14,15 +14,17 @@ up: build ## start Gust on this machine (gateway on :8080)
 
 ACCEPTANCE ?= ../shared/acceptance
 
-test: ## run every test, the Docker ones included, then the acceptance checks
+# The race detector needs cgo (and a C compiler): the tests turn it back on,
+# the gust binary stays static.
+test: ## run every test with the race detector, the Docker ones included, then the acceptance checks
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m ./...
-	$(GO) test -count=1 -timeout 5m ./testdata/functions/misbehave
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 5m ./testdata/functions/misbehave
 	@if [ -d $(ACCEPTANCE) ]; then \
 		for check in core metering events cluster; do $(ACCEPTANCE)/$$check || exit 1; done; \
 	else echo "($(ACCEPTANCE) not found: acceptance checks skipped)"; fi
 
-test-short: ## unit tests only (no Docker)
+test-short: ## unit tests only: no Docker Engine needed, under a minute
 	$(GO) test -count=1 -short ./...
 
 bench: ## warm-call and cold-start benchmarks against direct Docker baselines

@@ -38,11 +38,14 @@ var (
 	buildErr  error
 )
 
-// MustDocker skips the test when no Docker Engine answers at all. CI
-// always has one: it sets GUST_REQUIRE_DOCKER, which turns the skip into a
-// failure.
+// MustDocker skips the test in -short mode and when no Docker Engine
+// answers at all. CI always has one: it sets GUST_REQUIRE_DOCKER, which
+// turns the second skip into a failure.
 func MustDocker(tb testing.TB) {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs a Docker Engine: skipped in -short mode")
+	}
 	skip := tb.Skipf
 	if os.Getenv("GUST_REQUIRE_DOCKER") != "" {
 		skip = tb.Fatalf

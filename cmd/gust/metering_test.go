@@ -904,6 +904,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // TestMeteringCallerCallIDs: the call id a caller chooses must not let a
 // call go unbilled.
 func TestMeteringCallerCallIDs(t *testing.T) {
+	MustImages(t) // skips here, not in a subtest (start uses this t)
 	var up *UpMain
 	start := func() *UpMain { // only once a subtest runs
 		if up == nil {
