@@ -516,7 +516,7 @@ func TestRestartKeepsRegistry(t *testing.T) {
 func TestLeftoversRemoved(t *testing.T) {
 	MustImages(t)
 	dir := t.TempDir()
-	id, err := workerID(dir)
+	id, err := localID(dir, workerIDFile)
 	if err != nil {
 		t.Fatal(err)
 	}

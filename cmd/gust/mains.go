@@ -256,6 +256,10 @@ type WorkerMain struct {
 	served   chan struct{} // closed when srv stops serving
 }
 
+// workerIDFile keeps the worker id in the data directory, so a restarted
+// worker finds the containers it left.
+const workerIDFile = "worker-id"
+
 // Run starts the worker. On failure it closes what it opened.
 func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	var undo []func() error
@@ -267,7 +271,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		}
 	}()
 	if m.Config.ID == "" {
-		if m.Config.ID, err = workerID(m.DataDir); err != nil {
+		if m.Config.ID, err = localID(m.DataDir, workerIDFile); err != nil {
 			return err
 		}
 	}
@@ -376,10 +380,6 @@ func openRuntime(ctx context.Context, network string, logger *zap.Logger) (*dock
 	}
 	return rt, nil
 }
-
-// workerID reads the worker id kept in dataDir, making one on first use,
-// so a restarted worker finds the containers it left.
-func workerID(dataDir string) (string, error) { return localID(dataDir, "worker-id") }
 
 // localID reads an id kept in dataDir/file, making one on first use.
 func localID(dataDir, file string) (string, error) {

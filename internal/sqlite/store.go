@@ -298,7 +298,7 @@ func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord
 	if limit <= 0 {
 		limit = billing.DefaultLimit
 	}
-	where, args := callWhere(f)
+	where, args := filterWhere(f, `start_ns`, true)
 	if f.Cursor != "" {
 		startNs, callID, err := decodeCursor(f.Cursor)
 		if err != nil {
@@ -371,7 +371,7 @@ func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([
 }
 
 func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr string) ([]gust.UsageRow, error) {
-	where, args := callWhere(f)
+	where, args := filterWhere(f, `start_ns`, true)
 	// billed_ns / 1000 is exact: billed durations are whole microseconds
 	// (the billing granularity is). SUM fails on integer overflow rather
 	// than wrapping.
@@ -431,10 +431,6 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 	}
 	return out, nil
 }
-
-// callWhere returns the conditions and arguments of f's filters on calls
-// (not the cursor or limit).
-func callWhere(f gust.CallFilter) ([]string, []any) { return filterWhere(f, `start_ns`, true) }
 
 // filterWhere returns the conditions and arguments of f's namespace,
 // function and [From, To) filters, the time range on timeCol, and of its
