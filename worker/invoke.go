@@ -59,8 +59,6 @@ func (c *countingReader) Close() error { return c.r.Close() }
 // (HeaderOutcome). A call that got no answer of the function's returns an
 // *gust.Error, as gust.Invoker says.
 func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Function) error {
-	w.calls.Add(1)
-	defer w.calls.Done()
 	arrived := time.Now()
 	cs := callStates.Get().(*callState)
 	defer func() {
@@ -88,11 +86,12 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	h := rw.Header()
 	h.Set(gust.HeaderCallID, callerID)
 
-	p, err := w.poolFor(fn)
+	p, err := w.enterCall(fn)
 	if err != nil {
 		w.reject(h, rec, fn, arrived, err)
 		return err
 	}
+	defer w.callDone()
 	p.mu.Lock()
 	cfg := p.cfg // parsed once per deploy, not per call
 	p.mu.Unlock()

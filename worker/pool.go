@@ -108,6 +108,16 @@ func (p *pool) broadcastLocked() {
 // start.
 var errStartFailed = errors.New("instance failed to start")
 
+// startError is what acquire returns for a start that failed: it is
+// errStartFailed, and unwraps (errors.Unwrap) to the start's own error.
+// (fmt.Errorf with two %w would not: Unwrap then gives nil, and the
+// caller's message lost its cause.)
+type startError struct{ err error }
+
+func (e *startError) Error() string        { return errStartFailed.Error() + ": " + e.err.Error() }
+func (e *startError) Unwrap() error        { return e.err }
+func (e *startError) Is(target error) bool { return target == errStartFailed }
+
 // errNoSlot is returned by acquire when no slot came free within its wait.
 var errNoSlot = errors.New("no free instance in time")
 
@@ -135,7 +145,7 @@ func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance
 		if !waitStart.IsZero() && p.lastFailAt.After(waitStart) {
 			err := p.lastFailErr
 			p.mu.Unlock()
-			return nil, false, fmt.Errorf("%w: %w", errStartFailed, err)
+			return nil, false, &startError{err}
 		}
 		if waitStart.IsZero() {
 			// A function whose last start failed a moment ago fails fast
@@ -143,7 +153,7 @@ func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance
 			if p.readyCountLocked() == 0 && time.Since(p.lastFailAt) < time.Second {
 				err := p.lastFailErr
 				p.mu.Unlock()
-				return nil, false, fmt.Errorf("%w: %w", errStartFailed, err)
+				return nil, false, &startError{err}
 			}
 			waitStart = time.Now()
 			t := time.NewTimer(maxWait)
@@ -151,7 +161,11 @@ func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance
 			timeout = t.C
 		}
 		p.waiting++
-		p.scaleUpLocked()
+		if !p.scaleUpLocked() {
+			p.waiting--
+			p.mu.Unlock()
+			return nil, false, gust.ErrDraining
+		}
 		ch := p.changed
 		p.mu.Unlock()
 		select {
@@ -215,40 +229,57 @@ func (p *pool) liveLocked() (starting, ready int) {
 
 // scaleUpLocked starts instances for waiting calls: enough that the slots
 // of instances being started cover the calls waiting for them, up to max.
-// One start serves every call that waits for it.
-func (p *pool) scaleUpLocked() {
+// One start serves every call that waits for it. It reports false if the
+// worker refused a start (it is shutting down).
+func (p *pool) scaleUpLocked() bool {
 	starting, ready := p.liveLocked()
 	need := (p.waiting + p.cfg.Concurrency - 1) / p.cfg.Concurrency
 	for starting < need && starting+ready < p.cfg.Max {
-		p.startLocked()
+		if p.startLocked() == nil {
+			return false
+		}
 		starting++
 	}
+	return true
 }
 
 // ensureMinLocked starts instances until the pool holds its minimum.
 func (p *pool) ensureMinLocked() {
 	starting, ready := p.liveLocked()
 	for n := starting + ready; n < p.cfg.Min; n++ {
-		p.startLocked()
+		if p.startLocked() == nil {
+			return
+		}
 	}
 }
 
-// startLocked adds a starting instance and starts its container in the
-// background.
+// startLocked adds a starting instance and starts its container in a
+// goroutine of the worker's. It returns nil, and starts nothing, once the
+// worker has stopped starting goroutines (Drain).
 func (p *pool) startLocked() *instance {
 	in := &instance{id: newID(), version: p.fn.Version, state: stateStarting}
-	p.instances = append(p.instances, in)
 	fn := p.fn
 	cfg := p.cfg
-	p.w.wg.Add(1)
-	go p.w.startInstance(p, in, fn, cfg)
+	if !p.w.spawn(func() { p.w.startInstance(p, in, fn, cfg) }) {
+		return nil
+	}
+	p.instances = append(p.instances, in)
 	return in
 }
 
-// started records the outcome of an instance start.
-func (p *pool) started(in *instance, err error) {
+// started records the outcome of an instance start. It reports whether
+// the instance must be stopped at once: it started, but its pool closed
+// meanwhile (its function was deleted, or the worker drains), and nothing
+// else would ever stop it.
+func (p *pool) started(in *instance, err error) (stop bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err == nil && p.closed {
+		p.removeLocked(in)
+		in.state = stateStopping
+		p.broadcastLocked()
+		return true
+	}
 	if err != nil {
 		p.removeLocked(in)
 		p.lastFailErr, p.lastFailAt = err, time.Now()
@@ -261,6 +292,7 @@ func (p *pool) started(in *instance, err error) {
 		p.w.kickStatus()
 	}
 	p.broadcastLocked()
+	return false
 }
 
 // release gives back the slot taken by acquire.
@@ -352,8 +384,9 @@ func (p *pool) waitReady(ctx context.Context) error {
 			p.mu.Unlock()
 			return err
 		}
-		if starting == 0 {
-			p.startLocked()
+		if starting == 0 && p.startLocked() == nil {
+			p.mu.Unlock()
+			return gust.ErrDraining
 		}
 		ch := p.changed
 		p.mu.Unlock()
@@ -400,14 +433,19 @@ func (w *Worker) containerSpec(fn *gust.Function, cfg gust.FunctionConfig, in *i
 const functionPort = 8080
 
 // startInstance starts the container of in and waits until it is ready.
+// It runs in a goroutine of the worker's (startLocked).
 func (w *Worker) startInstance(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig) {
-	defer w.wg.Done()
 	logger := p.logger.With(zap.String("instance_id", in.id))
 	err := w.startContainer(p, in, fn, cfg, logger)
 	if err != nil {
 		logger.Warn("instance did not start", zap.Error(err))
 	}
-	p.started(in, err)
+	if p.started(in, err) {
+		// in.cid was set by startContainer, on this goroutine.
+		logger = logger.With(zap.String("container_id", shortID(in.cid)))
+		logger.Info("stopping instance: its function is gone")
+		w.stopContainer(in.cid, logger)
+	}
 }
 
 func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, logger *zap.Logger) error {
@@ -435,13 +473,17 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	p.mu.Unlock()
 	logger = logger.With(zap.String("container_id", shortID(c.ID)))
 	exited := make(chan gust.Exit, 1)
-	go w.watchExit(p, in, c.ID, exited, logger)
+	// Not spawned only when the worker is closing: waitHealthy then
+	// returns at once.
+	w.spawn(func() { w.watchExit(p, in, c.ID, exited, logger) })
 	if err := w.waitHealthy(w.ctx, "http://"+c.Addr, cfg, exited); err != nil {
 		msg := err.Error()
 		if lt, ok := w.rt.(gust.LogTailer); ok {
-			if tail, lerr := lt.TailLogs(context.Background(), c.ID, 5); lerr == nil && tail != "" {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 5*time.Second)
+			if tail, lerr := lt.TailLogs(tctx, c.ID, 5); lerr == nil && tail != "" {
 				msg += "; last output: " + tail
 			}
+			cancel()
 		}
 		w.removeContainer(c.ID, logger)
 		return gust.Invalidf("image", "function %s (image %s) did not become ready: %s", fn.Key(), fn.Spec.Image, msg)

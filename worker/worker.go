@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gustfaas/gust"
@@ -74,7 +75,12 @@ type Worker struct {
 	wg          sync.WaitGroup // background goroutines; added to only through spawn
 	spawnMu     sync.Mutex     // orders spawn's wg.Add before Drain's wg.Wait
 	spawnClosed bool
-	calls       sync.WaitGroup // calls in flight, for drain
+	// calls counts the calls in flight, for Drain. It goes up only under
+	// mu while the worker is not draining (enterCall), so Drain, which
+	// sets draining under mu, sees it only go down. callsIdle gets a
+	// token whenever it drops to zero.
+	calls       atomic.Int64
+	callsIdle   chan struct{}
 	stopPrepare func() error
 
 	mu         sync.Mutex
@@ -104,6 +110,7 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		images:      map[string]bool{},
 		published:   map[string]gust.PoolStatus{},
 		statusKick:  make(chan struct{}, 1),
+		callsIdle:   make(chan struct{}, 1),
 	}
 }
 
@@ -124,9 +131,10 @@ func (w *Worker) WithMetering(meter gust.Meter, m *metrics.Metrics) *Worker {
 
 // Start removes containers a previous run of this worker left behind,
 // starts watching the cluster state and serving prepare requests, and
-// sends its first heartbeat.
+// sends its first heartbeat. ctx bounds that work; the worker then runs
+// (with ctx's values, not its end) until Drain or Close.
 func (w *Worker) Start(ctx context.Context) error {
-	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	w.started = time.Now()
 	if err := w.removeLeftovers(ctx); err != nil {
 		return err
@@ -145,18 +153,18 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.heartbeat(ctx); err != nil {
 		return err
 	}
-	w.wg.Add(3)
-	go w.loop(w.cfg.Heartbeat, func() {
-		if err := w.heartbeat(w.ctx); err != nil && w.ctx.Err() == nil {
-			w.logger.Warn("heartbeat", zap.Error(err))
-		}
-		w.publishStatus()
+	w.spawn(func() {
+		w.loop(w.cfg.Heartbeat, func() {
+			if err := w.heartbeat(w.ctx); err != nil && w.ctx.Err() == nil {
+				w.logger.Warn("heartbeat", zap.Error(err))
+			}
+			w.publishStatus()
+		})
 	})
-	go w.loop(w.cfg.ReapInterval, w.reap)
-	go func() {
+	w.spawn(func() { w.loop(w.cfg.ReapInterval, w.reap) })
+	w.spawn(func() {
 		// Instances that become ready or stop are reported at once, not
 		// at the next heartbeat.
-		defer w.wg.Done()
 		for {
 			select {
 			case <-w.ctx.Done():
@@ -165,14 +173,17 @@ func (w *Worker) Start(ctx context.Context) error {
 				w.publishStatus()
 			}
 		}
-	}()
+	})
 	w.logger.Info("worker started", zap.String("addr", w.cfg.Addr))
 	return nil
 }
 
-// spawn runs fn in a goroutine the worker owns: Drain waits for it. Once
-// Drain has begun waiting, nothing more is started and spawn reports
-// false (WaitGroup.Add must not race with Wait).
+// spawn runs fn in a goroutine the worker owns: Drain waits for it. Every
+// goroutine the worker starts goes through here. Once Drain has begun
+// waiting, nothing more is started and spawn reports false
+// (WaitGroup.Add must not race with Wait): the caller then does the work
+// itself or drops it. spawnMu is the innermost lock: spawn may be called
+// with Worker.mu and pool.mu held.
 func (w *Worker) spawn(fn func()) bool {
 	w.spawnMu.Lock()
 	defer w.spawnMu.Unlock()
@@ -187,8 +198,8 @@ func (w *Worker) spawn(fn func()) bool {
 	return true
 }
 
+// loop calls fn every interval until the worker closes.
 func (w *Worker) loop(every time.Duration, fn func()) {
-	defer w.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -243,6 +254,9 @@ func (w *Worker) onFunction(c gust.Change[gust.Function]) {
 	}
 	defer w.mu.Unlock()
 	fn := c.Value
+	if known := w.functions[c.Key]; known != nil && known.Version > fn.Version {
+		return // a call brought the newer version first (poolFor)
+	}
 	w.functions[c.Key] = &fn
 	if p := w.pools[c.Key]; p != nil {
 		w.configurePoolLocked(p)
@@ -261,7 +275,7 @@ func (w *Worker) onPlacement(c gust.Change[gust.Placement]) {
 	}
 	p := w.pools[c.Key]
 	if p == nil {
-		if fn := w.functions[c.Key]; fn != nil && !c.Deleted && slicesIndex(c.Value.Workers, w.cfg.ID) >= 0 {
+		if fn := w.functions[c.Key]; fn != nil && !c.Deleted && !w.draining && slicesIndex(c.Value.Workers, w.cfg.ID) >= 0 {
 			p = newPool(w, fn)
 			w.pools[c.Key] = p
 		} else {
@@ -304,17 +318,49 @@ func slicesIndex(s []string, v string) int {
 
 // poolFor returns the pool of fn, making it if this worker has none yet.
 func (w *Worker) poolFor(fn *gust.Function) (*pool, error) {
-	key := fn.Key()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.poolForLocked(fn)
+}
+
+// enterCall is poolFor for a call: it also counts the call in flight,
+// under the same lock that Drain sets draining with. callDone ends it.
+func (w *Worker) enterCall(fn *gust.Function) (*pool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, err := w.poolForLocked(fn)
+	if err == nil {
+		w.calls.Add(1)
+	}
+	return p, err
+}
+
+// callDone ends a call counted by enterCall.
+func (w *Worker) callDone() {
+	if w.calls.Add(-1) == 0 {
+		select {
+		case w.callsIdle <- struct{}{}:
+		default: // a token is there already
+		}
+	}
+}
+
+func (w *Worker) poolForLocked(fn *gust.Function) (*pool, error) {
 	if w.draining {
 		return nil, gust.ErrDraining
 	}
+	key := fn.Key()
+	if known := w.functions[key]; known == nil || known.Version < fn.Version {
+		// The caller saw a deploy before this worker's watch did: apply
+		// it now, so that the call runs on the new version, with its
+		// config.
+		w.functions[key] = fn
+		if p := w.pools[key]; p != nil {
+			w.configurePoolLocked(p)
+		}
+	}
 	if p := w.pools[key]; p != nil {
 		return p, nil
-	}
-	if known := w.functions[key]; known == nil || known.Version < fn.Version {
-		w.functions[key] = fn
 	}
 	p := newPool(w, w.functions[key])
 	w.pools[key] = p
@@ -381,11 +427,12 @@ func (w *Worker) reapPool(p *pool) {
 	for _, s := range stops {
 		logger := p.logger.With(zap.String("instance_id", s.id), zap.String("container_id", shortID(s.cid)))
 		logger.Info("stopping instance")
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
+		if !w.spawn(func() { w.stopContainer(s.cid, logger) }) {
+			// Drain has waited for the worker's goroutines already (a
+			// call that outlived its wait released this instance): stop
+			// it on the caller's goroutine.
 			w.stopContainer(s.cid, logger)
-		}()
+		}
 	}
 }
 
@@ -406,9 +453,10 @@ func (w *Worker) instanceStopped(p *pool, in *instance) {
 	})
 }
 
-// stopContainer stops a container gracefully and removes it.
+// stopContainer stops a container gracefully and removes it. It runs to
+// the end even when the worker closes: what it stops must not be left.
 func (w *Worker) stopContainer(cid string, logger *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.StopGrace+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), w.cfg.StopGrace+30*time.Second)
 	defer cancel()
 	if err := w.rt.Stop(ctx, cid, w.cfg.StopGrace); err != nil && !errors.Is(err, gust.ErrInstanceNotFound) {
 		logger.Warn("stop container", zap.Error(err))
@@ -417,7 +465,7 @@ func (w *Worker) stopContainer(cid string, logger *zap.Logger) {
 }
 
 func (w *Worker) removeContainer(cid string, logger *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 30*time.Second)
 	defer cancel()
 	if err := w.rt.Remove(ctx, cid); err != nil {
 		logger.Warn("remove container", zap.Error(err))
@@ -505,12 +553,16 @@ func (w *Worker) Drain(ctx context.Context) error {
 		_ = w.stopPrepare()
 	}
 	_ = w.heartbeat(ctx)
-	done := make(chan struct{})
-	go func() { w.calls.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		w.logger.Warn("drain: calls still in flight, stopping anyway")
+	// No call enters once draining is set (enterCall): wait for the count
+	// to reach zero.
+wait:
+	for w.calls.Load() > 0 {
+		select {
+		case <-w.callsIdle:
+		case <-ctx.Done():
+			w.logger.Warn("drain: calls still in flight, stopping anyway", zap.Int64("calls", w.calls.Load()))
+			break wait
+		}
 	}
 	w.mu.Lock()
 	pools := w.pools
@@ -526,7 +578,9 @@ func (w *Worker) Drain(ctx context.Context) error {
 	w.spawnClosed = true
 	w.spawnMu.Unlock()
 	w.wg.Wait()
-	rctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Clean up even when ctx has ended: it bounded the wait for calls,
+	// not the removal of what this worker started.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	if err := w.removeLeftovers(rctx); err != nil {
 		return err
@@ -534,6 +588,7 @@ func (w *Worker) Drain(ctx context.Context) error {
 	if err := w.state.Workers.Delete(rctx, w.cfg.ID); err != nil {
 		w.logger.Warn("remove worker record", zap.Error(err))
 	}
+	w.transport.CloseIdleConnections()
 	w.logger.Info("worker drained")
 	return nil
 }
