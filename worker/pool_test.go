@@ -589,3 +589,33 @@ func goroutineIn(frames ...string) bool {
 	}
 	return false
 }
+
+// TestPool_StaleCallAfterRedeployFromScratch: a function deleted and
+// deployed again counts its versions anew. A call still carrying the
+// deleted record (a higher version, an older creation) runs on the new
+// deploy; it must not bring the old one back.
+func TestPool_StaleCallAfterRedeployFromScratch(t *testing.T) {
+	e := newEnv(t, nil)
+	old := e.deploy("again", nil)
+	old.Version = 3
+	old.CreatedAt = time.Now().Add(-time.Hour)
+	e.put(old)
+	e.remove(old)
+	checkFor(t, func() error {
+		e.w.mu.Lock()
+		defer e.w.mu.Unlock()
+		if e.w.functions[old.Key()] != nil {
+			return errors.New("worker still knows the deleted function")
+		}
+		return nil
+	})
+	fresh := *old
+	fresh.Version = 1
+	fresh.CreatedAt = time.Now()
+	e.put(&fresh)
+	wantOK(t, e.call(old, "/x"))
+	list, err := e.rt.List(context.Background(), map[string]string{gust.LabelFunction: "again"})
+	if err != nil || len(list) != 1 || list[0].Labels[gust.LabelVersion] != "1" {
+		t.Errorf("instances: got %+v, %v, want one of the new deploy (version 1)", list, err)
+	}
+}

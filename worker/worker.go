@@ -254,7 +254,7 @@ func (w *Worker) onFunction(c gust.Change[gust.Function]) {
 	}
 	defer w.mu.Unlock()
 	fn := c.Value
-	if known := w.functions[c.Key]; known != nil && known.Version > fn.Version {
+	if known := w.functions[c.Key]; known != nil && newer(known, &fn) {
 		return // a call brought the newer version first (poolFor)
 	}
 	w.functions[c.Key] = &fn
@@ -307,6 +307,16 @@ func (w *Worker) configurePoolLocked(p *pool) {
 	p.mu.Unlock()
 }
 
+// newer reports whether a is a later deploy than b of the same key.
+// Versions count deploys of one function; a function deleted and deployed
+// again starts counting anew, with a later CreatedAt.
+func newer(a, b *gust.Function) bool {
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.After(b.CreatedAt)
+	}
+	return a.Version > b.Version
+}
+
 func slicesIndex(s []string, v string) int {
 	for i, x := range s {
 		if x == v {
@@ -350,7 +360,7 @@ func (w *Worker) poolForLocked(fn *gust.Function) (*pool, error) {
 		return nil, gust.ErrDraining
 	}
 	key := fn.Key()
-	if known := w.functions[key]; known == nil || known.Version < fn.Version {
+	if known := w.functions[key]; known == nil || newer(fn, known) {
 		// The caller saw a deploy before this worker's watch did: apply
 		// it now, so that the call runs on the new version, with its
 		// config.
