@@ -263,6 +263,8 @@ func (p *pool) startLocked() *instance {
 	if !p.w.spawn(func() { p.w.startInstance(p, in, fn, cfg) }) {
 		return nil
 	}
+	// The start cannot touch the pool before this: it needs p.mu, which
+	// the caller holds.
 	p.instances = append(p.instances, in)
 	return in
 }
