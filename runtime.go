@@ -46,8 +46,10 @@ type Exit struct {
 }
 
 // Runtime runs function containers on one host. Every method takes a ctx;
-// unknown ids give an error wrapping ErrInstanceNotFound. A user function
-// that fails is not a Runtime error: Wait reports it as an Exit.
+// unknown ids give an error wrapping ErrInstanceNotFound, except in Remove,
+// for which a container already gone is done. A user function that fails
+// is not a Runtime error: Wait reports it as an Exit. internal/runtimetest
+// is the contract in code: every implementation passes it.
 type Runtime interface {
 	// EnsureImage makes ref available locally: present images are used as
 	// they are, missing ones are pulled. Concurrent calls for one ref share
@@ -59,7 +61,8 @@ type Runtime interface {
 	Wait(ctx context.Context, id string) (Exit, error)
 	// Stop asks the container to stop, killing it after grace.
 	Stop(ctx context.Context, id string, grace time.Duration) error
-	// Remove removes the container, killing it if it still runs.
+	// Remove removes the container, killing it if it still runs; an id
+	// that is already gone is not an error.
 	Remove(ctx context.Context, id string) error
 	// List returns the containers carrying all the given labels.
 	List(ctx context.Context, labels map[string]string) ([]Instance, error)
