@@ -3,43 +3,12 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
-	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
 	"go.uber.org/zap"
 )
-
-// Instance states.
-const (
-	stateStarting = iota
-	stateReady
-	stateStopping
-)
-
-// instance is one container of one function version in a pool. Its fields
-// are guarded by the pool's mutex, except the immutable ones.
-type instance struct {
-	id      string // gust instance id (immutable)
-	version uint64 // function version (immutable)
-
-	cid      string // container id, set once started
-	addr     string // base URL "http://ip:port", set once started
-	host     string // "ip:port"
-	state    int
-	inflight int
-	lastUsed time.Time
-	readyAt  time.Time
-	initDur  time.Duration // container start until ready
-	// suspect instances get no new calls until a health check clears them.
-	suspect bool
-	// retiring instances (older version) get no new calls and stop when idle.
-	retiring bool
-}
 
 // pool keeps the warm instances of one function on this worker.
 //
@@ -401,180 +370,53 @@ func (p *pool) waitReady(ctx context.Context) error {
 	}
 }
 
-// containerSpec is the container of one instance.
-func (w *Worker) containerSpec(fn *gust.Function, cfg gust.FunctionConfig, in *instance) gust.ContainerSpec {
-	env := make([]string, 0, len(fn.Spec.EnvVars)+2)
-	for k, v := range fn.Spec.EnvVars {
-		env = append(env, k+"="+v)
+// reap stops idle surplus instances and keeps minimums in every pool.
+func (w *Worker) reap() {
+	w.mu.Lock()
+	pools := make([]*pool, 0, len(w.pools))
+	for _, p := range w.pools {
+		pools = append(pools, p)
 	}
-	env = append(env, "PORT="+strconv.Itoa(functionPort))
-	if fn.Spec.EnvProcess != "" {
-		env = append(env, "fprocess="+fn.Spec.EnvProcess)
-	}
-	return gust.ContainerSpec{
-		Name:  "gust-" + fn.Spec.Namespace + "-" + fn.Spec.Service + "-" + in.id,
-		Image: fn.Spec.Image,
-		Env:   env,
-		Labels: map[string]string{
-			gust.LabelFunction:  fn.Spec.Service,
-			gust.LabelNamespace: fn.Spec.Namespace,
-			gust.LabelVersion:   strconv.FormatUint(fn.Version, 10),
-			gust.LabelInstance:  in.id,
-			gust.LabelWorker:    w.cfg.ID,
-		},
-		Port:        functionPort,
-		MemoryBytes: cfg.MemoryBytes,
-		NanoCPUs:    cfg.NanoCPUs,
-		PidsLimit:   gust.DefaultPidsLimit,
-		ReadOnly:    fn.Spec.ReadOnlyRootFilesystem,
-	}
-}
-
-// functionPort is the port every function serves on inside its container
-// (the OpenFaaS watchdog's port).
-const functionPort = 8080
-
-// startInstance starts the container of in and waits until it is ready.
-// It runs in a goroutine of the worker's (startLocked).
-func (w *Worker) startInstance(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig) {
-	logger := p.logger.With(zap.String("instance_id", in.id))
-	err := w.startContainer(p, in, fn, cfg, logger)
-	if err != nil {
-		logger.Warn("instance did not start", zap.Error(err))
-	}
-	if p.started(in, err) {
-		// in.cid was set by startContainer, on this goroutine.
-		logger = logger.With(zap.String("container_id", shortID(in.cid)))
-		logger.Info("stopping instance: its function is gone")
-		w.stopContainer(in.cid, logger)
-	}
-}
-
-func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, logger *zap.Logger) error {
-	// Cold starts are rate-limited per worker: past ~10 per second Docker
-	// slows every one of them down (DESIGN.md §10).
-	select {
-	case w.startSlots <- struct{}{}:
-	case <-w.ctx.Done():
-		return gust.ErrDraining
-	}
-	defer func() { <-w.startSlots }()
-	t0 := time.Now()
-	if err := w.ensureImage(w.ctx, fn.Spec.Image); err != nil {
-		return err
-	}
-	c, err := w.rt.Start(w.ctx, w.containerSpec(fn, cfg, in))
-	if errors.Is(err, gust.ErrContainerExited) {
-		return gust.Invalidf("image", "function %s (image %s) did not become ready: %v", fn.Key(), fn.Spec.Image, err)
-	}
-	if err != nil {
-		return fmt.Errorf("start container: %w", err)
-	}
-	p.mu.Lock()
-	in.cid, in.addr, in.host = c.ID, "http://"+c.Addr, c.Addr
-	p.mu.Unlock()
-	logger = logger.With(zap.String("container_id", shortID(c.ID)))
-	exited := make(chan gust.Exit, 1)
-	// Not spawned only when the worker is closing: waitHealthy then
-	// returns at once.
-	w.spawn(func() { w.watchExit(p, in, c.ID, exited, logger) })
-	if err := w.waitHealthy(w.ctx, "http://"+c.Addr, cfg, exited); err != nil {
-		msg := err.Error()
-		if lt, ok := w.rt.(gust.LogTailer); ok {
-			tctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 5*time.Second)
-			if tail, lerr := lt.TailLogs(tctx, c.ID, 5); lerr == nil && tail != "" {
-				msg += "; last output: " + tail
+	draining := w.draining
+	w.mu.Unlock()
+	for _, p := range pools {
+		w.reapPool(p)
+		if !draining {
+			p.mu.Lock()
+			if !p.closed {
+				p.ensureMinLocked()
 			}
-			cancel()
+			p.mu.Unlock()
 		}
-		w.removeContainer(c.ID, logger)
-		return gust.Invalidf("image", "function %s (image %s) did not become ready: %s", fn.Key(), fn.Spec.Image, msg)
 	}
-	p.mu.Lock()
-	in.initDur = time.Since(t0)
-	p.mu.Unlock()
-	logger.Info("instance ready", zap.Duration("start", time.Since(t0)))
-	return nil
 }
 
-// watchExit removes an instance whose container exits on its own (a crash,
-// an out-of-memory kill) so that new calls go elsewhere and the pool
-// starts a replacement when calls need one.
-func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust.Exit, logger *zap.Logger) {
-	exit, err := w.rt.Wait(w.ctx, cid)
-	if err != nil {
-		return // worker shutting down, or the container was removed
-	}
-	exited <- exit
+func (w *Worker) reapPool(p *pool) {
 	p.mu.Lock()
-	// An instance still starting is the starter's to clean up: it reads
-	// the exit from the channel and records the failed start.
-	live := in.state == stateReady && p.removeLocked(in)
-	if live {
-		in.state = stateStopping
+	victims := p.reapLocked(time.Now())
+	type stop struct{ id, cid string }
+	stops := make([]stop, 0, len(victims))
+	for _, in := range victims {
+		stops = append(stops, stop{in.id, in.cid})
+	}
+	if len(victims) > 0 {
 		p.broadcastLocked()
 	}
 	p.mu.Unlock()
-	if live {
-		logger.Warn("instance exited", zap.Int("exit_code", exit.Code), zap.Bool("oom_killed", exit.OOMKilled))
+	for _, in := range victims {
 		w.instanceStopped(p, in)
+	}
+	if len(victims) > 0 {
 		w.kickStatus()
-		w.removeContainer(cid, logger)
 	}
-}
-
-// waitHealthy polls the readiness check until it passes, the container
-// exits or the ready timeout passes.
-func (w *Worker) waitHealthy(ctx context.Context, base string, cfg gust.FunctionConfig, exited <-chan gust.Exit) error {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.ReadyTimeout)
-	defer cancel()
-	delay := 2 * time.Millisecond
-	for {
-		if w.probe(ctx, base, cfg) == nil {
-			return nil
-		}
-		select {
-		case exit := <-exited:
-			if exit.OOMKilled {
-				return fmt.Errorf("container was killed for exceeding its memory limit")
-			}
-			return fmt.Errorf("container exited with code %d", exit.Code)
-		case <-ctx.Done():
-			if w.ctx.Err() != nil {
-				return gust.ErrDraining
-			}
-			return fmt.Errorf("no answer on %s within %s", cfg.HealthPath, w.cfg.ReadyTimeout)
-		case <-time.After(delay):
-		}
-		if delay < 50*time.Millisecond {
-			delay += delay / 2
+	for _, s := range stops {
+		logger := p.logger.With(zap.String("instance_id", s.id), zap.String("container_id", shortID(s.cid)))
+		logger.Info("stopping instance")
+		if !w.spawn(func() { w.stopContainer(s.cid, logger) }) {
+			// Drain has waited for the worker's goroutines already (a
+			// call that outlived its wait released this instance): stop
+			// it on the caller's goroutine.
+			w.stopContainer(s.cid, logger)
 		}
 	}
-}
-
-// probe runs one readiness check.
-func (w *Worker) probe(ctx context.Context, base string, cfg gust.FunctionConfig) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if cfg.HealthTCP {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", base[len("http://"):])
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+cfg.HealthPath, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := w.probeClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("readiness answered %d", resp.StatusCode)
-	}
-	return nil
 }

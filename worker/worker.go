@@ -1,14 +1,27 @@
 // Package worker is the hands of Gust: it keeps warm pools of function
 // containers on one host, runs each call in a free concurrency slot of an
 // instance, and stops what is idle.
+//
+// Where things are:
+//   - worker.go: the Worker, its lifecycle (Start, Drain, Close) and the
+//     goroutines it owns (spawn).
+//   - registry.go: following the function registry and placements, and
+//     finding the pool that serves a call or a prepare request.
+//   - pool.go: one function's pool: its concurrency slots, scale-up, the
+//     hold of calls while an instance starts, and which instances to reap.
+//   - instance.go: one instance: its container spec, start, readiness
+//     check, exit watch and stop.
+//   - status.go: the heartbeat and the pool status the scheduler reads.
+//   - invoke.go: one call on an instance, and its metering.
+//   - http.go: the handler gateways on other hosts call.
+//
+// LOCKS.md gives the lock order and who owns each goroutine.
 package worker
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -111,14 +124,6 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		published:   map[string]gust.PoolStatus{},
 		statusKick:  make(chan struct{}, 1),
 		callsIdle:   make(chan struct{}, 1),
-	}
-}
-
-// kickStatus asks for the pool status to be published now.
-func (w *Worker) kickStatus() {
-	select {
-	case w.statusKick <- struct{}{}:
-	default:
 	}
 }
 
@@ -225,327 +230,6 @@ func (w *Worker) removeLeftovers(ctx context.Context) error {
 			return fmt.Errorf("remove leftover container %s: %w", shortID(c.ID), err)
 		}
 	}
-	return nil
-}
-
-func (w *Worker) heartbeat(ctx context.Context) error {
-	w.mu.Lock()
-	draining := w.draining
-	w.mu.Unlock()
-	_, err := w.state.Workers.Put(ctx, w.cfg.ID, gust.WorkerInfo{
-		ID: w.cfg.ID, Addr: w.cfg.Addr, Started: w.started, Seen: time.Now(), Draining: draining,
-	})
-	return err
-}
-
-// onFunction follows the function registry: a new version reconfigures
-// the pool, a delete closes it.
-func (w *Worker) onFunction(c gust.Change[gust.Function]) {
-	w.mu.Lock()
-	if c.Deleted {
-		delete(w.functions, c.Key)
-		p := w.pools[c.Key]
-		delete(w.pools, c.Key)
-		w.mu.Unlock()
-		if p != nil {
-			w.closePool(p)
-		}
-		return
-	}
-	defer w.mu.Unlock()
-	fn := c.Value
-	if known := w.functions[c.Key]; known != nil && newer(known, &fn) {
-		return // a call brought the newer version first (poolFor)
-	}
-	w.functions[c.Key] = &fn
-	if p := w.pools[c.Key]; p != nil {
-		w.configurePoolLocked(p)
-	}
-}
-
-// onPlacement follows placements: this worker's share of a function's
-// min and max follows from its place in the list.
-func (w *Worker) onPlacement(c gust.Change[gust.Placement]) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if c.Deleted {
-		delete(w.placements, c.Key)
-	} else {
-		w.placements[c.Key] = c.Value
-	}
-	p := w.pools[c.Key]
-	if p == nil {
-		if fn := w.functions[c.Key]; fn != nil && !c.Deleted && !w.draining && slicesIndex(c.Value.Workers, w.cfg.ID) >= 0 {
-			p = newPool(w, fn)
-			w.pools[c.Key] = p
-		} else {
-			return
-		}
-	}
-	w.configurePoolLocked(p)
-}
-
-// configurePoolLocked gives the pool its function and share.
-func (w *Worker) configurePoolLocked(p *pool) {
-	fn := w.functions[p.key]
-	if fn == nil {
-		return
-	}
-	cfg := fn.Config()
-	minShare, maxShare := 0, cfg.Max
-	if pl, ok := w.placements[p.key]; ok {
-		if i := slicesIndex(pl.Workers, w.cfg.ID); i >= 0 {
-			minShare = gust.Share(cfg.Min, i, len(pl.Workers))
-			maxShare = gust.Share(cfg.Max, i, len(pl.Workers))
-		}
-	}
-	p.mu.Lock()
-	p.setFunctionLocked(fn, minShare, maxShare)
-	if !w.draining {
-		p.ensureMinLocked()
-	}
-	p.mu.Unlock()
-}
-
-// newer reports whether a is a later deploy than b of the same key.
-// Versions count deploys of one function; a function deleted and deployed
-// again starts counting anew, with a later CreatedAt.
-func newer(a, b *gust.Function) bool {
-	if !a.CreatedAt.Equal(b.CreatedAt) {
-		return a.CreatedAt.After(b.CreatedAt)
-	}
-	return a.Version > b.Version
-}
-
-func slicesIndex(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
-}
-
-// poolFor returns the pool of fn, making it if this worker has none yet.
-func (w *Worker) poolFor(fn *gust.Function) (*pool, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.poolForLocked(fn)
-}
-
-// enterCall is poolFor for a call: it also counts the call in flight,
-// under the same lock that Drain sets draining with. callDone ends it.
-func (w *Worker) enterCall(fn *gust.Function) (*pool, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	p, err := w.poolForLocked(fn)
-	if err == nil {
-		w.calls.Add(1)
-	}
-	return p, err
-}
-
-// callDone ends a call counted by enterCall.
-func (w *Worker) callDone() {
-	if w.calls.Add(-1) == 0 {
-		select {
-		case w.callsIdle <- struct{}{}:
-		default: // a token is there already
-		}
-	}
-}
-
-func (w *Worker) poolForLocked(fn *gust.Function) (*pool, error) {
-	if w.draining {
-		return nil, gust.ErrDraining
-	}
-	key := fn.Key()
-	if known := w.functions[key]; known == nil || newer(fn, known) {
-		// The caller saw a deploy before this worker's watch did: apply
-		// it now, so that the call runs on the new version, with its
-		// config.
-		w.functions[key] = fn
-		if p := w.pools[key]; p != nil {
-			w.configurePoolLocked(p)
-		}
-	}
-	if p := w.pools[key]; p != nil {
-		return p, nil
-	}
-	p := newPool(w, w.functions[key])
-	w.pools[key] = p
-	w.configurePoolLocked(p)
-	return p, nil
-}
-
-// closePool stops every instance of p once its calls have finished; a
-// call still in flight stops its instance when it releases it. Called
-// without w.mu.
-func (w *Worker) closePool(p *pool) {
-	p.mu.Lock()
-	p.closed = true
-	p.broadcastLocked()
-	p.mu.Unlock()
-	w.reapPool(p)
-	w.mu.Lock()
-	delete(w.published, p.key)
-	w.mu.Unlock()
-	if err := w.state.Status.Delete(w.ctx, p.key+"."+w.cfg.ID); err != nil && w.ctx.Err() == nil {
-		w.logger.Warn("delete pool status", zap.String("function", p.key), zap.Error(err))
-	}
-}
-
-// reap stops idle surplus instances and keeps minimums in every pool.
-func (w *Worker) reap() {
-	w.mu.Lock()
-	pools := make([]*pool, 0, len(w.pools))
-	for _, p := range w.pools {
-		pools = append(pools, p)
-	}
-	draining := w.draining
-	w.mu.Unlock()
-	for _, p := range pools {
-		w.reapPool(p)
-		if !draining {
-			p.mu.Lock()
-			if !p.closed {
-				p.ensureMinLocked()
-			}
-			p.mu.Unlock()
-		}
-	}
-}
-
-func (w *Worker) reapPool(p *pool) {
-	p.mu.Lock()
-	victims := p.reapLocked(time.Now())
-	type stop struct{ id, cid string }
-	stops := make([]stop, 0, len(victims))
-	for _, in := range victims {
-		stops = append(stops, stop{in.id, in.cid})
-	}
-	if len(victims) > 0 {
-		p.broadcastLocked()
-	}
-	p.mu.Unlock()
-	for _, in := range victims {
-		w.instanceStopped(p, in)
-	}
-	if len(victims) > 0 {
-		w.kickStatus()
-	}
-	for _, s := range stops {
-		logger := p.logger.With(zap.String("instance_id", s.id), zap.String("container_id", shortID(s.cid)))
-		logger.Info("stopping instance")
-		if !w.spawn(func() { w.stopContainer(s.cid, logger) }) {
-			// Drain has waited for the worker's goroutines already (a
-			// call that outlived its wait released this instance): stop
-			// it on the caller's goroutine.
-			w.stopContainer(s.cid, logger)
-		}
-	}
-}
-
-// instanceStopped meters the life of an instance that was ready: the
-// capacity its function held from ready until now.
-func (w *Worker) instanceStopped(p *pool, in *instance) {
-	p.mu.Lock()
-	readyAt := in.readyAt
-	mib := p.cfg.MemoryBytes >> 20
-	fn := p.fn
-	p.mu.Unlock()
-	if readyAt.IsZero() || w.meter == nil {
-		return
-	}
-	w.meter.RecordInstance(&gust.InstanceRecord{
-		Instance: in.id, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Worker: w.cfg.ID,
-		MemoryMiB: mib, Ready: readyAt.UTC(), Stopped: time.Now().UTC(),
-	})
-}
-
-// stopContainer stops a container gracefully and removes it. It runs to
-// the end even when the worker closes: what it stops must not be left.
-func (w *Worker) stopContainer(cid string, logger *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), w.cfg.StopGrace+30*time.Second)
-	defer cancel()
-	if err := w.rt.Stop(ctx, cid, w.cfg.StopGrace); err != nil && !errors.Is(err, gust.ErrInstanceNotFound) {
-		logger.Warn("stop container", zap.Error(err))
-	}
-	w.removeContainer(cid, logger)
-}
-
-func (w *Worker) removeContainer(cid string, logger *zap.Logger) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 30*time.Second)
-	defer cancel()
-	if err := w.rt.Remove(ctx, cid); err != nil {
-		logger.Warn("remove container", zap.Error(err))
-	}
-}
-
-// publishStatus writes the status of every pool whose numbers changed.
-func (w *Worker) publishStatus() {
-	w.mu.Lock()
-	pools := make([]*pool, 0, len(w.pools))
-	for _, p := range w.pools {
-		pools = append(pools, p)
-	}
-	w.mu.Unlock()
-	for _, p := range pools {
-		st := p.status()
-		st.Worker = w.cfg.ID
-		w.mu.Lock()
-		prev, ok := w.published[p.key]
-		w.mu.Unlock()
-		if ok && prev.Replicas == st.Replicas && prev.Available == st.Available && prev.Invocations == st.Invocations && prev.InFlight == st.InFlight && time.Since(prev.Updated) < 30*time.Second {
-			continue
-		}
-		st.Updated = time.Now()
-		if _, err := w.state.Status.Put(w.ctx, p.key+"."+w.cfg.ID, st); err != nil {
-			if w.ctx.Err() == nil {
-				w.logger.Warn("publish pool status", zap.Error(err))
-			}
-			continue
-		}
-		w.mu.Lock()
-		w.published[p.key] = st
-		w.mu.Unlock()
-	}
-}
-
-// handlePrepare answers the scheduler's request to get a function ready
-// here: image present and one instance ready.
-func (w *Worker) handlePrepare(ctx context.Context, data []byte) any {
-	var req gust.PrepareRequest
-	if err := json.Unmarshal(data, &req); err != nil {
-		return gust.ReplyOf(gust.Errorf(gust.EINVALID, "decode prepare request: %v", err))
-	}
-	fn := req.Function
-	if err := w.ensureImage(ctx, fn.Spec.Image); err != nil {
-		return gust.ReplyOf(err)
-	}
-	p, err := w.poolFor(&fn)
-	if err != nil {
-		return gust.ReplyOf(err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.ReadyTimeout+30*time.Second)
-	defer cancel()
-	return gust.ReplyOf(p.waitReady(ctx))
-}
-
-// ensureImage makes an image present, once per worker run.
-func (w *Worker) ensureImage(ctx context.Context, ref string) error {
-	w.mu.Lock()
-	ok := w.images[ref]
-	w.mu.Unlock()
-	if ok {
-		return nil
-	}
-	if err := w.rt.EnsureImage(ctx, ref); err != nil {
-		return err
-	}
-	w.mu.Lock()
-	w.images[ref] = true
-	w.mu.Unlock()
 	return nil
 }
 

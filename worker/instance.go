@@ -1,0 +1,272 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"go.uber.org/zap"
+)
+
+// Instance states.
+const (
+	stateStarting = iota
+	stateReady
+	stateStopping
+)
+
+// instance is one container of one function version in a pool. Its fields
+// are guarded by the pool's mutex, except the immutable ones.
+type instance struct {
+	id      string // gust instance id (immutable)
+	version uint64 // function version (immutable)
+
+	cid      string // container id, set once started
+	addr     string // base URL "http://ip:port", set once started
+	host     string // "ip:port"
+	state    int
+	inflight int
+	lastUsed time.Time
+	readyAt  time.Time
+	initDur  time.Duration // container start until ready
+	// suspect instances get no new calls until a health check clears them.
+	suspect bool
+	// retiring instances (older version) get no new calls and stop when idle.
+	retiring bool
+}
+
+// containerSpec is the container of one instance.
+func (w *Worker) containerSpec(fn *gust.Function, cfg gust.FunctionConfig, in *instance) gust.ContainerSpec {
+	env := make([]string, 0, len(fn.Spec.EnvVars)+2)
+	for k, v := range fn.Spec.EnvVars {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "PORT="+strconv.Itoa(functionPort))
+	if fn.Spec.EnvProcess != "" {
+		env = append(env, "fprocess="+fn.Spec.EnvProcess)
+	}
+	return gust.ContainerSpec{
+		Name:  "gust-" + fn.Spec.Namespace + "-" + fn.Spec.Service + "-" + in.id,
+		Image: fn.Spec.Image,
+		Env:   env,
+		Labels: map[string]string{
+			gust.LabelFunction:  fn.Spec.Service,
+			gust.LabelNamespace: fn.Spec.Namespace,
+			gust.LabelVersion:   strconv.FormatUint(fn.Version, 10),
+			gust.LabelInstance:  in.id,
+			gust.LabelWorker:    w.cfg.ID,
+		},
+		Port:        functionPort,
+		MemoryBytes: cfg.MemoryBytes,
+		NanoCPUs:    cfg.NanoCPUs,
+		PidsLimit:   gust.DefaultPidsLimit,
+		ReadOnly:    fn.Spec.ReadOnlyRootFilesystem,
+	}
+}
+
+// functionPort is the port every function serves on inside its container
+// (the OpenFaaS watchdog's port).
+const functionPort = 8080
+
+// startInstance starts the container of in and waits until it is ready.
+// It runs in a goroutine of the worker's (startLocked).
+func (w *Worker) startInstance(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig) {
+	logger := p.logger.With(zap.String("instance_id", in.id))
+	err := w.startContainer(p, in, fn, cfg, logger)
+	if err != nil {
+		logger.Warn("instance did not start", zap.Error(err))
+	}
+	if p.started(in, err) {
+		// in.cid was set by startContainer, on this goroutine.
+		logger = logger.With(zap.String("container_id", shortID(in.cid)))
+		logger.Info("stopping instance: its function is gone")
+		w.stopContainer(in.cid, logger)
+	}
+}
+
+func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, logger *zap.Logger) error {
+	// Cold starts are rate-limited per worker: past ~10 per second Docker
+	// slows every one of them down (DESIGN.md §10).
+	select {
+	case w.startSlots <- struct{}{}:
+	case <-w.ctx.Done():
+		return gust.ErrDraining
+	}
+	defer func() { <-w.startSlots }()
+	t0 := time.Now()
+	if err := w.ensureImage(w.ctx, fn.Spec.Image); err != nil {
+		return err
+	}
+	c, err := w.rt.Start(w.ctx, w.containerSpec(fn, cfg, in))
+	if errors.Is(err, gust.ErrContainerExited) {
+		return gust.Invalidf("image", "function %s (image %s) did not become ready: %v", fn.Key(), fn.Spec.Image, err)
+	}
+	if err != nil {
+		return fmt.Errorf("start container: %w", err)
+	}
+	p.mu.Lock()
+	in.cid, in.addr, in.host = c.ID, "http://"+c.Addr, c.Addr
+	p.mu.Unlock()
+	logger = logger.With(zap.String("container_id", shortID(c.ID)))
+	exited := make(chan gust.Exit, 1)
+	// Not spawned only when the worker is closing: waitHealthy then
+	// returns at once.
+	w.spawn(func() { w.watchExit(p, in, c.ID, exited, logger) })
+	if err := w.waitHealthy(w.ctx, "http://"+c.Addr, cfg, exited); err != nil {
+		msg := err.Error()
+		if lt, ok := w.rt.(gust.LogTailer); ok {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 5*time.Second)
+			if tail, lerr := lt.TailLogs(tctx, c.ID, 5); lerr == nil && tail != "" {
+				msg += "; last output: " + tail
+			}
+			cancel()
+		}
+		w.removeContainer(c.ID, logger)
+		return gust.Invalidf("image", "function %s (image %s) did not become ready: %s", fn.Key(), fn.Spec.Image, msg)
+	}
+	p.mu.Lock()
+	in.initDur = time.Since(t0)
+	p.mu.Unlock()
+	logger.Info("instance ready", zap.Duration("start", time.Since(t0)))
+	return nil
+}
+
+// watchExit removes an instance whose container exits on its own (a crash,
+// an out-of-memory kill) so that new calls go elsewhere and the pool
+// starts a replacement when calls need one.
+func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust.Exit, logger *zap.Logger) {
+	exit, err := w.rt.Wait(w.ctx, cid)
+	if err != nil {
+		return // worker shutting down, or the container was removed
+	}
+	exited <- exit
+	p.mu.Lock()
+	// An instance still starting is the starter's to clean up: it reads
+	// the exit from the channel and records the failed start.
+	live := in.state == stateReady && p.removeLocked(in)
+	if live {
+		in.state = stateStopping
+		p.broadcastLocked()
+	}
+	p.mu.Unlock()
+	if live {
+		logger.Warn("instance exited", zap.Int("exit_code", exit.Code), zap.Bool("oom_killed", exit.OOMKilled))
+		w.instanceStopped(p, in)
+		w.kickStatus()
+		w.removeContainer(cid, logger)
+	}
+}
+
+// waitHealthy polls the readiness check until it passes, the container
+// exits or the ready timeout passes.
+func (w *Worker) waitHealthy(ctx context.Context, base string, cfg gust.FunctionConfig, exited <-chan gust.Exit) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ReadyTimeout)
+	defer cancel()
+	delay := 2 * time.Millisecond
+	for {
+		if w.probe(ctx, base, cfg) == nil {
+			return nil
+		}
+		select {
+		case exit := <-exited:
+			if exit.OOMKilled {
+				return fmt.Errorf("container was killed for exceeding its memory limit")
+			}
+			return fmt.Errorf("container exited with code %d", exit.Code)
+		case <-ctx.Done():
+			if w.ctx.Err() != nil {
+				return gust.ErrDraining
+			}
+			return fmt.Errorf("no answer on %s within %s", cfg.HealthPath, w.cfg.ReadyTimeout)
+		case <-time.After(delay):
+		}
+		if delay < 50*time.Millisecond {
+			delay += delay / 2
+		}
+	}
+}
+
+// probe runs one readiness check.
+func (w *Worker) probe(ctx context.Context, base string, cfg gust.FunctionConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if cfg.HealthTCP {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", base[len("http://"):])
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+cfg.HealthPath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := w.probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("readiness answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// instanceStopped meters the life of an instance that was ready: the
+// capacity its function held from ready until now.
+func (w *Worker) instanceStopped(p *pool, in *instance) {
+	p.mu.Lock()
+	readyAt := in.readyAt
+	mib := p.cfg.MemoryBytes >> 20
+	fn := p.fn
+	p.mu.Unlock()
+	if readyAt.IsZero() || w.meter == nil {
+		return
+	}
+	w.meter.RecordInstance(&gust.InstanceRecord{
+		Instance: in.id, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Worker: w.cfg.ID,
+		MemoryMiB: mib, Ready: readyAt.UTC(), Stopped: time.Now().UTC(),
+	})
+}
+
+// stopContainer stops a container gracefully and removes it. It runs to
+// the end even when the worker closes: what it stops must not be left.
+func (w *Worker) stopContainer(cid string, logger *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), w.cfg.StopGrace+30*time.Second)
+	defer cancel()
+	if err := w.rt.Stop(ctx, cid, w.cfg.StopGrace); err != nil && !errors.Is(err, gust.ErrInstanceNotFound) {
+		logger.Warn("stop container", zap.Error(err))
+	}
+	w.removeContainer(cid, logger)
+}
+
+func (w *Worker) removeContainer(cid string, logger *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), 30*time.Second)
+	defer cancel()
+	if err := w.rt.Remove(ctx, cid); err != nil {
+		logger.Warn("remove container", zap.Error(err))
+	}
+}
+
+// ensureImage makes an image present, once per worker run.
+func (w *Worker) ensureImage(ctx context.Context, ref string) error {
+	w.mu.Lock()
+	ok := w.images[ref]
+	w.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := w.rt.EnsureImage(ctx, ref); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.images[ref] = true
+	w.mu.Unlock()
+	return nil
+}
