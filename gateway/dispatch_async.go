@@ -10,6 +10,32 @@ import (
 	"go.uber.org/zap"
 )
 
+// asyncConsumer names the durable consumer of a function's async queue.
+func asyncConsumer(ns, name string) string { return "async-" + ns + "-" + name }
+
+// consumeAsync starts the consumer of fn's async calls, at most limit at
+// a time, and returns what stops it (nil if it could not start, which is
+// logged).
+func (d *Dispatcher) consumeAsync(fn *gust.Function, limit int, logger *zap.Logger) func() {
+	key, ns, name := fn.Key(), fn.Spec.Namespace, fn.Spec.Service
+	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
+		Stream: d.async.Stream, Durable: asyncConsumer(ns, name), Filter: gust.SubjectAsyncPrefix + key,
+		Max: limit, AckWait: ackWait,
+	}, func(dl gust.Delivery) { d.runAsync(key, dl) })
+	if err != nil {
+		if d.ctx.Err() == nil {
+			logger.Error("async consumer", zap.Error(err))
+		}
+		return nil
+	}
+	return stop
+}
+
+// deleteAsyncConsumer removes the async consumer of a deleted function.
+func (d *Dispatcher) deleteAsyncConsumer(ns, name string) error {
+	return d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, asyncConsumer(ns, name))
+}
+
 // runAsync runs one delivery of an async call: the attempt, then a retry
 // with backoff, a dead letter, or done; the callback follows the final
 // result. The message is acknowledged only once that is decided and
@@ -83,10 +109,14 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 const ackWait = 30 * time.Second
 
 // heartbeat tells the queue, while a call runs, that its delivery is still
-// being worked on. It returns the function that stops it.
+// being worked on. It returns the function that stops it and waits for it:
+// the goroutine belongs to the delivery, which the consumer's stop (and so
+// the dispatcher's Close) waits for.
 func (d *Dispatcher) heartbeat(dl gust.Delivery) func() {
 	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(ackWait / 3)
 		defer t.Stop()
 		for {
@@ -98,7 +128,10 @@ func (d *Dispatcher) heartbeat(dl gust.Delivery) func() {
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() {
+		close(done)
+		<-exited
+	}
 }
 
 func (d *Dispatcher) setStatus(req *gust.AsyncRequest, state string, attempts, status int, lastErr string, next *time.Time) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -47,12 +48,8 @@ func (d *Dispatcher) callback(req *gust.AsyncRequest, res result, logger *zap.Lo
 	}
 }
 
-// Callback delivery: up to callbackAttempts tries, backing off from 1s to
-// 5 minutes (about an hour in all) before giving up loudly.
-const callbackAttempts = 20
-
-var callbackRetry = gust.RetryPolicy{MinDelay: time.Second, MaxDelay: 5 * time.Minute}
-
+// deliverCallback POSTs one queued result to its callback URL, retried
+// with backoff (CallbackRetry) while the target fails or is away.
 func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	var cb callbackMsg
 	if err := json.Unmarshal(dl.Data(), &cb); err != nil {
@@ -79,6 +76,8 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	req.Header.Set(gust.HeaderDuration, strconv.FormatFloat(cb.Duration, 'f', 6, 64))
 	resp, err := d.client.Do(req)
 	if err == nil {
+		// Read a little of the answer so the connection can be reused.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
 		if resp.StatusCode < 300 {
 			d.metrics.Callback("delivered")
@@ -90,14 +89,14 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	if d.ctx.Err() != nil {
 		return
 	}
-	if dl.Attempt() >= callbackAttempts {
+	if dl.Attempt() >= d.CallbackRetry.MaxAttempts {
 		d.metrics.Callback("dropped")
 		logger.Error("callback dropped after its last attempt", zap.Int("attempts", dl.Attempt()), zap.Error(err))
 		_ = dl.Ack()
 		return
 	}
 	d.metrics.Callback("retried")
-	delay := callbackRetry.Backoff(dl.Attempt(), rand.Float64())
+	delay := d.CallbackRetry.Backoff(dl.Attempt(), rand.Float64())
 	logger.Warn("callback failed; will retry", zap.Int("attempt", dl.Attempt()), zap.Duration("delay", delay), zap.Error(err))
 	_ = dl.Retry(delay)
 }

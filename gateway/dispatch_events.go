@@ -12,6 +12,38 @@ import (
 	"go.uber.org/zap"
 )
 
+// streamConsumer names the durable consumer of a function's stream
+// trigger. It keeps the name earlier releases gave it, "trigger-NS-NAME",
+// though two functions can share it (openfaas.fn-resize and
+// openfaas-fn.resize): a consumer under a new name would start at the
+// stream's first message and run every message the old one had already
+// run, and gust.ConsumerSpec cannot yet start a consumer where another
+// one stands. Only two such functions consuming one stream share it.
+func streamConsumer(ns, name string) string { return "trigger-" + ns + "-" + name }
+
+// consumeStream starts the durable stream trigger of fn, at most limit
+// calls at a time, and returns what stops it (nil if it could not start,
+// which is logged and counted).
+func (d *Dispatcher) consumeStream(fn *gust.Function, cfg gust.FunctionConfig, limit int, logger *zap.Logger) func() {
+	key := fn.Key()
+	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
+		Stream: cfg.Stream, Durable: streamConsumer(fn.Spec.Namespace, fn.Spec.Service), Filter: cfg.StreamFilter,
+		Max: limit, AckWait: ackWait,
+	}, func(dl gust.Delivery) { d.runStreamEvent(key, dl) })
+	if err != nil {
+		if d.ctx.Err() != nil {
+			return nil
+		}
+		// The stream may not exist (yet): say so where an operator
+		// looks, and count it.
+		logger.Error("durable trigger not started: its stream cannot be consumed", zap.String("stream", cfg.Stream), zap.Error(err))
+		d.metrics.EventDropped(key, "stream_unavailable")
+		return nil
+	}
+	logger.Info("durable trigger started", zap.String("stream", cfg.Stream), zap.String("filter", cfg.StreamFilter))
+	return stop
+}
+
 // subscribe starts the core-NATS triggers of fn: one queue subscription
 // per subject, a bounded buffer, and limit runners.
 func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit int, logger *zap.Logger) []func() {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -31,6 +32,11 @@ type Async struct {
 // max instances × concurrency calls at once: a flood waits in JetStream
 // (async, durable triggers) or in a bounded buffer (core-NATS triggers,
 // where an overflow is counted and logged).
+//
+// The files of the dispatcher: this one (the type, its lifecycle and the
+// per-function start and stop), dispatch_run.go (one call through the
+// router), dispatch_async.go (attempts, retries, dead letters, status),
+// dispatch_events.go (triggers) and dispatch_callbacks.go.
 type Dispatcher struct {
 	async   *Async
 	state   *gust.State
@@ -39,146 +45,178 @@ type Dispatcher struct {
 	metrics *metrics.Metrics
 	logger  *zap.Logger
 	client  *http.Client
-	// EventBuffer bounds the core-NATS messages waiting per function.
+	// EventBuffer bounds the core-NATS messages waiting per function. Set
+	// it before Start.
 	EventBuffer int
+	// CallbackRetry says how a callback is retried: MaxAttempts tries,
+	// backing off from MinDelay to MaxDelay. Set it before Start.
+	CallbackRetry gust.RetryPolicy
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	// tasks owns the starts and stops of functions; ctx is its context,
+	// the dispatcher's lifetime, which the calls it makes run under.
+	tasks *tasks
+	ctx   context.Context
 
 	mu            sync.Mutex
 	funcs         map[string]*dispatch // by function key
 	stopCallbacks func()
 }
 
-// dispatch is what runs for one function version.
+// dispatch is what runs for one function. Its changes are applied one at
+// a time (mu), always to the latest version seen (want), however many
+// changes of the function arrive meanwhile.
 type dispatch struct {
-	version uint64
+	want *gust.Function // the latest version seen, nil once deleted; under Dispatcher.mu
+
+	mu      sync.Mutex // held while starting or stopping
+	version uint64     // running, 0 for none
 	stops   []func()
 }
 
 // NewDispatcher returns a dispatcher; Start runs it.
 func NewDispatcher(a *Async, state *gust.State, router *Router, meter gust.Meter, m *metrics.Metrics, logger *zap.Logger) *Dispatcher {
+	t := newTasks()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
 	return &Dispatcher{
 		async: a, state: state, router: router, meter: meter, metrics: m,
 		logger: logger.Named("dispatch"), EventBuffer: 10000,
-		client: &http.Client{Timeout: 30 * time.Second},
-		funcs:  map[string]*dispatch{},
+		// About an hour of tries before a callback is given up loudly.
+		CallbackRetry: gust.RetryPolicy{MaxAttempts: 20, MinDelay: time.Second, MaxDelay: 5 * time.Minute},
+		client:        &http.Client{Timeout: 30 * time.Second, Transport: tr},
+		tasks:         t, ctx: t.ctx,
+		funcs: map[string]*dispatch{},
 	}
 }
 
-// Start follows the registry and starts the callback deliverer.
+// Start starts the callback deliverer and follows the registry: each
+// function's consumers and subscriptions start (and stop, and restart on a
+// new version) in goroutines of the dispatcher's, which Close waits for.
+// ctx bounds the start.
 func (d *Dispatcher) Start(ctx context.Context) error {
-	d.ctx, d.cancel = context.WithCancel(context.Background())
-	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
+	stop, err := d.async.Queue.Consume(ctx, gust.ConsumerSpec{
 		Stream: d.async.Stream, Durable: "gust-callbacks", Filter: callbackSubject, Max: 64, AckWait: time.Minute,
 	}, d.deliverCallback)
 	if err != nil {
 		return err
 	}
+	d.mu.Lock()
 	d.stopCallbacks = stop
-	return d.state.Functions.Watch(d.ctx, ">", func(c gust.Change[gust.Function]) {
-		if c.Deleted {
-			d.stopFunction(c.Key)
-			// Its durable consumers go too; calls still queued for it stay
-			// in the stream and run if it is deployed again.
-			ns, name := splitKey(c.Key)
-			gone := &gust.Function{Spec: gust.FunctionSpec{Namespace: ns, Service: name}}
-			if err := d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, durableName("async", gone)); err != nil {
-				d.logger.Warn("delete async consumer", zap.String("function", c.Key), zap.Error(err))
-			}
-			return
-		}
+	d.mu.Unlock()
+	wctx, started := d.tasks.during(ctx)
+	err = d.state.Functions.Watch(wctx, ">", d.changed)
+	if err == nil {
+		err = started()
+	}
+	if err != nil {
+		d.Close()
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	return nil
+}
+
+// changed takes a change of the registry: the function's dispatch moves
+// to it in a goroutine of the dispatcher's (starting consumers is a
+// network round trip, and stopping one waits for its calls in flight).
+func (d *Dispatcher) changed(c gust.Change[gust.Function]) {
+	d.mu.Lock()
+	dp := d.funcs[c.Key]
+	if dp == nil {
+		dp = &dispatch{}
+		d.funcs[c.Key] = dp
+	}
+	dp.want = nil
+	if !c.Deleted {
 		fn := c.Value
-		go d.startFunction(&fn)
-	})
-}
-
-// Close stops every consumer and subscription; calls in flight finish.
-func (d *Dispatcher) Close() {
-	if d.cancel == nil {
-		return
-	}
-	d.cancel()
-	d.mu.Lock()
-	keys := make([]string, 0, len(d.funcs))
-	for k := range d.funcs {
-		keys = append(keys, k)
+		dp.want = &fn
 	}
 	d.mu.Unlock()
-	for _, k := range keys {
-		d.stopFunction(k)
-	}
-	if d.stopCallbacks != nil {
-		d.stopCallbacks()
-	}
+	d.tasks.Go(func(context.Context) { d.apply(c.Key, dp) })
 }
 
-func durableName(prefix string, fn *gust.Function) string {
-	return prefix + "-" + fn.Spec.Namespace + "-" + fn.Spec.Service
-}
-
-// startFunction (re)starts the consumers and subscriptions of a function.
-func (d *Dispatcher) startFunction(fn *gust.Function) {
-	key := fn.Key()
+// apply brings the dispatch of a function to the latest version seen:
+// it stops what runs for an older one and starts the newer, or, for a
+// deleted function, removes its async consumer.
+func (d *Dispatcher) apply(key string, dp *dispatch) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
 	d.mu.Lock()
-	if cur := d.funcs[key]; cur != nil && cur.version == fn.Version {
-		d.mu.Unlock()
+	want := dp.want
+	d.mu.Unlock()
+	if want != nil && want.Version == dp.version {
+		return // already running it (a scale changes no version)
+	}
+	dp.stopLocked()
+	if d.ctx.Err() != nil {
+		return // closing
+	}
+	if want != nil {
+		dp.version = want.Version
+		dp.stops = d.startFunction(want)
 		return
 	}
+	// Deleted: its async consumer goes too; calls still queued for it
+	// stay in the stream and run if it is deployed again.
+	ns, name := splitKey(key)
+	if err := d.deleteAsyncConsumer(ns, name); err != nil {
+		d.logger.Warn("delete async consumer", zap.String("function", key), zap.Error(err))
+	}
+	d.mu.Lock()
+	if d.funcs[key] == dp && dp.want == nil {
+		delete(d.funcs, key)
+	}
 	d.mu.Unlock()
-	d.stopFunction(key)
+}
+
+// startFunction starts the consumers and subscriptions of fn and returns
+// what stops them.
+func (d *Dispatcher) startFunction(fn *gust.Function) []func() {
 	cfg := fn.Config()
 	limit := min(cfg.Max*cfg.Concurrency, 1000)
-	logger := d.logger.With(zap.String("function", key))
-	dp := &dispatch{version: fn.Version}
-	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
-		Stream: d.async.Stream, Durable: durableName("async", fn), Filter: gust.SubjectAsyncPrefix + key,
-		Max: limit, AckWait: ackWait,
-	}, func(dl gust.Delivery) { d.runAsync(key, dl) })
-	if err != nil {
-		logger.Error("async consumer", zap.Error(err))
-	} else {
-		dp.stops = append(dp.stops, stop)
+	logger := d.logger.With(zap.String("function", fn.Key()))
+	var stops []func()
+	if stop := d.consumeAsync(fn, limit, logger); stop != nil {
+		stops = append(stops, stop)
 	}
 	if len(cfg.Topics) > 0 {
-		dp.stops = append(dp.stops, d.subscribe(fn, cfg, limit, logger)...)
+		stops = append(stops, d.subscribe(fn, cfg, limit, logger)...)
 	}
 	if cfg.Stream != "" {
-		stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
-			Stream: cfg.Stream, Durable: durableName("trigger", fn), Filter: cfg.StreamFilter, Max: limit, AckWait: ackWait,
-		}, func(dl gust.Delivery) { d.runStreamEvent(key, dl) })
-		if err != nil {
-			// The stream may not exist (yet): say so where an operator
-			// looks, and count it.
-			logger.Error("durable trigger not started: its stream cannot be consumed", zap.String("stream", cfg.Stream), zap.Error(err))
-			d.metrics.EventDropped(key, "stream_unavailable")
-		} else {
-			dp.stops = append(dp.stops, stop)
-			logger.Info("durable trigger started", zap.String("stream", cfg.Stream), zap.String("filter", cfg.StreamFilter))
+		if stop := d.consumeStream(fn, cfg, limit, logger); stop != nil {
+			stops = append(stops, stop)
 		}
 	}
-	d.mu.Lock()
-	if old := d.funcs[key]; old != nil {
-		// A newer start won the race; keep one.
-		d.mu.Unlock()
-		for _, s := range dp.stops {
-			s()
-		}
-		return
-	}
-	d.funcs[key] = dp
-	d.mu.Unlock()
+	return stops
 }
 
-func (d *Dispatcher) stopFunction(key string) {
-	d.mu.Lock()
-	dp := d.funcs[key]
-	delete(d.funcs, key)
-	d.mu.Unlock()
-	if dp == nil {
-		return
-	}
+// stopLocked stops what runs for the function and waits for its calls in
+// flight.
+func (dp *dispatch) stopLocked() {
 	for _, s := range dp.stops {
 		s()
 	}
+	dp.stops, dp.version = nil, 0
+}
+
+// Close stops every consumer and subscription and waits for them: calls
+// in flight are cancelled, and their messages come back to whichever
+// dispatcher runs next. It may be called more than once.
+func (d *Dispatcher) Close() {
+	d.tasks.Close()
+	d.mu.Lock()
+	all := make([]*dispatch, 0, len(d.funcs))
+	for _, dp := range d.funcs {
+		all = append(all, dp)
+	}
+	stopCallbacks := d.stopCallbacks
+	d.stopCallbacks = nil
+	d.mu.Unlock()
+	for _, dp := range all {
+		dp.mu.Lock()
+		dp.stopLocked()
+		dp.mu.Unlock()
+	}
+	if stopCallbacks != nil {
+		stopCallbacks()
+	}
+	d.client.CloseIdleConnections()
 }

@@ -233,11 +233,13 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 	case err == nil:
 		logger.Info("function deployed", zap.String("image", spec.Image))
 	case code == gust.EINVALID:
-		// Bad input changes nothing: put back what was there.
+		// Bad input changes nothing: put back what was there, even if
+		// the caller has gone meanwhile.
+		rctx := context.WithoutCancel(ctx)
 		if exists {
-			_, rerr := s.state.Functions.Put(context.Background(), key, old)
+			_, rerr := s.state.Functions.Put(rctx, key, old)
 			err = errors.Join(err, rerr)
-		} else if rerr := s.state.Functions.Delete(context.Background(), key); rerr != nil {
+		} else if rerr := s.state.Functions.Delete(rctx, key); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		logger.Info("deploy refused", zap.Error(err))
@@ -339,15 +341,16 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 		break
 	}
 	// Re-place in the background: a larger minimum may spread the
-	// function over more workers.
-	go func() {
-		pctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeployTimeout)
+	// function over more workers. The caller does not wait for it; the
+	// server's Close ends it.
+	s.tasks.Go(func(life context.Context) {
+		pctx, cancel := context.WithTimeout(life, s.cfg.DeployTimeout)
 		defer cancel()
 		var rep gust.PlaceReply
-		if err := s.reqs.Request(pctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: ns, Name: name}, &rep); err != nil {
+		if err := s.reqs.Request(pctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: ns, Name: name}, &rep); err != nil && life.Err() == nil {
 			s.logger.Warn("place after scale", zap.String("function", gust.FunctionKey(ns, name)), zap.Error(err))
 		}
-	}()
+	})
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }

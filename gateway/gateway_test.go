@@ -181,6 +181,9 @@ func MustOpenGateway(tb testing.TB, cfg gateway.Config) *env {
 		cfg.Version = "test-1.2.3"
 	}
 	gw := gateway.New(cfg, st, bus, e.router, logger)
+	// Close ends the server's background work (the placement after a
+	// scale) and waits for it.
+	tb.Cleanup(func() { _ = gw.Close(context.Background()) })
 	e.srv = httptest.NewServer(gw.Handler())
 	tb.Cleanup(e.srv.Close)
 	return e

@@ -33,7 +33,8 @@ type Router struct {
 	// workerTimeout is how stale a heartbeat may be.
 	workerTimeout time.Duration
 
-	cancel context.CancelFunc
+	// tasks owns the watches and the activations; Close ends them.
+	tasks *tasks
 
 	mu         sync.RWMutex
 	functions  map[string]*gust.Function
@@ -65,6 +66,7 @@ func NewRouter(state *gust.State, reqs gust.Requests, local gust.Invoker, localI
 		localID:       localID,
 		transport:     proxy.NewTransport(),
 		workerTimeout: 5 * time.Second,
+		tasks:         newTasks(),
 		functions:     map[string]*gust.Function{},
 		placements:    map[string]*route{},
 		workers:       map[string]gust.WorkerInfo{},
@@ -73,10 +75,10 @@ func NewRouter(state *gust.State, reqs gust.Requests, local gust.Invoker, localI
 	}
 }
 
-// Start loads the current state and follows its changes.
+// Start loads the current state and follows its changes until Close; ctx
+// bounds the loading.
 func (rt *Router) Start(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(context.Background())
-	rt.cancel = cancel
+	wctx, started := rt.tasks.during(ctx)
 	err := rt.state.Functions.Watch(wctx, ">", func(c gust.Change[gust.Function]) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
@@ -113,18 +115,20 @@ func (rt *Router) Start(ctx context.Context) error {
 			rt.workers[c.Key] = c.Value
 		})
 	}
+	if err == nil {
+		err = started()
+	}
 	if err != nil {
-		cancel()
+		rt.tasks.Close()
 		return fmt.Errorf("router: %w", err)
 	}
 	return nil
 }
 
-// Close stops the watches.
+// Close stops the watches and the activations in progress (their waiting
+// calls fail) and waits for the activations.
 func (rt *Router) Close() {
-	if rt.cancel != nil {
-		rt.cancel()
-	}
+	rt.tasks.Close()
 }
 
 // Function returns the function ns.name as last seen, or nil.
@@ -193,16 +197,21 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 	return nil
 }
 
+// activationTimeout bounds one place request of the activator.
+const activationTimeout = 2 * time.Minute
+
 // activate asks the scheduler to place a function; concurrent callers for
-// one function share one request.
+// one function share one request. The request is the router's, not the
+// first caller's: it goes on when that caller gives up, for the others
+// (and the next), until it is answered, times out or the router closes.
 func (rt *Router) activate(ctx context.Context, key string) (gust.Placement, error) {
 	rt.mu.Lock()
 	a, ok := rt.activating[key]
 	if !ok {
 		a = &activation{done: make(chan struct{})}
 		rt.activating[key] = a
-		go func() {
-			actx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		started := rt.tasks.Go(func(life context.Context) {
+			actx, cancel := context.WithTimeout(life, activationTimeout)
 			defer cancel()
 			ns, name := splitKey(key)
 			var rep gust.PlaceReply
@@ -210,14 +219,22 @@ func (rt *Router) activate(ctx context.Context, key string) (gust.Placement, err
 			if a.err == nil {
 				a.pl, a.err = rep.Placement, rep.Err()
 			}
-			if a.err != nil {
+			switch {
+			case a.err != nil && life.Err() != nil:
+				a.err = gust.Errorf(gust.EUNAVAILABLE, "the gateway is shutting down")
+			case a.err != nil:
 				rt.logger.Warn("activation failed", zap.String("function", key), zap.Error(a.err))
 			}
 			rt.mu.Lock()
 			delete(rt.activating, key)
 			rt.mu.Unlock()
 			close(a.done)
-		}()
+		})
+		if !started {
+			delete(rt.activating, key)
+			a.err = gust.Errorf(gust.EUNAVAILABLE, "the gateway is shutting down")
+			close(a.done)
+		}
 	}
 	rt.mu.Unlock()
 	select {

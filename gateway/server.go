@@ -65,11 +65,16 @@ type Server struct {
 
 	ln  net.Listener
 	srv *http.Server
+	// served is closed when the Serve goroutine has returned.
+	served chan struct{}
+	// tasks owns the server's background work (the placement after a
+	// scale); Close ends it.
+	tasks *tasks
 }
 
 // New returns a gateway. router resolves functions to invokers.
 func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logger *zap.Logger) *Server {
-	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway")}
+	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway"), tasks: newTasks()}
 	s.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -78,8 +83,9 @@ func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logg
 	return s
 }
 
-// Open starts the router's watches and listens; it returns once the
-// gateway accepts connections.
+// Open starts the router's watches and the dispatcher and listens; it
+// returns once the gateway accepts connections. ctx bounds the start; what
+// Open starts runs until Close.
 func (s *Server) Open(ctx context.Context) error {
 	if err := s.router.Start(ctx); err != nil {
 		return err
@@ -90,13 +96,20 @@ func (s *Server) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
 	if err != nil {
+		if s.dispatcher != nil {
+			s.dispatcher.Close()
+		}
+		s.router.Close()
 		return fmt.Errorf("gateway listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
 	s.srv.Handler = s.Handler()
+	s.served = make(chan struct{})
 	go func() {
+		defer close(s.served)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("serve", zap.Error(err))
 		}
@@ -109,9 +122,14 @@ func (s *Server) Open(ctx context.Context) error {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Close stops accepting calls and waits (until ctx ends) for the calls in
-// flight to finish.
+// flight to finish, then stops the dispatcher, the router and the
+// server's background work, and waits for them.
 func (s *Server) Close(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
+	if s.served != nil {
+		<-s.served // Serve returns as soon as Shutdown closed the listener
+	}
+	s.tasks.Close()
 	if s.dispatcher != nil {
 		s.dispatcher.Close()
 	}
