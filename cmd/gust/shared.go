@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/internal/metrics"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"go.uber.org/zap"
+)
+
+// drainTimeout bounds how long a stopping role waits for calls in flight.
+const drainTimeout = 60 * time.Second
+
+// defaultSpoolMax bounds the local spool of metering records (about a
+// million records); past it records are dropped, loudly.
+const defaultSpoolMax = 512 << 20
+
+// Shared is what the roles of one process (`gust up`) share instead of
+// each opening its own: one NATS connection and its state tables, one
+// metrics registry, one metering pipeline (one spool and one billing store
+// in the data directory: two spools in one directory would clash) and the
+// Docker runtime. A role Main given a Shared uses what it holds and never
+// closes it: whoever opened it closes it, after the roles.
+type Shared struct {
+	Bus     *natsbus.Bus
+	State   *gust.State
+	Metrics *metrics.Metrics
+	// Metering is nil when calls are not metered (UpMain.NoMetering).
+	Metering *Metering
+	// Runtime is the worker's container runtime.
+	Runtime *docker.Runtime
+}
+
+// connect dials NATS and opens the shared state tables.
+func connect(ctx context.Context, url, name string, logger *zap.Logger) (*natsbus.Bus, *gust.State, error) {
+	bus, err := natsbus.Connect(url, name, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	state, err := natsbus.OpenState(ctx, bus)
+	if err != nil {
+		bus.Close()
+		return nil, nil, err
+	}
+	return bus, state, nil
+}
+
+// openRuntime connects to the local Docker Engine.
+func openRuntime(ctx context.Context, network string, logger *zap.Logger) (*docker.Runtime, error) {
+	rt, err := docker.New(docker.Config{Network: network}, logger.Named("docker"))
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.Open(ctx); err != nil {
+		rt.Close()
+		return nil, err
+	}
+	return rt, nil
+}
+
+// localID reads an id kept in dataDir/file, making one on first use.
+func localID(dataDir, file string) (string, error) {
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	p := filepath.Join(dataDir, file)
+	if b, err := os.ReadFile(p); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	}
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	id := sanitizeID(host) + "-" + hex.EncodeToString(b[:])
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	return id, nil
+}
+
+// sanitizeID keeps the characters allowed in a NATS subject token and a
+// KV key.
+func sanitizeID(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "worker"
+	}
+	return b.String()
+}
+
+// openRuntimeForBuild connects to Docker for `gust build`; it needs no
+// network.
+func openRuntimeForBuild(ctx context.Context) (*docker.Runtime, error) {
+	rt, err := docker.New(docker.Config{}, zap.NewNop())
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.Ping(ctx); err != nil {
+		rt.Close()
+		return nil, err
+	}
+	return rt, nil
+}
