@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -10,14 +11,33 @@ import (
 	"go.uber.org/zap"
 )
 
-// asyncConsumer names the durable consumer of a function's async queue.
-func asyncConsumer(ns, name string) string { return "async-" + ns + "-" + name }
+// asyncConsumer names the durable consumer of a function's async queue:
+// "async_NS_NAME". Names hold lower-case letters, digits and '-', never
+// '_', so no two functions share one (a durable name may not hold '.',
+// '*', '>' or whitespace, so the key itself cannot be used).
+func asyncConsumer(ns, name string) string { return "async_" + ns + "_" + name }
+
+// legacyAsyncConsumer is the name earlier releases gave the consumer,
+// "async-NS-NAME": openfaas.fn-resize and openfaas-fn.resize shared
+// "async-openfaas-fn-resize", so each took the other's calls or lost
+// them, and deleting one deleted the consumer of both.
+func legacyAsyncConsumer(ns, name string) string { return "async-" + ns + "-" + name }
 
 // consumeAsync starts the consumer of fn's async calls, at most limit at
 // a time, and returns what stops it (nil if it could not start, which is
 // logged).
 func (d *Dispatcher) consumeAsync(fn *gust.Function, limit int, logger *zap.Logger) func() {
 	key, ns, name := fn.Key(), fn.Spec.Namespace, fn.Spec.Service
+	// A consumer under the legacy name, left by an earlier release, goes
+	// first: the async stream is a work queue, where two consumers may not
+	// filter the same subject. Its calls stay in the stream (a work queue
+	// drops a message only once it is acknowledged) and the new consumer
+	// gets them. A gateway of the earlier release still running in the
+	// cluster finds its consumer gone and stops taking this function's
+	// calls; gateways of this release take them.
+	if err := d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, legacyAsyncConsumer(ns, name)); err != nil {
+		logger.Warn("delete legacy async consumer", zap.Error(err))
+	}
 	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
 		Stream: d.async.Stream, Durable: asyncConsumer(ns, name), Filter: gust.SubjectAsyncPrefix + key,
 		Max: limit, AckWait: ackWait,
@@ -31,9 +51,13 @@ func (d *Dispatcher) consumeAsync(fn *gust.Function, limit int, logger *zap.Logg
 	return stop
 }
 
-// deleteAsyncConsumer removes the async consumer of a deleted function.
+// deleteAsyncConsumer removes the async consumer of a deleted function,
+// under its name and the legacy one.
 func (d *Dispatcher) deleteAsyncConsumer(ns, name string) error {
-	return d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, asyncConsumer(ns, name))
+	return errors.Join(
+		d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, asyncConsumer(ns, name)),
+		d.async.Queue.DeleteConsumer(d.ctx, d.async.Stream, legacyAsyncConsumer(ns, name)),
+	)
 }
 
 // runAsync runs one delivery of an async call: the attempt, then a retry

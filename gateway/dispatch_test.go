@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/gustfaas/gust/internal/spool"
 	"github.com/gustfaas/gust/internal/sqlite"
 	"github.com/gustfaas/gust/worker"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -517,6 +519,101 @@ func TestDispatcher_CallbackGivesUp(t *testing.T) {
 	if len(target.posts) != 2 {
 		t.Errorf("callback POSTs: got %d, want 2 (MaxAttempts)", len(target.posts))
 	}
+}
+
+// Two functions whose namespace and name joined with '-' are the same
+// (openfaas.fn-resize, openfaas-fn.resize) have consumers of their own:
+// each runs its own calls, and deleting one leaves the other's. Before,
+// they shared the durable consumer "async-openfaas-fn-resize".
+func TestDispatcher_ConsumerNamesUnique(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	var mu sync.Mutex
+	ran := map[string]string{} // call id → function that ran it
+	e.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ran[r.Header.Get(gust.HeaderCallID)] = r.Header.Get("X-Fn")
+		mu.Unlock()
+	})
+	e.deploy("openfaas", "fn-resize")
+	e.deploy("openfaas-fn", "resize")
+	wantRan := func(id, fn string) {
+		t.Helper()
+		e.waitCall(id, gust.AsyncSucceeded, 1)
+		mu.Lock()
+		defer mu.Unlock()
+		if ran[id] != fn {
+			t.Errorf("call %s ran as %q, want %q", id, ran[id], fn)
+		}
+	}
+	a := e.enqueue("fn-resize.openfaas", "", "X-Fn", "openfaas.fn-resize")
+	b := e.enqueue("resize.openfaas-fn", "", "X-Fn", "openfaas-fn.resize")
+	wantRan(a, "openfaas.fn-resize")
+	wantRan(b, "openfaas-fn.resize")
+
+	status, _, body := MustDo(t, http.MethodDelete, e.url+"/system/functions", `{"functionName":"fn-resize","namespace":"openfaas"}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("delete: status %d %s", status, body)
+	}
+	// The deleted function's consumer goes; the other keeps running.
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		names, err := consumers(e)
+		if err != nil {
+			return err
+		}
+		if len(names) != 2 || !slices.Contains(names, "gust-callbacks") {
+			return fmt.Errorf("consumers of the async stream: %v, want the callbacks' and openfaas-fn.resize's", names)
+		}
+		return nil
+	})
+	c := e.enqueue("resize.openfaas-fn", "", "X-Fn", "openfaas-fn.resize")
+	wantRan(c, "openfaas-fn.resize")
+}
+
+// A consumer an earlier release named "async-NS-NAME" is replaced when the
+// function starts: the async stream is a work queue, where it would keep
+// the new one from starting. The calls it held run.
+func TestDispatcher_LegacyConsumerReplaced(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	ctx := context.Background()
+	const legacy = "async-team-hello"
+	if _, err := e.bus.JS.CreateOrUpdateConsumer(ctx, natsbus.StreamAsync, jetstream.ConsumerConfig{
+		Durable: legacy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: gust.SubjectAsyncPrefix + "team.hello",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A call queued before the upgrade.
+	req := gust.AsyncRequest{CallID: "c0ffee", Namespace: "team", Function: "hello", Method: http.MethodPost, Path: "/",
+		Body: []byte("old"), Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync}
+	data, _ := json.Marshal(req)
+	if _, err := e.async.Calls.Put(ctx, req.CallID, gust.AsyncStatus{CallID: req.CallID, Namespace: "team", Function: "hello", State: gust.AsyncQueued}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.async.Queue.Enqueue(ctx, gust.SubjectAsyncPrefix+"team.hello", req.CallID, data); err != nil {
+		t.Fatal(err)
+	}
+	e.deploy("team", "hello")
+	e.waitCall(req.CallID, gust.AsyncSucceeded, 1)
+	if _, err := e.bus.JS.Consumer(ctx, natsbus.StreamAsync, legacy); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("legacy consumer %s: got %v, want it deleted", legacy, err)
+	}
+	e.waitCall(e.enqueue("hello.team", "new"), gust.AsyncSucceeded, 1)
+}
+
+// consumers lists the consumers of the async stream.
+func consumers(e *asyncEnv) ([]string, error) {
+	ctx := context.Background()
+	s, err := e.bus.JS.Stream(ctx, natsbus.StreamAsync)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	l := s.ConsumerNames(ctx)
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	return names, l.Err()
 }
 
 // A core-NATS trigger runs the function once per message and answers a
