@@ -128,7 +128,7 @@ type callStatus struct {
 // asyncStatus returns the status of an async call with the records of
 // its attempts, or nil when callID is not an async call.
 func (s *Server) asyncStatus(r *http.Request, callID string) (*callStatus, error) {
-	if s.async == nil {
+	if s.async == nil || !statusKey(callID) {
 		return nil, nil
 	}
 	st, _, err := s.async.Calls.Get(r.Context(), callID)
@@ -141,16 +141,26 @@ func (s *Server) asyncStatus(r *http.Request, callID string) (*callStatus, error
 	out := &callStatus{AsyncStatus: st, Records: []gust.CallRecord{}}
 	if s.billing != nil {
 		for i := 1; i <= st.Attempts; i++ {
-			id := callID
-			if i > 1 {
-				id += "~" + strconv.Itoa(i)
-			}
-			if rec, err := s.billing.Call(r.Context(), id); err == nil {
+			if rec, err := s.billing.Call(r.Context(), gust.AttemptID(callID, i)); err == nil {
 				out.Records = append(out.Records, rec)
 			}
 		}
 	}
 	return out, nil
+}
+
+// statusKey reports whether id can key a call's status: async call ids
+// are hex and event ids letters, digits and '-'. Anything else (an
+// attempt id "ID~2", a caller's own id) is not an async call's and no
+// valid key of the status table either.
+func statusKey(id string) bool {
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '=') {
+			return false
+		}
+	}
+	return id != ""
 }
 
 // listDeadLetters answers GET /system/deadletters?namespace=&function=&limit=.

@@ -174,15 +174,23 @@ func (s *Server) getInvocation(w http.ResponseWriter, r *http.Request) error {
 	if id == "" || len(id) > 256 || strings.ContainsAny(id, " /") {
 		return gust.Invalidf("callId", "call id %q is not valid", id)
 	}
-	if st, err := s.asyncStatus(r, id); err != nil || st != nil {
-		if err != nil {
-			return err
+	// An async call's own id shows its status and every attempt's record;
+	// an attempt's id (ID~2, ...) shows that attempt's record.
+	callID, attempt := gust.SplitAttemptID(id)
+	if attempt == 1 {
+		if st, err := s.asyncStatus(r, id); err != nil || st != nil {
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusOK, st)
+			return nil
 		}
-		writeJSON(w, http.StatusOK, st)
-		return nil
 	}
 	rec, err := s.billing.Call(r.Context(), id)
 	if errors.Is(err, gust.ErrNotFound) {
+		if attempt > 1 {
+			return gust.Errorf(gust.ENOTFOUND, "no record of attempt %d of call %s", attempt, callID)
+		}
 		return gust.Errorf(gust.ENOTFOUND, "no record of call %s (records arrive within a second or two of the call)", id)
 	}
 	if err != nil {

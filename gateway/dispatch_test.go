@@ -366,6 +366,26 @@ func TestDispatcher_Retry(t *testing.T) {
 		}
 	}
 
+	// Each attempt's record has its own id, documented as
+	// GET /system/invocations/ID~N.
+	t.Run("AttemptRecord", func(t *testing.T) {
+		status, _, body := MustDo(t, http.MethodGet, e.url+"/system/invocations/"+id+"~2", "")
+		if status != http.StatusOK {
+			t.Fatalf("GET %s~2: status %d %s, want 200", id, status, body)
+		}
+		rec := MustDecode[gust.CallRecord](t, body)
+		if rec.CallID != id+"~2" || rec.Outcome != gust.OutcomeError || rec.Status != http.StatusInternalServerError {
+			t.Errorf("GET %s~2: got %+v, want the record of attempt 2 (error, 500)", id, rec)
+		}
+	})
+	t.Run("ErrNoSuchAttempt", func(t *testing.T) {
+		status, _, body := MustDo(t, http.MethodGet, e.url+"/system/invocations/"+id+"~4", "")
+		wantError(t, status, body, http.StatusNotFound, gust.ENOTFOUND, "")
+	})
+	t.Run("ErrNotAnAttempt", func(t *testing.T) {
+		status, _, body := MustDo(t, http.MethodGet, e.url+"/system/invocations/"+id+"~x", "")
+		wantError(t, status, body, http.StatusNotFound, gust.ENOTFOUND, "")
+	})
 }
 
 func TestDispatcher_DeadLetter(t *testing.T) {
