@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,10 +23,6 @@ func (s *Server) WithAsync(a *Async, d *Dispatcher) *Server {
 	return s
 }
 
-// maxAsyncBody is the largest async body: it travels through JetStream,
-// whose messages Gust allows up to 8 MiB (with room for the envelope).
-const maxAsyncBody = 6 << 20
-
 // hopByHop headers are not stored with an async call.
 var asyncSkipHeaders = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Te": true, "Trailer": true, "Transfer-Encoding": true,
@@ -45,7 +42,10 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit := min(s.cfg.MaxBodyBytes, maxAsyncBody)
+	// The body travels base64-encoded in one queue message: a body over
+	// 3/4 of it cannot fit, whatever its headers.
+	maxData := s.async.maxData()
+	limit := min(s.cfg.MaxBodyBytes, int64(maxData/4*3))
 	if r.ContentLength > limit {
 		return gust.Errorf(gust.ETOOLARGE, "async request body of %d bytes is over the limit of %d", r.ContentLength, limit)
 	}
@@ -67,6 +67,25 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	// message and its records, so a caller cannot choose (or reuse) it.
 	callID := newID(16)
 	ctx := r.Context()
+	h := http.Header{}
+	for k, v := range r.Header {
+		if !asyncSkipHeaders[k] {
+			h[k] = v
+		}
+	}
+	req := gust.AsyncRequest{
+		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Method: r.Method,
+		Path: "/" + sub, Query: r.URL.RawQuery, Header: h, Body: body, CallbackURL: cb,
+		Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync,
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	// Refused before anything is stored: no status, no idempotency key.
+	if len(data) > maxData {
+		return gust.Errorf(gust.ETOOLARGE, "async call of %d bytes (its body base64-encoded, with its headers) is over the queue's limit of %d bytes; send a smaller body", len(data), maxData)
+	}
 	key := r.Header.Get(gust.HeaderIdempotencyKey)
 	if key == "" {
 		key = r.Header.Get("Idempotency-Key")
@@ -86,29 +105,17 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	h := http.Header{}
-	for k, v := range r.Header {
-		if !asyncSkipHeaders[k] {
-			h[k] = v
-		}
-	}
-	req := gust.AsyncRequest{
-		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Method: r.Method,
-		Path: "/" + sub, Query: r.URL.RawQuery, Header: h, Body: body, CallbackURL: cb,
-		Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync,
-	}
-	data, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
 	now := time.Now().UTC()
 	if _, err := s.async.Calls.Put(ctx, callID, gust.AsyncStatus{CallID: callID, Namespace: req.Namespace, Function: req.Function,
 		State: gust.AsyncQueued, Enqueued: now, Updated: now}); err != nil {
 		return err
 	}
 	if err := s.async.Queue.Enqueue(ctx, gust.SubjectAsyncPrefix+fn.Key(), callID, data); err != nil {
+		// Not queued: leave no trace of it, even if the caller has gone.
+		rctx := context.WithoutCancel(ctx)
+		_ = s.async.Calls.Delete(rctx, callID)
 		if idemKey != "" {
-			_ = s.async.Idempotency.Delete(ctx, idemKey)
+			_ = s.async.Idempotency.Delete(rctx, idemKey)
 		}
 		return err
 	}

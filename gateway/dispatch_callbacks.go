@@ -31,21 +31,59 @@ type callbackMsg struct {
 	Duration float64     `json:"duration"`
 }
 
+// HeaderBodyTruncated marks a callback whose body is not the function's
+// whole answer: the answer did not fit in one queue message (an 8 MiB
+// message holds about 6 MiB of body, base64-encoded). Its value is the
+// length of the whole answer in bytes; the callback carries its first
+// bytes.
+const HeaderBodyTruncated = "X-Gust-Body-Truncated"
+
 // callback queues the result for its callback URL, durably: the target
-// may be down for a while.
+// may be down for a while. A body too large for one queue message is cut
+// to fit, and the callback says so in HeaderBodyTruncated.
 func (d *Dispatcher) callback(req *gust.AsyncRequest, res result, logger *zap.Logger) {
 	if req.CallbackURL == "" {
 		return
 	}
 	cb := callbackMsg{URL: req.CallbackURL, CallID: req.CallID, Function: req.Function, Status: res.status,
 		Header: res.header, Body: res.body, Duration: res.duration.Seconds()}
+	if res.size > int64(len(res.body)) {
+		cb.truncate(res.size, len(res.body)) // the recorder kept only the first maxRecordedBody bytes
+	}
 	data, err := json.Marshal(cb)
+	if err == nil && len(data) > d.async.maxData() {
+		// base64 takes 4 bytes for every 3 of the body: keep what fits
+		// beside the rest of the message.
+		body := cb.Body
+		cb.Body = nil
+		var rest []byte
+		if rest, err = json.Marshal(cb); err == nil {
+			room := max(d.async.maxData()-len(rest)-len(`,"body":""`)-len(HeaderBodyTruncated)-32, 0)
+			cb.Body = body
+			cb.truncate(res.size, room/4*3)
+			data, err = json.Marshal(cb)
+		}
+	}
 	if err == nil {
 		err = d.async.Queue.Enqueue(d.ctx, callbackSubject, "cb-"+req.CallID, data)
 	}
 	if err != nil {
-		logger.Error("queue callback", zap.Error(err))
+		// Not silent: the caller waits for a callback that will not come.
+		logger.Error("callback not queued; it will not be sent", zap.String("callback", req.CallbackURL), zap.Error(err))
+		d.metrics.Callback("dropped")
 	}
+}
+
+// truncate keeps the first n bytes of the body of an answer size bytes
+// long, and says so in a header.
+func (cb *callbackMsg) truncate(size int64, n int) {
+	cb.Body = cb.Body[:min(n, len(cb.Body))]
+	h := cb.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set(HeaderBodyTruncated, strconv.FormatInt(size, 10))
+	cb.Header = h
 }
 
 // deliverCallback POSTs one queued result to its callback URL, retried

@@ -16,7 +16,8 @@ type result struct {
 	status   int
 	outcome  string
 	header   http.Header
-	body     []byte
+	body     []byte // the answer, up to maxRecordedBody
+	size     int64  // the answer's whole length
 	duration time.Duration
 	err      string
 }
@@ -60,7 +61,7 @@ func (d *Dispatcher) run(ctx context.Context, fn *gust.Function, req *gust.Async
 		}
 		return res
 	}
-	res.status, res.body = rec.status, rec.body.Bytes()
+	res.status, res.body, res.size = rec.status, rec.body.Bytes(), rec.size
 	if res.status == 0 {
 		res.status = http.StatusOK
 	}
@@ -83,6 +84,8 @@ type recorder struct {
 	status int
 	header http.Header
 	body   bytes.Buffer
+	// size is the length of the whole answer, kept or not.
+	size int64
 }
 
 // maxRecordedBody bounds the answer kept for callbacks and NATS replies.
@@ -102,6 +105,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.size += int64(len(p))
 	if room := maxRecordedBody - r.body.Len(); room < len(p) {
 		r.body.Write(p[:max(room, 0)])
 		return len(p), nil

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -539,6 +540,89 @@ func TestDispatcher_CallbackGivesUp(t *testing.T) {
 	if len(target.posts) != 2 {
 		t.Errorf("callback POSTs: got %d, want 2 (MaxAttempts)", len(target.posts))
 	}
+}
+
+// An answer too large for one queue message (the callback is JSON, its
+// body base64-encoded) still reaches the callback URL: cut to fit, with a
+// header saying so. Before, the callback was not queued at all.
+func TestDispatcher_CallbackLargeResult(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	answer := bytes.Repeat([]byte("0123456789abcdef"), 7<<20/16) // 7 MiB
+	e.setHandler(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(answer) })
+	target := newCallbackTarget(t, 0)
+	e.deploy(gust.DefaultNamespace, "big")
+	id := e.enqueue("big", "", gust.HeaderCallbackURL, target.srv.URL)
+	e.waitCall(id, gust.AsyncSucceeded, 1)
+	p := target.wait(t, 1)[0]
+	if got, want := p.header.Get(gateway.HeaderBodyTruncated), strconv.Itoa(len(answer)); got != want {
+		t.Errorf("%s: got %q, want %q", gateway.HeaderBodyTruncated, got, want)
+	}
+	if len(p.body) < 5<<20 || len(p.body) >= len(answer) || !bytes.Equal(p.body, answer[:len(p.body)]) {
+		t.Errorf("callback body: got %d bytes, want the first 5 to 7 MiB of the answer", len(p.body))
+	}
+	if p.header.Get(gust.HeaderFunctionStatus) != "200" {
+		t.Errorf("X-Function-Status: got %q, want 200", p.header.Get(gust.HeaderFunctionStatus))
+	}
+}
+
+// A body whose encoded call does not fit in one queue message is refused
+// with 413 before anything is stored; one that fits runs. Before, a body
+// of 6 MiB was accepted up to the enqueue, which failed with 500 and
+// left the call "queued".
+func TestAsync_TooLarge(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	e.deploy(gust.DefaultNamespace, "echo")
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		size int
+	}{
+		{"OverBodyLimit", 6 << 20},               // over 3/4 of the message
+		{"EncodedOverLimit", 6<<20 - 768},        // at the body limit, but the encoded call is over
+		{"OverByHeaders", 6<<20 - 2<<10 - 1<<10}, // fits, but not with its large header
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hdr := []string{}
+			if tt.name == "OverByHeaders" {
+				hdr = append(hdr, "X-Large", strings.Repeat("h", 4<<10))
+			}
+			status, h, body := MustDo(t, http.MethodPost, e.url+"/async-function/echo", strings.Repeat("b", tt.size), hdr...)
+			wantError(t, status, body, http.StatusRequestEntityTooLarge, gust.ETOOLARGE, "")
+			if h.Get(gust.HeaderCallID) != "" {
+				t.Errorf("X-Call-Id %q on a refused call", h.Get(gust.HeaderCallID))
+			}
+		})
+	}
+	if calls, err := e.async.Calls.List(ctx, ">"); err != nil || len(calls) != 0 {
+		t.Errorf("call statuses after refusals: got %v, %v, want none", calls, err)
+	}
+	s, err := e.bus.JS.Stream(ctx, natsbus.StreamAsync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Errorf("async stream after refusals: %+v, %v, want no message", info.State, err)
+	}
+
+	t.Run("NearLimitRuns", func(t *testing.T) {
+		// The function reads the whole body before it answers. (One that
+		// answers while the body is still being sent, as an echo does,
+		// trips a data race in the worker's count of bytes in:
+		// countingReader is read by Invoke while the transport may still
+		// read the body.)
+		e.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprint(w, len(b))
+		})
+		body := strings.Repeat("n", 6<<20-2<<10)
+		id := e.enqueue("echo", body)
+		c := e.waitCall(id, gust.AsyncSucceeded, 1)
+		if c.Records[0].BytesIn != int64(len(body)) || c.Records[0].BytesOut != int64(len(strconv.Itoa(len(body)))) {
+			t.Errorf("bytes in, out: got %d, %d, want %d and the length of its length", c.Records[0].BytesIn, c.Records[0].BytesOut, len(body))
+		}
+	})
 }
 
 // Two functions whose namespace and name joined with '-' are the same

@@ -22,6 +22,28 @@ type Async struct {
 	Idempotency gust.Table[string]
 	// Streams is the stream holding async calls and callbacks.
 	Stream string
+	// MaxMessage is the largest message Queue takes, headers included:
+	// the smaller of the NATS server's max payload and the stream's
+	// MaxMsgSize. 0 means 8 MiB, the limit of Gust's own server and
+	// streams (internal/natsbus).
+	MaxMessage int
+}
+
+// messageHeaderRoom is what a queue message keeps free for its NATS
+// headers (its Nats-Msg-Id), which count toward the limit.
+const messageHeaderRoom = 1 << 10
+
+// maxData is the largest encoded call or callback that fits in one queue
+// message. An async call is JSON, its body base64-encoded (4 bytes for
+// every 3), so an 8 MiB message holds a body of about 6 MiB less the
+// call's headers; the gateway checks the encoded size before it stores
+// anything.
+func (a *Async) maxData() int {
+	m := a.MaxMessage
+	if m <= 0 {
+		m = 8 << 20
+	}
+	return m - messageHeaderRoom
 }
 
 // Dispatcher runs async calls, event-triggered calls and callbacks through
