@@ -277,7 +277,7 @@ func akillAtDeath(t *testing.T, rs *roleSet, data string, ids []string) (map[str
 	}
 	desc := "consumer state unknown"
 	if st, err := bus.JS.Stream(ctx, natsbus.StreamAsync); err == nil {
-		durable := "async-" + gust.DefaultNamespace + "-" + akillFunction
+		durable := "async_" + gust.DefaultNamespace + "_" + akillFunction // the dispatcher's name of the consumer
 		if cons, err := st.Consumer(ctx, durable); err == nil {
 			ci, cerr := cons.Info(ctx)
 			si, serr := st.Info(ctx)
