@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,15 +37,18 @@ type callState struct {
 
 var callStates = sync.Pool{New: func() any { return new(callState) }}
 
-// countingReader counts the bytes of a request body read by the transport.
+// countingReader counts the bytes of a request body read by the
+// transport. The count is atomic: the transport may still be sending the
+// body, on its own goroutine, when a function that answered before reading
+// it all has had its answer read and the call is metered.
 type countingReader struct {
 	r io.ReadCloser
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -149,7 +153,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		if _, err := cs.buf.ReadFrom(resp.Body); err != nil {
 			return w.failed(h, r, p, in, fn, cfg, ctx, err, rec, body)
 		}
-		w.finish(rec, time.Now(), body.n, int64(cs.buf.Len()))
+		w.finish(rec, time.Now(), body.n.Load(), int64(cs.buf.Len()))
 		proxy.CopyHeader(h, resp)
 		setFigures(h, rec, callerID, cold)
 		h.Set(gust.HeaderOutcome, rec.Outcome)
@@ -175,7 +179,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	h.Add("Trailer", gust.HeaderOutcome)
 	rw.WriteHeader(resp.StatusCode)
 	n, cerr := proxy.CopyBody(rw, resp)
-	w.finish(rec, time.Now(), body.n, n)
+	w.finish(rec, time.Now(), body.n.Load(), n)
 	if cerr != nil && r.Context().Err() == nil {
 		// The function broke off its answer (or went past its timeout).
 		rec.Outcome = gust.OutcomeCrashed
@@ -262,7 +266,7 @@ func (w *Worker) failed(h http.Header, r *http.Request, p *pool, in *instance, f
 	default:
 		out = gust.Errorf(gust.EFUNCTION, "function %s failed to answer: %s", fn.Key(), transportFailure(err))
 	}
-	w.finish(rec, time.Now(), body.n, 0)
+	w.finish(rec, time.Now(), body.n.Load(), 0)
 	rec.Status, rec.Outcome = 499, outcome
 	if out != nil {
 		rec.Status = gust.HTTPStatus(out)

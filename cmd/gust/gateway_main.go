@@ -108,8 +108,11 @@ func openAsync(ctx context.Context, bus *natsbus.Bus) (*gateway.Async, error) {
 	if err != nil {
 		return nil, err
 	}
+	// An external NATS server may take smaller messages than Gust's own
+	// (1 MiB is nats-server's default): async bodies are bounded by it.
 	return &gateway.Async{
 		Queue: bus, Events: bus, DeadLetters: natsbus.NewDeadLetters(bus),
 		Calls: as.Calls, Idempotency: as.Idempotency, Stream: natsbus.StreamAsync,
+		MaxMessage: int(min(bus.NC.MaxPayload(), 8<<20)),
 	}, nil
 }
