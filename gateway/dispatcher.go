@@ -9,6 +9,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/metrics"
+	"github.com/gustfaas/gust/internal/tasks"
 	"go.uber.org/zap"
 )
 
@@ -76,7 +77,7 @@ type Dispatcher struct {
 
 	// tasks owns the starts and stops of functions; ctx is its context,
 	// the dispatcher's lifetime, which the calls it makes run under.
-	tasks *tasks
+	tasks *tasks.Group
 	ctx   context.Context
 
 	mu            sync.Mutex
@@ -97,7 +98,7 @@ type dispatch struct {
 
 // NewDispatcher returns a dispatcher; Start runs it.
 func NewDispatcher(a *Async, state *gust.State, router *Router, meter gust.Meter, m *metrics.Metrics, logger *zap.Logger) *Dispatcher {
-	t := newTasks()
+	t := tasks.New(context.Background())
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	return &Dispatcher{
 		async: a, state: state, router: router, meter: meter, metrics: m,
@@ -105,7 +106,7 @@ func NewDispatcher(a *Async, state *gust.State, router *Router, meter gust.Meter
 		// About an hour of tries before a callback is given up loudly.
 		CallbackRetry: gust.RetryPolicy{MaxAttempts: 20, MinDelay: time.Second, MaxDelay: 5 * time.Minute},
 		client:        &http.Client{Timeout: 30 * time.Second, Transport: tr},
-		tasks:         t, ctx: t.ctx,
+		tasks:         t, ctx: t.Context(),
 		funcs: map[string]*dispatch{},
 	}
 }
@@ -124,7 +125,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.mu.Lock()
 	d.stopCallbacks = stop
 	d.mu.Unlock()
-	wctx, started := d.tasks.during(ctx)
+	wctx, started := d.tasks.During(ctx)
 	err = d.state.Functions.Watch(wctx, ">", d.changed)
 	if err == nil {
 		err = started()

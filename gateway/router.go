@@ -13,6 +13,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/proxy"
+	"github.com/gustfaas/gust/internal/tasks"
 	"go.uber.org/zap"
 )
 
@@ -34,7 +35,7 @@ type Router struct {
 	workerTimeout time.Duration
 
 	// tasks owns the watches and the activations; Close ends them.
-	tasks *tasks
+	tasks *tasks.Group
 
 	mu         sync.RWMutex
 	functions  map[string]*gust.Function
@@ -66,7 +67,7 @@ func NewRouter(state *gust.State, reqs gust.Requests, local gust.Invoker, localI
 		localID:       localID,
 		transport:     proxy.NewTransport(),
 		workerTimeout: 5 * time.Second,
-		tasks:         newTasks(),
+		tasks:         tasks.New(context.Background()),
 		functions:     map[string]*gust.Function{},
 		placements:    map[string]*route{},
 		workers:       map[string]gust.WorkerInfo{},
@@ -78,7 +79,7 @@ func NewRouter(state *gust.State, reqs gust.Requests, local gust.Invoker, localI
 // Start loads the current state and follows its changes until Close; ctx
 // bounds the loading.
 func (rt *Router) Start(ctx context.Context) error {
-	wctx, started := rt.tasks.during(ctx)
+	wctx, started := rt.tasks.During(ctx)
 	err := rt.state.Functions.Watch(wctx, ">", func(c gust.Change[gust.Function]) {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()

@@ -20,6 +20,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/metrics"
+	"github.com/gustfaas/gust/internal/tasks"
 	"go.uber.org/zap"
 )
 
@@ -69,12 +70,12 @@ type Server struct {
 	served chan struct{}
 	// tasks owns the server's background work (the placement after a
 	// scale); Close ends it.
-	tasks *tasks
+	tasks *tasks.Group
 }
 
 // New returns a gateway. router resolves functions to invokers.
 func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logger *zap.Logger) *Server {
-	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway"), tasks: newTasks()}
+	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway"), tasks: tasks.New(context.Background())}
 	s.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

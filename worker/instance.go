@@ -116,7 +116,7 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	exited := make(chan gust.Exit, 1)
 	// Not spawned only when the worker is closing: waitHealthy then
 	// returns at once.
-	w.spawn(func() { w.watchExit(p, in, c.ID, exited, logger) })
+	w.tasks.Go(func(context.Context) { w.watchExit(p, in, c.ID, exited, logger) })
 	if err := w.waitHealthy(w.ctx, "http://"+c.Addr, cfg, exited); err != nil {
 		msg := err.Error()
 		if lt, ok := w.rt.(gust.LogTailer); ok {

@@ -306,7 +306,7 @@ func transportFailure(err error) string {
 
 // recheckLater runs recheck in a goroutine the worker owns.
 func (w *Worker) recheckLater(p *pool, in *instance, cfg gust.FunctionConfig) {
-	w.spawn(func() { w.recheck(p, in, cfg) })
+	w.tasks.Go(func(context.Context) { w.recheck(p, in, cfg) })
 }
 
 // recheck probes an instance after a failed call: if it answers its

@@ -229,7 +229,7 @@ func (p *pool) startLocked() *instance {
 	in := &instance{id: newID(), version: p.fn.Version, state: stateStarting}
 	fn := p.fn
 	cfg := p.cfg
-	if !p.w.spawn(func() { p.w.startInstance(p, in, fn, cfg) }) {
+	if !p.w.tasks.Go(func(context.Context) { p.w.startInstance(p, in, fn, cfg) }) {
 		return nil
 	}
 	// The start cannot touch the pool before this: it needs p.mu, which
@@ -412,7 +412,7 @@ func (w *Worker) reapPool(p *pool) {
 	for _, s := range stops {
 		logger := p.logger.With(zap.String("instance_id", s.id), zap.String("container_id", shortID(s.cid)))
 		logger.Info("stopping instance")
-		if !w.spawn(func() { w.stopContainer(s.cid, logger) }) {
+		if !w.tasks.Go(func(context.Context) { w.stopContainer(s.cid, logger) }) {
 			// Drain has waited for the worker's goroutines already (a
 			// call that outlived its wait released this instance): stop
 			// it on the caller's goroutine.

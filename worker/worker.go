@@ -3,8 +3,8 @@
 // instance, and stops what is idle.
 //
 // Where things are:
-//   - worker.go: the Worker, its lifecycle (Start, Drain, Close) and the
-//     goroutines it owns (spawn).
+//   - worker.go: the Worker and its lifecycle (Start, Drain, Close); every
+//     goroutine it starts belongs to its tasks group (internal/tasks).
 //   - registry.go: following the function registry and placements, and
 //     finding the pool that serves a call or a prepare request.
 //   - pool.go: one function's pool: its concurrency slots, scale-up, the
@@ -31,6 +31,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/proxy"
+	"github.com/gustfaas/gust/internal/tasks"
 	"go.uber.org/zap"
 )
 
@@ -83,11 +84,10 @@ type Worker struct {
 	metrics     *metrics.Metrics
 	statusKick  chan struct{}
 
-	ctx         context.Context // ends when the worker closes
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup // background goroutines; added to only through spawn
-	spawnMu     sync.Mutex     // orders spawn's wg.Add before Drain's wg.Wait
-	spawnClosed bool
+	// tasks owns every goroutine the worker starts (see LOCKS.md); ctx
+	// is its context, which ends when the worker drains.
+	tasks *tasks.Group
+	ctx   context.Context
 	// calls counts the calls in flight, for Drain. It goes up only under
 	// mu while the worker is not draining (enterCall), so Drain, which
 	// sets draining under mu, sees it only go down. callsIdle gets a
@@ -139,7 +139,8 @@ func (w *Worker) WithMetering(meter gust.Meter, m *metrics.Metrics) *Worker {
 // sends its first heartbeat. ctx bounds that work; the worker then runs
 // (with ctx's values, not its end) until Drain or Close.
 func (w *Worker) Start(ctx context.Context) error {
-	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	w.tasks = tasks.New(ctx)
+	w.ctx = w.tasks.Context()
 	w.started = time.Now()
 	if err := w.removeLeftovers(ctx); err != nil {
 		return err
@@ -158,7 +159,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.heartbeat(ctx); err != nil {
 		return err
 	}
-	w.spawn(func() {
+	w.tasks.Go(func(context.Context) {
 		w.loop(w.cfg.Heartbeat, func() {
 			if err := w.heartbeat(w.ctx); err != nil && w.ctx.Err() == nil {
 				w.logger.Warn("heartbeat", zap.Error(err))
@@ -166,8 +167,8 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.publishStatus()
 		})
 	})
-	w.spawn(func() { w.loop(w.cfg.ReapInterval, w.reap) })
-	w.spawn(func() {
+	w.tasks.Go(func(context.Context) { w.loop(w.cfg.ReapInterval, w.reap) })
+	w.tasks.Go(func(context.Context) {
 		// Instances that become ready or stop are reported at once, not
 		// at the next heartbeat.
 		for {
@@ -181,26 +182,6 @@ func (w *Worker) Start(ctx context.Context) error {
 	})
 	w.logger.Info("worker started", zap.String("addr", w.cfg.Addr))
 	return nil
-}
-
-// spawn runs fn in a goroutine the worker owns: Drain waits for it. Every
-// goroutine the worker starts goes through here. Once Drain has begun
-// waiting, nothing more is started and spawn reports false
-// (WaitGroup.Add must not race with Wait): the caller then does the work
-// itself or drops it. spawnMu is the innermost lock: spawn may be called
-// with Worker.mu and pool.mu held.
-func (w *Worker) spawn(fn func()) bool {
-	w.spawnMu.Lock()
-	defer w.spawnMu.Unlock()
-	if w.spawnClosed {
-		return false
-	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		fn()
-	}()
-	return true
 }
 
 // loop calls fn every interval until the worker closes.
@@ -267,11 +248,7 @@ wait:
 	}
 	// Instances still starting finish starting; wait for them, then remove
 	// everything left with this worker's label.
-	w.cancel()
-	w.spawnMu.Lock()
-	w.spawnClosed = true
-	w.spawnMu.Unlock()
-	w.wg.Wait()
+	w.tasks.Close()
 	// Clean up even when ctx has ended: it bounded the wait for calls,
 	// not the removal of what this worker started.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

@@ -120,10 +120,10 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 	// bus closes, and ending the loop stops the iterator, which is what
 	// wakes a Next that waits for a message.
 	loop, endLoop := context.WithCancel(context.WithoutCancel(ctx))
-	unhook := context.AfterFunc(b.ctx, endLoop)
+	unhook := context.AfterFunc(b.tasks.Context(), endLoop)
 	context.AfterFunc(loop, cctx.Stop)
 	done := make(chan struct{})
-	started := b.spawn(func() {
+	started := b.tasks.Go(func(context.Context) {
 		defer close(done)
 		for {
 			select {
@@ -151,7 +151,7 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 				_ = msg.Term()
 				continue
 			}
-			if !b.spawn(func() {
+			if !b.tasks.Go(func(context.Context) {
 				defer func() { <-slots }()
 				fn(delivery{msg: msg, meta: meta})
 			}) {

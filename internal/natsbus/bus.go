@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/tasks"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -23,37 +23,13 @@ type Bus struct {
 	JS     jetstream.JetStream
 	logger *zap.Logger
 
-	// ctx ends when Close begins; the bus's long-lived goroutines stop on
-	// it.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	// mu guards closing and every tasks.Add: once Close has set closing,
-	// nothing is added to tasks, so Add never runs concurrently with (or
-	// after) Close's Wait.
-	mu      sync.Mutex
-	closing bool
-	tasks   sync.WaitGroup
+	// tasks owns the bus's goroutines; its context ends when Close
+	// begins, and the long-lived ones stop on it.
+	tasks *tasks.Group
 }
 
 // errClosed is returned by what the bus refuses to start once it closes.
 var errClosed = errors.New("nats bus closed")
-
-// spawn runs f in a goroutine that Close waits for. Once Close has begun it
-// runs nothing and returns false.
-func (b *Bus) spawn(f func()) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closing {
-		return false
-	}
-	b.tasks.Add(1)
-	go func() {
-		defer b.tasks.Done()
-		f()
-	}()
-	return true
-}
 
 // Connect dials NATS at url and keeps reconnecting for ever after a loss.
 func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
@@ -81,8 +57,7 @@ func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
 	}
 	// The bus's goroutines live as long as the connection, not as long
 	// as anything of the caller's: Close ends them.
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Bus{NC: nc, JS: js, logger: logger, ctx: ctx, cancel: cancel}, nil
+	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background())}, nil
 }
 
 // Close stops the watches and consumers the bus runs, lets the requests
@@ -90,11 +65,7 @@ func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
 // drains the connection: subscriptions finish the messages they hold
 // before the connection closes. Closing again does nothing.
 func (b *Bus) Close() error {
-	b.mu.Lock()
-	b.closing = true
-	b.mu.Unlock()
-	b.cancel()
-	b.tasks.Wait()
+	b.tasks.Close()
 	if err := b.NC.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		b.NC.Close()
 		return fmt.Errorf("drain nats connection: %w", err)
@@ -142,7 +113,7 @@ func (b *Bus) Handle(ctx context.Context, subject, queue string, fn func(ctx con
 		}
 	}
 	sub, err := b.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		if !b.spawn(func() { respond(m, fn(ctx, m.Data)) }) {
+		if !b.tasks.Go(func(context.Context) { respond(m, fn(ctx, m.Data)) }) {
 			respond(m, gust.ReplyOf(gust.Errorf(gust.EUNAVAILABLE, "%s: shutting down", subject)))
 		}
 	})

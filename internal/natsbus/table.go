@@ -167,9 +167,9 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 	}
 	// Besides ctx, the bus closing ends the watch.
 	wctx, stop := context.WithCancel(ctx)
-	unhook := context.AfterFunc(t.bus.ctx, stop)
+	unhook := context.AfterFunc(t.bus.tasks.Context(), stop)
 	initial, done := make(chan struct{}), make(chan struct{})
-	started := t.bus.spawn(func() {
+	started := t.bus.tasks.Go(func(context.Context) {
 		defer close(done)
 		defer stop()
 		defer unhook()
@@ -231,7 +231,7 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 	case err != nil:
 	case ctx.Err() != nil:
 		err = fmt.Errorf("watch %s: %w", pattern, ctx.Err())
-	case t.bus.ctx.Err() != nil:
+	case t.bus.tasks.Context().Err() != nil:
 		err = fmt.Errorf("watch %s: %w", pattern, errClosed)
 	default:
 		err = fmt.Errorf("watch %s: ended before the initial values arrived", pattern)
