@@ -183,7 +183,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	if cerr != nil && r.Context().Err() == nil {
 		// The function broke off its answer (or went past its timeout).
 		rec.Outcome = gust.OutcomeCrashed
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if timedOut(ctx) {
 			rec.Outcome = gust.OutcomeTimeout
 		}
 		if ce := p.logger.Check(zapcore.DebugLevel, "answer cut short"); ce != nil {
@@ -261,7 +261,7 @@ func (w *Worker) failed(h http.Header, r *http.Request, p *pool, in *instance, f
 		outcome, out = gust.OutcomeRejected, gust.Errorf(gust.ETOOLARGE, "request body is over the gateway's limit")
 	case r.Context().Err() != nil:
 		outcome = gust.OutcomeError // caller went away: nobody to answer
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case timedOut(ctx):
 		outcome, out = gust.OutcomeTimeout, gust.Errorf(gust.ETIMEOUT, "function %s did not answer within its timeout %s", fn.Key(), cfg.Timeout)
 	default:
 		out = gust.Errorf(gust.EFUNCTION, "function %s failed to answer: %s", fn.Key(), transportFailure(err))
@@ -285,6 +285,18 @@ func (w *Worker) failed(h http.Header, r *http.Request, p *pool, in *instance, f
 	h.Set(gust.HeaderOutcome, outcome)
 	w.meterCall(rec, p.key)
 	return out
+}
+
+// timedOut reports whether the call's deadline has passed. The function
+// is told the deadline (X-Gust-Deadline) and may drop the connection right
+// at it, a moment before ctx's own timer fires: that is a timeout too, not
+// a crash.
+func timedOut(ctx context.Context) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // transportFailure says how a call to an instance failed, in words that
