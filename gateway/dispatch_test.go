@@ -22,6 +22,7 @@ import (
 	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/mock"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/gustfaas/gust/internal/spool"
 	"github.com/gustfaas/gust/internal/sqlite"
 	"github.com/gustfaas/gust/worker"
@@ -72,20 +73,7 @@ func MustOpenAsync(t *testing.T, setup ...func(*gateway.Dispatcher)) *asyncEnv {
 	defer cancel()
 	logger := zaptest.NewLogger(t)
 	dir := t.TempDir()
-	ns, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "nats"), Name: "test"}, logger)
-	if err != nil {
-		t.Fatalf("run nats server: %v", err)
-	}
-	t.Cleanup(ns.Shutdown)
-	bus, err := natsbus.Connect(ns.ClientURL(), "test", logger)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { _ = bus.Close() })
-	st, err := natsbus.OpenState(ctx, bus)
-	if err != nil {
-		t.Fatalf("open state: %v", err)
-	}
+	st, bus := natsbustest.MustOpenState(t)
 	as, err := natsbus.OpenAsync(ctx, bus, time.Hour)
 	if err != nil {
 		t.Fatalf("open async: %v", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -126,20 +127,7 @@ func MustOpenGateway(tb testing.TB, cfg gateway.Config) *env {
 	tb.Helper()
 	ctx := context.Background()
 	logger := zaptest.NewLogger(tb)
-	ns, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: tb.TempDir(), Name: "test"}, logger)
-	if err != nil {
-		tb.Fatalf("run nats server: %v", err)
-	}
-	tb.Cleanup(ns.Shutdown)
-	bus, err := natsbus.Connect(ns.ClientURL(), "test", logger)
-	if err != nil {
-		tb.Fatalf("connect: %v", err)
-	}
-	tb.Cleanup(func() { _ = bus.Close() })
-	st, err := natsbus.OpenState(ctx, bus)
-	if err != nil {
-		tb.Fatalf("open state: %v", err)
-	}
+	st, bus := natsbustest.MustOpenState(tb)
 
 	e := &env{state: st, bus: bus, sched: &fakeScheduler{reply: placeOK}}
 	stop, err := bus.Handle(ctx, gust.SubjectPlace, "", func(_ context.Context, data []byte) any {

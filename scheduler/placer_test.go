@@ -12,6 +12,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/gustfaas/gust/scheduler"
 	"go.uber.org/zap/zaptest"
 )
@@ -69,28 +70,6 @@ func TestSpreadPlacer_Place_DuplicateCurrent(t *testing.T) {
 	if want := []string{"w1", "w2"}; !slices.Equal(got, want) {
 		t.Errorf("Place = %v, want %v", got, want)
 	}
-}
-
-// MustOpenState starts an embedded NATS server with JetStream, connects to
-// it and opens the cluster state. Everything stops when the test ends.
-func MustOpenState(tb testing.TB) (*gust.State, *natsbus.Bus) {
-	tb.Helper()
-	logger := zaptest.NewLogger(tb)
-	srv, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: tb.TempDir(), Name: "test"}, logger)
-	if err != nil {
-		tb.Fatalf("run nats server: %v", err)
-	}
-	tb.Cleanup(srv.Shutdown)
-	bus, err := natsbus.Connect(srv.ClientURL(), "test", logger)
-	if err != nil {
-		tb.Fatalf("connect: %v", err)
-	}
-	tb.Cleanup(func() { _ = bus.Close() })
-	st, err := natsbus.OpenState(context.Background(), bus)
-	if err != nil {
-		tb.Fatalf("open state: %v", err)
-	}
-	return st, bus
 }
 
 // MustPut writes v at key.
@@ -168,7 +147,7 @@ func TestScheduler_Place(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("OK", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		w1 := MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 		key := MustDeploy(t, st, "hello", 3, nil)
 		s := MustStartScheduler(t, st, bus)
@@ -200,7 +179,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("KeepsPlacement", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 		MustFakeWorker(t, st, bus, "w2", gust.Reply{})
 		key := MustDeploy(t, st, "hello", 1, nil)
@@ -217,7 +196,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("SpreadsToMin", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		w1 := MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 		w2 := MustFakeWorker(t, st, bus, "w2", gust.Reply{})
 		key := MustDeploy(t, st, "hello", 1, map[string]string{gust.LabelScaleMin: "2"})
@@ -236,7 +215,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("PicksLiveWorker", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		MustPut(t, st.Workers, "w0", gust.WorkerInfo{ID: "w0", Seen: time.Now().Add(-time.Minute)})
 		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 		key := MustDeploy(t, st, "hello", 1, nil)
@@ -261,7 +240,7 @@ func TestScheduler_Place(t *testing.T) {
 			{"Draining", &gust.WorkerInfo{ID: "w1", Seen: time.Now(), Draining: true}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				st, bus := MustOpenState(t)
+				st, bus := natsbustest.MustOpenState(t)
 				if tt.worker != nil {
 					MustPut(t, st.Workers, tt.worker.ID, *tt.worker)
 				}
@@ -280,7 +259,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("ErrUnknownFunction", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 		s := MustStartScheduler(t, st, bus)
 
@@ -291,7 +270,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("ErrPrepare", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		w1 := MustFakeWorker(t, st, bus, "w1", gust.ReplyOf(gust.Invalidf("image", "pull img:hello: denied")))
 		key := MustDeploy(t, st, "hello", 1, nil)
 		s := MustStartScheduler(t, st, bus)
@@ -310,7 +289,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("ErrWorkerSilent", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		// Alive by heartbeat, but nothing serves its prepare subject.
 		MustPut(t, st.Workers, "w1", gust.WorkerInfo{ID: "w1", Seen: time.Now()})
 		key := MustDeploy(t, st, "hello", 1, nil)
@@ -323,7 +302,7 @@ func TestScheduler_Place(t *testing.T) {
 	})
 
 	t.Run("WorkerJoinsLater", func(t *testing.T) {
-		st, bus := MustOpenState(t)
+		st, bus := natsbustest.MustOpenState(t)
 		key := MustDeploy(t, st, "hello", 1, nil)
 		s := MustStartScheduler(t, st, bus)
 		if _, err := s.Place(ctx, key); gust.ErrorCode(err) != gust.EUNAVAILABLE {
@@ -340,7 +319,7 @@ func TestScheduler_Place(t *testing.T) {
 // TestScheduler_PlaceRequest places through the bus, as the gateway does.
 func TestScheduler_PlaceRequest(t *testing.T) {
 	ctx := context.Background()
-	st, bus := MustOpenState(t)
+	st, bus := natsbustest.MustOpenState(t)
 	MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 	MustDeploy(t, st, "hello", 2, nil)
 	MustStartScheduler(t, st, bus)

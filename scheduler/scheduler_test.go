@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/gustfaas/gust/scheduler"
 	"go.uber.org/zap/zaptest"
 )
@@ -15,7 +16,7 @@ import (
 // TestScheduler_Start_CanceledContext checks that Start uses its ctx: a
 // start whose ctx has ended fails, and leaves nothing serving.
 func TestScheduler_Start_CanceledContext(t *testing.T) {
-	st, bus := MustOpenState(t)
+	st, bus := natsbustest.MustOpenState(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s := scheduler.New(scheduler.DefaultConfig(), st, bus, zaptest.NewLogger(t))
@@ -36,7 +37,7 @@ func TestScheduler_Start_CanceledContext(t *testing.T) {
 // TestScheduler_Start_ContextBoundsStartOnly checks that ending Start's ctx
 // after Start returned does not stop the scheduler: Close does.
 func TestScheduler_Start_ContextBoundsStartOnly(t *testing.T) {
-	st, bus := MustOpenState(t)
+	st, bus := natsbustest.MustOpenState(t)
 	MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 	MustDeploy(t, st, "hello", 1, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -67,7 +68,7 @@ func TestScheduler_Start_ContextBoundsStartOnly(t *testing.T) {
 // Close waits for a re-placement still waiting for its worker.
 func TestScheduler_Reconcile(t *testing.T) {
 	ctx := context.Background()
-	st, bus := MustOpenState(t)
+	st, bus := natsbustest.MustOpenState(t)
 
 	// w1 answers prepare requests only once released, so that a
 	// re-placement is in flight when the scheduler closes.

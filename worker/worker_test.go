@@ -17,7 +17,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/mock"
-	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 )
 
 // The worker's unit tests run the real worker on the fake runtime
@@ -44,26 +44,9 @@ type testEnv struct {
 func newEnv(t *testing.T, handler func(gust.ContainerSpec) http.Handler, setup ...func(*mock.Runtime, *Config)) *testEnv {
 	t.Helper()
 	logger := zaptest.NewLogger(t)
-	srv, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Name: "test"}, logger)
-	if err != nil {
-		t.Fatalf("run nats server: %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	bus, err := natsbus.Connect(srv.ClientURL(), "test", logger)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := bus.Close(); err != nil {
-			t.Errorf("close bus: %v", err)
-		}
-	})
+	state, bus := natsbustest.MustOpenState(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	state, err := natsbus.OpenState(ctx, bus)
-	if err != nil {
-		t.Fatalf("open state: %v", err)
-	}
 	rt := mock.NewRuntime(handler)
 	t.Cleanup(rt.Close)
 	cfg := DefaultConfig()

@@ -14,7 +14,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/mock"
-	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/gustfaas/gust/scheduler"
 	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap/zaptest"
@@ -81,20 +81,7 @@ func mustRunDataPlane(t *testing.T) *dataPlane {
 	t.Helper()
 	ctx := context.Background()
 	logger := zaptest.NewLogger(t)
-	ns, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Name: "dataplane"}, logger)
-	if err != nil {
-		t.Fatalf("run nats: %v", err)
-	}
-	t.Cleanup(ns.Shutdown)
-	bus, err := natsbus.Connect(ns.ClientURL(), "dataplane", logger)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { _ = bus.Close() })
-	state, err := natsbus.OpenState(ctx, bus)
-	if err != nil {
-		t.Fatalf("open state: %v", err)
-	}
+	state, bus := natsbustest.MustOpenState(t)
 	rt := mock.NewRuntime(contractFunction)
 	t.Cleanup(rt.Close)
 

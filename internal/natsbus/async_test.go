@@ -9,6 +9,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 )
 
 // MustOpenAsync creates the async streams and tables on b.
@@ -38,7 +39,7 @@ var asyncSpec = gust.ConsumerSpec{
 }
 
 func TestBus_Consume(t *testing.T) {
-	b := MustOpenBus(t)
+	b := natsbustest.MustOpenBus(t)
 	MustOpenAsync(t, b)
 	MustEnqueue(t, b, 5)
 
@@ -81,8 +82,8 @@ func TestBus_Consume(t *testing.T) {
 // nobody stopped: Close waits for the delivery in flight (which may still
 // acknowledge), ends the consumer, and no consumer starts on a closed bus.
 func TestBus_Consume_EndsWhenBusCloses(t *testing.T) {
-	srv := MustRunServer(t, t.TempDir())
-	b := MustConnect(t, srv)
+	srv := natsbustest.MustRunServer(t, t.TempDir())
+	b := natsbustest.MustConnect(t, srv)
 	MustOpenAsync(t, b)
 	MustEnqueue(t, b, 1)
 

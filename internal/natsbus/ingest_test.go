@@ -10,6 +10,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
 )
@@ -42,7 +43,7 @@ func (s *memStore) len() int {
 // TestIngest_ContextBoundsStartOnly checks that the ingest keeps storing
 // records after the ctx given to Start ended, until Close.
 func TestIngest_ContextBoundsStartOnly(t *testing.T) {
-	b := MustOpenBus(t)
+	b := natsbustest.MustOpenBus(t)
 	if err := natsbus.EnsureMeterStream(context.Background(), b, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -11,43 +11,9 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap/zaptest"
 )
-
-// MustRunServer starts an embedded NATS server with JetStream storing in
-// dir, and shuts it down when the test ends.
-func MustRunServer(tb testing.TB, dir string) *natsbus.Server {
-	tb.Helper()
-	srv, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "127.0.0.1:0", StoreDir: dir, Name: "test"}, zaptest.NewLogger(tb))
-	if err != nil {
-		tb.Fatalf("run nats server: %v", err)
-	}
-	tb.Cleanup(srv.Shutdown)
-	return srv
-}
-
-// MustConnect connects to srv and drains the connection when the test
-// ends (before the server shuts down, since cleanups run last first).
-func MustConnect(tb testing.TB, srv *natsbus.Server) *natsbus.Bus {
-	tb.Helper()
-	b, err := natsbus.Connect(srv.ClientURL(), "test", zaptest.NewLogger(tb))
-	if err != nil {
-		tb.Fatalf("connect: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			tb.Errorf("close bus: %v", err)
-		}
-	})
-	return b
-}
-
-// MustOpenBus starts a server in a fresh directory and connects to it.
-func MustOpenBus(tb testing.TB) *natsbus.Bus {
-	tb.Helper()
-	return MustConnect(tb, MustRunServer(tb, tb.TempDir()))
-}
 
 // MustOpenTable opens a table of bucket on b.
 func MustOpenTable[T any](tb testing.TB, b *natsbus.Bus, bucket string) *natsbus.Table[T] {
@@ -93,7 +59,7 @@ type item struct {
 
 func TestTable_GetPut(t *testing.T) {
 	ctx := context.Background()
-	b := MustOpenBus(t)
+	b := natsbustest.MustOpenBus(t)
 	tbl := MustOpenTable[item](t, b, "test_getput")
 
 	t.Run("ErrNotFound", func(t *testing.T) {
@@ -139,7 +105,7 @@ func TestTable_GetPut(t *testing.T) {
 
 func TestTable_Create(t *testing.T) {
 	ctx := context.Background()
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_create")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_create")
 
 	if _, err := tbl.Create(ctx, "ns.a", item{N: 1}); err != nil {
 		t.Fatalf("first Create: %v", err)
@@ -170,7 +136,7 @@ func TestTable_Create(t *testing.T) {
 
 func TestTable_Update(t *testing.T) {
 	ctx := context.Background()
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_update")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_update")
 
 	rev1 := MustPut(t, tbl, "ns.a", item{N: 1})
 	rev2, err := tbl.Update(ctx, "ns.a", item{N: 2}, rev1)
@@ -203,7 +169,7 @@ func TestTable_Update(t *testing.T) {
 
 func TestTable_Delete(t *testing.T) {
 	ctx := context.Background()
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_delete")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_delete")
 
 	MustPut(t, tbl, "ns.a", item{N: 1})
 	if err := tbl.Delete(ctx, "ns.a"); err != nil {
@@ -222,7 +188,7 @@ func TestTable_Delete(t *testing.T) {
 
 func TestTable_List(t *testing.T) {
 	ctx := context.Background()
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_list")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_list")
 
 	if got, err := tbl.List(ctx, ">"); err != nil || len(got) != 0 || got == nil {
 		t.Fatalf("List on empty table = %v, %v; want an empty, non-nil map", got, err)
@@ -322,7 +288,7 @@ func consumers(tb testing.TB, b *natsbus.Bus, bucket string) int {
 
 func TestTable_Watch(t *testing.T) {
 	ctx := context.Background()
-	b := MustOpenBus(t)
+	b := natsbustest.MustOpenBus(t)
 	const bucket = "test_watch"
 	tbl := MustOpenTable[item](t, b, bucket)
 
@@ -383,7 +349,7 @@ func TestTable_Watch(t *testing.T) {
 func TestTable_Watch_Empty(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_watch_empty")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_watch_empty")
 	rec := &recorder{}
 	if err := tbl.Watch(ctx, ">", rec.add); err != nil {
 		t.Fatalf("Watch on an empty table: %v", err)
@@ -402,7 +368,7 @@ func TestTable_Watch_Empty(t *testing.T) {
 func TestTable_Watch_InitialSkipsDeleted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_watch_deleted")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_watch_deleted")
 	MustPut(t, tbl, "ns.a", item{N: 1})
 	MustPut(t, tbl, "ns.gone", item{N: 2})
 	if err := tbl.Delete(ctx, "ns.gone"); err != nil {
@@ -419,7 +385,7 @@ func TestTable_Watch_InitialSkipsDeleted(t *testing.T) {
 
 func TestBus_RequestHandle(t *testing.T) {
 	ctx := context.Background()
-	b := MustOpenBus(t)
+	b := natsbustest.MustOpenBus(t)
 
 	type req struct{ A, B int }
 	type resp struct {
@@ -505,8 +471,8 @@ func TestBus_RequestHandle(t *testing.T) {
 // answered once, by one of the handlers.
 func TestBus_HandleQueue(t *testing.T) {
 	ctx := context.Background()
-	srv := MustRunServer(t, t.TempDir())
-	b1, b2 := MustConnect(t, srv), MustConnect(t, srv)
+	srv := natsbustest.MustRunServer(t, t.TempDir())
+	b1, b2 := natsbustest.MustConnect(t, srv), natsbustest.MustConnect(t, srv)
 	for i, b := range []*natsbus.Bus{b1, b2} {
 		id := i + 1
 		if _, err := b.Handle(ctx, "test.who", "q", func(context.Context, []byte) any { return id }); err != nil {
@@ -518,7 +484,7 @@ func TestBus_HandleQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	caller := MustConnect(t, srv)
+	caller := natsbustest.MustConnect(t, srv)
 	for i := 0; i < 10; i++ {
 		var id int
 		if err := caller.Request(ctx, "test.who", struct{}{}, &id); err != nil {
@@ -535,9 +501,9 @@ func TestBus_HandleQueue(t *testing.T) {
 // closes: a request being handled when Close starts still gets its answer.
 func TestBus_CloseWaitsForHandlers(t *testing.T) {
 	ctx := context.Background()
-	srv := MustRunServer(t, t.TempDir())
-	server := MustConnect(t, srv)
-	caller := MustConnect(t, srv)
+	srv := natsbustest.MustRunServer(t, t.TempDir())
+	server := natsbustest.MustConnect(t, srv)
+	caller := natsbustest.MustConnect(t, srv)
 
 	entered, release := make(chan struct{}), make(chan struct{})
 	if _, err := server.Handle(ctx, "test.slow", "", func(context.Context, []byte) any {
@@ -574,7 +540,7 @@ func TestBus_CloseWaitsForHandlers(t *testing.T) {
 
 func TestOpenState(t *testing.T) {
 	ctx := context.Background()
-	b := MustOpenBus(t)
+	b := natsbustest.MustOpenBus(t)
 	st, err := natsbus.OpenState(ctx, b)
 	if err != nil {
 		t.Fatalf("OpenState: %v", err)
@@ -640,8 +606,8 @@ func TestOpenState_Restart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 
-	srv1 := MustRunServer(t, dir)
-	b1 := MustConnect(t, srv1)
+	srv1 := natsbustest.MustRunServer(t, dir)
+	b1 := natsbustest.MustConnect(t, srv1)
 	st1, err := natsbus.OpenState(ctx, b1)
 	if err != nil {
 		t.Fatal(err)
@@ -659,8 +625,8 @@ func TestOpenState_Restart(t *testing.T) {
 	}
 	srv1.Shutdown()
 
-	srv2 := MustRunServer(t, dir)
-	b2 := MustConnect(t, srv2)
+	srv2 := natsbustest.MustRunServer(t, dir)
+	b2 := natsbustest.MustConnect(t, srv2)
 	st2, err := natsbus.OpenState(ctx, b2)
 	if err != nil {
 		t.Fatalf("OpenState after restart: %v", err)
@@ -687,9 +653,9 @@ func TestOpenState_Restart(t *testing.T) {
 // request arriving after that wait would run after Close returned.
 func TestBus_CloseRefusesNewRequests(t *testing.T) {
 	ctx := context.Background()
-	srv := MustRunServer(t, t.TempDir())
-	server := MustConnect(t, srv)
-	caller := MustConnect(t, srv)
+	srv := natsbustest.MustRunServer(t, t.TempDir())
+	server := natsbustest.MustConnect(t, srv)
+	caller := natsbustest.MustConnect(t, srv)
 
 	type resp struct {
 		N int
@@ -774,8 +740,8 @@ func TestBus_CloseRefusesNewRequests(t *testing.T) {
 // whose ctx never ends stops when the bus closes (the leak check of
 // TestMain sees its goroutine gone), and no watch starts on a closed bus.
 func TestTable_Watch_EndsWhenBusCloses(t *testing.T) {
-	srv := MustRunServer(t, t.TempDir())
-	b := MustConnect(t, srv)
+	srv := natsbustest.MustRunServer(t, t.TempDir())
+	b := natsbustest.MustConnect(t, srv)
 	tbl := MustOpenTable[item](t, b, "test_watch_close")
 	MustPut(t, tbl, "ns.a", item{N: 1})
 	rec := &recorder{}
@@ -796,7 +762,7 @@ func TestTable_Watch_EndsWhenBusCloses(t *testing.T) {
 // TestTable_Watch_CanceledContext checks that a watch whose ctx has ended
 // fails and never calls fn.
 func TestTable_Watch_CanceledContext(t *testing.T) {
-	tbl := MustOpenTable[item](t, MustOpenBus(t), "test_watch_canceled")
+	tbl := MustOpenTable[item](t, natsbustest.MustOpenBus(t), "test_watch_canceled")
 	MustPut(t, tbl, "ns.a", item{N: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
