@@ -20,6 +20,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/billing"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/mock"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
@@ -201,7 +202,7 @@ func (e *asyncEnv) deploySpec(spec gust.FunctionSpec) {
 		e.t.Fatalf("deploy %s.%s: status %d %s, want 202", spec.Namespace, spec.Service, status, body)
 	}
 	spec.Normalize()
-	checkFor(e.t, 5*time.Second, 5*time.Millisecond, func() error {
+	check.For(e.t, 5*time.Second, 5*time.Millisecond, func() error {
 		if e.router.Function(spec.Namespace, spec.Service) == nil {
 			return fmt.Errorf("router does not know %s.%s", spec.Namespace, spec.Service)
 		}
@@ -230,7 +231,7 @@ type asyncCall struct {
 func (e *asyncEnv) waitCall(id, state string, n int) asyncCall {
 	e.t.Helper()
 	var c asyncCall
-	checkFor(e.t, 15*time.Second, 10*time.Millisecond, func() error {
+	check.For(e.t, 15*time.Second, 10*time.Millisecond, func() error {
 		status, _, body := MustDo(e.t, http.MethodGet, e.url+"/system/invocations/"+id, "")
 		if status != http.StatusOK {
 			return fmt.Errorf("GET /system/invocations/%s: status %d %s", id, status, body)
@@ -464,7 +465,7 @@ func newCallbackTarget(t *testing.T, fail int) *callbackTarget {
 func (c *callbackTarget) wait(t *testing.T, n int) []callbackPost {
 	t.Helper()
 	var posts []callbackPost
-	checkFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 15*time.Second, 10*time.Millisecond, func() error {
 		c.mu.Lock()
 		posts = slices.Clone(c.posts)
 		c.mu.Unlock()
@@ -509,7 +510,7 @@ func TestDispatcher_CallbackGivesUp(t *testing.T) {
 	target.wait(t, 2)
 	// The deliverer acknowledged the callback after its last attempt: no
 	// message is left for it.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		cons, err := e.bus.JS.Consumer(context.Background(), natsbus.StreamAsync, "gust-callbacks")
 		if err != nil {
 			return err
@@ -656,7 +657,7 @@ func TestDispatcher_ConsumerNamesUnique(t *testing.T) {
 		t.Fatalf("delete: status %d %s", status, body)
 	}
 	// The deleted function's consumer goes; the other keeps running.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		names, err := consumers(e)
 		if err != nil {
 			return err
@@ -728,7 +729,7 @@ func TestDispatcher_TopicTrigger(t *testing.T) {
 	e.deploySpec(gust.FunctionSpec{Service: "listener", Image: "img:1", Annotations: map[string]string{gust.AnnotationTopic: "orders.created"}})
 	var msg []byte
 	var hdr map[string][]string
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
 		m, err := e.bus.NC.Request("orders.created", []byte("order 1"), time.Second)
 		if err != nil {
 			return err // not subscribed yet

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"go.uber.org/zap/zaptest"
@@ -232,7 +233,7 @@ func MustDeploy(tb testing.TB, e *env, spec string) {
 // MustKnown waits until the router has seen the function.
 func MustKnown(tb testing.TB, e *env, ns, name string) {
 	tb.Helper()
-	checkFor(tb, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(tb, 5*time.Second, 10*time.Millisecond, func() error {
 		if e.router.Function(ns, name) == nil {
 			return fmt.Errorf("router does not know %s.%s", ns, name)
 		}
@@ -248,23 +249,6 @@ func MustGetFunction(tb testing.TB, e *env, key string) gust.Function {
 		tb.Fatalf("get %s: %v", key, err)
 	}
 	return fn
-}
-
-// checkFor calls f every interval until it returns nil, and fails the test
-// with f's last error if that does not happen within total.
-func checkFor(tb testing.TB, total, every time.Duration, f func() error) {
-	tb.Helper()
-	end := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(end) {
-			tb.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
 }
 
 // wantError checks an error answer's status, code and field.
@@ -616,7 +600,7 @@ func TestDeleteFunction(t *testing.T) {
 		MustGetFunction(t, e, "openfaas-fn.keep")
 		status, _, body = MustDo(t, http.MethodGet, e.url("/system/function/hello"), "")
 		wantError(t, status, body, http.StatusNotFound, gust.ENOTFOUND, "")
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			if status, _, _ := MustDo(t, http.MethodGet, e.url("/function/hello"), ""); status != http.StatusNotFound {
 				return fmt.Errorf("invoke after delete: status %d, want 404", status)
 			}
@@ -667,7 +651,7 @@ func TestScaleFunction(t *testing.T) {
 			t.Errorf("Version = %d, want 1 (scaling is not a deploy)", fn.Version)
 		}
 		// The gateway asks the scheduler to re-place in the background.
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			if n := len(e.sched.requests()); n <= placed {
 				return fmt.Errorf("place requests = %d, want > %d", n, placed)
 			}
@@ -684,7 +668,7 @@ func TestScaleFunction(t *testing.T) {
 		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.MinOverride == nil || *fn.MinOverride != 0 {
 			t.Errorf("MinOverride = %v, want 0", fn.MinOverride)
 		}
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			if len(e.sched.requests()) <= n {
 				return fmt.Errorf("no place request after scale")
 			}
@@ -935,7 +919,7 @@ func TestInvoke_Activation(t *testing.T) {
 			t.Fatal(err)
 		}
 		MustKnown(t, e, gust.DefaultNamespace, "hello")
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			if status, _, body := MustDo(t, http.MethodGet, e.url("/function/hello"), ""); status != http.StatusOK {
 				return fmt.Errorf("status %d %s, want 200", status, body)
 			}
@@ -948,7 +932,7 @@ func TestInvoke_Activation(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := len(e.sched.requests())
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			status, _, body := MustDo(t, http.MethodGet, e.url("/function/hello"), "")
 			if status != http.StatusServiceUnavailable {
 				return fmt.Errorf("status %d %s, want 503", status, body)
@@ -1091,7 +1075,7 @@ func TestClient(t *testing.T) {
 		}
 		wantGustError(t, c.Scale(ctx, "", "hello", -2), gust.EINVALID, "replicas")
 		wantGustError(t, c.Scale(ctx, "", "nope", 1), gust.ENOTFOUND, "")
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			if len(e.sched.requests()) <= n {
 				return fmt.Errorf("no place request after scale")
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/gustfaas/gust/scheduler"
@@ -309,7 +310,7 @@ func TestScheduler_Place(t *testing.T) {
 			t.Fatalf("Place before any worker = %v, want EUNAVAILABLE", err)
 		}
 		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			_, err := s.Place(ctx, key)
 			return err
 		})
@@ -341,22 +342,5 @@ func TestScheduler_PlaceRequest(t *testing.T) {
 	}
 	if got, want := gust.ErrorCode(rep.Err()), gust.ENOTFOUND; got != want {
 		t.Errorf("reply code for unknown function = %q, want %q", got, want)
-	}
-}
-
-// checkFor calls f every interval until it returns nil, and fails the test
-// with f's last error if that does not happen within total.
-func checkFor(tb testing.TB, total, every time.Duration, f func() error) {
-	tb.Helper()
-	end := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(end) {
-			tb.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/gustfaas/gust/scheduler"
 	"go.uber.org/zap/zaptest"
@@ -95,7 +96,7 @@ func TestScheduler_Reconcile(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 10*time.Millisecond, func() error {
 		pl, _, err := st.Placements.Get(ctx, key)
 		if err != nil {
 			return err
@@ -105,7 +106,7 @@ func TestScheduler_Reconcile(t *testing.T) {
 		}
 		return nil
 	})
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if _, _, err := st.Placements.Get(ctx, "openfaas-fn.gone"); !errors.Is(err, gust.ErrNotFound) {
 			return fmt.Errorf("placement of a deleted function: %v, want ErrNotFound", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/mock"
 )
 
@@ -32,7 +33,7 @@ func TestPool_ConcurrencyLimit(t *testing.T) {
 		t.Errorf("two calls within the concurrency: got containers %v, want one", ids)
 	}
 	third := e.goCall(fn, "/hold")
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if got := e.waiting(fn); got != 1 {
 			return fmt.Errorf("waiting calls: got %d, want 1", got)
 		}
@@ -76,7 +77,7 @@ func TestPool_ScaleUpToMax(t *testing.T) {
 	if distinct(ids) != 3 {
 		t.Errorf("first three calls: got containers %v, want three", ids)
 	}
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if got := e.waiting(fn); got != 2 {
 			return fmt.Errorf("waiting calls: got %d, want 2", got)
 		}
@@ -115,7 +116,7 @@ func TestPool_ColdStartSharedByWaiters(t *testing.T) {
 		calls = append(calls, e.goCall(fn, "/x"))
 	}
 	gate.waitBegan(t, 1)
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if got := e.waiting(fn); got != 8 {
 			return fmt.Errorf("held calls: got %d, want 8", got)
 		}
@@ -179,7 +180,7 @@ func TestPool_IdleReapSparesBusyInstance(t *testing.T) {
 	wantOK(t, r)
 	// b is idle, a busy since before b went idle: the reap that stops b
 	// looks at a too, with a past its idle timeout as well.
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if e.isRunning(b) {
 			return fmt.Errorf("idle instance %s still runs", b)
 		}
@@ -192,7 +193,7 @@ func TestPool_IdleReapSparesBusyInstance(t *testing.T) {
 	h.release(t)
 	wantOK(t, recv(t, busy))
 	e.running(0)
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if got := e.rt.Removes(); got != 2 {
 			return fmt.Errorf("removes: got %d, want 2", got)
 		}
@@ -228,7 +229,7 @@ func TestPool_FailedStart(t *testing.T) {
 		for range 3 {
 			calls = append(calls, e.goCall(fn, "/x"))
 		}
-		checkFor(t, func() error {
+		check.For(t, testWait, testPoll, func() error {
 			if got := e.waiting(fn); got != 3 {
 				return fmt.Errorf("held calls: got %d, want 3", got)
 			}
@@ -257,7 +258,7 @@ func TestPool_FailedStart(t *testing.T) {
 		}
 
 		failing.Store(false)
-		checkFor(t, func() error {
+		check.For(t, testWait, testPoll, func() error {
 			if r := e.call(fn, "/x"); r.err != nil {
 				return r.err
 			}
@@ -300,7 +301,7 @@ func TestPool_InstanceExits(t *testing.T) {
 		if !e.rt.Exit(first.container, 1) {
 			t.Fatalf("container %s was not running", first.container)
 		}
-		checkFor(t, func() error {
+		check.For(t, testWait, testPoll, func() error {
 			if st := e.pool(fn).status(); st.Replicas != 0 {
 				return fmt.Errorf("status: got %+v, want the exited instance gone", st)
 			}
@@ -332,7 +333,7 @@ func TestPool_InstanceExits(t *testing.T) {
 			t.Errorf("outcome: got %q, want %q", got, gust.OutcomeCrashed)
 		}
 		e.running(0)
-		checkFor(t, func() error {
+		check.For(t, testWait, testPoll, func() error {
 			if st := e.pool(fn).status(); st.Replicas != 0 {
 				return fmt.Errorf("status: got %+v, want the crashed instance gone", st)
 			}
@@ -360,7 +361,7 @@ func TestWorker_Drain(t *testing.T) {
 
 	drained := make(chan error, 1)
 	go func() { drained <- e.w.Drain(context.Background()) }()
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		e.w.mu.Lock()
 		defer e.w.mu.Unlock()
 		if !e.w.draining {
@@ -412,14 +413,14 @@ func TestPool_DeletedWhileStarting(t *testing.T) {
 	if gust.ErrorCode(r.err) != gust.EUNAVAILABLE {
 		t.Errorf("call held while its function was deleted: got %d, %v, want EUNAVAILABLE", r.code, r.err)
 	}
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if e.pool(fn) != nil {
 			return errors.New("worker still has a pool of the deleted function")
 		}
 		return nil
 	})
 	gate.release()
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		if e.rt.Starts() != 1 {
 			return errors.New("the start has not finished")
 		}
@@ -601,7 +602,7 @@ func TestPool_StaleCallAfterRedeployFromScratch(t *testing.T) {
 	old.CreatedAt = time.Now().Add(-time.Hour)
 	e.put(old)
 	e.remove(old)
-	checkFor(t, func() error {
+	check.For(t, testWait, testPoll, func() error {
 		e.w.mu.Lock()
 		defer e.w.mu.Unlock()
 		if e.w.functions[old.Key()] != nil {

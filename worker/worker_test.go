@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/mock"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 )
@@ -102,7 +103,7 @@ func (e *testEnv) put(fn *gust.Function) {
 	if _, err := e.state.Functions.Put(context.Background(), fn.Key(), *fn); err != nil {
 		e.t.Fatalf("put function: %v", err)
 	}
-	checkFor(e.t, func() error {
+	check.For(e.t, testWait, testPoll, func() error {
 		e.w.mu.Lock()
 		defer e.w.mu.Unlock()
 		if got := e.w.functions[fn.Key()]; got == nil || got.Version != fn.Version || !sameMin(got.MinOverride, fn.MinOverride) {
@@ -124,7 +125,7 @@ func (e *testEnv) place(fn *gust.Function) {
 	if _, err := e.state.Placements.Put(context.Background(), fn.Key(), pl); err != nil {
 		e.t.Fatalf("put placement: %v", err)
 	}
-	checkFor(e.t, func() error {
+	check.For(e.t, testWait, testPoll, func() error {
 		if e.pool(fn) == nil {
 			return fmt.Errorf("worker has no pool of %s", fn.Key())
 		}
@@ -223,30 +224,17 @@ func wantOK(t *testing.T, r result) {
 }
 
 // testWait bounds every wait of these tests; nothing is expected to take
-// more than a fraction of it.
-const testWait = 10 * time.Second
-
-// checkFor polls fn until it returns nil, failing t with fn's last error
-// after testWait.
-func checkFor(t *testing.T, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(testWait)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", testWait, err)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+// more than a fraction of it. testPoll is how often a wait asks again:
+// the fake runtime answers in microseconds.
+const (
+	testWait = 10 * time.Second
+	testPoll = 2 * time.Millisecond
+)
 
 // running polls until the fake runs n containers.
 func (e *testEnv) running(n int) {
 	e.t.Helper()
-	checkFor(e.t, func() error {
+	check.For(e.t, testWait, testPoll, func() error {
 		if got := len(e.rt.Running()); got != n {
 			return fmt.Errorf("running containers: got %d, want %d", got, n)
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/docker"
 	"github.com/gustfaas/gust/internal/fnbuild"
 	"github.com/gustfaas/gust/internal/natsbus"
@@ -338,7 +339,7 @@ func TestAsyncNoLossKill(t *testing.T) {
 	// A sync call first, so that the instance is warm when the async
 	// calls come and some of them complete before the kill.
 	warm := time.Now()
-	checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+	check.For(t, 60*time.Second, 200*time.Millisecond, func() error {
 		st, _, body := call(t, http.MethodGet, base+"/function/"+akillFunction, "", gust.HeaderCallID, "akill-warm")
 		if st != 200 {
 			return fmt.Errorf("warm-up call: %d %s", st, body)
@@ -691,7 +692,7 @@ func TestAsyncNoLossKillFirstDelivery(t *testing.T) {
 	enqueue := func() string {
 		t.Helper()
 		var id string
-		checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		check.For(t, 30*time.Second, 200*time.Millisecond, func() error {
 			resp, err := c.Post(base+"/async-function/"+name+"?stream=1", "text/plain", nil)
 			if err != nil {
 				return err
@@ -707,7 +708,7 @@ func TestAsyncNoLossKillFirstDelivery(t *testing.T) {
 	waitSucceeded := func(id string) akillStatus {
 		t.Helper()
 		var st akillStatus
-		checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		check.For(t, 30*time.Second, 100*time.Millisecond, func() error {
 			var err error
 			if st, err = akillGetStatus(c, base, id); err == nil && st.State != gust.AsyncSucceeded {
 				err = fmt.Errorf("call %s is %s (attempt %d)", id, st.State, st.Attempts)

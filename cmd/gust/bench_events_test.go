@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -145,7 +146,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	// Warm-up, untimed: both functions answer a sync call; the async
 	// consumer and the trigger subscription are up and have run calls.
 	for _, fn := range []string{bevAsyncFn, bevEventFn, bevQueuedFn} {
-		checkFor(b, time.Minute, 100*time.Millisecond, func() error {
+		check.For(b, time.Minute, 100*time.Millisecond, func() error {
 			_, err := benchGet(client, gw+"/function/"+fn)
 			return err
 		})
@@ -166,7 +167,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	// are lost: publish one at a time until one runs. (The sync warm-up
 	// call above counts in the same counter.)
 	base = eventsRun()
-	checkFor(b, time.Minute, 200*time.Millisecond, func() error {
+	check.For(b, time.Minute, 200*time.Millisecond, func() error {
 		if err := bus.NC.Publish(bevTopic, payload); err != nil {
 			return err
 		}

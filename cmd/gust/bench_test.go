@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/docker"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -168,7 +169,7 @@ func BenchmarkWarmCall(b *testing.B) {
 	// concurrency (default 100) is above benchClients.
 	benchDeploy(b, m, name, map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "1"})
 	var addr string
-	checkFor(b, 30*time.Second, 50*time.Millisecond, func() error {
+	check.For(b, 30*time.Second, 50*time.Millisecond, func() error {
 		cs := benchContainers(b, map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID})
 		if len(cs) != 1 || cs[0].Addr == "" {
 			return fmt.Errorf("want 1 running container of %s, have %d", name, len(cs))
@@ -324,7 +325,7 @@ func BenchmarkColdStart(b *testing.B) {
 	for i := 0; i < benchColdRuns; i++ {
 		// Wait until the function is at zero, so that no stop or remove of
 		// its last instance runs during either measurement.
-		checkFor(b, benchGoneLimit, 100*time.Millisecond, func() error {
+		check.For(b, benchGoneLimit, 100*time.Millisecond, func() error {
 			if cs := Containers(b, fnLabels); len(cs) > 0 {
 				return fmt.Errorf("%d containers of %s left", len(cs), name)
 			}

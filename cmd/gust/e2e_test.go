@@ -17,6 +17,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/docker"
 	"go.uber.org/zap"
 )
@@ -78,7 +79,7 @@ func containerIDs(cs []gust.Instance) []string {
 // containers.
 func waitContainers(tb testing.TB, m *UpMain, name string, n int, within time.Duration) {
 	tb.Helper()
-	checkFor(tb, within, 100*time.Millisecond, func() error {
+	check.For(tb, within, 100*time.Millisecond, func() error {
 		if got := len(fnContainers(tb, m, name)); got != n {
 			return fmt.Errorf("%s has %d containers, want %d", name, got, n)
 		}
@@ -170,7 +171,7 @@ func TestInvoke(t *testing.T) {
 		}
 	})
 	t.Run("Status", func(t *testing.T) {
-		checkFor(t, 5*time.Second, 100*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 100*time.Millisecond, func() error {
 			st, _, out := call(t, "GET", gw(m)+"/system/function/echo", "")
 			var fs gust.FunctionStatus
 			if err := json.Unmarshal([]byte(out), &fs); err != nil || st != 200 {
@@ -188,7 +189,7 @@ func TestInvoke(t *testing.T) {
 			t.Fatalf("delete: %d %s", st, out)
 		}
 		waitContainers(t, m, "echo", 0, 10*time.Second)
-		checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 50*time.Millisecond, func() error {
 			if st, _, _ := call(t, "GET", gw(m)+"/function/echo", ""); st != 404 {
 				return fmt.Errorf("invoke after delete: %d, want 404", st)
 			}
@@ -434,7 +435,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("got %d %s, want 504", st, out)
 		}
 		// The frozen instance fails its readiness check and is replaced.
-		checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		check.For(t, 15*time.Second, 100*time.Millisecond, func() error {
 			st, _, out := call(t, "GET", gw(m)+"/function/mis", "")
 			if st != 200 {
 				return fmt.Errorf("call after freeze: %d %s", st, out)
@@ -606,7 +607,7 @@ func TestSeparateRoles(t *testing.T) {
 	if err := c.Deploy(ctx, gust.FunctionSpec{Service: "remote", Image: imageTag("echo")}, false); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		st, _, out := call(t, "PUT", base+"/function/remote/p?q=1", "body")
 		if st != 200 || !strings.Contains(out, `"path":"/p"`) || !strings.Contains(out, `"body":"body"`) {
 			return fmt.Errorf("invoke through separate roles: %d %s", st, out)
@@ -616,7 +617,7 @@ func TestSeparateRoles(t *testing.T) {
 	if err := c.Delete(ctx, "", "remote"); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
 		if cs := Containers(t, map[string]string{gust.LabelWorker: wk.Config.ID}); len(cs) > 0 {
 			return errors.New("containers left after delete")
 		}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/docker"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/nats-io/nats.go"
@@ -92,7 +93,7 @@ func evWaitState(tb testing.TB, m *UpMain, id, state string, records int, within
 	tb.Helper()
 	var cs evCallStatus
 	var seen []string
-	checkFor(tb, within, 20*time.Millisecond, func() error {
+	check.For(tb, within, 20*time.Millisecond, func() error {
 		cs = evGetStatus(tb, m, id)
 		if len(seen) == 0 || seen[len(seen)-1] != cs.State {
 			seen = append(seen, cs.State)
@@ -130,7 +131,7 @@ func evRequests(tb testing.TB, m *UpMain, fn string) int64 {
 func evWaitRequests(tb testing.TB, m *UpMain, fn string, want int64, within, stable time.Duration) time.Duration {
 	tb.Helper()
 	t0 := time.Now()
-	checkFor(tb, within, 100*time.Millisecond, func() error {
+	check.For(tb, within, 100*time.Millisecond, func() error {
 		if n := evRequests(tb, m, fn); n != want {
 			return fmt.Errorf("billing report of %s counts %d requests, want %d", fn, n, want)
 		}
@@ -311,7 +312,7 @@ func TestEventsThousand(t *testing.T) {
 	// The trigger subscribes once the dispatcher saw the deploy: message
 	// 0 is a request sent until someone answers it.
 	var reply0 *nats.Msg
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		var err error
 		reply0, err = bus.NC.Request("ev.load", nil, 10*time.Second)
 		if errors.Is(err, nats.ErrNoResponders) {
@@ -739,7 +740,7 @@ func TestAsyncCallbackStartContext(t *testing.T) {
 	for i := 0; i < calls; i++ {
 		evAsync(t, m, name, "x", gust.HeaderCallbackURL, srv.URL+"/cb")
 	}
-	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+	check.For(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if n := got.Load(); n != calls {
 			return fmt.Errorf("%d of %d callbacks delivered", n, calls)
 		}
@@ -948,7 +949,7 @@ func TestEventsRequestReply(t *testing.T) {
 	bus := evBus(t, m)
 	data := []byte(`{"order":42,"items":["a","b"]}`)
 	var msg *nats.Msg
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		var err error
 		msg, err = bus.NC.Request("orders.created", data, 10*time.Second)
 		if errors.Is(err, nats.ErrNoResponders) {
@@ -976,7 +977,7 @@ func TestEventsRequestReply(t *testing.T) {
 		t.Errorf("receipt %+v (reply X-Call-Id %q), want subject orders.created, %d bytes, its call id", rc, id, len(data))
 	}
 	var r gust.CallRecord
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		st, _, body := call(t, http.MethodGet, gw(m)+"/system/invocations/"+url.PathEscape(id), "")
 		if st != http.StatusOK {
 			return fmt.Errorf("record of %s: %d %s", id, st, body)
@@ -1040,7 +1041,7 @@ func TestDurableStreamTrigger(t *testing.T) {
 		t.Errorf("function logged %d calls, want %d", runs, n)
 	}
 	// Every message was acknowledged.
-	checkFor(t, 5*time.Second, 100*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 100*time.Millisecond, func() error {
 		ci, err := bus.JS.Consumer(ctx, stream, "trigger-openfaas-fn-"+name)
 		if err != nil {
 			return err
@@ -1060,7 +1061,7 @@ func TestDurableStreamTrigger(t *testing.T) {
 
 	// A stream that does not exist.
 	evDeploy(t, m, gust.FunctionSpec{Service: "durghost", Image: imageTag("misbehave"), Annotations: map[string]string{gust.AnnotationStream: "EVTEST_NO_SUCH_STREAM"}})
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
 		if v, ok := evMetric(t, m, "gust_events_dropped_total", map[string]string{"function": "openfaas-fn.durghost", "reason": "stream_unavailable"}); !ok || v < 1 {
 			return fmt.Errorf("no gust_events_dropped_total{function=openfaas-fn.durghost,reason=stream_unavailable} (%v)", v)
 		}

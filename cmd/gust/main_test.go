@@ -164,20 +164,6 @@ func MustNoContainers(tb testing.TB, labels map[string]string) {
 	}
 }
 
-// checkFor polls fn every `every` until it returns nil or total passes.
-func checkFor(tb testing.TB, total, every time.Duration, fn func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(every)
-	}
-	tb.Fatalf("after %s: %v", total, err)
-}
-
 // call sends one request and returns status, headers and body.
 func call(tb testing.TB, method, url string, body string, hdr ...string) (int, http.Header, string) {
 	tb.Helper()

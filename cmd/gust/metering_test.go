@@ -21,6 +21,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/billing"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/sqlite"
 	"github.com/shopspring/decimal"
@@ -108,7 +109,7 @@ func mtrGet(tb testing.TB, m *UpMain, path string) (int, string) {
 func waitRecords(tb testing.TB, m *UpMain, ids []string, within time.Duration) map[string]gust.CallRecord {
 	tb.Helper()
 	recs := map[string]gust.CallRecord{}
-	checkFor(tb, within, 50*time.Millisecond, func() error {
+	check.For(tb, within, 50*time.Millisecond, func() error {
 		for _, id := range ids {
 			if _, ok := recs[id]; ok {
 				continue
@@ -561,7 +562,7 @@ func TestMeteringExact(t *testing.T) {
 	}
 
 	// The idle-stopped sleep instance shows as held capacity.
-	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
 		rep, _ := getReport(t, m, "group_by=function")
 		for _, in := range rep.Instances {
 			if in.Function == sleepFn && in.Namespace == gust.DefaultNamespace && in.MemoryMiB == 128 && in.Instances >= 1 && in.InstanceSeconds.IsPositive() {
@@ -620,7 +621,7 @@ func TestMeteringReplayIdempotent(t *testing.T) {
 	// Wait for the instance record of replay-idle too, so the report has
 	// held capacity to replay.
 	waitContainers(t, m, "replay-idle", 0, 15*time.Second)
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		rep, _ := getReport(t, m, "group_by=function")
 		for _, in := range rep.Instances {
 			if in.Function == "replay-idle" {
@@ -865,7 +866,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	waitRecords(t, m, ids, 15*time.Second)
 	key := gust.DefaultNamespace + ".counted"
 	misKey := gust.DefaultNamespace + ".counted-mis"
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 50*time.Millisecond, func() error {
 		s := scrapeMetrics(t, m)
 		if n, _ := promSum(s, "gust_invocations_total", map[string]string{"function": key}); n != ok {
 			return fmt.Errorf("gust_invocations_total of %s: %v, want %d", key, n, ok)

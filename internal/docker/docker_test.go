@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/fnbuild"
 )
 
@@ -204,23 +205,6 @@ func testSpec(tb testing.TB) gust.ContainerSpec {
 	}
 }
 
-// checkFor calls fn every interval until it returns nil, failing tb when
-// total has passed.
-func checkFor(tb testing.TB, total, every time.Duration, fn func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 var httpClient = &http.Client{Timeout: 2 * time.Second}
 
 func get(url string) (int, string, error) {
@@ -236,7 +220,7 @@ func get(url string) (int, string, error) {
 // MustHealthy waits until inst answers 200 on /_/health.
 func MustHealthy(tb testing.TB, inst gust.Instance) {
 	tb.Helper()
-	checkFor(tb, 10*time.Second, 50*time.Millisecond, func() error {
+	check.For(tb, 10*time.Second, 50*time.Millisecond, func() error {
 		code, _, err := get("http://" + inst.Addr + gust.DefaultHealthPath)
 		if err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 )
 
 // fakeImageClient is an imageClient made of functions.
@@ -70,7 +71,7 @@ func TestPuller(t *testing.T) {
 		for range n {
 			go func() { errs <- p.ensure(context.Background(), context.Background(), "fn:latest") }()
 		}
-		checkFor(t, 5*time.Second, time.Millisecond, func() error {
+		check.For(t, 5*time.Second, time.Millisecond, func() error {
 			if got := p.waitersOf("fn:latest"); got != n {
 				return fmt.Errorf("waiters: got %d, want %d", got, n)
 			}
@@ -174,7 +175,7 @@ func TestPuller(t *testing.T) {
 		var first, second error
 		wg.Go(func() { first = p.ensure(ctx, context.Background(), "fn:latest") })
 		wg.Go(func() { second = p.ensure(context.Background(), context.Background(), "fn:latest") })
-		checkFor(t, 5*time.Second, time.Millisecond, func() error {
+		check.For(t, 5*time.Second, time.Millisecond, func() error {
 			if got := p.waitersOf("fn:latest"); got != 2 {
 				return fmt.Errorf("waiters: got %d, want 2", got)
 			}

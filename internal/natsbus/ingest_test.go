@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,7 +67,7 @@ func TestIngest_ContextBoundsStartOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := store.len(); n != 3 {
 			return fmt.Errorf("stored %d records, want 3", n)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,23 +34,6 @@ func MustPut[T any](tb testing.TB, t gust.Table[T], key string, v T) uint64 {
 		tb.Fatalf("put %s: %v", key, err)
 	}
 	return rev
-}
-
-// checkFor calls f every interval until it returns nil, and fails the test
-// with f's last error if that does not happen within total.
-func checkFor(tb testing.TB, total, every time.Duration, f func() error) {
-	tb.Helper()
-	end := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(end) {
-			tb.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
 }
 
 type item struct {
@@ -314,7 +298,7 @@ func TestTable_Watch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "[ns.a=1 ns.b=2 ns.a=10 ns.b deleted]"
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got := fmt.Sprint(summary(rec.get())); got != want {
 			return fmt.Errorf("changes = %s, want %s", got, want)
 		}
@@ -334,7 +318,7 @@ func TestTable_Watch(t *testing.T) {
 		t.Fatalf("consumers while watching = %d, want 1", n)
 	}
 	cancel()
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := consumers(t, b, bucket); n != 0 {
 			return fmt.Errorf("consumers after ctx ended = %d, want 0", n)
 		}
@@ -355,7 +339,7 @@ func TestTable_Watch_Empty(t *testing.T) {
 		t.Fatalf("Watch on an empty table: %v", err)
 	}
 	MustPut(t, tbl, "ns.a", item{N: 1})
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got, want := fmt.Sprint(summary(rec.get())), "[ns.a=1]"; got != want {
 			return fmt.Errorf("changes = %s, want %s", got, want)
 		}
@@ -456,7 +440,7 @@ func TestBus_RequestHandle(t *testing.T) {
 		if err := stop(); err != nil {
 			t.Fatalf("stop: %v", err)
 		}
-		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 			var got resp
 			err := b.Request(ctx, "test.add", req{A: 1}, &got)
 			if gust.ErrorCode(err) != gust.EUNAVAILABLE {
@@ -709,7 +693,7 @@ func TestBus_CloseRefusesNewRequests(t *testing.T) {
 	// Close is waiting for the first request. Requests sent from now on
 	// may reach the handler only until Close has begun; after that they
 	// must be refused.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
 		var got resp
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()

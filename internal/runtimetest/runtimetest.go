@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 )
 
 // Harness is one runtime under test and what the suite needs to know about
@@ -141,7 +142,7 @@ func get(url string) (int, error) {
 // mustHealthy polls inst's readiness path until it answers 200.
 func (h Harness) mustHealthy(t *testing.T, inst gust.Instance) {
 	t.Helper()
-	checkFor(t, h.Timeout, func() error {
+	check.For(t, h.Timeout, 20*time.Millisecond, func() error {
 		code, err := get("http://" + inst.Addr + gust.DefaultHealthPath)
 		if err != nil {
 			return err
@@ -151,23 +152,6 @@ func (h Harness) mustHealthy(t *testing.T, inst gust.Instance) {
 		}
 		return nil
 	})
-}
-
-// checkFor calls fn until it returns nil, failing t with its last error
-// once total has passed.
-func checkFor(t *testing.T, total time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // waitAsync runs Wait in a goroutine the test owns and returns a channel
@@ -346,7 +330,7 @@ func testRemoveRunning(t *testing.T, h Harness) {
 	case <-ctx.Done():
 		t.Fatal("Wait did not return after Remove")
 	}
-	checkFor(t, h.Timeout, func() error {
+	check.For(t, h.Timeout, 20*time.Millisecond, func() error {
 		_, err := get("http://" + inst.Addr + gust.DefaultHealthPath)
 		if err == nil {
 			return errors.New("removed container still answers")
