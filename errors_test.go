@@ -84,7 +84,6 @@ func TestHTTPStatus(t *testing.T) {
 	}
 }
 
-
 // TestErrorOfAnswer checks that an error written in ErrorBody's shape with
 // its status comes back as the same *Error: the data plane maps an error
 // to a status once, whatever the hops.
