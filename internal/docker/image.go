@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,7 +116,7 @@ func (p *puller) pull(ctx context.Context, ref string) error {
 		if client.IsErrConnectionFailed(err) {
 			return fmt.Errorf("pull image %s: %w", ref, err)
 		}
-		return gust.Invalidf("image", "image %q is not available locally and could not be pulled: %v", ref, err)
+		return gust.Invalidf("image", "image %q is not available locally and could not be pulled: %s", ref, pullFailure(err, logger))
 	}
 	logger.Info("pulled image", zap.Duration("duration", time.Since(start)))
 	return nil
@@ -201,4 +202,20 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {
 		return fmt.Errorf("remove image %s: %w", ref, err)
 	}
 	return nil
+}
+
+// pullFailure says why a pull failed in words a caller may see. A
+// registry's own answer (manifest unknown, access denied) is passed on; a
+// registry the daemon could not reach is said so, and the daemon's error,
+// which names addresses of the host's network (its DNS server, a proxy),
+// goes to the log only.
+func pullFailure(err error, logger *zap.Logger) string {
+	msg := err.Error()
+	for _, network := range []string{"dial tcp", "lookup ", "i/o timeout", "connection refused", "no route to host", "TLS handshake"} {
+		if strings.Contains(msg, network) {
+			logger.Warn("pull failed: registry not reachable", zap.Error(err))
+			return "its registry could not be reached from this worker"
+		}
+	}
+	return msg
 }

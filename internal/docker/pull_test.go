@@ -126,6 +126,20 @@ func TestPuller(t *testing.T) {
 		}
 	})
 
+	t.Run("RegistryUnreachable", func(t *testing.T) {
+		fake := &fakeImageClient{
+			InspectFn: missing,
+			PullFn: func(context.Context, string) (io.ReadCloser, error) {
+				return nil, errors.New(`Error response from daemon: Get "https://registry.example/v2/": dial tcp: lookup registry.example on 10.255.255.53:53: no such host`)
+			},
+		}
+		p := newPuller(fake, time.Minute, zaptest.NewLogger(t))
+		err := p.ensure(context.Background(), context.Background(), "fn:latest")
+		if got, want := gust.ErrorMessage(err), `image "fn:latest" is not available locally and could not be pulled: its registry could not be reached from this worker`; got != want {
+			t.Errorf("message: got %q, want %q (the daemon's error names the host's DNS server)", got, want)
+		}
+	})
+
 	t.Run("InspectError", func(t *testing.T) {
 		fake := &fakeImageClient{
 			InspectFn: func(context.Context, string) (image.InspectResponse, error) {
