@@ -20,8 +20,11 @@ const (
 	EINVALID      = "invalid"
 	ENOTFOUND     = "not_found"
 	EUNAUTHORIZED = "unauthorized"
-	EUNAVAILABLE  = "unavailable"
-	ETOOLARGE     = "too_large"
+	// EFORBIDDEN is a caller who is known but may not act there: a
+	// namespace's key outside its namespace (403).
+	EFORBIDDEN   = "forbidden"
+	EUNAVAILABLE = "unavailable"
+	ETOOLARGE    = "too_large"
 	// EFUNCTION is a call whose function broke off or answered something
 	// that is not HTTP (502).
 	EFUNCTION = "function_failed"
@@ -38,6 +41,7 @@ var statuses = map[string]int{
 	EINVALID:      http.StatusBadRequest,
 	ENOTFOUND:     http.StatusNotFound,
 	EUNAUTHORIZED: http.StatusUnauthorized,
+	EFORBIDDEN:    http.StatusForbidden,
 	EUNAVAILABLE:  http.StatusServiceUnavailable,
 	ETOOLARGE:     http.StatusRequestEntityTooLarge,
 	EFUNCTION:     http.StatusBadGateway,

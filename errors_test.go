@@ -68,6 +68,7 @@ func TestHTTPStatus(t *testing.T) {
 		{gust.Errorf(gust.EINVALID, "x"), http.StatusBadRequest},
 		{gust.Errorf(gust.ENOTFOUND, "x"), http.StatusNotFound},
 		{gust.Errorf(gust.EUNAUTHORIZED, "x"), http.StatusUnauthorized},
+		{gust.Errorf(gust.EFORBIDDEN, "x"), http.StatusForbidden},
 		{gust.Errorf(gust.EUNAVAILABLE, "x"), http.StatusServiceUnavailable},
 		{gust.Errorf(gust.ETOOLARGE, "x"), http.StatusRequestEntityTooLarge},
 		{gust.Errorf(gust.EINTERNAL, "x"), http.StatusInternalServerError},

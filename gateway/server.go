@@ -64,6 +64,10 @@ type Server struct {
 	async      *Async
 	dispatcher *Dispatcher
 
+	// tenancy holds namespaces, their keys and secrets; nil on a gateway
+	// without access control (no key authenticates then).
+	tenancy *gust.Tenancy
+
 	ln  net.Listener
 	srv *http.Server
 	// served is closed when the Serve goroutine has returned.
@@ -117,6 +121,13 @@ func (s *Server) Open(ctx context.Context) error {
 	}()
 	s.logger.Info("gateway listening", zap.String("addr", ln.Addr().String()))
 	return nil
+}
+
+// WithTenancy serves namespaces, keys and secrets from t and
+// authenticates namespace keys against it. Call it before Open.
+func (s *Server) WithTenancy(t *gust.Tenancy) *Server {
+	s.tenancy = t
+	return s
 }
 
 // Addr is the address the gateway listens on (after Open).
