@@ -27,6 +27,14 @@ type ContainerSpec struct {
 	NanoCPUs    int64 // 0: no limit
 	PidsLimit   int64
 	ReadOnly    bool
+	// Secrets (name → value) become read-only files SecretsDir+"/"+name
+	// inside the container, readable by the user it runs as and held in
+	// memory (a tmpfs or equivalent). A runtime never puts their values
+	// in the container's environment, labels or anything else it reports
+	// about the container: only the mount's path shows. Names are plain
+	// file names (no '/', not "." or ".."); others are an EINVALID
+	// *Error on the field "secrets".
+	Secrets map[string][]byte
 }
 
 // Instance is a started container as the Runtime sees it.

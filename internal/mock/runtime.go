@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,11 +85,17 @@ type Runtime struct {
 // container is one fake container: an HTTP server while it runs.
 type container struct {
 	inst    gust.Instance
+	image   string
+	env     []string
 	srv     *http.Server
 	exit    gust.Exit
 	exited  chan struct{} // closed when it stops running
 	logs    []string
 	stopped bool
+	// secrets is the temporary directory holding the files of
+	// spec.Secrets (what the container sees at gust.SecretsDir); "" when
+	// it has none. Removed with the container, or by Close.
+	secrets string
 }
 
 // NewRuntime returns a Runtime whose fields run an in-memory runtime.
@@ -211,18 +218,27 @@ func (r *Runtime) Running() []gust.Instance {
 	return out
 }
 
-// Close stops every container and waits for their servers and handlers to
-// return. Handlers must return once their request's context ends.
+// Close stops every container, waits for their servers and handlers to
+// return, and removes their secrets' directories. Handlers must return
+// once their request's context ends.
 func (r *Runtime) Close() {
 	r.mu.Lock()
 	r.closed = true
+	var dirs []string
 	for _, c := range r.containers {
 		if !c.stopped {
 			r.exitLocked(c, gust.Exit{Code: ExitKilled})
 		}
+		if c.secrets != "" {
+			dirs = append(dirs, c.secrets)
+			c.secrets = ""
+		}
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+	for _, d := range dirs {
+		removeSecrets(d)
+	}
 }
 
 func (r *Runtime) ensureImage(ctx context.Context, ref string) error {
@@ -244,6 +260,11 @@ func (r *Runtime) start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 	if spec.Port <= 0 || spec.Port > 65535 {
 		return gust.Instance{}, gust.Invalidf("port", "port %d is not between 1 and 65535", spec.Port)
 	}
+	for name := range spec.Secrets {
+		if !validSecretName(name) {
+			return gust.Instance{}, gust.Invalidf("secrets", "secret name %q is not a plain file name", name)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 	}
@@ -261,8 +282,13 @@ func (r *Runtime) start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 		// Docker removes a container whose start failed.
 		return gust.Instance{}, fmt.Errorf("container exited at once with code %d: %w", code, gust.ErrContainerExited)
 	}
+	secrets, err := writeSecrets(spec.Secrets)
+	if err != nil {
+		return gust.Instance{}, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		removeSecrets(secrets)
 		return gust.Instance{}, fmt.Errorf("start container: %w", err)
 	}
 	labels := make(map[string]string, len(spec.Labels)+1)
@@ -276,8 +302,11 @@ func (r *Runtime) start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 			ID: id, Name: spec.Name, Labels: labels, Addr: ln.Addr().String(),
 			Running: true, Created: time.Now(),
 		},
-		exited: make(chan struct{}),
-		logs:   []string{"mock: starting " + spec.Image},
+		image:   spec.Image,
+		env:     slices.Clone(spec.Env),
+		exited:  make(chan struct{}),
+		logs:    []string{"mock: starting " + spec.Image},
+		secrets: secrets,
 	}
 	h := r.handler(spec)
 	c.srv = &http.Server{
@@ -381,6 +410,7 @@ func (r *Runtime) remove(ctx context.Context, id string) error {
 	delete(r.containers, id)
 	delete(r.names, c.inst.Name)
 	r.removes++
+	removeSecrets(c.secrets)
 	return nil
 }
 
@@ -450,16 +480,39 @@ const (
 // echoed back and the path, the X-Call-Id and the container id in
 // HeaderPath, HeaderCallID and HeaderContainer. The query exit=N makes the
 // container exit with code N before it answers, as a crash would (the
-// caller sees its connection closed).
+// caller sees its connection closed). The query file=PATH answers the
+// content of the file PATH inside the container (only its secrets exist
+// in the fake), 404 with the error when it cannot be read; write=PATH
+// tries to write PATH and answers 204, or 409 with the error (files under
+// gust.SecretsDir are read-only). Those are the conformance suite's
+// queries (internal/runtimetest).
 func DefaultHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if v := r.URL.Query().Get("exit"); v != "" {
+		q := r.URL.Query()
+		if v := q.Get("exit"); v != "" {
 			if code, err := strconv.Atoi(v); err == nil {
 				if rt := RuntimeOf(r); rt != nil {
 					rt.Exit(ContainerID(r), code)
 				}
 				panic(http.ErrAbortHandler) // no answer: the process died
 			}
+		}
+		if rt := RuntimeOf(r); rt != nil && q.Has("file") {
+			b, err := rt.readFile(ContainerID(r), q.Get("file"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			_, _ = w.Write(b)
+			return
+		}
+		if rt := RuntimeOf(r); rt != nil && q.Has("write") {
+			if err := rt.writeFile(ContainerID(r), q.Get("write")); err != nil {
+				http.Error(w, err.Error(), http.StatusConflict)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
 		}
 		w.Header().Set(HeaderPath, r.URL.Path)
 		w.Header().Set(HeaderCallID, r.Header.Get(gust.HeaderCallID))

@@ -2,9 +2,12 @@ package mock_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +77,59 @@ func TestRuntime_ExitQuery(t *testing.T) {
 	exit, err := rt.Wait(ctx, inst.ID)
 	if err != nil || exit.Code != 3 {
 		t.Errorf("Wait: got %+v, %v, want code 3", exit, err)
+	}
+}
+
+// TestRuntime_Secrets: a handler reads its container's secrets with
+// mock.Secrets, and their directory goes with the container (Remove) or
+// with the runtime (Close).
+func TestRuntime_Secrets(t *testing.T) {
+	got := make(chan map[string][]byte, 1)
+	rt := mock.NewRuntime(func(gust.ContainerSpec) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got <- mock.Secrets(r)
+		})
+	})
+	t.Cleanup(rt.Close)
+	ctx := context.Background()
+	secrets := map[string][]byte{"a": []byte("alpha"), "b": []byte("beta")}
+	inst, err := rt.Start(ctx, gust.ContainerSpec{Name: "a", Image: "img", Port: 8080, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := rt.Start(ctx, gust.ContainerSpec{Name: "b", Image: "img", Port: 8080, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + inst.Addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if m := <-got; len(m) != 2 || string(m["a"]) != "alpha" || string(m["b"]) != "beta" {
+		t.Errorf("Secrets: got %q, want a=alpha b=beta", m)
+	}
+	dirOf := func(id string) string {
+		t.Helper()
+		js, err := rt.Inspect(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v struct{ Mounts []mock.Mount }
+		if err := json.Unmarshal([]byte(js), &v); err != nil || len(v.Mounts) != 1 {
+			t.Fatalf("inspect: got %s (%v), want one mount", js, err)
+		}
+		return v.Mounts[0].Source
+	}
+	dir, keptDir := dirOf(inst.ID), dirOf(kept.ID)
+	if err := rt.Remove(ctx, inst.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("secrets directory after Remove: got %v, want it gone", err)
+	}
+	rt.Close()
+	if _, err := os.Stat(keptDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("secrets directory after Close: got %v, want it gone", err)
 	}
 }

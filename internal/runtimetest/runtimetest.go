@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +36,11 @@ type Harness struct {
 	// Runtime is the runtime under test.
 	Runtime gust.Runtime
 	// Image is present (EnsureImage needs no pull) and serves the function
-	// contract on Port: 200 on /_/health and on /.
+	// contract on Port: 200 on /_/health and on /. For the secrets check
+	// it also answers /?file=PATH with 200 and the content of the file
+	// PATH (any other status when it cannot read it), and /?write=PATH
+	// with a 2xx when it could write the file PATH, another status when
+	// not.
 	Image string
 	// Port the image serves on; 8080 when zero. The suite passes it as
 	// PORT in the environment, too.
@@ -51,6 +57,11 @@ type Harness struct {
 	// Timeout bounds each wait of the suite (a container becoming healthy,
 	// Wait returning); 20s when zero.
 	Timeout time.Duration
+	// Inspect returns all the runtime shows about container id (for
+	// Docker, `docker inspect`'s JSON: environment, labels, mounts). The
+	// secrets check looks for the secrets' values in it; nil skips that
+	// part.
+	Inspect func(ctx context.Context, id string) (string, error)
 }
 
 // Run runs the conformance suite. newHarness is called once per subtest
@@ -69,6 +80,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"ExitAtOnce", testExitAtOnce},
 		{"NameConflict", testNameConflict},
 		{"InvalidPort", testInvalidPort},
+		{"Secrets", testSecrets},
+		{"InvalidSecretName", testInvalidSecretName},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -452,6 +465,101 @@ func testInvalidPort(t *testing.T, h Harness) {
 	if got, want := gust.ErrorField(err), "port"; got != want {
 		t.Errorf("field: got %q (%v), want %q", got, err, want)
 	}
+}
+
+// testSecrets: a container started with Secrets reads each as a file
+// under gust.SecretsDir, cannot write them or add files there, and the
+// values are nowhere in what the runtime shows about the container (its
+// environment and labels included); the mount's path is.
+func testSecrets(t *testing.T, h Harness) {
+	ctx := h.ctx(t)
+	spec := h.spec()
+	token := randomID()
+	secrets := map[string][]byte{
+		"db-password": []byte("conformance-db-" + token),
+		"api.key":     []byte("conformance-api-" + token + "\nsecond line\n"),
+	}
+	spec.Secrets = secrets
+	inst := h.mustStart(t, spec)
+	h.mustHealthy(t, inst)
+	base := "http://" + inst.Addr + "/?"
+	for name, want := range secrets {
+		path := gust.SecretsDir + "/" + name
+		code, body, err := getBody(base + url.Values{"file": {path}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code != http.StatusOK || body != string(want) {
+			t.Errorf("read %s in the container: got %d %q, want 200 %q", path, code, body, want)
+		}
+		code, body, err = getBody(base + url.Values{"write": {path}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code/100 == 2 {
+			t.Errorf("write %s in the container: got %d, want it refused (read-only)", path, code)
+		} else {
+			t.Logf("write %s refused: %d %s", path, code, strings.TrimSpace(body))
+		}
+	}
+	added := gust.SecretsDir + "/added"
+	if code, _, err := getBody(base + url.Values{"write": {added}}.Encode()); err != nil || code/100 == 2 {
+		t.Errorf("create %s in the container: got %d, %v, want it refused (read-only)", added, code, err)
+	}
+	if code, _, err := getBody(base + url.Values{"file": {gust.SecretsDir + "/no-such-secret"}}.Encode()); err != nil || code == http.StatusOK {
+		t.Errorf("read a secret the spec did not give: got %d, %v, want a failure", code, err)
+	}
+	for k, v := range inst.Labels {
+		for name, s := range secrets {
+			if strings.Contains(k+"="+v, string(s)) {
+				t.Errorf("label %s shows the value of secret %s", k, name)
+			}
+		}
+	}
+	if h.Inspect == nil {
+		t.Log("the harness cannot inspect containers: not checking what the runtime shows")
+		return
+	}
+	shown, err := h.Inspect(ctx, inst.ID)
+	if err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	for name, s := range secrets {
+		for _, part := range []string{string(s), token} {
+			if strings.Contains(shown, part) {
+				t.Errorf("inspect shows the value of secret %s", name)
+			}
+		}
+	}
+	if !strings.Contains(shown, gust.SecretsDir) {
+		t.Errorf("inspect: no mount at %s in %s", gust.SecretsDir, shown)
+	}
+}
+
+// testInvalidSecretName: a secret whose name is not a plain file name is
+// an EINVALID error on the field "secrets", and nothing is started.
+func testInvalidSecretName(t *testing.T, h Harness) {
+	for _, name := range []string{"../escape", "a/b", "..", ""} {
+		spec := h.spec()
+		spec.Secrets = map[string][]byte{name: []byte("x")}
+		inst, err := h.Runtime.Start(h.ctx(t), spec)
+		if err == nil {
+			_ = h.Runtime.Remove(context.Background(), inst.ID)
+		}
+		if got, want := gust.ErrorField(err), "secrets"; got != want || gust.ErrorCode(err) != gust.EINVALID {
+			t.Errorf("secret name %q: got %v, want an EINVALID error on %q", name, err, want)
+		}
+	}
+}
+
+func getBody(url string) (int, string, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 func randomID() string {

@@ -1,6 +1,7 @@
 package runtimetest_test
 
 import (
+	"context"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -28,6 +29,9 @@ func TestConformance(t *testing.T) {
 			Crash:        func(spec *gust.ContainerSpec) { spec.Image = "gust-conformance-crash:latest" },
 			CrashCode:    3,
 			MissingImage: "gust-conformance-missing:latest",
+			Inspect: func(_ context.Context, id string) (string, error) {
+				return rt.Inspect(id)
+			},
 		}
 	})
 }
