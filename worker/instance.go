@@ -99,10 +99,16 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	}
 	defer func() { <-w.startSlots }()
 	t0 := time.Now()
+	secrets, err := w.readSecrets(w.ctx, fn)
+	if err != nil {
+		return err
+	}
 	if err := w.ensureImage(w.ctx, fn.Spec.Image); err != nil {
 		return err
 	}
-	c, err := w.rt.Start(w.ctx, w.containerSpec(fn, cfg, in))
+	spec := w.containerSpec(fn, cfg, in)
+	spec.Secrets = secrets
+	c, err := w.rt.Start(w.ctx, spec)
 	if errors.Is(err, gust.ErrContainerExited) {
 		return gust.Invalidf("image", "function %s (image %s) did not become ready: %v", fn.Key(), fn.Spec.Image, err)
 	}
@@ -252,6 +258,32 @@ func (w *Worker) removeContainer(cid string, logger *zap.Logger) {
 	if err := w.rt.Remove(ctx, cid); err != nil {
 		logger.Warn("remove container", zap.Error(err))
 	}
+}
+
+// readSecrets reads the values of the secrets fn's spec lists, from its
+// namespace, now: each instance start reads them again, so that an
+// updated secret reaches new instances. A secret that does not exist, or
+// secrets on a worker without a store, is an EINVALID error on the field
+// "secrets" (a deploy answers 400).
+func (w *Worker) readSecrets(ctx context.Context, fn *gust.Function) (map[string][]byte, error) {
+	if len(fn.Spec.Secrets) == 0 {
+		return nil, nil
+	}
+	if w.secrets == nil {
+		return nil, gust.Invalidf("secrets", "function %s lists secrets, but secrets are not enabled on worker %s", fn.Key(), w.cfg.ID)
+	}
+	out := make(map[string][]byte, len(fn.Spec.Secrets))
+	for _, name := range fn.Spec.Secrets {
+		v, err := w.secrets.Get(ctx, fn.Spec.Namespace, name)
+		if errors.Is(err, gust.ErrNotFound) {
+			return nil, gust.Invalidf("secrets", "secret %q does not exist in namespace %s", name, fn.Spec.Namespace)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read secret %s of namespace %s: %w", name, fn.Spec.Namespace, err)
+		}
+		out[name] = v
+	}
+	return out, nil
 }
 
 // ensureImage makes an image present, once per worker run.

@@ -82,6 +82,7 @@ type Worker struct {
 	started     time.Time
 	meter       gust.Meter
 	metrics     *metrics.Metrics
+	secrets     gust.SecretStore // nil: functions with secrets do not start
 	statusKick  chan struct{}
 
 	// tasks owns every goroutine the worker starts (see LOCKS.md); ctx
@@ -131,6 +132,17 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 // meter and count them in m (either may be nil). Call it before Start.
 func (w *Worker) WithMetering(meter gust.Meter, m *metrics.Metrics) *Worker {
 	w.meter, w.metrics = meter, m
+	return w
+}
+
+// WithSecrets makes the worker mount the secrets a function's spec lists,
+// read from store in the function's namespace, into each instance it
+// starts (gust.ContainerSpec.Secrets). They are read at every instance
+// start: an updated secret reaches the instances started afterwards, and
+// a running instance keeps the value it started with. Without a store, a
+// function with secrets does not start. Call it before Start.
+func (w *Worker) WithSecrets(store gust.SecretStore) *Worker {
+	w.secrets = store
 	return w
 }
 

@@ -44,6 +44,13 @@ type testEnv struct {
 // closes the worker, then the runtime, then NATS.
 func newEnv(t *testing.T, handler func(gust.ContainerSpec) http.Handler, setup ...func(*mock.Runtime, *Config)) *testEnv {
 	t.Helper()
+	return newEnvWithSecrets(t, handler, nil, setup...)
+}
+
+// newEnvWithSecrets is newEnv with a worker that mounts secrets from
+// secrets (nil: none, as newEnv).
+func newEnvWithSecrets(t *testing.T, handler func(gust.ContainerSpec) http.Handler, secrets gust.SecretStore, setup ...func(*mock.Runtime, *Config)) *testEnv {
+	t.Helper()
 	logger := zaptest.NewLogger(t)
 	state, bus := natsbustest.MustOpenState(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -61,6 +68,9 @@ func newEnv(t *testing.T, handler func(gust.ContainerSpec) http.Handler, setup .
 		f(rt, &cfg)
 	}
 	w := New(cfg, rt, state, bus, logger)
+	if secrets != nil {
+		w.WithSecrets(secrets)
+	}
 	if err := w.Start(ctx); err != nil {
 		t.Fatalf("start worker: %v", err)
 	}

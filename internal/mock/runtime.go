@@ -497,6 +497,9 @@ func DefaultHandler() http.Handler {
 				panic(http.ErrAbortHandler) // no answer: the process died
 			}
 		}
+		w.Header().Set(HeaderPath, r.URL.Path)
+		w.Header().Set(HeaderCallID, r.Header.Get(gust.HeaderCallID))
+		w.Header().Set(HeaderContainer, ContainerID(r))
 		if rt := RuntimeOf(r); rt != nil && q.Has("file") {
 			b, err := rt.readFile(ContainerID(r), q.Get("file"))
 			if err != nil {
@@ -514,9 +517,6 @@ func DefaultHandler() http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		w.Header().Set(HeaderPath, r.URL.Path)
-		w.Header().Set(HeaderCallID, r.Header.Get(gust.HeaderCallID))
-		w.Header().Set(HeaderContainer, ContainerID(r))
 		if r.Body != nil {
 			if _, err := io.Copy(w, r.Body); err != nil && !errors.Is(err, io.EOF) {
 				return
