@@ -20,11 +20,50 @@ type Client struct {
 	BaseURL string
 	// HTTP is the client used; http.DefaultClient when nil.
 	HTTP *http.Client
+	// Username and Password, when Password is set, go with every request
+	// as HTTP Basic: the admin's credentials (Username "" is "admin").
+	Username string
+	Password string
+	// Token, when set (and Password is not), goes with every request as
+	// "Authorization: Bearer": a namespace's key.
+	Token string
 }
+
+// ClientAdminUser is the user name of the admin's credentials.
+const ClientAdminUser = "admin"
 
 // NewClient returns a client of the gateway at baseURL.
 func NewClient(baseURL string) *Client {
 	return &Client{BaseURL: strings.TrimRight(baseURL, "/")}
+}
+
+// authorize adds the client's credentials to req. Calls of functions carry
+// them too: a private function needs them, and the gateway removes them
+// before the function sees the request.
+func (c *Client) authorize(req *http.Request) {
+	if req.Header.Get("Authorization") != "" {
+		return // the caller's own (gust invoke --header)
+	}
+	switch {
+	case c.Password != "":
+		user := c.Username
+		if user == "" {
+			user = ClientAdminUser
+		}
+		req.SetBasicAuth(user, c.Password)
+	case c.Token != "":
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+}
+
+// send authorizes req and sends it.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	c.authorize(req)
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+	}
+	return resp, nil
 }
 
 func (c *Client) http() *http.Client {
@@ -52,9 +91,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http().Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -78,7 +117,7 @@ func ResponseError(resp *http.Response) error {
 	return gust.ErrorOfAnswer(resp.StatusCode, b)
 }
 
-func nsQuery(ns string) string {
+func namespaceQuery(ns string) string {
 	if ns == "" {
 		return ""
 	}
@@ -98,14 +137,14 @@ func (c *Client) Deploy(ctx context.Context, spec gust.FunctionSpec, update bool
 // Functions lists the functions of a namespace ("" for the default).
 func (c *Client) Functions(ctx context.Context, ns string) ([]gust.FunctionStatus, error) {
 	var out []gust.FunctionStatus
-	err := c.do(ctx, http.MethodGet, "/system/functions"+nsQuery(ns), nil, &out)
+	err := c.do(ctx, http.MethodGet, "/system/functions"+namespaceQuery(ns), nil, &out)
 	return out, err
 }
 
 // Function returns one function's status.
 func (c *Client) Function(ctx context.Context, ns, name string) (gust.FunctionStatus, error) {
 	var out gust.FunctionStatus
-	err := c.do(ctx, http.MethodGet, "/system/function/"+url.PathEscape(name)+nsQuery(ns), nil, &out)
+	err := c.do(ctx, http.MethodGet, "/system/function/"+url.PathEscape(name)+namespaceQuery(ns), nil, &out)
 	return out, err
 }
 
@@ -129,9 +168,9 @@ func (c *Client) Invoke(ctx context.Context, method, name, ns, path, query strin
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := c.http().Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return nil, fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+		return nil, err
 	}
 	return resp, nil
 }
@@ -163,9 +202,9 @@ func (c *Client) raw(ctx context.Context, path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http().Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return nil, fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -183,9 +222,9 @@ func (c *Client) InvokeAsync(ctx context.Context, method, name, ns, path, query 
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := c.http().Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return "", fmt.Errorf("gateway at %s: %w", c.BaseURL, err)
+		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
@@ -233,4 +272,104 @@ func (c *Client) callURL(prefix, name, ns, path, query string) string {
 		u += "?" + query
 	}
 	return u
+}
+
+// CheckCredentials asks the gateway whether it takes the client's
+// credentials: a GET of /system/functions that answers 401 is a refusal
+// (a *gust.Error with code EUNAUTHORIZED). Any other answer is accepted: a
+// key of another namespace may see 403 there, yet is a valid key.
+func (c *Client) CheckCredentials(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/system/functions", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		return ResponseError(resp)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return nil
+}
+
+// CreateNamespace creates a namespace (POST /system/namespace/).
+func (c *Client) CreateNamespace(ctx context.Context, ns gust.Namespace) error {
+	return c.do(ctx, http.MethodPost, "/system/namespace/", ns, nil)
+}
+
+// Namespaces lists the namespaces (GET /system/namespaces).
+func (c *Client) Namespaces(ctx context.Context) ([]gust.Namespace, error) {
+	var out []gust.Namespace
+	err := c.do(ctx, http.MethodGet, "/system/namespaces", nil, &out)
+	return out, err
+}
+
+// DeleteNamespace removes a namespace (DELETE /system/namespace/NAME).
+func (c *Client) DeleteNamespace(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/system/namespace/"+url.PathEscape(name), nil, nil)
+}
+
+// CreatedKey is the answer of POST /system/keys: the key's record and,
+// this once, its token.
+type CreatedKey struct {
+	gust.APIKey
+	// Key is the token to send as "Authorization: Bearer".
+	Key string `json:"key"`
+}
+
+// CreateKey creates a key of namespace ns; its token is in the answer only.
+func (c *Client) CreateKey(ctx context.Context, ns, name string) (CreatedKey, error) {
+	var out CreatedKey
+	in := struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+	}{ns, name}
+	err := c.do(ctx, http.MethodPost, "/system/keys", in, &out)
+	return out, err
+}
+
+// Keys lists the keys the credentials may see, never their tokens.
+func (c *Client) Keys(ctx context.Context) ([]gust.APIKey, error) {
+	var out []gust.APIKey
+	err := c.do(ctx, http.MethodGet, "/system/keys", nil, &out)
+	return out, err
+}
+
+// DeleteKey revokes a key by id.
+func (c *Client) DeleteKey(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/system/keys/"+url.PathEscape(id), nil, nil)
+}
+
+// Secret is a secret as /system/secrets speaks of it (OpenFaaS's shape).
+// Value goes only into the gateway; no answer carries it.
+type Secret struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	Value     string `json:"value,omitempty"`
+	// RawValue is a value that is not UTF-8 text (base64 in JSON).
+	RawValue []byte `json:"rawValue,omitempty"`
+}
+
+// CreateSecret creates a secret (POST; update true replaces one: PUT).
+func (c *Client) CreateSecret(ctx context.Context, s Secret, update bool) error {
+	method := http.MethodPost
+	if update {
+		method = http.MethodPut
+	}
+	return c.do(ctx, method, "/system/secrets", s, nil)
+}
+
+// Secrets lists the secrets of a namespace ("" for the default), names only.
+func (c *Client) Secrets(ctx context.Context, ns string) ([]Secret, error) {
+	var out []Secret
+	err := c.do(ctx, http.MethodGet, "/system/secrets"+namespaceQuery(ns), nil, &out)
+	return out, err
+}
+
+// DeleteSecret removes a secret.
+func (c *Client) DeleteSecret(ctx context.Context, ns, name string) error {
+	return c.do(ctx, http.MethodDelete, "/system/secrets", Secret{Name: name, Namespace: ns}, nil)
 }

@@ -35,14 +35,32 @@ func describeError(err error) string {
 type clientFlags struct {
 	gateway   string
 	namespace string
+	creds     credentials
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.gateway, "gateway", envOr("GUST_GATEWAY", "http://127.0.0.1:8080"), "gateway URL ($GUST_GATEWAY)")
+	c.registerAuth(fs)
 	fs.StringVar(&c.namespace, "namespace", "", "namespace (default "+gust.DefaultNamespace+")")
 }
 
-func (c *clientFlags) client() *gateway.Client { return gateway.NewClient(c.gateway) }
+// registerAuth registers the gateway and credential flags.
+func (c *clientFlags) registerAuth(fs *flag.FlagSet) {
+	fs.StringVar(&c.gateway, "gateway", "", "gateway URL (default $GUST_GATEWAY, else the one of 'gust login', else "+defaultGateway+")")
+	fs.StringVar(&c.creds.Password, "password", "", "admin password (default $GUST_PASSWORD, 'gust login', or the one 'gust up' generated on this machine); visible to other local users in the process list: prefer those")
+	fs.StringVar(&c.creds.Key, "key", "", "a namespace's key (default $GUST_KEY or 'gust login'); visible in the process list like --password")
+}
+
+// client is a client of the gateway in use with the credentials found for
+// it (see credentials.go). An unreadable user config is reported and
+// skipped: the flags and the environment still work.
+func (c *clientFlags) client() *gateway.Client {
+	cfg, _, err := readUserConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gust: warning: %v (ignored)\n", err)
+	}
+	gw := resolveGateway(c.gateway, cfg)
+	return newClient(gw, resolveCredentials(c.creds, gw, cfg))
+}
 
 // kvFlag collects repeated K=V flags.
 type kvFlag map[string]string

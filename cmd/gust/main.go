@@ -39,7 +39,8 @@ func init() {
 	commands = []*Command{
 		upCommand, natsCommand, gatewayCommand, schedulerCommand, workerCommand,
 		buildCommand, deployCommand, invokeCommand, listCommand, describeCommand,
-		rmCommand, scaleCommand, billingCommand, invocationsCommand, publishCommand, deadlettersCommand, versionCommand,
+		rmCommand, scaleCommand, billingCommand, invocationsCommand, publishCommand, deadlettersCommand,
+		loginCommand, namespaceCommand, keysCommand, secretCommand, versionCommand,
 	}
 }
 
