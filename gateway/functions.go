@@ -51,9 +51,13 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// namespaces answers GET /system/namespaces: the default namespace and
-// every namespace that holds a function.
+// namespaces answers GET /system/namespaces: the Tenancy's namespaces
+// or, on a gateway without one, the default namespace and every namespace
+// that holds a function.
 func (s *Server) namespaces(w http.ResponseWriter, r *http.Request) error {
+	if s.tenancy != nil {
+		return s.tenantNamespaces(w, r)
+	}
 	fns, err := s.state.Functions.List(r.Context(), ">")
 	if err != nil {
 		return err
@@ -198,6 +202,9 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 	}
 	spec.Normalize()
 	ctx := r.Context()
+	if err := s.checkTenancy(ctx, &spec); err != nil {
+		return err
+	}
 	key := gust.FunctionKey(spec.Namespace, spec.Service)
 	old, rev, err := s.state.Functions.Get(ctx, key)
 	exists := err == nil
