@@ -22,6 +22,10 @@ type GatewayMain struct {
 	DataDir string // the billing store and the spool of rejected calls
 	Pricing billing.Pricing
 	Logger  *zap.Logger
+
+	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
+	// is kept in DataDir (see secretsKey).
+	SecretsKeyFile string
 	// Shared, when set, replaces NATSURL and DataDir: see Shared.
 	Shared *Shared
 	// Local is the worker of this process, which the gateway calls in
@@ -54,6 +58,9 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 			return err
 		}
 		sh.Bus = m.bus
+		if sh.Tenancy, err = openTenancy(ctx, m.bus, m.SecretsKeyFile, m.DataDir, m.Logger); err != nil {
+			return err
+		}
 		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}
 		if m.metering, err = startMetering(ctx, m.bus, mc, sh.Metrics, m.Logger); err != nil {
 			return err
@@ -74,6 +81,9 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 		WithAsync(async, gateway.NewDispatcher(async, sh.State, router, meter, sh.Metrics, m.Logger))
 	if sh.Metering != nil && sh.Metering.Store != nil {
 		m.Server.WithBilling(sh.Metering.Store, m.Pricing)
+	}
+	if sh.Tenancy != nil {
+		m.Server.WithTenancy(sh.Tenancy)
 	}
 	return m.Server.Open(ctx)
 }

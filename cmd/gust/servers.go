@@ -53,6 +53,7 @@ containers this worker started are stopped and removed, then gust exits 0.`,
 		wc := worker.DefaultConfig()
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
 		pf := pricingFlags(fs)
+		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected arguments: %v", args)
@@ -69,6 +70,7 @@ containers this worker started are stopped and removed, then gust exits 0.`,
 			return serve(ctx, logger, &UpMain{
 				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
 				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger,
+				SecretsKeyFile: *skf,
 			})
 		}
 	},
@@ -108,6 +110,7 @@ var gatewayCommand = &Command{
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
 		data := fs.String("data", defaultDataDir(), "data directory: billing store, metering spool ($GUST_DATA)")
 		pf := pricingFlags(fs)
+		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
@@ -118,7 +121,7 @@ var gatewayCommand = &Command{
 				return err
 			}
 			cfg.Version = version
-			return serve(ctx, logger, &GatewayMain{NATSURL: *nats, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger})
+			return serve(ctx, logger, &GatewayMain{NATSURL: *nats, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
 		}
 	},
 }
@@ -158,6 +161,7 @@ var workerCommand = &Command{
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once")
 		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
+		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
@@ -165,7 +169,7 @@ var workerCommand = &Command{
 			}
 			return serve(ctx, logger, &WorkerMain{
 				NATSURL: *nats, Listen: *listen, Advertise: *advertise, Network: *network,
-				DataDir: *data, Config: cfg, Logger: logger,
+				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf,
 			})
 		}
 	},

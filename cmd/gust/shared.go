@@ -38,6 +38,8 @@ type Shared struct {
 	Metering *Metering
 	// Runtime is the worker's container runtime.
 	Runtime *docker.Runtime
+	// Tenancy holds namespaces, keys and secrets (on Bus).
+	Tenancy *gust.Tenancy
 }
 
 // connect dials NATS and opens the shared state tables.

@@ -33,6 +33,10 @@ type UpMain struct {
 	NoMetering bool
 	Logger     *zap.Logger
 
+	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
+	// is kept in DataDir (see secretsKey).
+	SecretsKeyFile string
+
 	Metrics   *metrics.Metrics
 	Metering  *Metering
 	nats      NATSMain
@@ -61,6 +65,9 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 		return err
 	}
 	sh.Bus = m.bus
+	if sh.Tenancy, err = openTenancy(ctx, m.bus, m.SecretsKeyFile, m.DataDir, m.Logger); err != nil {
+		return err
+	}
 	if m.rt, err = openRuntime(ctx, m.Network, m.Logger); err != nil {
 		return err
 	}

@@ -29,6 +29,10 @@ type WorkerMain struct {
 	DataDir   string // keeps the worker id across restarts
 	Config    worker.Config
 	Logger    *zap.Logger
+
+	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
+	// is kept in DataDir (see secretsKey).
+	SecretsKeyFile string
 	// Shared, when set, replaces NATSURL and Network, and the worker's
 	// own metering: see Shared.
 	Shared *Shared
@@ -71,6 +75,9 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		}
 		sh.Bus = m.bus
 		undo = append(undo, m.bus.Close)
+		if sh.Tenancy, err = openTenancy(ctx, m.bus, m.SecretsKeyFile, m.DataDir, m.Logger); err != nil {
+			return err
+		}
 		if m.rt, err = openRuntime(ctx, m.Network, m.Logger); err != nil {
 			return err
 		}
@@ -97,6 +104,9 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		undo = append(undo, m.metering.Close)
 	}
 	m.Worker = worker.New(m.Config, sh.Runtime, sh.State, sh.Bus, m.Logger).WithMetering(sh.Metering.meter(), sh.Metrics)
+	if sh.Tenancy != nil {
+		m.Worker.WithSecrets(sh.Tenancy.Secrets)
+	}
 	if err := m.Worker.Start(ctx); err != nil {
 		return err
 	}

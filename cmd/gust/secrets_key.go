@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"go.uber.org/zap"
+)
+
+// Secrets are stored encrypted under a 32-byte key that never enters NATS:
+// given by --secrets-key-file, else kept in the data directory, generated
+// there on first start. Only the file's path is ever logged. Every
+// gateway and worker of a cluster must be given the same key (the same
+// file); one role alone on its data directory (`gust up`) needs nothing.
+
+// secretsKeyFile is the generated key's file in the data directory.
+const secretsKeyFile = "secrets.key"
+
+// secretsKeyFlag registers --secrets-key-file.
+func secretsKeyFlag(fs *flag.FlagSet) *string {
+	return fs.String("secrets-key-file", envOr("GUST_SECRETS_KEY_FILE", ""),
+		"file holding the key secrets are encrypted under (32 bytes: 64 hex digits or base64); default DATA/"+secretsKeyFile+
+			", generated on first start. Every gateway and worker of a cluster needs the same one ($GUST_SECRETS_KEY_FILE)")
+}
+
+// secretsKey returns the key read from file when it is given, else the one
+// in dataDir, generated when there is none yet.
+func secretsKey(file, dataDir string, logger *zap.Logger) ([]byte, error) {
+	if file != "" {
+		key, err := readSecretsKey(file)
+		if err != nil {
+			return nil, fmt.Errorf("--secrets-key-file: %w", err)
+		}
+		logger.Info("secrets key read from a file", zap.String("file", file))
+		return key, nil
+	}
+	p := filepath.Join(dataDir, secretsKeyFile)
+	key, err := readSecretsKey(p)
+	if err == nil {
+		logger.Info("secrets key read from the data directory", zap.String("file", p))
+		return key, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("secrets key: %w", err)
+	}
+	if key, err = generateSecretsKey(p); err != nil {
+		return nil, err
+	}
+	logger.Info("secrets key generated; keep it with the data directory (secrets cannot be read without it)", zap.String("file", p))
+	return key, nil
+}
+
+// readSecretsKey reads a key file: 64 hex digits, base64 of 32 bytes, or
+// the 32 bytes themselves.
+func readSecretsKey(p string) ([]byte, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	s := strings.TrimSpace(string(b))
+	if key, err := hex.DecodeString(s); err == nil && len(key) == natsbus.SecretsKeySize {
+		return key, nil
+	}
+	if key, err := base64.StdEncoding.DecodeString(s); err == nil && len(key) == natsbus.SecretsKeySize {
+		return key, nil
+	}
+	if len(b) == natsbus.SecretsKeySize {
+		return b, nil
+	}
+	return nil, fmt.Errorf("%s: want a %d-byte key: %d hex digits (e.g. from `openssl rand -hex %d`), base64, or the raw bytes",
+		p, natsbus.SecretsKeySize, 2*natsbus.SecretsKeySize, natsbus.SecretsKeySize)
+}
+
+// generateSecretsKey writes a new random key, in hex, to p, mode 0600 in a
+// directory made 0700. O_EXCL: two processes starting on one data
+// directory never overwrite each other's; the loser reads the winner's.
+func generateSecretsKey(p string) ([]byte, error) {
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	key := make([]byte, natsbus.SecretsKeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate secrets key: %w", err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return readSecretsKey(p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write secrets key: %w", err)
+	}
+	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
+		f.Close()
+		os.Remove(p)
+		return nil, fmt.Errorf("write secrets key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(p)
+		return nil, fmt.Errorf("write secrets key: %w", err)
+	}
+	return key, nil
+}
+
+// openTenancy opens the tables of access control on bus, with secrets
+// under the key of keyFile (or of dataDir).
+func openTenancy(ctx context.Context, bus *natsbus.Bus, keyFile, dataDir string, logger *zap.Logger) (*gust.Tenancy, error) {
+	key, err := secretsKey(keyFile, dataDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	// The cipher keeps its own copy; this one need not stay in memory.
+	defer clear(key)
+	return natsbus.OpenTenancy(ctx, bus, key)
+}
