@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"context"
 	"testing"
 
 	"github.com/gustfaas/gust"
@@ -13,8 +14,9 @@ import (
 func TestConformance(t *testing.T) {
 	MustDocker(t)
 	runtimetest.Run(t, func(t *testing.T) runtimetest.Harness {
+		r := MustRuntime(t)
 		return runtimetest.Harness{
-			Runtime: MustRuntime(t),
+			Runtime: r,
 			Image:   MustImage(t),
 			Labels:  map[string]string{labelTest: runID},
 			Crash: func(spec *gust.ContainerSpec) {
@@ -22,6 +24,11 @@ func TestConformance(t *testing.T) {
 			},
 			CrashCode:    3,
 			MissingImage: "gust-test-" + runID + "-missing:latest",
+			// All that `docker inspect` shows.
+			Inspect: func(ctx context.Context, id string) (string, error) {
+				_, raw, err := r.client.ContainerInspectWithRaw(ctx, id, false)
+				return string(raw), err
+			},
 		}
 	})
 }

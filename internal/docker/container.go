@@ -31,29 +31,54 @@ const removeTimeout = 30 * time.Second
 // Start creates and starts a container for spec, attached only to the
 // Runtime's network, and returns it with Addr set to its IP on that network
 // and spec.Port. No port is published on the host. If the container cannot
-// be started it is removed before Start returns the error.
+// be started it is removed before Start returns the error. Secrets are
+// files in a read-only bind mount of a host tmpfs (secrets.go).
 func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Instance, error) {
 	if spec.Port <= 0 || spec.Port > 65535 {
 		return gust.Instance{}, gust.Invalidf("port", "port %d is not between 1 and 65535", spec.Port)
 	}
+	if err := checkSecretNames(spec.Secrets); err != nil {
+		return gust.Instance{}, err
+	}
 	cfg, host, netCfg := r.createConfig(spec)
-	created, err := r.client.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
+	var created string // the container's id once it exists
+	if len(spec.Secrets) > 0 {
+		uid, err := r.imageUID(ctx, spec.Image)
+		if err != nil {
+			return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+		}
+		dir, err := writeSecrets(r.cfg.SecretsRoot, spec.Name, uid, spec.Secrets)
+		if err != nil {
+			return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+		}
+		host.Mounts = append(host.Mounts, secretsMount(dir))
+		// Until the container exists, nothing else would remove it.
+		defer func() {
+			if created == "" {
+				if err := removeSecretsDir(dir); err != nil {
+					r.logger.Error("remove secrets of a container not created", zap.Error(err))
+				}
+			}
+		}()
+	}
+	resp, err := r.client.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
 			return gust.Instance{}, fmt.Errorf("create container %s: %w: %w", spec.Name, gust.ErrConflict, err)
 		}
 		return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 	}
-	logger := r.logger.With(zap.String("container_id", created.ID), zap.String("image", spec.Image))
-	for _, w := range created.Warnings {
+	created = resp.ID
+	logger := r.logger.With(zap.String("container_id", created), zap.String("image", spec.Image))
+	for _, w := range resp.Warnings {
 		logger.Warn("create container", zap.String("warning", w))
 	}
 
-	inst, err := r.start(ctx, created.ID, spec.Port)
+	inst, err := r.start(ctx, created, spec.Port)
 	if err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 		defer cancel()
-		if rerr := r.Remove(rctx, created.ID); rerr != nil {
+		if rerr := r.Remove(rctx, created); rerr != nil {
 			logger.Error("remove container after failed start", zap.Error(rerr))
 		}
 		return gust.Instance{}, err
@@ -187,18 +212,27 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 	return nil
 }
 
-// Remove removes the container and its anonymous volumes, killing it if it
-// runs. Removing a container that does not exist, or that is already being
-// removed, is not an error.
+// Remove removes the container, its anonymous volumes and its secrets'
+// directory, killing it if it runs. Removing a container that does not
+// exist, or that is already being removed, is not an error.
 func (r *Runtime) Remove(ctx context.Context, id string) error {
-	err := r.client.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	secrets, err := r.secretsDirOf(ctx, id)
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container: %w", err)
+	}
+	err = r.client.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	switch {
 	case err == nil, cerrdefs.IsNotFound(err):
-		return nil
 	case cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress"):
+		// The other removal removes the directory too.
 		return nil
+	default:
+		return fmt.Errorf("remove container: %w", err)
 	}
-	return fmt.Errorf("remove container: %w", err)
+	if secrets != "" {
+		return removeSecretsDir(secrets)
+	}
+	return nil
 }
 
 // List returns the Gust containers (gust.managed=true), running or not,

@@ -8,6 +8,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -28,6 +29,11 @@ const (
 type Config struct {
 	Network     string        // Docker bridge network for function containers; default "gust"
 	PullTimeout time.Duration // bound on one image pull; default 5m
+	// SecretsRoot is the directory on a tmpfs of the Docker Engine's host
+	// where containers' secrets are written (secrets.go); default
+	// DefaultSecretsRoot. A runtime in a container must see it at the
+	// same path as the Engine.
+	SecretsRoot string
 }
 
 // Runtime runs function containers on the Docker Engine that the
@@ -59,6 +65,10 @@ func New(cfg Config, logger *zap.Logger) (*Runtime, error) {
 	if cfg.PullTimeout <= 0 {
 		cfg.PullTimeout = DefaultPullTimeout
 	}
+	if cfg.SecretsRoot == "" {
+		cfg.SecretsRoot = DefaultSecretsRoot
+	}
+	cfg.SecretsRoot = filepath.Clean(cfg.SecretsRoot)
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -88,11 +98,16 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Open checks that a Docker Engine answers and makes sure the network
+// Open checks that a Docker Engine answers, removes the secrets
+// directories no container mounts any more, and makes sure the network
 // exists, creating it (labelled gust.managed=true) if it is missing.
 func (r *Runtime) Open(ctx context.Context) error {
 	if err := r.Ping(ctx); err != nil {
 		return err
+	}
+	if err := r.removeStraySecrets(ctx); err != nil {
+		// Not fatal: what is left is in memory, under a 0700 directory.
+		r.logger.Warn("remove stray secrets directories", zap.Error(err))
 	}
 	_, err := r.client.NetworkInspect(ctx, r.cfg.Network, network.InspectOptions{})
 	if err == nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -66,12 +67,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// cleanupRun removes what this run left behind: containers, networks and
-// the test image.
+// testSecretsRoot is where this run's runtimes write secrets, so that
+// their checks and clean-up see only this run's directories.
+var testSecretsRoot = filepath.Join("/dev/shm", "gust-test-"+runID)
+
+// cleanupRun removes what this run left behind: containers, networks,
+// the test image and the secrets' root.
 func cleanupRun() error {
 	if dockerErr != nil || (imageRef == "" && networkSeq.Load() == 0) {
 		return nil
 	}
+	defer os.RemoveAll(testSecretsRoot)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -129,7 +135,11 @@ func MustDocker(tb testing.TB) {
 func MustRuntime(tb testing.TB) *Runtime {
 	tb.Helper()
 	MustDocker(tb)
-	cfg := Config{Network: fmt.Sprintf("gust-test-%s-%d", runID, networkSeq.Add(1)), PullTimeout: 30 * time.Second}
+	cfg := Config{
+		Network:     fmt.Sprintf("gust-test-%s-%d", runID, networkSeq.Add(1)),
+		PullTimeout: 30 * time.Second,
+		SecretsRoot: testSecretsRoot,
+	}
 	r, err := New(cfg, zaptest.NewLogger(tb))
 	if err != nil {
 		tb.Fatal(err)

@@ -1,7 +1,10 @@
 // Command fn is the function the internal/docker tests run: it serves
 // /_/health, answers / with its hostname, and exits with code 3 on /?exit=1.
 // With FN_EXIT_AT_START=N in its environment it exits with code N at once
-// (the conformance suite's crashing container).
+// (the conformance suite's crashing container). /?file=PATH answers the
+// content of the file PATH (404 and the error when it cannot be read), and
+// /?write=PATH writes the file PATH (204, or 409 and the error): the
+// conformance suite's secrets check.
 package main
 
 import (
@@ -27,9 +30,27 @@ func main() {
 		w.WriteHeader(http.StatusOK)
 	})
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("exit") == "1" {
+		q := r.URL.Query()
+		if q.Get("exit") == "1" {
 			fmt.Println("fn: exiting with code 3")
 			os.Exit(3)
+		}
+		if q.Has("file") {
+			b, err := os.ReadFile(q.Get("file"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			w.Write(b)
+			return
+		}
+		if q.Has("write") {
+			if err := os.WriteFile(q.Get("write"), []byte("written by fn"), 0o600); err != nil {
+				http.Error(w, err.Error(), http.StatusConflict)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
 		}
 		fmt.Fprintln(w, host)
 	})
