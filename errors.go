@@ -31,6 +31,9 @@ const (
 	// ETIMEOUT is a call whose function did not answer within its
 	// timeout (504).
 	ETIMEOUT = "timeout"
+	// ETOOMANY is a call past its namespace's quota.concurrency (429,
+	// with Retry-After).
+	ETOOMANY = "too_many_requests"
 )
 
 // statuses maps error codes to HTTP statuses: the one place this is
@@ -46,6 +49,7 @@ var statuses = map[string]int{
 	ETOOLARGE:     http.StatusRequestEntityTooLarge,
 	EFUNCTION:     http.StatusBadGateway,
 	ETIMEOUT:      http.StatusGatewayTimeout,
+	ETOOMANY:      http.StatusTooManyRequests,
 	EINTERNAL:     http.StatusInternalServerError,
 }
 

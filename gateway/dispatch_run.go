@@ -41,6 +41,14 @@ func (d *Dispatcher) run(ctx context.Context, fn *gust.Function, req *gust.Async
 	hr.Header.Set(gust.HeaderTrigger, req.Trigger)
 	hr.Header.Set(gust.HeaderAttempt, strconv.Itoa(attempt))
 	hr.ContentLength = int64(len(req.Body))
+	// A slot of the namespace's quota.concurrency, waited for (under the
+	// delivery's heartbeat for async calls); only shutting down ends the
+	// wait, and then the message comes back to whoever runs next.
+	slot, err := d.quotas.wait(ctx, fn.Spec.Namespace)
+	if err != nil {
+		return result{status: http.StatusServiceUnavailable, outcome: gust.OutcomeRejected, err: err.Error()}
+	}
+	defer slot.release()
 	t0 := time.Now()
 	rec := newRecorder()
 	inv, err := d.router.Invoker(ctx, fn)

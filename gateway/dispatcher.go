@@ -74,6 +74,11 @@ type Dispatcher struct {
 	// CallbackRetry says how a callback is retried: MaxAttempts tries,
 	// backing off from MinDelay to MaxDelay. Set it before Start.
 	CallbackRetry gust.RetryPolicy
+	// quotas are the namespaces' concurrency bounds, shared with the
+	// server's sync calls (quota.go); the server sets them before Start,
+	// nil without a tenancy. A call waits here for a slot of its
+	// namespace instead of failing: it was queued anyway.
+	quotas *quotas
 
 	// tasks owns the starts and stops of functions; ctx is its context,
 	// the dispatcher's lifetime, which the calls it makes run under.

@@ -216,12 +216,19 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 	}
 	now := time.Now().UTC()
 	fn := gust.Function{Spec: spec, CreatedAt: now, UpdatedAt: now, Version: 1}
+	// The namespace's quota of instances and memory counts the new spec
+	// in place of the old one; a refusal changes nothing.
+	release, err := s.holdQuota(ctx, &fn, "deploy")
+	if err != nil {
+		return err
+	}
 	if exists {
 		fn.CreatedAt, fn.Version = old.CreatedAt, old.Version+1
 		_, err = s.state.Functions.Update(ctx, key, fn, rev)
 	} else {
 		_, err = s.state.Functions.Create(ctx, key, fn)
 	}
+	release()
 	if errors.Is(err, gust.ErrConflict) {
 		return gust.Errorf(gust.ECONFLICT, "function %s changed during this deploy; try again", key)
 	}
@@ -338,7 +345,12 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 		}
 		n := int(*req.Replicas)
 		fn.MinOverride = &n
+		release, err := s.holdQuota(ctx, fn, "scale")
+		if err != nil {
+			return err
+		}
 		_, err = s.state.Functions.Update(ctx, fn.Key(), *fn, rev)
+		release()
 		if errors.Is(err, gust.ErrConflict) && attempt < 3 {
 			continue
 		}

@@ -34,6 +34,15 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		s.reject(fn, callID, callerID, arrived, err)
 		return err
 	}
+	// A namespace at its quota.concurrency turns the call away at once
+	// (ETOOMANY, 429): a sync caller retries, it does not queue here.
+	slot, err := s.quota.calls.take(fn.Spec.Namespace)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		s.reject(fn, callID, callerID, arrived, err)
+		return err
+	}
+	defer slot.release()
 	inv, err := s.router.Invoker(r.Context(), fn)
 	if err != nil {
 		s.reject(fn, callID, callerID, arrived, err)

@@ -67,6 +67,8 @@ type Server struct {
 	// tenancy holds namespaces, their keys and secrets; nil on a gateway
 	// without access control (no key authenticates then).
 	tenancy *gust.Tenancy
+	// quota enforces the namespaces' quotas (quota.go).
+	quota quotaState
 
 	ln  net.Listener
 	srv *http.Server
@@ -92,6 +94,16 @@ func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logg
 // returns once the gateway accepts connections. ctx bounds the start; what
 // Open starts runs until Close.
 func (s *Server) Open(ctx context.Context) error {
+	stopQuotas, err := s.startQuotas(ctx)
+	if err != nil {
+		return err
+	}
+	// A failed Open stops the quotas' watch; Close stops it otherwise.
+	defer func() {
+		if s.ln == nil {
+			stopQuotas()
+		}
+	}()
 	if err := s.router.Start(ctx); err != nil {
 		return err
 	}
