@@ -2,81 +2,41 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
+	"time"
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
 )
 
-// memSecrets is a gust.SecretStore in memory: the worker only reads
-// secrets (Get), and the store's own encryption and bus are
-// internal/natsbus's to test.
-type memSecrets struct {
-	mu sync.Mutex
-	m  map[string][]byte // "namespace/name" → value
-}
-
-var _ gust.SecretStore = (*memSecrets)(nil)
-
-func newMemSecrets() *memSecrets { return &memSecrets{m: map[string][]byte{}} }
-
-func (s *memSecrets) Put(_ context.Context, ns, name string, value []byte, create bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.m[ns+"/"+name]
-	if create && ok {
-		return gust.ErrConflict
-	}
-	if !create && !ok {
-		return gust.ErrNotFound
-	}
-	s.m[ns+"/"+name] = slices.Clone(value)
-	return nil
-}
-
-func (s *memSecrets) Get(_ context.Context, ns, name string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[ns+"/"+name]
-	if !ok {
-		return nil, gust.ErrNotFound
-	}
-	return slices.Clone(v), nil
-}
-
-func (s *memSecrets) List(_ context.Context, ns string) ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for k := range s.m {
-		if name, ok := strings.CutPrefix(k, ns+"/"); ok {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-func (s *memSecrets) Delete(_ context.Context, ns, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.m[ns+"/"+name]; !ok {
-		return gust.ErrNotFound
-	}
-	delete(s.m, ns+"/"+name)
-	return nil
-}
-
-func (s *memSecrets) mustPut(t *testing.T, ns, name, value string, create bool) {
+// newSecretStore returns the real secret store (natsbus.OpenTenancy's,
+// AES-GCM in JetStream KV) on a NATS server of its own.
+func newSecretStore(t *testing.T) gust.SecretStore {
 	t.Helper()
-	if err := s.Put(context.Background(), ns, name, []byte(value), create); err != nil {
+	key := make([]byte, natsbus.SecretsKeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ten, err := natsbus.OpenTenancy(ctx, natsbustest.MustOpenBus(t), key)
+	if err != nil {
+		t.Fatalf("open tenancy: %v", err)
+	}
+	return ten.Secrets
+}
+
+func mustPut(t *testing.T, store gust.SecretStore, ns, name, value string, create bool) {
+	t.Helper()
+	if err := store.Put(context.Background(), ns, name, []byte(value), create); err != nil {
 		t.Fatalf("put secret %s/%s: %v", ns, name, err)
 	}
 }
@@ -104,10 +64,10 @@ func fileQuery(name string) string {
 // TestSecrets_ReachFunction: the secrets a function lists are files in its
 // container, read from its namespace, and not in its environment.
 func TestSecrets_ReachFunction(t *testing.T) {
-	store := newMemSecrets()
-	store.mustPut(t, "ns", "dbpass", "s3cr3t-worker", true)
-	store.mustPut(t, "ns", "apikey", "k3y-worker", true)
-	store.mustPut(t, "other", "dbpass", "other-namespace", true)
+	store := newSecretStore(t)
+	mustPut(t, store, "ns", "dbpass", "s3cr3t-worker", true)
+	mustPut(t, store, "ns", "apikey", "k3y-worker", true)
+	mustPut(t, store, "other", "dbpass", "other-namespace", true)
 	e := newEnvWithSecrets(t, nil, store)
 	fn := e.deployWithSecrets("fs", "dbpass", "apikey")
 
@@ -137,8 +97,8 @@ func TestSecrets_ReachFunction(t *testing.T) {
 // gets an EINVALID error on the field "secrets" naming it (the deploy
 // answers 400); a call gets the start's failure (503) naming it.
 func TestSecrets_Missing(t *testing.T) {
-	store := newMemSecrets()
-	store.mustPut(t, "other", "nosuch", "in another namespace", true)
+	store := newSecretStore(t)
+	mustPut(t, store, "other", "nosuch", "in another namespace", true)
 	e := newEnvWithSecrets(t, nil, store)
 	fn := e.deployWithSecrets("fm", "nosuch")
 
@@ -190,8 +150,8 @@ func (e *testEnv) prepare(fn *gust.Function) gust.Reply {
 // TestSecrets_Updated: an updated secret reaches the instances started
 // after the update; a running instance keeps the value it started with.
 func TestSecrets_Updated(t *testing.T) {
-	store := newMemSecrets()
-	store.mustPut(t, "ns", "dbpass", "first", true)
+	store := newSecretStore(t)
+	mustPut(t, store, "ns", "dbpass", "first", true)
 	e := newEnvWithSecrets(t, nil, store)
 	fn := e.deployWithSecrets("fu", "dbpass")
 
@@ -200,7 +160,7 @@ func TestSecrets_Updated(t *testing.T) {
 		t.Fatalf("before the update: got %d %q (%v), want \"first\"", res.code, res.body, res.err)
 	}
 	old := res.container
-	store.mustPut(t, "ns", "dbpass", "second", false)
+	mustPut(t, store, "ns", "dbpass", "second", false)
 	res = e.call(fn, fileQuery("dbpass"))
 	if res.container != old || res.body != "first" {
 		t.Errorf("running instance after the update: got %q from %s, want \"first\" from %s", res.body, res.container, old)
