@@ -24,6 +24,9 @@ const (
 	// LabelHealth selects the readiness check: an HTTP path (default
 	// "/_/health") or "tcp" for a plain TCP connect.
 	LabelHealth = "gust.health"
+	// LabelPrivate "true" makes a function callable only by the admin or
+	// a key of its namespace, on a gateway that authenticates.
+	LabelPrivate = "gust.private"
 )
 
 // Defaults for the scaling labels.

@@ -78,6 +78,7 @@ type env struct {
 	router *gateway.Router
 	srv    *httptest.Server
 	sched  *fakeScheduler
+	gw     *gateway.Server
 
 	inv *fakeInvoker
 
@@ -123,8 +124,9 @@ func (e *env) invocations() []call {
 func (e *env) url(path string) string { return e.srv.URL + path }
 
 // MustOpenGateway starts everything an env needs and stops it when the
-// test ends. cfg's zero fields take the defaults.
-func MustOpenGateway(tb testing.TB, cfg gateway.Config) *env {
+// test ends. cfg's zero fields take the defaults. Each of setup runs on
+// the gateway before it serves (to give it a Tenancy, say).
+func MustOpenGateway(tb testing.TB, cfg gateway.Config, setup ...func(*env, *gateway.Server)) *env {
 	tb.Helper()
 	ctx := context.Background()
 	logger := zaptest.NewLogger(tb)
@@ -170,6 +172,10 @@ func MustOpenGateway(tb testing.TB, cfg gateway.Config) *env {
 		cfg.Version = "test-1.2.3"
 	}
 	gw := gateway.New(cfg, st, bus, e.router, logger)
+	e.gw = gw
+	for _, f := range setup {
+		f(e, gw)
+	}
 	// Close ends the server's background work (the placement after a
 	// scale) and waits for it.
 	tb.Cleanup(func() { _ = gw.Close(context.Background()) })

@@ -93,6 +93,10 @@ func (s *Server) reject(fn *gust.Function, callID, callerID string, arrived time
 // NAME[.NAMESPACE][/SUB], from the routing table, and returns the escaped
 // sub-path (without its leading slash).
 func (s *Server) target(r *http.Request, prefix string) (*gust.Function, string, error) {
+	// The call's guard resolved it already: serve the function it checked.
+	if c, ok := r.Context().Value(calledKey{}).(called); ok {
+		return c.fn, c.sub, nil
+	}
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), prefix)
 	seg, sub, _ := strings.Cut(rest, "/")
 	name, ns := seg, gust.DefaultNamespace

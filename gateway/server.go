@@ -36,6 +36,11 @@ type Config struct {
 	DeployTimeout time.Duration
 	// Version is reported by /system/info.
 	Version string
+	// AdminPassword turns authentication on: the admin (HTTP Basic, user
+	// "admin") acts everywhere, a namespace's key in its namespace, and
+	// anonymous callers only call public functions. Empty, the gateway
+	// authenticates nobody and lets every caller act as admin.
+	AdminPassword string
 }
 
 // DefaultConfig returns the gateway defaults.
@@ -55,6 +60,8 @@ type Server struct {
 	reqs   gust.Requests
 	router *Router
 	logger *zap.Logger
+	// audit logs the state-changing management calls (auth.go).
+	audit *zap.Logger
 
 	billing gust.BillingStore
 	pricing billing.Pricing
@@ -82,6 +89,7 @@ type Server struct {
 // New returns a gateway. router resolves functions to invokers.
 func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logger *zap.Logger) *Server {
 	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway"), tasks: tasks.New(context.Background())}
+	s.audit = logger.Named("audit")
 	s.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -161,59 +169,77 @@ func (s *Server) Close(ctx context.Context) error {
 	return err
 }
 
-// Handler returns the gateway's routes.
+// Handler returns the gateway's routes: the table of routes, each behind
+// the guard of its access rule.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("OK\n")) })
-	r.Route("/system", func(r chi.Router) {
-		r.Use(s.authenticate)
-		r.Get("/info", handle(s, s.info))
-		r.Get("/namespaces", handle(s, s.namespaces))
-		r.Get("/functions", handle(s, s.listFunctions))
-		r.Post("/functions", handle(s, s.deploy))
-		r.Put("/functions", handle(s, s.update))
-		r.Delete("/functions", handle(s, s.deleteFunction))
-		r.Get("/function/{name}", handle(s, s.getFunction))
-		r.Post("/scale-function/{name}", handle(s, s.scaleFunction))
-		r.Get("/billing", handle(s, s.billingReport))
-		r.Get("/invocations", handle(s, s.listInvocations))
-		r.Get("/invocations/{callId}", handle(s, s.getInvocation))
-		r.Get("/deadletters", handle(s, s.listDeadLetters))
-		r.Delete("/deadletters", handle(s, s.purgeDeadLetters))
-		r.Get("/deadletters/{callId}", handle(s, s.getDeadLetter))
-		r.Post("/deadletters/{callId}/redrive", handle(s, s.redriveDeadLetter))
-		// Tenancy (namespaces.go, keys.go, secrets.go): 404 without one.
-		r.Post("/namespace", handle(s, s.createNamespace))
-		r.Post("/namespace/", handle(s, s.createNamespace))
-		r.Get("/namespace/{name}", handle(s, s.getNamespace))
-		r.Put("/namespace/{name}", handle(s, s.updateNamespace))
-		r.Delete("/namespace/{name}", handle(s, s.deleteNamespace))
-		r.Get("/keys", handle(s, s.listKeys))
-		r.Post("/keys", handle(s, s.createKey))
-		r.Delete("/keys/{id}", handle(s, s.deleteKey))
-		r.Get("/secrets", handle(s, s.listSecrets))
-		r.Post("/secrets", handle(s, s.createSecret))
-		r.Put("/secrets", handle(s, s.updateSecret))
-		r.Delete("/secrets", handle(s, s.deleteSecret))
-	})
-	r.Handle("/metrics", s.metrics.Handler())
-	r.Handle("/async-function/*", handle(s, s.asyncInvoke))
-	// Calls skip chi: its routing context costs on every call, and the
-	// invoke handler parses its path itself.
-	invoke := handle(s, s.invoke)
+	var invoke http.Handler
+	for _, rt := range s.routes() {
+		h := s.guard(rt)
+		switch {
+		case rt.pattern == "/function/*":
+			// Calls skip chi: its routing context costs on every call,
+			// and the invoke handler parses its path itself.
+			invoke = h
+		case rt.method == "":
+			r.Handle(rt.pattern, h)
+		default:
+			r.Method(rt.method, rt.pattern, h)
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasPrefix(req.URL.Path, "/function/") {
-			invoke(w, req)
+			invoke.ServeHTTP(w, req)
 			return
 		}
 		r.ServeHTTP(w, req)
 	})
 }
 
-// authenticate is where management-API credentials are checked. Auth is
-// not configured yet, so every caller passes; an empty "Authorization:
-// Bearer" header, which OpenFaaS clients send without a token, is ignored.
-func (s *Server) authenticate(next http.Handler) http.Handler { return next }
+// routes is the gateway's route table: every route with its access rule
+// (auth.go). Handler registers exactly these, and the auth matrix test
+// walks them, so a route cannot exist without a rule.
+func (s *Server) routes() []endpoint {
+	h := func(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler { return handle(s, fn) }
+	healthz := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("OK\n")) })
+	return []endpoint{
+		{"GET", "/healthz", rulePublic, healthz},
+		{"GET", "/metrics", ruleAdmin, s.metrics.Handler()},
+
+		{"GET", "/system/info", ruleCaller, h(s.info)},
+		{"GET", "/system/namespaces", ruleCaller, h(s.namespaces)},
+		{"GET", "/system/functions", ruleNamespaced(nsQuery), h(s.listFunctions)},
+		{"POST", "/system/functions", ruleNamespaced(nsBody), h(s.deploy)},
+		{"PUT", "/system/functions", ruleNamespaced(nsBody), h(s.update)},
+		{"DELETE", "/system/functions", ruleNamespaced(nsBodyOrQuery), h(s.deleteFunction)},
+		{"GET", "/system/function/{name}", ruleNamespaced(nsQuery), h(s.getFunction)},
+		{"POST", "/system/scale-function/{name}", ruleNamespaced(nsBodyOrQuery), h(s.scaleFunction)},
+		{"GET", "/system/billing", ruleNamespaced(nsQuery), h(s.billingReport)},
+		{"GET", "/system/invocations", ruleNamespaced(nsQuery), h(s.listInvocations)},
+		{"GET", "/system/invocations/{callId}", ruleNamespaced(nsInvocation), h(s.getInvocation)},
+		{"GET", "/system/deadletters", ruleNamespaced(nsQuery), h(s.listDeadLetters)},
+		{"DELETE", "/system/deadletters", ruleNamespaced(nsQuery), h(s.purgeDeadLetters)},
+		{"GET", "/system/deadletters/{callId}", ruleNamespaced(nsDeadLetter), h(s.getDeadLetter)},
+		{"POST", "/system/deadletters/{callId}/redrive", ruleNamespaced(nsDeadLetter), h(s.redriveDeadLetter)},
+
+		// Tenancy (namespaces.go, keys.go, secrets.go): 404 without one.
+		{"POST", "/system/namespace", ruleAdmin, h(s.createNamespace)},
+		{"POST", "/system/namespace/", ruleAdmin, h(s.createNamespace)},
+		{"GET", "/system/namespace/{name}", ruleNamespaced(nsPathName), h(s.getNamespace)},
+		{"PUT", "/system/namespace/{name}", ruleAdmin, h(s.updateNamespace)},
+		{"DELETE", "/system/namespace/{name}", ruleAdmin, h(s.deleteNamespace)},
+		{"GET", "/system/keys", ruleAdmin, h(s.listKeys)},
+		{"POST", "/system/keys", ruleAdmin, h(s.createKey)},
+		{"DELETE", "/system/keys/{id}", ruleAdmin, h(s.deleteKey)},
+		{"GET", "/system/secrets", ruleNamespaced(nsQuery), h(s.listSecrets)},
+		{"POST", "/system/secrets", ruleNamespaced(nsBodyOrQuery), h(s.createSecret)},
+		{"PUT", "/system/secrets", ruleNamespaced(nsBodyOrQuery), h(s.updateSecret)},
+		{"DELETE", "/system/secrets", ruleNamespaced(nsBodyOrQuery), h(s.deleteSecret)},
+
+		{"", "/async-function/*", ruleCall, h(s.asyncInvoke)},
+		{"", "/function/*", ruleCall, h(s.invoke)},
+	}
+}
 
 // handle adapts a handler that returns an error to http.HandlerFunc; the
 // error becomes a JSON answer with the status of its code.
