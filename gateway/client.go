@@ -300,10 +300,18 @@ func (c *Client) CreateNamespace(ctx context.Context, ns gust.Namespace) error {
 	return c.do(ctx, http.MethodPost, "/system/namespace/", ns, nil)
 }
 
-// Namespaces lists the namespaces (GET /system/namespaces).
-func (c *Client) Namespaces(ctx context.Context) ([]gust.Namespace, error) {
-	var out []gust.Namespace
+// Namespaces lists the names of the namespaces (GET /system/namespaces,
+// OpenFaaS's shape).
+func (c *Client) Namespaces(ctx context.Context) ([]string, error) {
+	var out []string
 	err := c.do(ctx, http.MethodGet, "/system/namespaces", nil, &out)
+	return out, err
+}
+
+// Namespace returns one namespace with its quota.
+func (c *Client) Namespace(ctx context.Context, name string) (gust.Namespace, error) {
+	var out gust.Namespace
+	err := c.do(ctx, http.MethodGet, "/system/namespace/"+url.PathEscape(name), nil, &out)
 	return out, err
 }
 

@@ -140,18 +140,23 @@ func TestClientCredentials(t *testing.T) {
 func TestClientTenancy(t *testing.T) {
 	ctx := context.Background()
 	c, got := MustRecorder(t, map[string]string{
-		"POST /system/keys":      `{"id":"k1","name":"ci","namespace":"team-a","createdAt":"2026-12-01T00:00:00Z","key":"gk_k1_secret"}`,
-		"GET /system/keys":       `[{"id":"k1","name":"ci","namespace":"team-a","createdAt":"2026-12-01T00:00:00Z"}]`,
-		"GET /system/namespaces": `[{"name":"team-a","labels":{},"annotations":{},"quota":{"instances":2}}]`,
-		"GET /system/secrets":    `[{"name":"db","namespace":"team-a"}]`,
+		"POST /system/keys":            `{"id":"k1","name":"ci","namespace":"team-a","createdAt":"2026-12-01T00:00:00Z","key":"gk_k1_secret"}`,
+		"GET /system/keys":             `[{"id":"k1","name":"ci","namespace":"team-a","createdAt":"2026-12-01T00:00:00Z"}]`,
+		"GET /system/namespaces":       `["openfaas-fn","team-a"]`,
+		"GET /system/namespace/team-a": `{"name":"team-a","labels":{},"annotations":{},"quota":{"instances":2}}`,
+		"GET /system/secrets":          `[{"name":"db","namespace":"team-a"}]`,
 	})
 	c.Password = "pw"
 	if err := c.CreateNamespace(ctx, gust.Namespace{Name: "team-a", Quota: &gust.Quota{Instances: 2, Concurrency: 3, Memory: "1Gi"}}); err != nil {
 		t.Fatal(err)
 	}
 	nss, err := c.Namespaces(ctx)
-	if err != nil || len(nss) != 1 || nss[0].Name != "team-a" || nss[0].Quota == nil || nss[0].Quota.Instances != 2 {
+	if err != nil || strings.Join(nss, ",") != "openfaas-fn,team-a" {
 		t.Errorf("Namespaces: %+v, %v", nss, err)
+	}
+	ns, err := c.Namespace(ctx, "team-a")
+	if err != nil || ns.Name != "team-a" || ns.Quota == nil || ns.Quota.Instances != 2 {
+		t.Errorf("Namespace: %+v, %v", ns, err)
 	}
 	if err := c.DeleteNamespace(ctx, "team-a"); err != nil {
 		t.Fatal(err)
@@ -184,6 +189,7 @@ func TestClientTenancy(t *testing.T) {
 	want := []recorded{
 		{"POST", "/system/namespace/", "", `{"name":"team-a","labels":null,"annotations":null,"quota":{"instances":2,"concurrency":3,"memory":"1Gi"},"createdAt":"0001-01-01T00:00:00Z"}`},
 		{"GET", "/system/namespaces", "", ""},
+		{"GET", "/system/namespace/team-a", "", ""},
 		{"DELETE", "/system/namespace/team-a", "", ""},
 		{"POST", "/system/keys", "", `{"namespace":"team-a","name":"ci"}`},
 		{"GET", "/system/keys", "", ""},

@@ -213,9 +213,21 @@ letters and bills are its own. openfaas-fn always exists.
 				fmt.Printf("created namespace %s\n", args[1])
 				return nil
 			case len(args) == 1 && args[0] == "list":
-				nss, err := c.Namespaces(ctx)
+				names, err := c.Namespaces(ctx)
 				if err != nil {
 					return err
+				}
+				// The listing has names only (OpenFaaS's shape): each
+				// namespace's quota is a call of its own. One the
+				// credentials may not read (a key's, of another
+				// namespace) shows its name alone.
+				nss := make([]gust.Namespace, 0, len(names))
+				for _, name := range names {
+					ns, err := c.Namespace(ctx, name)
+					if err != nil {
+						ns = gust.Namespace{Name: name}
+					}
+					nss = append(nss, ns)
 				}
 				if *asJSON {
 					return printJSON(nss)
