@@ -509,8 +509,8 @@ func DefaultHandler() http.Handler {
 			_, _ = w.Write(b)
 			return
 		}
-		if rt := RuntimeOf(r); rt != nil && q.Has("write") {
-			if err := rt.writeFile(ContainerID(r), q.Get("write")); err != nil {
+		if q.Has("write") {
+			if err := writeFile(q.Get("write")); err != nil {
 				http.Error(w, err.Error(), http.StatusConflict)
 				return
 			}

@@ -123,9 +123,9 @@ func (r *Runtime) readFile(id, path string) ([]byte, error) {
 	return b, nil
 }
 
-// writeFile is a write at path inside the container: the secrets
+// writeFile is a write at path inside a fake container: the secrets
 // directory is read-only, and nothing else is kept.
-func (r *Runtime) writeFile(id, path string) error {
+func writeFile(path string) error {
 	if strings.HasPrefix(path, gust.SecretsDir+"/") || path == gust.SecretsDir {
 		return &fs.PathError{Op: "open", Path: path, Err: errReadOnly}
 	}
