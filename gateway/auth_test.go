@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ func TestAuth_Matrix(t *testing.T) {
 		"GET /metrics": {"admin", "/metrics", ""},
 
 		"GET /system/info":                          {"caller", "/system/info", ""},
-		"GET /system/namespaces":                    {"caller", "/system/namespaces", ""},
+		"GET /system/namespaces":                    {"namespaced", "/system/namespaces?namespace=team-a", ""},
 		"GET /system/functions":                     {"namespaced", "/system/functions?namespace=team-a", ""},
 		"POST /system/functions":                    {"namespaced", "/system/functions", fnBody},
 		"PUT /system/functions":                     {"namespaced", "/system/functions", fnBody},
@@ -265,6 +266,14 @@ func TestAuth_KeyListings(t *testing.T) {
 	if status != http.StatusOK || !strings.Contains(string(body), "dla") {
 		t.Errorf("team-a's key listing dead letters: %d %s, want 200 with its dead letter", status, body)
 	}
+	status, _, body = MustDo(t, http.MethodGet, a.url("/system/namespaces"), "", bearerAuth(a.keyA)...)
+	if got := MustDecode[[]string](t, body); status != http.StatusOK || len(got) != 1 || got[0] != "team-a" {
+		t.Errorf("GET /system/namespaces as team-a's key: %d %s, want [team-a]", status, body)
+	}
+	status, _, body = MustDo(t, http.MethodGet, a.url("/system/namespaces"), "", a.admin()...)
+	if got := MustDecode[[]string](t, body); status != http.StatusOK || !slices.Contains(got, "team-b") || !slices.Contains(got, gust.DefaultNamespace) {
+		t.Errorf("GET /system/namespaces as admin: %d %s, want every namespace", status, body)
+	}
 	// A key deploys in its namespace; the handler still reads the body
 	// the guard read.
 	status, _, body = MustDo(t, http.MethodPost, a.url("/system/functions"), `{"service":"fk","namespace":"team-a","image":"img:k"}`, bearerAuth(a.keyA)...)
@@ -339,6 +348,41 @@ func TestAuth_CredentialStripped(t *testing.T) {
 			calls := a.invocations()
 			if got := calls[len(calls)-1].Auth; got != tt.wantAuth {
 				t.Errorf("the function saw Authorization %q, want %q", got, tt.wantAuth)
+			}
+		})
+	}
+}
+
+// TestAuth_AsyncCredentialStripped checks that an async call is queued
+// without the credential that authenticated it, and with any other.
+func TestAuth_AsyncCredentialStripped(t *testing.T) {
+	a := MustOpenAuthGateway(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, fn string
+		hdr      []string
+		wantAuth []string
+	}{
+		{"Key", "fp", bearerAuth(a.keyA), nil},
+		{"Admin", "fa", a.admin(), nil},
+		{"Foreign", "fa", bearerAuth("the-functions-own"), []string{"Bearer the-functions-own"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			status, _, body := MustDo(t, http.MethodPost, a.url("/async-function/"+tt.fn+".team-a"), "x", tt.hdr...)
+			if status != http.StatusAccepted {
+				t.Fatalf("status %d %s, want 202", status, body)
+			}
+			st, err := a.bus.JS.Stream(ctx, natsbus.StreamAsync)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, err := st.GetLastMsgForSubject(ctx, gust.SubjectAsyncPrefix+"team-a."+tt.fn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := MustDecode[gust.AsyncRequest](t, msg.Data)
+			if got := req.Header["Authorization"]; !slices.Equal(got, tt.wantAuth) {
+				t.Errorf("queued call's Authorization = %q, want %q", got, tt.wantAuth)
 			}
 		})
 	}

@@ -225,9 +225,14 @@ func (s *Server) tenantNamespaces(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	// ?namespace= narrows the list to that one: a key's listing, whose
+	// namespace the route's guard fills in (auth.go).
+	only := r.URL.Query().Get("namespace")
 	out := make([]string, 0, len(all))
 	for name := range all {
-		out = append(out, name)
+		if only == "" || name == only {
+			out = append(out, name)
+		}
 	}
 	sort.Strings(out)
 	writeJSON(w, http.StatusOK, out)

@@ -207,7 +207,7 @@ func (s *Server) routes() []endpoint {
 		{"GET", "/metrics", ruleAdmin, s.metrics.Handler()},
 
 		{"GET", "/system/info", ruleCaller, h(s.info)},
-		{"GET", "/system/namespaces", ruleCaller, h(s.namespaces)},
+		{"GET", "/system/namespaces", ruleNamespaced(nsQuery), h(s.namespaces)},
 		{"GET", "/system/functions", ruleNamespaced(nsQuery), h(s.listFunctions)},
 		{"POST", "/system/functions", ruleNamespaced(nsBody), h(s.deploy)},
 		{"PUT", "/system/functions", ruleNamespaced(nsBody), h(s.update)},
