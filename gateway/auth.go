@@ -284,12 +284,14 @@ func (s *Server) guard(rt endpoint) http.Handler {
 // caller in its context, a body that is still readable and, for a key's
 // listing, its namespace as the query parameter.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt endpoint) (Caller, string, *http.Request, error) {
-	if stateChanging(r.Method) && crossSite(r) {
-		return Caller{}, "", r, gust.Errorf(gust.EFORBIDDEN, "cross-site request refused: Origin %q is not this gateway (%s)", r.Header.Get("Origin"), r.Host)
-	}
 	c, bad, err := s.authenticate(r)
 	if err != nil {
 		return c, "", r, err
+	}
+	// Refused whoever it is (authenticated first only so that the audit
+	// says whose browser it was).
+	if stateChanging(r.Method) && crossSite(r) {
+		return c, "", r, gust.Errorf(gust.EFORBIDDEN, "cross-site request refused: Origin %q is not this gateway (%s)", r.Header.Get("Origin"), r.Host)
 	}
 	if bad || c.Anonymous() {
 		return c, "", r, errUnauthorized

@@ -482,6 +482,7 @@ func TestAuth_Audit(t *testing.T) {
 	MustDo(t, http.MethodPost, a.url("/system/secrets"), `{"name":"db","namespace":"team-a","value":"hunter2"}`, bearerAuth(a.keyA)...)
 	MustDo(t, http.MethodDelete, a.url("/system/functions"), `{"functionName":"fa","namespace":"team-a"}`, bearerAuth(a.keyB)...)
 	MustDo(t, http.MethodPost, a.url("/system/keys"), `{"namespace":"team-a","name":"x"}`, basicAuth("admin", "wrong")...)
+	MustDo(t, http.MethodPut, a.url("/system/functions"), `{"service":"fz","namespace":"team-a","image":"img:2"}`, append(a.admin(), "Origin", "http://elsewhere.example")...)
 	MustDo(t, http.MethodGet, a.url("/system/functions"), "", a.admin()...) // a read: not audited
 
 	type line struct {
@@ -493,6 +494,7 @@ func TestAuth_Audit(t *testing.T) {
 		{"key ka", "POST", "/system/secrets", "team-a", 201},
 		{"key kb", "DELETE", "/system/functions", "team-a", 403},
 		{"anonymous", "POST", "/system/keys", "", 401},
+		{"admin", "PUT", "/system/functions", "", 403},
 	}
 	entries := logs.All()
 	if len(entries) != len(want) {
