@@ -257,7 +257,11 @@ func (s *Server) guard(rt endpoint) http.Handler {
 		return rt.handler
 	case accessCall:
 		return s.guardCall(rt)
-	case accessAdmin, accessCaller, accessNamespaced:
+	case accessNamespaced:
+		if rt.rule.ns == nsNone {
+			panic(fmt.Sprintf("gateway: namespaced route %s %s says not where its namespace is", rt.method, rt.pattern))
+		}
+	case accessAdmin, accessCaller:
 	default:
 		panic(fmt.Sprintf("gateway: route %s %s has no access rule", rt.method, rt.pattern))
 	}
@@ -270,7 +274,7 @@ func (s *Server) guard(rt endpoint) http.Handler {
 			defer func() { s.auditCall(r, rt.pattern, c, ns, aw.status) }()
 		}
 		var err error
-		c, ns, r, err = s.admit(w, r, rt)
+		c, ns, r, err = s.admit(r, rt)
 		if err != nil {
 			s.refuse(w, r, err)
 			return
@@ -283,7 +287,7 @@ func (s *Server) guard(rt endpoint) http.Handler {
 // call acts in (when known) and the request to serve, which carries the
 // caller in its context, a body that is still readable and, for a key's
 // listing, its namespace as the query parameter.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt endpoint) (Caller, string, *http.Request, error) {
+func (s *Server) admit(r *http.Request, rt endpoint) (Caller, string, *http.Request, error) {
 	c, bad, err := s.authenticate(r)
 	if err != nil {
 		return c, "", r, err
@@ -308,7 +312,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt endpoint) (Cal
 	if c.Admin && !stateChanging(r.Method) {
 		return c, "", r, nil
 	}
-	ns, r, err := s.actingNamespace(w, r, rt.rule.ns, c)
+	ns, r, err := s.actingNamespace(r, rt.rule.ns, c)
 	if err != nil {
 		return c, ns, r, err
 	}
@@ -321,7 +325,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, rt endpoint) (Cal
 // namespaceOf returns the namespace r acts in, as src finds it, and the
 // request to serve. "" is a namespace not known: an admin's listing of
 // all, or a record that does not exist (its handler answers 404).
-func (s *Server) actingNamespace(w http.ResponseWriter, r *http.Request, src nsSource, c Caller) (string, *http.Request, error) {
+func (s *Server) actingNamespace(r *http.Request, src nsSource, c Caller) (string, *http.Request, error) {
 	switch src {
 	case nsQuery:
 		return s.queryNamespace(r, c)
