@@ -36,8 +36,10 @@ image: build ## the gust image, FROM scratch, from the static binary
 compose-up: image ## every role in its own container (docker-compose.yml)
 	docker-compose up -d
 
+# docker-compose.yml requires GUST_ADMIN_PASSWORD to interpolate the file,
+# even to take the cluster down: any value does for that.
 compose-down: ## stop the compose cluster; workers remove their containers first
-	docker-compose down -v
+	GUST_ADMIN_PASSWORD="$${GUST_ADMIN_PASSWORD:-unused}" docker-compose down -v
 
 examples: build ## build the example function images
 	for f in hello echo sleep; do ./$(BIN) build examples/$$f --tag gust-example/$$f:latest; done

@@ -29,9 +29,6 @@ type Client struct {
 	Token string
 }
 
-// ClientAdminUser is the user name of the admin's credentials.
-const ClientAdminUser = "admin"
-
 // NewClient returns a client of the gateway at baseURL.
 func NewClient(baseURL string) *Client {
 	return &Client{BaseURL: strings.TrimRight(baseURL, "/")}
@@ -48,7 +45,7 @@ func (c *Client) authorize(req *http.Request) {
 	case c.Password != "":
 		user := c.Username
 		if user == "" {
-			user = ClientAdminUser
+			user = AdminUser
 		}
 		req.SetBasicAuth(user, c.Password)
 	case c.Token != "":

@@ -46,8 +46,14 @@ func MustCLI(tb testing.TB) string {
 // stdout and stderr.
 func gustCLI(tb testing.TB, gateway, stdin string, args ...string) (int, string, string) {
 	tb.Helper()
+	return gustCLIEnv(tb, []string{"GUST_GATEWAY=" + gateway}, stdin, args...)
+}
+
+// gustCLIEnv is gustCLI with env added to the test's environment.
+func gustCLIEnv(tb testing.TB, env []string, stdin string, args ...string) (int, string, string) {
+	tb.Helper()
 	cmd := exec.Command(MustCLI(tb), args...)
-	cmd.Env = append(os.Environ(), "GUST_GATEWAY="+gateway)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = "../.."
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)

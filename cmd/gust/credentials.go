@@ -175,7 +175,7 @@ func resolveCredentials(flags credentials, gw string, cfg userConfig) credential
 func newClient(gw string, creds credentials) *gateway.Client {
 	c := gateway.NewClient(gw)
 	if creds.Password != "" {
-		c.Username, c.Password = gateway.ClientAdminUser, creds.Password
+		c.Username, c.Password = gateway.AdminUser, creds.Password
 	} else {
 		c.Token = creds.Key
 	}

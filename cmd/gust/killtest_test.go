@@ -264,7 +264,7 @@ func containerIDSet(t *testing.T, id string) map[string]bool {
 func killClient() *http.Client {
 	return &http.Client{
 		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 2 * killClients, DisableCompression: true},
+		Transport: adminTransport{&http.Transport{MaxIdleConnsPerHost: 2 * killClients, DisableCompression: true}},
 	}
 }
 

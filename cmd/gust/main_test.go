@@ -105,7 +105,7 @@ func MustRunUp(tb testing.TB, dataDir string, opts ...UpOption) *UpMain {
 	wc := worker.DefaultConfig()
 	wc.ReadyTimeout = 15 * time.Second
 	sc := scheduler.DefaultConfig()
-	gc := gateway.DefaultConfig()
+	gc := defaultGatewayConfig()
 	m := &UpMain{
 		Listen: "127.0.0.1:0", NATSListen: "127.0.0.1:0", DataDir: dataDir, Network: testNetwork,
 		Gateway: gc, Scheduler: sc, Worker: wc, Logger: testLogger(tb),
@@ -191,9 +191,53 @@ func call(tb testing.TB, method, url string, body string, hdr ...string) (int, h
 }
 
 func defaultSchedulerConfig() scheduler.Config { return scheduler.DefaultConfig() }
-func defaultGatewayConfig() gateway.Config     { return gateway.DefaultConfig() }
+
+// defaultGatewayConfig is the gateway defaults with authentication on, as
+// in production, with the tests' admin password.
+func defaultGatewayConfig() gateway.Config {
+	c := gateway.DefaultConfig()
+	c.AdminPassword = testAdminPassword
+	return c
+}
 func defaultWorkerConfig() worker.Config {
 	c := worker.DefaultConfig()
 	c.ReadyTimeout = 15 * time.Second
 	return c
+}
+
+// testAdminPassword is the admin password of every gateway the tests start:
+// in process through defaultGatewayConfig, and as $GUST_ADMIN_PASSWORD for
+// the gust binaries they run (see TestMain).
+const testAdminPassword = "e2e-admin-password"
+
+// adminTransport sends the admin's credentials on the management routes
+// (/system/..., /metrics) of requests that carry none, so the tests' many
+// management calls (call, http.Get, gateway.Client) authenticate the way
+// an operator's would; function calls stay anonymous, as callers of public
+// functions are. A test that wants an anonymous management call uses a
+// client of its own (anonClient).
+type adminTransport struct{ base http.RoundTripper }
+
+func (t adminTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	p := req.URL.Path
+	if req.Header.Get("Authorization") == "" && (p == "/system" || strings.HasPrefix(p, "/system/") || p == "/metrics") {
+		req = req.Clone(req.Context())
+		req.SetBasicAuth(gateway.AdminUser, testAdminPassword)
+	}
+	return t.base.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the idle connections of the base transport
+// (http.Client.CloseIdleConnections calls it).
+func (t adminTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// anonClient is a client that sends no credentials of its own.
+func anonClient(tb testing.TB) *http.Client {
+	tr := &http.Transport{}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }

@@ -40,7 +40,12 @@ var upCommand = &Command{
 scheduler, one worker on the local Docker Engine and the gateway. The
 function registry lives in JetStream KV, so it survives a restart.
 SIGINT or SIGTERM drains: no new calls, calls in flight finish, the
-containers this worker started are stopped and removed, then gust exits 0.`,
+containers this worker started are stopped and removed, then gust exits 0.
+
+The API needs credentials (user "admin", HTTP Basic): the password comes
+from --admin-password-file, else $GUST_ADMIN_PASSWORD, else the file
+admin-password in --data, generated on first start (mode 0600). The gust
+CLI on this machine finds that file in the default data directory.`,
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var lf logFlags
 		lf.register(fs)
@@ -53,6 +58,7 @@ containers this worker started are stopped and removed, then gust exits 0.`,
 		wc := worker.DefaultConfig()
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
 		pf := pricingFlags(fs)
+		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -64,6 +70,9 @@ containers this worker started are stopped and removed, then gust exits 0.`,
 			}
 			pricing, err := pf()
 			if err != nil {
+				return err
+			}
+			if gw.AdminPassword, err = apw(*data, logger); err != nil {
 				return err
 			}
 			gw.Version = version
@@ -110,6 +119,7 @@ var gatewayCommand = &Command{
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
 		data := fs.String("data", defaultDataDir(), "data directory: billing store, metering spool ($GUST_DATA)")
 		pf := pricingFlags(fs)
+		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
@@ -118,6 +128,9 @@ var gatewayCommand = &Command{
 			}
 			pricing, err := pf()
 			if err != nil {
+				return err
+			}
+			if cfg.AdminPassword, err = apw(*data, logger); err != nil {
 				return err
 			}
 			cfg.Version = version
