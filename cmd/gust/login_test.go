@@ -2,13 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 )
 
 // MustRunGateway runs the gateway role alone on an embedded NATS server
@@ -206,4 +213,119 @@ func TestCLIAccess(t *testing.T) {
 			t.Errorf("gust %s --help: exit %d, %q", verb, code, errOut)
 		}
 	}
+}
+
+// TestGatewayGeneratesAdminPassword runs the gust binary's gateway role
+// with no password given: it generates one into its data directory (0600),
+// logs the file's path and never the password, keeps it across a restart,
+// and the CLI pointed at that data directory finds it, as on the machine
+// of `gust up`.
+func TestGatewayGeneratesAdminPassword(t *testing.T) {
+	ctx := context.Background()
+	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: testLogger(t)}
+	if err := n.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	home := t.TempDir()
+	data := filepath.Join(home, "data")
+	pwFile := filepath.Join(data, adminPasswordFile)
+	var first string
+	for run := 1; run <= 2; run++ {
+		logFile := filepath.Join(home, fmt.Sprintf("gateway-%d.log", run))
+		base, stop := mustStartGatewayBinary(t, n.Server.ClientURL(), data, logFile)
+		pw, err := readPasswordFile(pwFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(pwFile); err != nil {
+			t.Error(err)
+		} else if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %o, want 600", pwFile, st.Mode().Perm())
+		}
+		if run == 1 {
+			first = pw
+		} else if pw != first {
+			t.Errorf("restart: the password changed")
+		}
+		env := []string{"GUST_GATEWAY=" + base, "XDG_CONFIG_HOME=" + filepath.Join(home, "xdg"), "HOME=" + home,
+			"GUST_DATA=" + data, "GUST_PASSWORD=", "GUST_KEY="}
+		if code, out, errOut := gustCLIEnv(t, env, "", "list"); code != 0 {
+			t.Errorf("gust list with the generated password: exit %d, %s %s", code, out, errOut)
+		}
+		env[3] = "GUST_DATA=" + filepath.Join(home, "elsewhere")
+		if code, _, errOut := gustCLIEnv(t, env, "", "list"); code != 1 || !strings.Contains(errOut, "credentials required") {
+			t.Errorf("gust list without the password: exit %d, %s", code, errOut)
+		}
+		stop()
+		log, _ := os.ReadFile(logFile)
+		if strings.Contains(string(log), pw) {
+			t.Errorf("the gateway's log shows the admin password:\n%s", log)
+		}
+		if !strings.Contains(string(log), pwFile) {
+			t.Errorf("the gateway's log does not name %s:\n%s", pwFile, log)
+		}
+	}
+}
+
+// mustStartGatewayBinary runs `gust gateway` on a free port with no admin
+// password given, waits for /healthz and returns its URL and a stop
+// function (SIGTERM, then wait).
+func mustStartGatewayBinary(tb testing.TB, natsURL, data, logFile string) (string, func()) {
+	tb.Helper()
+	f, err := os.Create(logFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(MustCLI(tb), "gateway", "--nats", natsURL, "--listen", "127.0.0.1:0", "--data", data)
+	cmd.Env = append(os.Environ(), "GUST_ADMIN_PASSWORD=", "GUST_LOG_FORMAT=json")
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	tb.Cleanup(stop)
+	var base string
+	check.For(tb, 20*time.Second, 50*time.Millisecond, func() error {
+		select {
+		case <-done:
+			b, _ := os.ReadFile(logFile)
+			tb.Fatalf("gust gateway exited:\n%s", b)
+		default:
+		}
+		b, _ := os.ReadFile(logFile)
+		i := strings.Index(string(b), `"gateway listening"`)
+		if i < 0 {
+			return errors.New("not listening yet")
+		}
+		var line struct{ Addr string }
+		end := strings.IndexByte(string(b[i:]), '\n')
+		start := strings.LastIndexByte(string(b[:i]), '\n') + 1
+		if end < 0 || json.Unmarshal(b[start:i+end], &line) != nil || line.Addr == "" {
+			return fmt.Errorf("no address in the log line")
+		}
+		base = "http://" + line.Addr
+		resp, err := anonClient(tb).Get(base + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	return base, stop
 }
