@@ -23,8 +23,11 @@ import (
 func describeError(err error) string {
 	var ge *gust.Error
 	if errors.As(err, &ge) {
-		if ge.Field != "" {
+		switch {
+		case ge.Field != "":
 			return ge.Message + " (field " + ge.Field + ")"
+		case ge.Code == gust.EUNAUTHORIZED:
+			return ge.Message + " (run 'gust login', or set $GUST_PASSWORD or $GUST_KEY)"
 		}
 		return ge.Message
 	}
