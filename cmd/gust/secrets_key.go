@@ -30,34 +30,32 @@ const secretsKeyFile = "secrets.key"
 // secretsKeyFlag registers --secrets-key-file.
 func secretsKeyFlag(fs *flag.FlagSet) *string {
 	return fs.String("secrets-key-file", envOr("GUST_SECRETS_KEY_FILE", ""),
-		"file holding the key secrets are encrypted under (32 bytes: 64 hex digits or base64); default DATA/"+secretsKeyFile+
-			", generated on first start. Every gateway and worker of a cluster needs the same one ($GUST_SECRETS_KEY_FILE)")
+		"file holding the key secrets are encrypted under (32 bytes: 64 hex digits or base64), generated there on first start if missing; default DATA/"+secretsKeyFile+
+			". Every gateway and worker of a cluster needs the same one ($GUST_SECRETS_KEY_FILE)")
 }
 
-// secretsKey returns the key read from file when it is given, else the one
-// in dataDir, generated when there is none yet.
+// secretsKey returns the key kept in file when it is given, else in
+// dataDir; a key that is not there yet is generated there.
 func secretsKey(file, dataDir string, logger *zap.Logger) ([]byte, error) {
+	p, what := filepath.Join(dataDir, secretsKeyFile), "secrets key"
 	if file != "" {
-		key, err := readSecretsKey(file)
-		if err != nil {
-			return nil, fmt.Errorf("--secrets-key-file: %w", err)
-		}
-		logger.Info("secrets key read from a file", zap.String("file", file))
-		return key, nil
+		// A file that does not exist yet is generated there too: the
+		// roles of one cluster given one shared path (a volume, in
+		// compose) agree on the key whichever starts first.
+		p, what = file, "--secrets-key-file"
 	}
-	p := filepath.Join(dataDir, secretsKeyFile)
 	key, err := readSecretsKey(p)
 	if err == nil {
-		logger.Info("secrets key read from the data directory", zap.String("file", p))
+		logger.Info("secrets key read", zap.String("file", p))
 		return key, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("secrets key: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if key, err = generateSecretsKey(p); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	logger.Info("secrets key generated; keep it with the data directory (secrets cannot be read without it)", zap.String("file", p))
+	logger.Info("secrets key generated; keep it safe with the data (secrets cannot be read without it)", zap.String("file", p))
 	return key, nil
 }
 
@@ -83,8 +81,10 @@ func readSecretsKey(p string) ([]byte, error) {
 }
 
 // generateSecretsKey writes a new random key, in hex, to p, mode 0600 in a
-// directory made 0700. O_EXCL: two processes starting on one data
-// directory never overwrite each other's; the loser reads the winner's.
+// directory made 0700. The key is written whole to a file of its own and
+// then linked to p, which fails if p exists: two processes starting on one
+// path never overwrite each other's key, and the loser reads the winner's,
+// never a file half written.
 func generateSecretsKey(p string) ([]byte, error) {
 	dir := filepath.Dir(p)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -97,20 +97,22 @@ func generateSecretsKey(p string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate secrets key: %w", err)
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return readSecretsKey(p)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(p)+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("write secrets key: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.WriteString(hex.EncodeToString(key) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("write secrets key: %w", err)
 	}
-	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
-		f.Close()
-		os.Remove(p)
-		return nil, fmt.Errorf("write secrets key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(p)
+	if err := os.Link(tmp, p); errors.Is(err, fs.ErrExist) {
+		return readSecretsKey(p)
+	} else if err != nil {
 		return nil, fmt.Errorf("write secrets key: %w", err)
 	}
 	return key, nil

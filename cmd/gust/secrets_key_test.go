@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gustfaas/gust"
@@ -100,9 +101,29 @@ func TestSecretsKey_File(t *testing.T) {
 			t.Fatalf("a 2-byte key: %v, want an error naming --secrets-key-file", err)
 		}
 	})
-	t.Run("ErrMissing", func(t *testing.T) {
-		if _, err := secretsKey(filepath.Join(t.TempDir(), "nope"), t.TempDir(), zap.NewNop()); err == nil {
-			t.Fatal("a missing key file: nil error")
+	t.Run("MissingIsGenerated", func(t *testing.T) {
+		// Roles of one cluster started at once on one shared key path
+		// (compose) all get the key the first of them wrote.
+		p := filepath.Join(t.TempDir(), "shared", "secrets.key")
+		const roles = 8
+		keys := make([][]byte, roles)
+		errs := make([]error, roles)
+		var wg sync.WaitGroup
+		for i := range roles {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				keys[i], errs[i] = secretsKey(p, t.TempDir(), zap.NewNop())
+			}()
+		}
+		wg.Wait()
+		for i := range roles {
+			if errs[i] != nil || len(keys[i]) != 32 || !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("role %d: key %x, %v; want the same 32-byte key as role 0 (%x)", i, keys[i], errs[i], keys[0])
+			}
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("key file: %v, %v; want mode 0600", fi, err)
 		}
 	})
 }
