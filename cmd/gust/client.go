@@ -78,6 +78,18 @@ func (k kvFlag) Set(s string) error {
 	return nil
 }
 
+// listFlag collects a repeated flag's values in order.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	if s == "" {
+		return fmt.Errorf("want a value")
+	}
+	*l = append(*l, s)
+	return nil
+}
+
 var buildCommand = &Command{
 	Name:  "build",
 	Usage: "DIR --tag IMAGE",
@@ -110,7 +122,7 @@ and no docker CLI needed.`,
 
 var deployCommand = &Command{
 	Name:  "deploy",
-	Usage: "--name NAME --image IMAGE [--env K=V]... [--label K=V]... [--memory 128Mi]",
+	Usage: "--name NAME --image IMAGE [--env K=V]... [--label K=V]... [--secret NAME]... [--memory 128Mi]",
 	Short: "deploy (or redeploy) a function",
 	Long: `Scaling labels (see README): com.openfaas.scale.min, com.openfaas.scale.max,
 gust.concurrency, gust.idle-timeout, gust.timeout, gust.health.`,
@@ -125,13 +137,15 @@ gust.concurrency, gust.idle-timeout, gust.timeout, gust.health.`,
 		fs.Var(env, "env", "environment variable K=V (repeatable)")
 		fs.Var(labels, "label", "label K=V (repeatable)")
 		fs.Var(annotations, "annotation", "annotation K=V (repeatable)")
+		var secrets listFlag
+		fs.Var(&secrets, "secret", "secret of the function's namespace, read as the file /var/openfaas/secrets/NAME (repeatable)")
 		update := fs.Bool("update", false, "fail if the function does not exist (PUT)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected arguments: %v", args)
 			}
 			spec := gust.FunctionSpec{Service: *name, Image: *image, Namespace: cf.namespace,
-				EnvVars: env, Labels: labels, Annotations: annotations}
+				EnvVars: env, Labels: labels, Annotations: annotations, Secrets: secrets}
 			if *memory != "" || *cpu != "" {
 				spec.Limits = &gust.FunctionResources{Memory: *memory, CPU: *cpu}
 			}
