@@ -22,6 +22,7 @@ test: ## run every test with the race detector, the Docker ones included, then t
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 5m ./testdata/functions/misbehave
 	@if [ -d $(ACCEPTANCE) ]; then \
 		for check in core metering events cluster; do $(ACCEPTANCE)/$$check || exit 1; done; \
+		scripts/acceptance-access $(ACCEPTANCE) || exit 1; \
 	else echo "($(ACCEPTANCE) not found: acceptance checks skipped)"; fi
 
 test-short: ## unit tests only: no Docker Engine needed, under a minute
