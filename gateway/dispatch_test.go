@@ -163,22 +163,35 @@ func MustOpenAsync(t *testing.T, setup ...func(*gateway.Dispatcher)) *asyncEnv {
 	for _, f := range setup {
 		f(e.d)
 	}
+	gw := gateway.New(listenConfig(), st, bus, router, logger).WithMetering(meter, nil).
+		WithBilling(store, billing.Pricing{}).WithAsync(async, e.d)
+	e.url = MustOpen(t, gw)
+	return e
+}
+
+// listenConfig is the config of a gateway a test opens on a free port of
+// 127.0.0.1.
+func listenConfig() gateway.Config {
 	cfg := gateway.DefaultConfig()
 	cfg.Listen, cfg.DeployTimeout = "127.0.0.1:0", 10*time.Second
-	gw := gateway.New(cfg, st, bus, router, logger).WithMetering(meter, nil).
-		WithBilling(store, billing.Pricing{}).WithAsync(async, e.d)
-	if err := gw.Open(ctx); err != nil {
-		t.Fatalf("open gateway: %v", err)
+	return cfg
+}
+
+// MustOpen opens gw, closes it when the test ends, and returns its base
+// URL.
+func MustOpen(tb testing.TB, gw *gateway.Server) string {
+	tb.Helper()
+	if err := gw.Open(context.Background()); err != nil {
+		tb.Fatalf("open gateway: %v", err)
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := gw.Close(ctx); err != nil {
-			t.Errorf("close gateway: %v", err)
+			tb.Errorf("close gateway: %v", err)
 		}
 	})
-	e.url = "http://" + gw.Addr()
-	return e
+	return "http://" + gw.Addr()
 }
 
 // deploy deploys a function of image img:1 with labels (name, value

@@ -113,21 +113,9 @@ func MustOpenQuota(t *testing.T) *quotaEnv {
 
 	e.router = gateway.NewRouter(st, bus, inv, "w1", logger)
 	d := gateway.NewDispatcher(e.async, st, e.router, e.meter, nil, logger)
-	cfg := gateway.DefaultConfig()
-	cfg.Listen, cfg.DeployTimeout = "127.0.0.1:0", 10*time.Second
-	gw := gateway.New(cfg, st, bus, e.router, logger).WithMetering(e.meter, nil).
+	gw := gateway.New(listenConfig(), st, bus, e.router, logger).WithMetering(e.meter, nil).
 		WithAsync(e.async, d).WithTenancy(ten)
-	if err := gw.Open(ctx); err != nil {
-		t.Fatalf("open gateway: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := gw.Close(ctx); err != nil {
-			t.Errorf("close gateway: %v", err)
-		}
-	})
-	e.url = "http://" + gw.Addr()
+	e.url = MustOpen(t, gw)
 	return e
 }
 
