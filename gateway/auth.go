@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/gustfaas/gust"
@@ -474,8 +475,20 @@ func (s *Server) guardCall(rt endpoint) http.Handler {
 			rt.handler.ServeHTTP(w, r)
 			return
 		}
-		r, err := s.admitCall(r, prefix)
+		arrived := time.Now()
+		r, fn, err := s.admitCall(r, prefix)
 		if err != nil {
+			if fn != nil && prefix == "/function/" {
+				// A sync call refused by a private function's rule is
+				// still a call on the record, as every call the gateway
+				// turns away (it bills nothing).
+				callID, callerID := newID(16), r.Header.Get(gust.HeaderCallID)
+				if callerID == "" {
+					callerID = callID
+				}
+				w.Header().Set(gust.HeaderCallID, callerID)
+				s.reject(fn, callID, callerID, arrived, err)
+			}
 			s.refuse(w, r, err)
 			return
 		}
@@ -483,31 +496,33 @@ func (s *Server) guardCall(rt endpoint) http.Handler {
 	})
 }
 
-func (s *Server) admitCall(r *http.Request, prefix string) (*http.Request, error) {
+// admitCall applies a call's rule; fn is the function called, once known,
+// also when the call is refused.
+func (s *Server) admitCall(r *http.Request, prefix string) (*http.Request, *gust.Function, error) {
 	fn, sub, err := s.target(r, prefix)
 	if err != nil {
-		return r, err
+		return r, nil, err
 	}
 	c, bad, err := s.authenticate(r)
 	if err != nil {
-		return r, err
+		return r, fn, err
 	}
 	if !c.Anonymous() {
 		r.Header.Del("Authorization")
 	}
 	if fn.Spec.Labels[gust.LabelPrivate] == "true" {
 		if bad || c.Anonymous() {
-			return r, gust.Errorf(gust.EUNAUTHORIZED, "function %s is private: call it as admin or with a key of namespace %s", fn.Key(), fn.Spec.Namespace)
+			return r, fn, gust.Errorf(gust.EUNAUTHORIZED, "function %s is private: call it as admin or with a key of namespace %s", fn.Key(), fn.Spec.Namespace)
 		}
 		if !c.MayActIn(fn.Spec.Namespace) {
-			return r, gust.Errorf(gust.EFORBIDDEN, "function %s is private to namespace %s; key %s is of namespace %s", fn.Key(), fn.Spec.Namespace, c.KeyID, c.Namespace)
+			return r, fn, gust.Errorf(gust.EFORBIDDEN, "function %s is private to namespace %s; key %s is of namespace %s", fn.Key(), fn.Spec.Namespace, c.KeyID, c.Namespace)
 		}
 	}
 	ctx := context.WithValue(r.Context(), calledKey{}, called{fn: fn, sub: sub})
 	if !c.Anonymous() {
 		ctx = context.WithValue(ctx, callerKey{}, c)
 	}
-	return r.WithContext(ctx), nil
+	return r.WithContext(ctx), fn, nil
 }
 
 // auditCall logs one state-changing management call: who, what, in which

@@ -32,6 +32,7 @@ type authEnv struct {
 	*env
 	tenancy    *gust.Tenancy
 	async      *gateway.Async
+	meter      *callMeter
 	keyA, keyB string // tokens
 }
 
@@ -60,7 +61,7 @@ func MustAddKey(tb testing.TB, t *gust.Tenancy, id, ns string) string {
 func MustOpenAuthGateway(tb testing.TB) *authEnv {
 	tb.Helper()
 	ctx := context.Background()
-	a := &authEnv{}
+	a := &authEnv{meter: &callMeter{}}
 	a.env = MustOpenGateway(tb, gateway.Config{AdminPassword: testPassword}, func(e *env, gw *gateway.Server) {
 		t, err := natsbus.OpenTenancy(ctx, e.bus, bytes.Repeat([]byte{7}, natsbus.SecretsKeySize))
 		if err != nil {
@@ -73,7 +74,7 @@ func MustOpenAuthGateway(tb testing.TB) *authEnv {
 		a.tenancy = t
 		a.async = &gateway.Async{Queue: e.bus, Events: e.bus, DeadLetters: natsbus.NewDeadLetters(e.bus),
 			Calls: as.Calls, Idempotency: as.Idempotency, Stream: natsbus.StreamAsync}
-		gw.WithTenancy(t).WithAsync(a.async, nil)
+		gw.WithTenancy(t).WithAsync(a.async, nil).WithMetering(a.meter, nil)
 	})
 	for _, ns := range []string{"team-a", "team-b"} {
 		if _, err := a.tenancy.Namespaces.Create(ctx, ns, gust.Namespace{Name: ns, Created: time.Now().UTC()}); err != nil {
@@ -316,6 +317,20 @@ func TestAuth_PrivateCalls(t *testing.T) {
 				wantRefused(t, tt.path, status, hdr, body, tt.want)
 			} else if status != tt.want {
 				t.Errorf("status %d %s, want %d", status, body, tt.want)
+			}
+			// A refused sync call is still a call on the record, once,
+			// rejected with the status it got.
+			if strings.HasPrefix(tt.path, "/function/fp") && (tt.want == 401 || tt.want == 403) {
+				id := hdr.Get(gust.HeaderCallID)
+				var recs []gust.CallRecord
+				for _, rec := range a.meter.records() {
+					if rec.CallID == id {
+						recs = append(recs, rec)
+					}
+				}
+				if id == "" || len(recs) != 1 || recs[0].Outcome != gust.OutcomeRejected || recs[0].Status != tt.want || recs[0].Function != "fp" {
+					t.Errorf("records of refused call %q = %+v, want one rejected record with status %d", id, recs, tt.want)
+				}
 			}
 		})
 	}
