@@ -27,6 +27,11 @@ const (
 	// LabelPrivate "true" makes a function callable only by the admin or
 	// a key of its namespace, on a gateway that authenticates.
 	LabelPrivate = "gust.private"
+	// LabelUser is the user a function's container runs as, "UID" or
+	// "UID:GID" (numeric, so that its secrets can be owned by it), for an
+	// image that needs another than the image's own or, when the image
+	// names none, DefaultUser.
+	LabelUser = "gust.user"
 )
 
 // Defaults for the scaling labels.
@@ -42,6 +47,15 @@ const (
 	// DefaultMemory is the memory limit of a function that sets none. It is
 	// also the size its calls are billed at.
 	DefaultMemory = 128 << 20
+	// DefaultNanoCPUs is the CPU limit of a function that sets none: one
+	// core, so that one busy or looping function cannot take every core of
+	// a shared host from the others and from Gust's own processes, while a
+	// single-threaded function (most are) runs at full speed.
+	DefaultNanoCPUs = 1e9
+	// DefaultUser is the user a container runs as when neither its image
+	// nor LabelUser names one: nobody:nogroup, not root, so that a
+	// container escape does not start as root on the host.
+	DefaultUser = "65534:65534"
 )
 
 // FunctionSpec is what a user deploys. Its JSON field names are those of
@@ -130,10 +144,12 @@ type FunctionConfig struct {
 	IdleTimeout time.Duration
 	Timeout     time.Duration
 	MemoryBytes int64 // container memory limit; DefaultMemory when unset
-	NanoCPUs    int64 // 0: no CPU limit
-	HealthPath  string
-	HealthTCP   bool
-	Retry       RetryPolicy
+	NanoCPUs    int64 // 0: no CPU limit set (runtimes apply DefaultNanoCPUs)
+	// User is LabelUser ("UID" or "UID:GID"); "" when the label is unset.
+	User       string
+	HealthPath string
+	HealthTCP  bool
+	Retry      RetryPolicy
 	// Topics are the core-NATS subjects that trigger the function.
 	Topics []string
 	// Stream and StreamFilter name a JetStream stream that triggers the
@@ -289,6 +305,12 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 			return c, Invalidf("labels."+LabelHealth, "label %s=%q: want an HTTP path starting with / or \"tcp\"", LabelHealth, h)
 		}
 	}
+	if v, ok := s.Labels[LabelUser]; ok {
+		if !ValidUser(v) {
+			return c, Invalidf("labels."+LabelUser, "label %s=%q: want a numeric UID or UID:GID such as 1000 or 1000:1000", LabelUser, v)
+		}
+		c.User = v
+	}
 	if s.Limits != nil {
 		if s.Limits.Memory != "" {
 			b, perr := ParseMemory(s.Limits.Memory)
@@ -321,6 +343,20 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 		}
 	}
 	return c, nil
+}
+
+// ValidUser reports whether s is a numeric "UID" or "UID:GID", each
+// between 0 and 2^31-1.
+func ValidUser(s string) bool {
+	u, g, hasG := strings.Cut(s, ":")
+	ok := func(n string) bool {
+		if n == "" || len(n) > 10 || strings.Trim(n, "0123456789") != "" {
+			return false
+		}
+		v, err := strconv.ParseInt(n, 10, 64)
+		return err == nil && v <= math.MaxInt32
+	}
+	return ok(u) && (!hasG || ok(g))
 }
 
 var memSuffixes = []struct {

@@ -98,6 +98,7 @@ func TestFunctionSpec_Validate_ScalingLabels(t *testing.T) {
 		gust.LabelConcurrency: {"x", "0", "-1"},
 		gust.LabelIdleTimeout: {"x", "0s", "-5s", "30"},
 		gust.LabelTimeout:     {"x", "0s", "-1m", "10"},
+		gust.LabelUser:        {"", "root", "nobody:nogroup", "1000:", ":1000", "-1", "1000:-1", "2147483648", "1:2:3", " 1000", "1e3"},
 	}
 	for key, values := range bad {
 		for _, v := range values {
@@ -155,6 +156,7 @@ func TestParseConfig(t *testing.T) {
 			gust.LabelRetryMaxDelay: "2s",
 			gust.LabelRetryOn:       "5xx, timeout",
 			gust.LabelRetryMaxAge:   "1h",
+			gust.LabelUser:          "1000:1000",
 		}
 		s.Annotations = map[string]string{
 			gust.AnnotationTopic: "orders.created, orders.*.paid,audit.>", gust.AnnotationStream: "ORDERS", gust.AnnotationStreamFilter: "orders.>",
@@ -173,6 +175,7 @@ func TestParseConfig(t *testing.T) {
 			MemoryBytes: 256 << 20,
 			NanoCPUs:    1_500_000_000,
 			HealthPath:  "/ready",
+			User:        "1000:1000",
 			Retry: gust.RetryPolicy{MaxAttempts: 5, MinDelay: 100 * time.Millisecond, MaxDelay: 2 * time.Second,
 				MaxAge: time.Hour, On5xx: true, OnTimeout: true},
 			Topics: []string{"orders.created", "orders.*.paid", "audit.>"},
@@ -180,6 +183,16 @@ func TestParseConfig(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseConfig() = %+v, want %+v", got, want)
+		}
+	})
+	t.Run("User", func(t *testing.T) {
+		for _, v := range []string{"0", "65534", "1000:1000", "0:0", "2147483647:2147483647"} {
+			s := validSpec()
+			s.Labels = map[string]string{gust.LabelUser: v}
+			got, err := gust.ParseConfig(&s)
+			if err != nil || got.User != v {
+				t.Errorf("%s=%q: User = %q, %v, want %q", gust.LabelUser, v, got.User, err, v)
+			}
 		}
 	})
 	t.Run("HealthTCP", func(t *testing.T) {

@@ -26,7 +26,12 @@ type ContainerSpec struct {
 	MemoryBytes int64 // 0: no limit
 	NanoCPUs    int64 // 0: no limit
 	PidsLimit   int64
-	ReadOnly    bool
+	// ReadOnly makes the root file system read-only; /tmp is then a
+	// writable, size-limited tmpfs.
+	ReadOnly bool
+	// User is "UID" or "UID:GID" to run as; "" runs as the image's user,
+	// or as DefaultUser when the image names none.
+	User string
 	// Secrets (name → value) become read-only files SecretsDir+"/"+name
 	// inside the container, readable by the user it runs as and held in
 	// memory (a tmpfs or equivalent). A runtime never puts their values

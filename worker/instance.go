@@ -50,6 +50,10 @@ func (w *Worker) containerSpec(fn *gust.Function, cfg gust.FunctionConfig, in *i
 	if fn.Spec.EnvProcess != "" {
 		env = append(env, "fprocess="+fn.Spec.EnvProcess)
 	}
+	cpus := cfg.NanoCPUs
+	if cpus == 0 {
+		cpus = gust.DefaultNanoCPUs
+	}
 	return gust.ContainerSpec{
 		Name:  "gust-" + fn.Spec.Namespace + "-" + fn.Spec.Service + "-" + in.id,
 		Image: fn.Spec.Image,
@@ -63,9 +67,10 @@ func (w *Worker) containerSpec(fn *gust.Function, cfg gust.FunctionConfig, in *i
 		},
 		Port:        functionPort,
 		MemoryBytes: cfg.MemoryBytes,
-		NanoCPUs:    cfg.NanoCPUs,
+		NanoCPUs:    cpus,
 		PidsLimit:   gust.DefaultPidsLimit,
 		ReadOnly:    fn.Spec.ReadOnlyRootFilesystem,
+		User:        cfg.User,
 	}
 }
 

@@ -40,13 +40,27 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 	if err := checkSecretNames(spec.Secrets); err != nil {
 		return gust.Instance{}, err
 	}
-	cfg, host, netCfg := r.createConfig(spec)
-	var created string // the container's id once it exists
-	if len(spec.Secrets) > 0 {
-		uid, err := r.imageUID(ctx, spec.Image)
+	if spec.User != "" && !gust.ValidUser(spec.User) {
+		return gust.Instance{}, gust.Invalidf("labels."+gust.LabelUser, "user %q is not a numeric UID or UID:GID", spec.User)
+	}
+	if spec.User == "" {
+		// Not root when the image names no user (gust.DefaultUser).
+		imageUser, err := r.imageUser(ctx, spec.Image)
 		if err != nil {
 			return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 		}
+		if imageUser == "" {
+			spec.User = gust.DefaultUser
+		} else {
+			spec.User = imageUser
+		}
+	}
+	cfg, host, netCfg := r.createConfig(spec)
+	var created string // the container's id once it exists
+	if len(spec.Secrets) > 0 {
+		// Owned by the user the container runs as (-1 for a user name
+		// only the image resolves: then readable by everyone in it).
+		uid := parseUID(spec.User)
 		dir, err := writeSecrets(r.cfg.SecretsRoot, spec.Name, uid, spec.Secrets)
 		if err != nil {
 			return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
@@ -131,7 +145,23 @@ func (r *Runtime) start(ctx context.Context, id string, port int) (gust.Instance
 	return inst, nil
 }
 
-// createConfig turns spec into Docker create options.
+// tmpSize is the size of the tmpfs at /tmp of a container with a read-only
+// root: enough for lock files and small scratch files (OpenFaaS's watchdog
+// writes /tmp/.lock), and counted against the container's memory limit.
+const tmpSize = "64m"
+
+// Log files of a container are capped at logFiles files of logMaxSize:
+// a chatty function cannot fill the host's disk.
+const (
+	logMaxSize = "10m"
+	logFiles   = "3"
+)
+
+// createConfig turns spec into Docker create options. The container is
+// sandboxed whatever spec says: every capability dropped, no new
+// privileges, not privileged, no host mounts, devices, network, PID or IPC
+// namespace (nothing in a ContainerSpec can ask for them), a pids and CPU
+// limit, and capped logs. spec.User "" is the image's user.
 func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
 	labels := make(map[string]string, len(spec.Labels)+2)
 	for k, v := range spec.Labels {
@@ -144,25 +174,34 @@ func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *con
 	if pids == 0 {
 		pids = gust.DefaultPidsLimit
 	}
+	cpus := spec.NanoCPUs
+	if cpus == 0 {
+		cpus = gust.DefaultNanoCPUs
+	}
 	cfg := &container.Config{
 		Image:  spec.Image,
 		Env:    spec.Env,
 		Labels: labels,
+		User:   spec.User,
 	}
 	host := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(r.cfg.Network),
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		ReadonlyRootfs: spec.ReadOnly,
+		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges"},
 		LogConfig: container.LogConfig{
 			Type:   "json-file",
-			Config: map[string]string{"max-size": "10m"},
+			Config: map[string]string{"max-size": logMaxSize, "max-file": logFiles},
 		},
 		Resources: container.Resources{
 			Memory:    spec.MemoryBytes,
-			NanoCPUs:  spec.NanoCPUs,
+			NanoCPUs:  cpus,
 			PidsLimit: &pids,
 		},
+	}
+	if spec.ReadOnly {
+		host.Tmpfs = map[string]string{"/tmp": "rw,nosuid,nodev,size=" + tmpSize + ",mode=1777"}
 	}
 	if spec.MemoryBytes > 0 {
 		// No swap on top of the limit: the function gets what it is billed for.

@@ -440,6 +440,25 @@ func TestRuntime(t *testing.T) {
 		if len(h.CapAdd) != 0 {
 			t.Errorf("cap add: got %q, want none", h.CapAdd)
 		}
+		if !slices.Equal(h.CapDrop, []string{"ALL"}) {
+			t.Errorf("cap drop: got %q, want [ALL]", h.CapDrop)
+		}
+		if h.Privileged || len(h.Binds) != 0 || len(h.Devices) != 0 || h.NetworkMode.IsHost() || h.PidMode.IsHost() || h.IpcMode.IsHost() || h.UsernsMode.IsHost() {
+			t.Errorf("host access: privileged %v binds %q devices %v network %q pid %q ipc %q userns %q, want none",
+				h.Privileged, h.Binds, h.Devices, h.NetworkMode, h.PidMode, h.IpcMode, h.UsernsMode)
+		}
+		for _, m := range c.Mounts {
+			t.Errorf("mount: got %+v, want none (no secrets in this spec)", m)
+		}
+		if got, want := h.Tmpfs["/tmp"], "rw,nosuid,nodev,size=64m,mode=1777"; got != want {
+			t.Errorf("tmpfs /tmp: got %q, want %q", got, want)
+		}
+		if got, want := c.Config.User, gust.DefaultUser; got != want {
+			t.Errorf("user: got %q, want %q (the image names none)", got, want)
+		}
+		if got, want := h.LogConfig.Config["max-file"], "3"; got != want {
+			t.Errorf("log max-file: got %q, want %q", got, want)
+		}
 		if got, want := h.RestartPolicy.Name, container.RestartPolicyDisabled; got != want {
 			t.Errorf("restart policy: got %q, want %q", got, want)
 		}
@@ -458,6 +477,26 @@ func TestRuntime(t *testing.T) {
 		}
 		if want := []string{r.Network()}; !slices.Equal(nets, want) {
 			t.Errorf("networks: got %q, want %q", nets, want)
+		}
+	})
+
+	// From the inside: not root, no capability, / read-only with a
+	// writable /tmp.
+	t.Run("Sandbox", func(t *testing.T) {
+		MustHealthy(t, inst)
+		for _, c := range []struct{ query, want string }{
+			{"id=1", "65534:65534"},
+			{"caps=1", "0000000000000000"},
+		} {
+			if code, body, err := get("http://" + inst.Addr + "/?" + c.query); err != nil || code != 200 || body != c.want {
+				t.Errorf("?%s: got %d %q, %v, want 200 %q", c.query, code, body, err, c.want)
+			}
+		}
+		if code, body, err := get("http://" + inst.Addr + "/?write=/tmp/.lock"); err != nil || code != 204 {
+			t.Errorf("write /tmp/.lock: got %d %q, %v, want 204", code, body, err)
+		}
+		if code, body, err := get("http://" + inst.Addr + "/?write=/fn-was-here"); err != nil || code != 409 || !strings.Contains(body, "read-only") {
+			t.Errorf("write /fn-was-here: got %d %q, %v, want 409 read-only file system", code, body, err)
 		}
 	})
 
@@ -541,6 +580,68 @@ func TestRuntime(t *testing.T) {
 			t.Errorf("inspect removed container: got %v, want not found", err)
 		}
 	})
+}
+
+// TestSandbox_Defaults: a spec that sets no CPU limit and no read-only
+// root gets DefaultNanoCPUs and no /tmp tmpfs; a spec with User runs as
+// that user, with its secrets readable by it.
+func TestSandbox_Defaults(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	spec := testSpec(t)
+	inst, err := r.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer r.Remove(ctx, inst.ID)
+	c, err := r.client.ContainerInspect(ctx, inst.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.HostConfig.NanoCPUs, int64(gust.DefaultNanoCPUs); got != want {
+		t.Errorf("nano cpus: got %d, want %d", got, want)
+	}
+	if c.HostConfig.ReadonlyRootfs || len(c.HostConfig.Tmpfs) != 0 {
+		t.Errorf("read-only %v tmpfs %v, want neither", c.HostConfig.ReadonlyRootfs, c.HostConfig.Tmpfs)
+	}
+	MustHealthy(t, inst)
+	if code, body, err := get("http://" + inst.Addr + "/?id=1"); err != nil || code != 200 || body != "65534:65534" {
+		t.Errorf("?id=1: got %d %q, %v, want 200 65534:65534", code, body, err)
+	}
+
+	for _, user := range []string{"1000:1000", "0"} {
+		spec := testSpec(t)
+		spec.User = user
+		spec.Secrets = map[string][]byte{"token": []byte("for-" + user)}
+		inst, err := r.Start(ctx, spec)
+		if err != nil {
+			t.Fatalf("Start as %s: %v", user, err)
+		}
+		defer r.Remove(ctx, inst.ID)
+		MustHealthy(t, inst)
+		want := user
+		if !strings.Contains(want, ":") {
+			want += ":0" // Docker's group of a bare uid without a passwd entry
+		}
+		if code, body, err := get("http://" + inst.Addr + "/?id=1"); err != nil || code != 200 || body != want {
+			t.Errorf("?id=1 as %s: got %d %q, %v, want 200 %q", user, code, body, err, want)
+		}
+		// Root without capabilities is root in name only.
+		if code, body, err := get("http://" + inst.Addr + "/?caps=1"); err != nil || code != 200 || body != "0000000000000000" {
+			t.Errorf("?caps=1 as %s: got %d %q, %v, want no capability", user, code, body, err)
+		}
+		if code, body, err := get("http://" + inst.Addr + "/?file=" + gust.SecretsDir + "/token"); err != nil || code != 200 || body != "for-"+user {
+			t.Errorf("secret as %s: got %d %q, %v", user, code, body, err)
+		}
+	}
+
+	spec = testSpec(t)
+	spec.User = "nobody"
+	if _, err := r.Start(ctx, spec); gust.ErrorCode(err) != gust.EINVALID {
+		t.Errorf("Start as a user name: got %v, want EINVALID", err)
+	}
 }
 
 func TestStop(t *testing.T) {

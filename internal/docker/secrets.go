@@ -8,8 +8,10 @@ package docker
 // starts).
 //
 // The directory is SecretsRoot/<container name>-<random>: 0500 with files
-// 0400, owned by the uid the image runs as when that is known (its
-// Config.User is empty or numeric), else 0711 with files 0444. SecretsRoot
+// 0400, owned by the uid the container runs as when that is known (the
+// spec's User, gust.DefaultUser for an image that names no user, or the
+// image's numeric user), else (a user name only the image resolves) 0711
+// with files 0444. SecretsRoot
 // itself is 0700, so no other user of the host reaches them. The
 // directory is removed with its container (Remove, which the worker's
 // leftover cleanup calls too), and Open removes the ones no container
@@ -63,21 +65,22 @@ func checkSecretNames(secrets map[string][]byte) error {
 	return nil
 }
 
-// imageUID returns the uid a container of ref runs as: 0 for an image
-// without a user, the number of a numeric one ("1000" or "1000:1000"),
-// and -1 when it is a name that only the image's /etc/passwd resolves.
-func (r *Runtime) imageUID(ctx context.Context, ref string) (int, error) {
+// imageUser returns the user the image ref names (its Config.User), ""
+// when it names none.
+func (r *Runtime) imageUser(ctx context.Context, ref string) (string, error) {
 	img, err := r.client.ImageInspect(ctx, ref)
 	if err != nil {
-		return -1, fmt.Errorf("inspect image %s: %w", ref, err)
+		return "", fmt.Errorf("inspect image %s: %w", ref, err)
 	}
 	if img.Config == nil {
-		return 0, nil
+		return "", nil
 	}
-	return parseUID(img.Config.User), nil
+	return img.Config.User, nil
 }
 
-// parseUID is imageUID's reading of an image's Config.User.
+// parseUID returns the uid of a container's user: 0 for "", the number of
+// a numeric one ("1000" or "1000:1000"), and -1 for a name that only the
+// image's /etc/passwd resolves.
 func parseUID(user string) int {
 	u, _, _ := strings.Cut(user, ":")
 	if u == "" {

@@ -157,6 +157,14 @@ func TestSecrets(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(dir, "dbpass")); err != nil || string(got) != string(spec.Secrets["dbpass"]) {
 		t.Errorf("host file: got %q, %v", got, err)
 	}
+	// Owned by the user the container runs as (the image names none).
+	if m, owner := mode(t, filepath.Join(dir, "dbpass")); m != 0o400 || owner != 65534 {
+		t.Errorf("host file: mode %v owner %d, want 0400 65534", m, owner)
+	}
+	MustHealthy(t, inst)
+	if code, body, err := get("http://" + inst.Addr + "/?file=" + gust.SecretsDir + "/dbpass"); err != nil || code != 200 || body != string(spec.Secrets["dbpass"]) {
+		t.Errorf("read as 65534: got %d %q, %v", code, body, err)
+	}
 
 	stray := filepath.Join(r.cfg.SecretsRoot, "gust-gone-"+randomID())
 	fresh := filepath.Join(r.cfg.SecretsRoot, "gust-starting-"+randomID())
@@ -238,7 +246,7 @@ func testSpecWith(t *testing.T, secrets map[string][]byte) gust.ContainerSpec {
 
 // TestSecrets_ImageUser: a function whose image runs as a non-root uid
 // reads its secrets (files 0400 that uid owns); the image of the other
-// tests runs as root.
+// tests names no user, so they run as gust.DefaultUser.
 func TestSecrets_ImageUser(t *testing.T) {
 	r := MustRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -260,6 +260,10 @@ func (r *Runtime) start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 	if spec.Port <= 0 || spec.Port > 65535 {
 		return gust.Instance{}, gust.Invalidf("port", "port %d is not between 1 and 65535", spec.Port)
 	}
+	// As the Docker runtime: a user must be numeric.
+	if spec.User != "" && !gust.ValidUser(spec.User) {
+		return gust.Instance{}, gust.Invalidf("labels."+gust.LabelUser, "user %q is not a numeric UID or UID:GID", spec.User)
+	}
 	for name := range spec.Secrets {
 		if !validSecretName(name) {
 			return gust.Instance{}, gust.Invalidf("secrets", "secret name %q is not a plain file name", name)

@@ -4,7 +4,9 @@
 // (the conformance suite's crashing container). /?file=PATH answers the
 // content of the file PATH (404 and the error when it cannot be read), and
 // /?write=PATH writes the file PATH (204, or 409 and the error): the
-// conformance suite's secrets check.
+// conformance suite's secrets check. /?id=1 answers "UID:GID" of the
+// process and /?caps=1 its effective capabilities (CapEff of
+// /proc/self/status, hex): the sandbox checks.
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 )
 
 func main() {
@@ -34,6 +37,25 @@ func main() {
 		if q.Get("exit") == "1" {
 			fmt.Println("fn: exiting with code 3")
 			os.Exit(3)
+		}
+		if q.Get("id") == "1" {
+			fmt.Fprintf(w, "%d:%d", os.Getuid(), os.Getgid())
+			return
+		}
+		if q.Get("caps") == "1" {
+			b, err := os.ReadFile("/proc/self/status")
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+					fmt.Fprint(w, strings.TrimSpace(v))
+					return
+				}
+			}
+			http.Error(w, "no CapEff in /proc/self/status", http.StatusNotFound)
+			return
 		}
 		if q.Has("file") {
 			b, err := os.ReadFile(q.Get("file"))
