@@ -82,6 +82,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"InvalidPort", testInvalidPort},
 		{"Secrets", testSecrets},
 		{"InvalidSecretName", testInvalidSecretName},
+		{"InvalidUser", testInvalidUser},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -464,6 +465,23 @@ func testInvalidPort(t *testing.T, h Harness) {
 	}
 	if got, want := gust.ErrorField(err), "port"; got != want {
 		t.Errorf("field: got %q (%v), want %q", got, err, want)
+	}
+}
+
+// testInvalidUser: a User that is not a numeric UID or UID:GID (a name
+// would leave the owner of the secrets unknown) is an EINVALID error on
+// the gust.user label's field, before anything is created.
+func testInvalidUser(t *testing.T, h Harness) {
+	for _, user := range []string{"nobody", "1000:", "-1"} {
+		spec := h.spec()
+		spec.User = user
+		inst, err := h.Runtime.Start(h.ctx(t), spec)
+		if err == nil {
+			_ = h.Runtime.Remove(context.Background(), inst.ID)
+		}
+		if got, want := gust.ErrorField(err), "labels."+gust.LabelUser; got != want {
+			t.Errorf("user %q: field: got %q (%v), want %q", user, got, err, want)
+		}
 	}
 }
 
