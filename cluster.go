@@ -57,6 +57,11 @@ type Change[T any] struct {
 	Value    T
 	Revision uint64
 	Deleted  bool
+	// Received is when this process received the change. For the values
+	// current when a watch begins it is when the store took the write (by
+	// the store's clock, never later than now): no writer's clock is
+	// believed, so a worker whose clock runs ahead cannot look alive.
+	Received time.Time
 }
 
 // Table is a typed key-value table of the cluster's shared state
