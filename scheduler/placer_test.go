@@ -85,9 +85,21 @@ func MustPut[T any](tb testing.TB, t gust.Table[T], key string, v T) {
 // during the test, and closes it when the test ends.
 func MustStartScheduler(tb testing.TB, st *gust.State, bus *natsbus.Bus) *scheduler.Scheduler {
 	tb.Helper()
+	return mustStartScheduler(tb, st, bus, scheduler.DefaultConfig().WorkerTimeout)
+}
+
+// staleAfter is the worker timeout of the tests that need a worker to go
+// silent: a worker written this long before the scheduler starts is stale.
+const staleAfter = 300 * time.Millisecond
+
+// mustStartScheduler starts a scheduler whose workers go stale after
+// workerTimeout without a heartbeat.
+func mustStartScheduler(tb testing.TB, st *gust.State, bus *natsbus.Bus, workerTimeout time.Duration) *scheduler.Scheduler {
+	tb.Helper()
 	cfg := scheduler.DefaultConfig()
 	cfg.ReconcileInterval = time.Hour
 	cfg.PrepareTimeout = 5 * time.Second
+	cfg.WorkerTimeout = workerTimeout
 	s := scheduler.New(cfg, st, bus, zaptest.NewLogger(tb))
 	if err := s.Start(context.Background()); err != nil {
 		tb.Fatalf("start scheduler: %v", err)
@@ -217,10 +229,13 @@ func TestScheduler_Place(t *testing.T) {
 
 	t.Run("PicksLiveWorker", func(t *testing.T) {
 		st, bus := natsbustest.MustOpenState(t)
-		MustPut(t, st.Workers, "w0", gust.WorkerInfo{ID: "w0", Seen: time.Now().Add(-time.Minute)})
+		// w0's last heartbeat says it was sent just now, but it reached
+		// NATS long ago: the time it was received is what counts.
+		MustPut(t, st.Workers, "w0", gust.WorkerInfo{ID: "w0", Seen: time.Now().Add(time.Hour)})
+		time.Sleep(2 * staleAfter)
 		MustFakeWorker(t, st, bus, "w1", gust.Reply{})
 		key := MustDeploy(t, st, "hello", 1, nil)
-		s := MustStartScheduler(t, st, bus)
+		s := mustStartScheduler(t, st, bus, staleAfter)
 
 		pl, err := s.Place(ctx, key)
 		if err != nil {
@@ -237,7 +252,7 @@ func TestScheduler_Place(t *testing.T) {
 			worker *gust.WorkerInfo
 		}{
 			{"None", nil},
-			{"Stale", &gust.WorkerInfo{ID: "w1", Seen: time.Now().Add(-time.Minute)}},
+			{"Stale", &gust.WorkerInfo{ID: "w1", Seen: time.Now().Add(time.Hour)}},
 			{"Draining", &gust.WorkerInfo{ID: "w1", Seen: time.Now(), Draining: true}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
@@ -245,8 +260,10 @@ func TestScheduler_Place(t *testing.T) {
 				if tt.worker != nil {
 					MustPut(t, st.Workers, tt.worker.ID, *tt.worker)
 				}
+				// Every worker written above was last heard before now.
+				time.Sleep(2 * staleAfter)
 				key := MustDeploy(t, st, "hello", 1, nil)
-				s := MustStartScheduler(t, st, bus)
+				s := mustStartScheduler(t, st, bus, staleAfter)
 
 				_, err := s.Place(ctx, key)
 				if got, want := gust.ErrorCode(err), gust.EUNAVAILABLE; got != want {

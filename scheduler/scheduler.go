@@ -86,6 +86,9 @@ type Scheduler struct {
 	wg     sync.WaitGroup
 	stop   func() error
 
+	// live judges workers by when their heartbeats arrived here.
+	live *gust.Liveness
+
 	mu       sync.Mutex
 	workers  map[string]gust.WorkerInfo
 	inflight map[string]*placeCall
@@ -99,7 +102,9 @@ type placeCall struct {
 
 // New returns a scheduler; Start brings it up.
 func New(cfg Config, state *gust.State, reqs gust.Requests, logger *zap.Logger) *Scheduler {
+	link, _ := reqs.(gust.Link)
 	return &Scheduler{
+		live:     gust.NewLiveness(link),
 		cfg:      cfg,
 		state:    state,
 		reqs:     reqs,
@@ -129,8 +134,10 @@ func (s *Scheduler) Start(ctx context.Context) (err error) {
 		defer s.mu.Unlock()
 		if c.Deleted {
 			delete(s.workers, c.Key)
+			s.live.Forget(c.Key)
 		} else {
 			s.workers[c.Key] = c.Value
+			s.live.Heard(c.Key, c.Received)
 		}
 	})
 	if err != nil {
@@ -203,7 +210,7 @@ func (s *Scheduler) alive() []gust.WorkerInfo {
 	defer s.mu.Unlock()
 	out := make([]gust.WorkerInfo, 0, len(s.workers))
 	for _, w := range s.workers {
-		if !w.Draining && time.Since(w.Seen) < s.cfg.WorkerTimeout {
+		if !w.Draining && !s.live.Silent(w.ID, s.cfg.WorkerTimeout) {
 			out = append(out, w)
 		}
 	}
@@ -314,8 +321,8 @@ func (s *Scheduler) loop() {
 func (s *Scheduler) reconcile(ctx context.Context) error {
 	s.mu.Lock()
 	var dead []string
-	for id, w := range s.workers {
-		if time.Since(w.Seen) > 3*s.cfg.WorkerTimeout {
+	for id := range s.workers {
+		if s.live.Silent(id, 3*s.cfg.WorkerTimeout) {
 			dead = append(dead, id)
 		}
 	}
