@@ -380,7 +380,8 @@ func ParseMemory(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || !(f > 0) || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
+	// Checked after rounding: a tiny quantity ("0.001") is 0 bytes.
+	if err != nil || !(f > 0) || math.IsInf(f, 0) || f*mult >= math.MaxInt64 || math.Round(f*mult) < 1 {
 		return 0, fmt.Errorf("want a positive quantity such as 128Mi, 1Gi or 256m")
 	}
 	return int64(math.Round(f * mult)), nil
@@ -394,7 +395,9 @@ func ParseCPU(s string) (int64, error) {
 		s, div = strings.TrimSuffix(s, "m"), 1000
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || !(f > 0) || math.IsInf(f, 0) || f/div > 1e6 {
+	// Checked after rounding: a tiny quantity ("1e-10") is 0 nano-CPUs,
+	// which would read as no limit set.
+	if err != nil || !(f > 0) || math.IsInf(f, 0) || f/div > 1e6 || math.Round(f/div*1e9) < 1 {
 		return 0, fmt.Errorf("want a positive quantity such as 0.5, 2 or 500m")
 	}
 	return int64(math.Round(f / div * 1e9)), nil
