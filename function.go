@@ -171,9 +171,15 @@ func (s *FunctionSpec) Normalize() {
 	}
 }
 
-// Validate checks the spec and returns an EINVALID *Error naming the first
-// field that is wrong.
-func (s *FunctionSpec) Validate() error {
+// Validate checks the spec within DefaultBounds and returns an EINVALID
+// *Error naming the first field that is wrong.
+func (s *FunctionSpec) Validate() error { return s.ValidateWithin(DefaultBounds()) }
+
+// ValidateWithin checks the spec, and that it asks for no more than the
+// operator's bounds b allow, and returns an EINVALID *Error naming the
+// first field that is wrong. It is where a deploy is validated.
+func (s *FunctionSpec) ValidateWithin(b Bounds) error {
+	b = b.WithDefaults()
 	if s.Service == "" {
 		return Invalidf("service", "service is required")
 	}
@@ -194,8 +200,17 @@ func (s *FunctionSpec) Validate() error {
 			return Invalidf("envVars", "environment variable name %q is not valid", k)
 		}
 	}
-	_, err := ParseConfig(s)
-	return err
+	if err := b.checkMeta("labels", s.Labels, b.MaxLabels); err != nil {
+		return err
+	}
+	if err := b.checkMeta("annotations", s.Annotations, b.MaxAnnotations); err != nil {
+		return err
+	}
+	c, err := ParseConfig(s)
+	if err != nil {
+		return err
+	}
+	return b.check(s, c)
 }
 
 // ParseConfig parses the scaling labels and resource limits of a spec.
@@ -277,19 +292,36 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 			if !ValidSubject(t) {
 				return c, Invalidf("annotations."+AnnotationTopic, "annotation %s: %q is not a valid NATS subject (dot-separated tokens; * for one token; > only last)", AnnotationTopic, t)
 			}
-			c.Topics = append(c.Topics, t)
+			if why := reservedTrigger(s.Namespace, t); why != "" {
+				return c, Invalidf("annotations."+AnnotationTopic, "annotation %s: %q %s", AnnotationTopic, t, why)
+			}
+			c.Topics = append(c.Topics, TriggerSubject(s.Namespace, t))
 		}
 	}
 	if v := s.Annotations[AnnotationStream]; v != "" {
 		if !validStreamName(v) {
 			return c, Invalidf("annotations."+AnnotationStream, "annotation %s=%q is not a valid JetStream stream name", AnnotationStream, v)
 		}
+		if reservedStream(v) {
+			return c, Invalidf("annotations."+AnnotationStream, "annotation %s=%q: streams named GUST_*, KV_* or OBJ_* are Gust's own and NATS's, not triggers", AnnotationStream, v)
+		}
 		c.Stream = v
-		if f := s.Annotations[AnnotationStreamFilter]; f != "" {
+		f := s.Annotations[AnnotationStreamFilter]
+		if f != "" {
 			if !ValidSubject(f) {
 				return c, Invalidf("annotations."+AnnotationStreamFilter, "annotation %s=%q is not a valid NATS subject", AnnotationStreamFilter, f)
 			}
-			c.StreamFilter = f
+			if why := reservedTrigger(s.Namespace, f); why != "" {
+				return c, Invalidf("annotations."+AnnotationStreamFilter, "annotation %s: %q %s", AnnotationStreamFilter, f, why)
+			}
+		}
+		if f != "" || !plainSubjects(s.Namespace) {
+			// A namespace other than openfaas-fn reads only its own
+			// subjects of the stream, even without a filter.
+			if f == "" {
+				f = ">"
+			}
+			c.StreamFilter = TriggerSubject(s.Namespace, f)
 		}
 	}
 	if c.Min > c.Max {
@@ -429,4 +461,225 @@ func ValidSubject(s string) bool {
 // validStreamName reports whether s is a usable JetStream stream name.
 func validStreamName(s string) bool {
 	return s != "" && len(s) <= 255 && !strings.ContainsAny(s, " \t\r\n.*>/\\")
+}
+
+// NamespaceSubjectToken is the first token of the trigger subjects of
+// every namespace but DefaultNamespace: a topic T declared by a function
+// of namespace N is the subject "ns.N.T". Functions of DefaultNamespace
+// keep plain subjects (OpenFaaS's connectors publish those) and may not
+// start one with this token, so no namespace can name another's subjects.
+const NamespaceSubjectToken = "ns"
+
+// plainSubjects reports whether the functions of namespace ns subscribe to
+// their topics as written.
+func plainSubjects(ns string) bool { return ns == "" || ns == DefaultNamespace }
+
+// TriggerSubject maps a trigger subject (a topic, or a stream filter) that
+// a function of namespace ns declares to the subject it subscribes to:
+// unchanged in DefaultNamespace, "ns.NAMESPACE.SUBJECT" in any other. It
+// is the one place that mapping is made; publishers see it in
+// docs/limits.md.
+func TriggerSubject(ns, subject string) string {
+	if plainSubjects(ns) {
+		return subject
+	}
+	return NamespaceSubjectToken + "." + ns + "." + subject
+}
+
+// reservedTrigger says why a function of namespace ns may not declare the
+// trigger subject s (a valid subject or pattern), or "" when it may. The
+// subjects of Gust itself (gust.>), of NATS ($KV, $JS, $SYS, every "$"
+// first token) and of replies (_INBOX, _GUST_INBOX, every "_" first token)
+// are refused, as is a wildcard first token, which would match all of
+// them, and, in DefaultNamespace, the first token of the other namespaces'
+// subjects.
+func reservedTrigger(ns, s string) string {
+	first, _, _ := strings.Cut(s, ".")
+	switch {
+	case first == "*" || first == ">":
+		return "starts with a wildcard, which would match Gust's own subjects: name its first token"
+	case first == "gust":
+		return "is one of Gust's own subjects (gust.>)"
+	case strings.HasPrefix(first, "$"):
+		return "is one of NATS's own subjects ($KV, $JS, $SYS, ...)"
+	case strings.HasPrefix(first, "_"):
+		return "is a reply subject (_INBOX, _GUST_INBOX, ...)"
+	case first == NamespaceSubjectToken && plainSubjects(ns):
+		return "starts with \"" + NamespaceSubjectToken + ".\", which is reserved for the subjects of other namespaces (ns.NAMESPACE.TOPIC)"
+	}
+	return ""
+}
+
+// reservedStream reports whether a stream name is Gust's (GUST_*) or a
+// NATS KV bucket's or object store's (KV_*, OBJ_*), in any case.
+func reservedStream(s string) bool {
+	u := strings.ToUpper(s)
+	return strings.HasPrefix(u, "GUST_") || strings.HasPrefix(u, "KV_") || strings.HasPrefix(u, "OBJ_")
+}
+
+// Bounds are the operator's upper bounds on what a deploy may ask for. A
+// zero field takes the value of DefaultBounds.
+type Bounds struct {
+	// MaxMemoryBytes bounds limits.memory and requests.memory.
+	MaxMemoryBytes int64
+	// MaxNanoCPUs bounds limits.cpu and requests.cpu.
+	MaxNanoCPUs int64
+	// MaxScale bounds com.openfaas.scale.max (and so scale.min).
+	MaxScale int
+	// MaxConcurrency bounds gust.concurrency.
+	MaxConcurrency int
+	// MaxTimeout bounds gust.timeout.
+	MaxTimeout time.Duration
+	// MaxIdleTimeout bounds gust.idle-timeout.
+	MaxIdleTimeout time.Duration
+	// MaxRetryAttempts bounds gust.retry.max-attempts.
+	MaxRetryAttempts int
+	// MaxRetryAge bounds gust.retry.max-age and gust.retry.max-delay.
+	MaxRetryAge time.Duration
+	// MaxLabels and MaxAnnotations bound how many a spec has.
+	MaxLabels, MaxAnnotations int
+	// MaxKeyBytes and MaxValueBytes bound each label's and annotation's
+	// key and value.
+	MaxKeyBytes, MaxValueBytes int
+}
+
+// DefaultBounds returns the bounds a gateway applies unless its operator
+// sets others.
+func DefaultBounds() Bounds {
+	return Bounds{
+		MaxMemoryBytes:   16 << 30,
+		MaxNanoCPUs:      16e9,
+		MaxScale:         1000,
+		MaxConcurrency:   10000,
+		MaxTimeout:       time.Hour,
+		MaxIdleTimeout:   24 * time.Hour,
+		MaxRetryAttempts: 100,
+		// Longer than the status of an async call is kept (7 days)
+		// would retry calls nobody can follow any more.
+		MaxRetryAge:    7 * 24 * time.Hour,
+		MaxLabels:      64,
+		MaxAnnotations: 64,
+		MaxKeyBytes:    256,
+		MaxValueBytes:  4 << 10,
+	}
+}
+
+// WithDefaults returns b with its zero fields filled from DefaultBounds.
+func (b Bounds) WithDefaults() Bounds {
+	d := DefaultBounds()
+	fill := func(v *int64, def int64) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	filli := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	filld := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	fill(&b.MaxMemoryBytes, d.MaxMemoryBytes)
+	fill(&b.MaxNanoCPUs, d.MaxNanoCPUs)
+	filli(&b.MaxScale, d.MaxScale)
+	filli(&b.MaxConcurrency, d.MaxConcurrency)
+	filld(&b.MaxTimeout, d.MaxTimeout)
+	filld(&b.MaxIdleTimeout, d.MaxIdleTimeout)
+	filli(&b.MaxRetryAttempts, d.MaxRetryAttempts)
+	filld(&b.MaxRetryAge, d.MaxRetryAge)
+	filli(&b.MaxLabels, d.MaxLabels)
+	filli(&b.MaxAnnotations, d.MaxAnnotations)
+	filli(&b.MaxKeyBytes, d.MaxKeyBytes)
+	filli(&b.MaxValueBytes, d.MaxValueBytes)
+	return b
+}
+
+// Check refuses bounds below what a spec gets by default (DefaultMemory,
+// DefaultScaleMax, ...): every deploy that sets nothing would be refused.
+// Its errors name the gateway's flag.
+func (b Bounds) Check() error {
+	b = b.WithDefaults()
+	d, _ := ParseConfig(&FunctionSpec{})
+	below := func(flag string, v, def any) error {
+		return Invalidf(flag, "--%s %v is below what a function gets by default, %v", flag, v, def)
+	}
+	switch {
+	case b.MaxMemoryBytes < d.MemoryBytes:
+		return below("max-memory", b.MaxMemoryBytes, d.MemoryBytes)
+	case b.MaxNanoCPUs < DefaultNanoCPUs:
+		return below("max-cpu", float64(b.MaxNanoCPUs)/1e9, DefaultNanoCPUs/1e9)
+	case b.MaxScale < d.Max:
+		return below("max-scale", b.MaxScale, d.Max)
+	case b.MaxConcurrency < d.Concurrency:
+		return below("max-concurrency", b.MaxConcurrency, d.Concurrency)
+	case b.MaxTimeout < d.Timeout:
+		return below("max-timeout", b.MaxTimeout, d.Timeout)
+	case b.MaxIdleTimeout < d.IdleTimeout:
+		return below("max-idle-timeout", b.MaxIdleTimeout, d.IdleTimeout)
+	case b.MaxRetryAttempts < d.Retry.MaxAttempts:
+		return below("max-retry-attempts", b.MaxRetryAttempts, d.Retry.MaxAttempts)
+	case b.MaxRetryAge < d.Retry.MaxAge:
+		return below("max-retry-age", b.MaxRetryAge, d.Retry.MaxAge)
+	}
+	return nil
+}
+
+// checkMeta checks the number and size of a spec's labels or annotations
+// (field names which).
+func (b Bounds) checkMeta(field string, m map[string]string, max int) error {
+	if len(m) > max {
+		return Invalidf(field, "%s: %d entries, at most %d are allowed", field, len(m), max)
+	}
+	for k, v := range m {
+		if len(k) > b.MaxKeyBytes {
+			return Invalidf(field, "%s: a key of %d bytes, at most %d are allowed", field, len(k), b.MaxKeyBytes)
+		}
+		if len(v) > b.MaxValueBytes {
+			return Invalidf(field+"."+k, "%s.%s: a value of %d bytes, at most %d are allowed", field, k, len(v), b.MaxValueBytes)
+		}
+	}
+	return nil
+}
+
+// check compares the parsed configuration c of spec s with b.
+func (b Bounds) check(s *FunctionSpec, c FunctionConfig) error {
+	if c.MemoryBytes > b.MaxMemoryBytes {
+		return Invalidf("limits.memory", "limits.memory %q is above the largest this gateway allows, %dMi", s.Limits.Memory, b.MaxMemoryBytes>>20)
+	}
+	if c.NanoCPUs > b.MaxNanoCPUs {
+		return Invalidf("limits.cpu", "limits.cpu %q is above the largest this gateway allows, %g", s.Limits.CPU, float64(b.MaxNanoCPUs)/1e9)
+	}
+	if s.Requests != nil {
+		if m, err := ParseMemory(s.Requests.Memory); err == nil && m > b.MaxMemoryBytes {
+			return Invalidf("requests.memory", "requests.memory %q is above the largest this gateway allows, %dMi", s.Requests.Memory, b.MaxMemoryBytes>>20)
+		}
+		if n, err := ParseCPU(s.Requests.CPU); err == nil && n > b.MaxNanoCPUs {
+			return Invalidf("requests.cpu", "requests.cpu %q is above the largest this gateway allows, %g", s.Requests.CPU, float64(b.MaxNanoCPUs)/1e9)
+		}
+	}
+	over := func(label string, v, max any) error {
+		return Invalidf("labels."+label, "label %s=%v is above the largest this gateway allows, %v", label, v, max)
+	}
+	switch {
+	case c.Max > b.MaxScale:
+		return over(LabelScaleMax, c.Max, b.MaxScale)
+	case c.Min > b.MaxScale:
+		return over(LabelScaleMin, c.Min, b.MaxScale)
+	case c.Concurrency > b.MaxConcurrency:
+		return over(LabelConcurrency, c.Concurrency, b.MaxConcurrency)
+	case c.Timeout > b.MaxTimeout:
+		return over(LabelTimeout, c.Timeout, b.MaxTimeout)
+	case c.IdleTimeout > b.MaxIdleTimeout:
+		return over(LabelIdleTimeout, c.IdleTimeout, b.MaxIdleTimeout)
+	case c.Retry.MaxAttempts > b.MaxRetryAttempts:
+		return over(LabelRetryAttempts, c.Retry.MaxAttempts, b.MaxRetryAttempts)
+	case c.Retry.MaxAge > b.MaxRetryAge:
+		return over(LabelRetryMaxAge, c.Retry.MaxAge, b.MaxRetryAge)
+	case c.Retry.MaxDelay > b.MaxRetryAge:
+		return over(LabelRetryMaxDelay, c.Retry.MaxDelay, b.MaxRetryAge)
+	}
+	return nil
 }

@@ -433,3 +433,155 @@ func TestRetryPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestReservedTriggers: no trigger names Gust's, NATS's or the replies'
+// subjects, nor Gust's or NATS's streams, in any namespace; openfaas-fn
+// cannot name the other namespaces' subjects.
+func TestReservedTriggers(t *testing.T) {
+	for _, ns := range []string{"", gust.DefaultNamespace, "team-x"} {
+		for _, topic := range []string{">", "*", "*.orders", ">.x", "gust.>", "gust.scheduler.place", "$KV.gust_functions.x", "$JS.API.>", "$SYS.>", "_INBOX.x", "_GUST_INBOX.abc"} {
+			s := validSpec()
+			s.Namespace = ns
+			s.Annotations = map[string]string{gust.AnnotationTopic: "ok.one," + topic}
+			if got, want := gust.ErrorField(s.Validate()), "annotations."+gust.AnnotationTopic; got != want {
+				t.Errorf("namespace %q, topic %q: error field %q, want %q", ns, topic, got, want)
+			}
+			s.Annotations = map[string]string{gust.AnnotationStream: "ORDERS", gust.AnnotationStreamFilter: topic}
+			if got, want := gust.ErrorField(s.Validate()), "annotations."+gust.AnnotationStreamFilter; got != want {
+				t.Errorf("namespace %q, stream filter %q: error field %q, want %q", ns, topic, got, want)
+			}
+		}
+		for _, stream := range []string{"GUST_ASYNC", "GUST_METER", "GUST_DLQ", "KV_gust_functions", "OBJ_files", "gust_x", "kv_x"} {
+			s := validSpec()
+			s.Namespace = ns
+			s.Annotations = map[string]string{gust.AnnotationStream: stream}
+			if got, want := gust.ErrorField(s.Validate()), "annotations."+gust.AnnotationStream; got != want {
+				t.Errorf("namespace %q, stream %q: error field %q, want %q", ns, stream, got, want)
+			}
+		}
+	}
+	s := validSpec()
+	s.Annotations = map[string]string{gust.AnnotationTopic: "ns.team-x.orders"}
+	if got, want := gust.ErrorField(s.Validate()), "annotations."+gust.AnnotationTopic; got != want {
+		t.Errorf("openfaas-fn topic ns.team-x.orders: error field %q, want %q", got, want)
+	}
+}
+
+// TestTriggerSubject: openfaas-fn subscribes to its topics as written,
+// every other namespace to ns.NAMESPACE.TOPIC, stream filters alike.
+func TestTriggerSubject(t *testing.T) {
+	for _, tt := range []struct {
+		ns, topic, filter   string
+		wantTopic, wantFilt string
+	}{
+		{"", "orders.*", "", "orders.*", ""},
+		{gust.DefaultNamespace, "orders.*", "orders.>", "orders.*", "orders.>"},
+		{"team-x", "orders.*", "orders.>", "ns.team-x.orders.*", "ns.team-x.orders.>"},
+		{"team-x", "orders", "", "ns.team-x.orders", "ns.team-x.>"},
+		{"team-x", "ns.team-y.orders", "", "ns.team-x.ns.team-y.orders", "ns.team-x.>"},
+	} {
+		s := validSpec()
+		s.Namespace = tt.ns
+		s.Annotations = map[string]string{gust.AnnotationTopic: tt.topic, gust.AnnotationStream: "ORDERS"}
+		if tt.filter != "" {
+			s.Annotations[gust.AnnotationStreamFilter] = tt.filter
+		}
+		c, err := gust.ParseConfig(&s)
+		if err != nil {
+			t.Fatalf("namespace %q: %v", tt.ns, err)
+		}
+		if got := c.Topics; len(got) != 1 || got[0] != tt.wantTopic {
+			t.Errorf("namespace %q topic %q: Topics = %q, want [%q]", tt.ns, tt.topic, got, tt.wantTopic)
+		}
+		if c.StreamFilter != tt.wantFilt {
+			t.Errorf("namespace %q filter %q: StreamFilter = %q, want %q", tt.ns, tt.filter, c.StreamFilter, tt.wantFilt)
+		}
+	}
+}
+
+// TestValidateWithin: a deploy past an operator's bound is EINVALID naming
+// the field; at the bound it passes; a zero bound is the default one.
+func TestValidateWithin(t *testing.T) {
+	b := gust.Bounds{MaxMemoryBytes: 1 << 30, MaxNanoCPUs: 2e9, MaxScale: 30, MaxConcurrency: 150, MaxTimeout: 2 * time.Minute,
+		MaxIdleTimeout: time.Hour, MaxRetryAttempts: 5, MaxRetryAge: 48 * time.Hour, MaxLabels: 3, MaxAnnotations: 2, MaxKeyBytes: 30, MaxValueBytes: 10}
+	if err := b.Check(); err != nil {
+		t.Fatalf("bounds of the test: %v", err)
+	}
+	many := func(n int) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < n; i++ {
+			m[strings.Repeat("k", i+1)] = "v"
+		}
+		return m
+	}
+	for _, tt := range []struct {
+		name  string
+		edit  func(s *gust.FunctionSpec)
+		field string
+	}{
+		{"AtBounds", func(s *gust.FunctionSpec) {
+			s.Limits = &gust.FunctionResources{Memory: "1Gi", CPU: "2"}
+			s.Labels = map[string]string{gust.LabelScaleMax: "30", gust.LabelConcurrency: "150", gust.LabelTimeout: "2m"}
+		}, ""},
+		{"Memory", func(s *gust.FunctionSpec) { s.Limits = &gust.FunctionResources{Memory: "1025Mi"} }, "limits.memory"},
+		{"Memory9EB", func(s *gust.FunctionSpec) { s.Limits = &gust.FunctionResources{Memory: "9000000000000000000"} }, "limits.memory"},
+		{"CPU", func(s *gust.FunctionSpec) { s.Limits = &gust.FunctionResources{CPU: "2.5"} }, "limits.cpu"},
+		{"RequestsMemory", func(s *gust.FunctionSpec) { s.Requests = &gust.FunctionResources{Memory: "2Gi"} }, "requests.memory"},
+		{"RequestsCPU", func(s *gust.FunctionSpec) { s.Requests = &gust.FunctionResources{CPU: "3"} }, "requests.cpu"},
+		{"ScaleMax", func(s *gust.FunctionSpec) { s.Labels = map[string]string{gust.LabelScaleMax: "31"} }, "labels." + gust.LabelScaleMax},
+		{"Concurrency", func(s *gust.FunctionSpec) { s.Labels = map[string]string{gust.LabelConcurrency: "151"} }, "labels." + gust.LabelConcurrency},
+		{"Timeout", func(s *gust.FunctionSpec) { s.Labels = map[string]string{gust.LabelTimeout: "121s"} }, "labels." + gust.LabelTimeout},
+		{"IdleTimeout", func(s *gust.FunctionSpec) { s.Labels = map[string]string{gust.LabelIdleTimeout: "2h"} }, "labels." + gust.LabelIdleTimeout},
+		{"RetryAttempts", func(s *gust.FunctionSpec) { s.Labels = map[string]string{gust.LabelRetryAttempts: "6"} }, "labels." + gust.LabelRetryAttempts},
+		{"RetryAge", func(s *gust.FunctionSpec) { s.Labels = map[string]string{gust.LabelRetryMaxAge: "49h"} }, "labels." + gust.LabelRetryMaxAge},
+		{"Labels", func(s *gust.FunctionSpec) { s.Labels = many(4) }, "labels"},
+		{"Annotations", func(s *gust.FunctionSpec) { s.Annotations = many(3) }, "annotations"},
+		{"LabelKey", func(s *gust.FunctionSpec) { s.Labels = map[string]string{strings.Repeat("k", 31): "v"} }, "labels"},
+		{"AnnotationValue", func(s *gust.FunctionSpec) { s.Annotations = map[string]string{"a": strings.Repeat("v", 11)} }, "annotations.a"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := validSpec()
+			tt.edit(&s)
+			err := s.ValidateWithin(b)
+			if got := gust.ErrorField(err); got != tt.field || (tt.field != "" && gust.ErrorCode(err) != gust.EINVALID) {
+				t.Errorf("ValidateWithin() = %v (field %q), want field %q", err, got, tt.field)
+			}
+		})
+	}
+	// The defaults: what the acceptance check deploys.
+	s := validSpec()
+	s.Limits = &gust.FunctionResources{Memory: "9000000000000000000"}
+	if got, want := gust.ErrorField(s.ValidateWithin(gust.Bounds{})), "limits.memory"; got != want {
+		t.Errorf("9 EB memory within the default bounds: field %q, want %q", got, want)
+	}
+	s = validSpec()
+	s.Labels = map[string]string{gust.LabelScaleMax: "100000"}
+	if got, want := gust.ErrorField(s.Validate()), "labels."+gust.LabelScaleMax; got != want {
+		t.Errorf("scale.max 100000 within the default bounds: field %q, want %q", got, want)
+	}
+}
+
+// TestBounds_Check: bounds below what a spec gets by default would refuse
+// every deploy that sets nothing, so they are refused, naming the flag.
+func TestBounds_Check(t *testing.T) {
+	if err := (gust.Bounds{}).Check(); err != nil {
+		t.Errorf("zero bounds (the defaults): %v", err)
+	}
+	for _, tt := range []struct {
+		b     gust.Bounds
+		field string
+	}{
+		{gust.Bounds{MaxMemoryBytes: 64 << 20}, "max-memory"},
+		{gust.Bounds{MaxNanoCPUs: 5e8}, "max-cpu"},
+		{gust.Bounds{MaxScale: 19}, "max-scale"},
+		{gust.Bounds{MaxConcurrency: 99}, "max-concurrency"},
+		{gust.Bounds{MaxTimeout: 59 * time.Second}, "max-timeout"},
+		{gust.Bounds{MaxIdleTimeout: time.Minute}, "max-idle-timeout"},
+		{gust.Bounds{MaxRetryAttempts: 2}, "max-retry-attempts"},
+		{gust.Bounds{MaxRetryAge: time.Hour}, "max-retry-age"},
+	} {
+		if got := gust.ErrorField(tt.b.Check()); got != tt.field {
+			t.Errorf("%+v: field %q, want %q", tt.b, got, tt.field)
+		}
+	}
+}

@@ -20,6 +20,12 @@ import (
 // d. Call it before Open.
 func (s *Server) WithAsync(a *Async, d *Dispatcher) *Server {
 	s.async, s.dispatcher = a, d
+	if d != nil {
+		d.client = s.cfg.CallbackAllow.client(callbackTimeout)
+		if s.cfg.EventBufferBytes > 0 {
+			d.EventBufferBytes = s.cfg.EventBufferBytes
+		}
+	}
 	return s
 }
 
@@ -51,7 +57,7 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	cb := r.Header.Get(gust.HeaderCallbackURL)
 	if cb != "" {
-		if err := validCallback(cb); err != nil {
+		if err := validCallback(cb, s.cfg.CallbackAllow); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -113,6 +114,13 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	req.Header.Set(gust.HeaderFunctionName, cb.Function)
 	req.Header.Set(gust.HeaderDuration, strconv.FormatFloat(cb.Duration, 'f', 6, 64))
 	resp, err := d.client.Do(req)
+	if errors.Is(err, errRefusedAddr) {
+		// No retry will change where the URL leads.
+		d.metrics.Callback("dropped")
+		logger.Warn("callback dropped: it leads to an address refused for calls made for users", zap.Error(err))
+		_ = dl.Ack()
+		return
+	}
 	if err == nil {
 		// Read a little of the answer so the connection can be reused.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
@@ -139,11 +147,15 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	_ = dl.Retry(delay)
 }
 
-// validCallback checks an X-Callback-Url.
-func validCallback(s string) error {
+// validCallback checks an X-Callback-Url: an absolute http or https URL
+// whose host is no refused address (outbound.go) unless allow lets it.
+func validCallback(s string, allow OutboundAllow) error {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return gust.Invalidf(gust.HeaderCallbackURL, "%s %q: want an absolute http or https URL", gust.HeaderCallbackURL, s)
+	if err == nil {
+		err = allow.checkURL(u)
+	}
+	if err != nil {
+		return gust.Invalidf(gust.HeaderCallbackURL, "%s %q: %v", gust.HeaderCallbackURL, s, err)
 	}
 	return nil
 }

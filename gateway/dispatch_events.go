@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gustfaas/gust"
@@ -44,11 +45,36 @@ func (d *Dispatcher) consumeStream(fn *gust.Function, cfg gust.FunctionConfig, l
 	return stop
 }
 
+// queuedEvent is a trigger message waiting in a function's buffer, with
+// the bytes it holds there.
+type queuedEvent struct {
+	m *gust.Message
+	n int64
+}
+
+// eventSize is what a message holds in memory while it waits: its data,
+// subject and headers.
+func eventSize(m *gust.Message) int64 {
+	n := len(m.Data) + len(m.Subject)
+	for k, vs := range m.Header {
+		n += len(k)
+		for _, v := range vs {
+			n += len(v)
+		}
+	}
+	return int64(n)
+}
+
 // subscribe starts the core-NATS triggers of fn: one queue subscription
-// per subject, a bounded buffer, and limit runners.
+// per subject, a buffer bounded in messages (EventBuffer) and in bytes
+// (EventBufferBytes), and limit runners.
 func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit int, logger *zap.Logger) []func() {
 	key := fn.Key()
-	ch := make(chan *gust.Message, d.EventBuffer)
+	ch := make(chan queuedEvent, d.EventBuffer)
+	// queued is the bytes of the messages in ch: NATS messages can be
+	// megabytes each, so a count alone would let a flood of large ones
+	// hold gigabytes.
+	var queued atomic.Int64
 	ctx, cancel := context.WithCancel(d.ctx)
 	var wg sync.WaitGroup
 	for i := 0; i < limit; i++ {
@@ -59,8 +85,9 @@ func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit
 				select {
 				case <-ctx.Done():
 					return
-				case m := <-ch:
-					d.runEvent(ctx, key, m)
+				case q := <-ch:
+					queued.Add(-q.n)
+					d.runEvent(ctx, key, q.m)
 				}
 			}
 		}()
@@ -71,17 +98,23 @@ func (d *Dispatcher) subscribe(fn *gust.Function, cfg gust.FunctionConfig, limit
 	for _, subj := range cfg.Topics {
 		stop, err := d.async.Events.Subscribe(subj, "gust-trigger."+key, func(m *gust.Message) {
 			d.metrics.EventReceived(key, "nats")
-			select {
-			case ch <- m:
-			default:
-				d.metrics.EventDropped(key, "buffer_full")
-				dropMu.Lock()
-				if time.Since(lastDropLog) > time.Second {
-					lastDropLog = time.Now()
-					logger.Warn("event dropped: the function's buffer is full", zap.String("subject", m.Subject), zap.Int("buffer", d.EventBuffer))
+			q := queuedEvent{m: m, n: eventSize(m)}
+			if queued.Add(q.n) <= d.EventBufferBytes {
+				select {
+				case ch <- q:
+					return
+				default:
 				}
-				dropMu.Unlock()
 			}
+			queued.Add(-q.n)
+			d.metrics.EventDropped(key, "buffer_full")
+			dropMu.Lock()
+			if time.Since(lastDropLog) > time.Second {
+				lastDropLog = time.Now()
+				logger.Warn("event dropped: the function's buffer is full", zap.String("subject", m.Subject),
+					zap.Int("buffer", d.EventBuffer), zap.Int64("buffer_bytes", d.EventBufferBytes))
+			}
+			dropMu.Unlock()
 		})
 		if err != nil {
 			logger.Error("trigger subscription", zap.String("subject", subj), zap.Error(err))

@@ -174,6 +174,9 @@ func MustOpenAsync(t *testing.T, setup ...func(*gateway.Dispatcher)) *asyncEnv {
 func listenConfig() gateway.Config {
 	cfg := gateway.DefaultConfig()
 	cfg.Listen, cfg.DeployTimeout = "127.0.0.1:0", 10*time.Second
+	// The tests' callback targets listen on loopback, which callbacks
+	// may reach only when allowed (TestCallback_Refused tests the rule).
+	cfg.CallbackAllow, _ = gateway.ParseOutboundAllow("127.0.0.1")
 	return cfg
 }
 

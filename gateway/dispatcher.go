@@ -47,6 +47,9 @@ func (a *Async) maxData() int {
 	return m - messageHeaderRoom
 }
 
+// callbackTimeout bounds one delivery of a callback, redirects included.
+const callbackTimeout = 30 * time.Second
+
 // Dispatcher runs async calls, event-triggered calls and callbacks through
 // the same warm-pool path as sync calls. It keeps, per function, a durable
 // consumer of its async queue, its core-NATS trigger subscriptions (in a
@@ -68,9 +71,11 @@ type Dispatcher struct {
 	metrics *metrics.Metrics
 	logger  *zap.Logger
 	client  *http.Client
-	// EventBuffer bounds the core-NATS messages waiting per function. Set
-	// it before Start.
-	EventBuffer int
+	// EventBuffer bounds the core-NATS messages waiting per function, and
+	// EventBufferBytes their bytes (data and headers). Set them before
+	// Start.
+	EventBuffer      int
+	EventBufferBytes int64
 	// CallbackRetry says how a callback is retried: MaxAttempts tries,
 	// backing off from MinDelay to MaxDelay. Set it before Start.
 	CallbackRetry gust.RetryPolicy
@@ -104,13 +109,14 @@ type dispatch struct {
 // NewDispatcher returns a dispatcher; Start runs it.
 func NewDispatcher(a *Async, state *gust.State, router *Router, meter gust.Meter, m *metrics.Metrics, logger *zap.Logger) *Dispatcher {
 	t := tasks.New(context.Background())
-	tr := http.DefaultTransport.(*http.Transport).Clone()
 	return &Dispatcher{
 		async: a, state: state, router: router, meter: meter, metrics: m,
-		logger: logger.Named("dispatch"), EventBuffer: 10000,
+		logger: logger.Named("dispatch"), EventBuffer: 10000, EventBufferBytes: 64 << 20,
 		// About an hour of tries before a callback is given up loudly.
 		CallbackRetry: gust.RetryPolicy{MaxAttempts: 20, MinDelay: time.Second, MaxDelay: 5 * time.Minute},
-		client:        &http.Client{Timeout: 30 * time.Second, Transport: tr},
+		// Refusing every loopback, link-local and private destination
+		// until the server sets its operator's allow list (WithAsync).
+		client: OutboundAllow{}.client(callbackTimeout),
 		tasks:         t, ctx: t.Context(),
 		funcs: map[string]*dispatch{},
 	}

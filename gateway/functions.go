@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/go-chi/chi/v5"
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/httplimits"
 	"go.uber.org/zap"
 )
 
@@ -197,10 +199,13 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 	if err := decodeJSON(w, r, &spec); err != nil {
 		return err
 	}
-	if err := spec.Validate(); err != nil {
+	if err := s.validateSpec(&spec); err != nil {
 		return err
 	}
 	spec.Normalize()
+	// A deploy waits for its first instance, up to DeployTimeout: longer
+	// than the server's write timeout lets an answer take.
+	httplimits.Extend(w, s.cfg.DeployTimeout+time.Minute)
 	ctx := r.Context()
 	if err := s.checkTenancy(ctx, &spec); err != nil {
 		return err
@@ -267,6 +272,20 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 	return nil
 }
 
+// validateSpec is where a deploy is validated: the spec within the
+// operator's bounds, and its image a reference Docker takes (checked
+// here, so that a malformed one is refused before any worker sees it and
+// the Engine's own words never reach the caller).
+func (s *Server) validateSpec(spec *gust.FunctionSpec) error {
+	if err := spec.ValidateWithin(s.cfg.Bounds); err != nil {
+		return err
+	}
+	if _, err := reference.ParseNormalizedNamed(spec.Image); err != nil {
+		return gust.Invalidf("image", "image %q is not a valid image reference (such as name:tag, registry/name:tag or name@sha256:...)", spec.Image)
+	}
+	return nil
+}
+
 // deleteRequest is OpenFaaS's DeleteFunctionRequest.
 type deleteRequest struct {
 	FunctionName string `json:"functionName"`
@@ -324,8 +343,8 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 	if req.Replicas == nil {
 		return gust.Invalidf("replicas", "replicas is required")
 	}
-	if *req.Replicas < 0 || *req.Replicas > 1000 {
-		return gust.Invalidf("replicas", "replicas %d: want 0 to 1000", *req.Replicas)
+	if most := s.cfg.Bounds.WithDefaults().MaxScale; *req.Replicas < 0 || *req.Replicas > int64(most) {
+		return gust.Invalidf("replicas", "replicas %d: want 0 to %d", *req.Replicas, most)
 	}
 	ns := req.Namespace
 	if ns == "" {

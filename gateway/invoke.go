@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/httplimits"
 )
 
 // invoke answers ANY /function/{name}[.{namespace}][/{path}]: it resolves
@@ -18,6 +19,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The call's body and answer may stream for as long as its function
+	// may take: past the server's read and write timeouts.
+	httplimits.Extend(w, callDeadline(fn))
 	arrived := time.Now()
 	callID := newID(16)
 	r.Header.Set(gust.HeaderGustCallID, callID) // a caller's value is overwritten
@@ -108,4 +112,20 @@ func (s *Server) target(r *http.Request, prefix string) (*gust.Function, string,
 		return nil, "", gust.Errorf(gust.ENOTFOUND, "function %s not found in namespace %s", name, ns)
 	}
 	return fn, sub, nil
+}
+
+// callDeadline is how long a sync call of fn may hold its connection: the
+// wait for a placement (activationTimeout), then for a slot, which the
+// worker bounds by the function's timeout and its ready timeout (a minute
+// or less unless an operator raised it), then the call itself.
+func callDeadline(fn *gust.Function) time.Duration {
+	timeout := gust.DefaultTimeout
+	if v, ok := fn.Spec.Labels[gust.LabelTimeout]; ok {
+		// Parsed here rather than with fn.Config(), which would parse
+		// every label on every call; the label was validated at deploy.
+		if d, err := time.ParseDuration(strings.TrimSpace(v)); err == nil && d > 0 {
+			timeout = d
+		}
+	}
+	return activationTimeout + 2*timeout + 2*time.Minute
 }

@@ -33,6 +33,9 @@ type Router struct {
 	transport *http.Transport
 	// workerTimeout is how stale a heartbeat may be.
 	workerTimeout time.Duration
+	// maxWaiting bounds the calls of one function waiting for its
+	// activation (Config.MaxWaiting; the server sets it before Start).
+	maxWaiting int
 
 	// tasks owns the watches and the activations; Close ends them.
 	tasks *tasks.Group
@@ -54,6 +57,8 @@ type activation struct {
 	done chan struct{}
 	pl   gust.Placement
 	err  error
+	// waiting counts the calls waiting for it, under Router.mu.
+	waiting int
 }
 
 // NewRouter returns a router. local may be nil when no worker shares the
@@ -237,7 +242,17 @@ func (rt *Router) activate(ctx context.Context, key string) (gust.Placement, err
 			close(a.done)
 		}
 	}
+	if rt.maxWaiting > 0 && a.waiting >= rt.maxWaiting {
+		rt.mu.Unlock()
+		return gust.Placement{}, gust.Errorf(gust.ETOOMANY, "function %s has as many calls waiting for its placement as this gateway holds; retry later", key)
+	}
+	a.waiting++
 	rt.mu.Unlock()
+	defer func() {
+		rt.mu.Lock()
+		a.waiting--
+		rt.mu.Unlock()
+	}()
 	select {
 	case <-a.done:
 		return a.pl, a.err

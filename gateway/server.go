@@ -19,6 +19,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/billing"
+	"github.com/gustfaas/gust/internal/httplimits"
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/tasks"
 	"go.uber.org/zap"
@@ -41,6 +42,22 @@ type Config struct {
 	// anonymous callers only call public functions. Empty, the gateway
 	// authenticates nobody and lets every caller act as admin.
 	AdminPassword string
+	// HTTP are the time and size limits of the HTTP server; calls and
+	// deploys extend their own deadlines past them (internal/httplimits).
+	HTTP httplimits.Limits
+	// Bounds are the largest resources, scale, timeouts, labels and
+	// annotations a deploy may ask for (400 naming the field above).
+	Bounds gust.Bounds
+	// MaxWaiting bounds the calls of one function waiting here for its
+	// placement; past it a call is refused with 429 and Retry-After.
+	MaxWaiting int
+	// EventBufferBytes bounds the bytes of core-NATS trigger messages
+	// waiting to run, per function; past it a message is dropped and
+	// counted, as past the buffer's count.
+	EventBufferBytes int64
+	// CallbackAllow lists the loopback, link-local or private
+	// destinations callbacks may go to all the same (outbound.go).
+	CallbackAllow OutboundAllow
 }
 
 // DefaultConfig returns the gateway defaults.
@@ -50,8 +67,17 @@ func DefaultConfig() Config {
 		MaxBodyBytes:  20 << 20,
 		DeployTimeout: 6 * time.Minute,
 		Version:       "dev",
+		HTTP:          httplimits.Default(),
+		Bounds:        gust.DefaultBounds(),
+		MaxWaiting:    DefaultMaxWaiting,
+		// A few hundred NATS messages of the largest size, or the
+		// 10000 of the buffer's count at 6 KiB each.
+		EventBufferBytes: 64 << 20,
 	}
 }
+
+// DefaultMaxWaiting is Config.MaxWaiting when it is not set.
+const DefaultMaxWaiting = 500
 
 // Server serves the gateway's HTTP API.
 type Server struct {
@@ -90,10 +116,11 @@ type Server struct {
 func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logger *zap.Logger) *Server {
 	s := &Server{cfg: cfg, state: state, reqs: reqs, router: router, logger: logger.Named("gateway"), tasks: tasks.New(context.Background())}
 	s.audit = logger.Named("audit")
-	s.srv = &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
+	s.srv = &http.Server{ErrorLog: zap.NewStdLog(s.logger.Named("http"))}
+	cfg.HTTP.Apply(s.srv)
+	router.maxWaiting = cfg.MaxWaiting
+	if router.maxWaiting <= 0 {
+		router.maxWaiting = DefaultMaxWaiting
 	}
 	return s
 }
@@ -102,6 +129,9 @@ func New(cfg Config, state *gust.State, reqs gust.Requests, router *Router, logg
 // returns once the gateway accepts connections. ctx bounds the start; what
 // Open starts runs until Close.
 func (s *Server) Open(ctx context.Context) error {
+	if err := s.cfg.Bounds.Check(); err != nil {
+		return fmt.Errorf("gateway bounds: %s", gust.ErrorMessage(err))
+	}
 	stopQuotas, err := s.startQuotas(ctx)
 	if err != nil {
 		return err
@@ -257,6 +287,10 @@ func handle(s *Server, fn func(w http.ResponseWriter, r *http.Request) error) ht
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	body := gust.ErrorBodyOf(err)
 	status := gust.HTTPStatus(err)
+	if status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+		// Every 429 says when to come back, wherever it was decided.
+		w.Header().Set("Retry-After", "1")
+	}
 	if body.Code == gust.EINTERNAL {
 		body.ID = newID(8)
 		s.logger.Error("internal error", zap.String("error_id", body.ID), zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/httplimits"
 	"github.com/gustfaas/gust/internal/proxy"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -100,6 +101,9 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	cfg := p.cfg // parsed once per deploy, not per call
 	p.mu.Unlock()
 	rec.MemoryMiB = cfg.MemoryBytes >> 20
+	// The call may wait for a slot and then stream for up to its timeout
+	// each: past the listener's read and write timeouts.
+	httplimits.Extend(rw, 2*cfg.Timeout+w.cfg.ReadyTimeout+time.Minute)
 
 	// Waiting for a slot may include a cold start, which the call's own
 	// timeout does not cover (as Lambda keeps init out of it): the wait
@@ -239,6 +243,8 @@ func acquireError(err error, fn *gust.Function, cfg gust.FunctionConfig, ready t
 	switch {
 	case errors.Is(err, errStartFailed):
 		return gust.Errorf(gust.EUNAVAILABLE, "function %s could not start: %s", fn.Key(), gust.ErrorMessage(errors.Unwrap(err)))
+	case errors.Is(err, errTooManyWaiting):
+		return gust.Errorf(gust.ETOOMANY, "function %s has as many calls waiting for a free instance as this worker holds; retry later", fn.Key())
 	case errors.Is(err, errNoSlot):
 		return gust.Errorf(gust.EUNAVAILABLE, "function %s had no free instance within %s (its timeout %s and the ready timeout %s)", fn.Key(), cfg.Timeout+ready, cfg.Timeout, ready)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -90,10 +90,29 @@ func (e *startError) Is(target error) bool { return target == errStartFailed }
 // errNoSlot is returned by acquire when no slot came free within its wait.
 var errNoSlot = errors.New("no free instance in time")
 
+// errTooManyWaiting is returned by acquire when the pool already holds
+// Config.MaxWaiting calls waiting for a slot: past that a caller is told
+// to come back (429) rather than held, so that a flood on one function
+// cannot pile up goroutines, memory and connections without end.
+var errTooManyWaiting = errors.New("too many calls waiting")
+
+// DefaultMaxWaiting is Config.MaxWaiting when it is not set.
+const DefaultMaxWaiting = 500
+
+// maxWaiting is the bound on the calls waiting in one pool.
+func (w *Worker) maxWaiting() int {
+	if w.cfg.MaxWaiting > 0 {
+		return w.cfg.MaxWaiting
+	}
+	return DefaultMaxWaiting
+}
+
 // acquire takes a concurrency slot on a ready instance, starting one if
 // the pool has no free slot and is below its max. It waits at most
-// maxWait (the timer is made only when it must wait) or until ctx ends.
-// cold reports that the call waited for an instance to start.
+// maxWait (the timer is made only when it must wait) or until ctx ends,
+// and only while fewer than the worker's MaxWaiting calls wait already
+// (errTooManyWaiting). cold reports that the call waited for an instance
+// to start.
 func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance, cold bool, err error) {
 	p.mu.Lock()
 	waitStart := time.Time{}
@@ -123,6 +142,10 @@ func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance
 				err := p.lastFailErr
 				p.mu.Unlock()
 				return nil, false, &startError{err}
+			}
+			if p.waiting >= p.w.maxWaiting() {
+				p.mu.Unlock()
+				return nil, false, errTooManyWaiting
 			}
 			waitStart = time.Now()
 			t := time.NewTimer(maxWait)

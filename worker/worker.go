@@ -55,6 +55,9 @@ type Config struct {
 	ReapInterval time.Duration
 	// BillingGranularity is what call durations are rounded up to.
 	BillingGranularity time.Duration
+	// MaxWaiting bounds the calls of one function waiting here for a
+	// free slot; past it a call is refused with 429 (pool.go).
+	MaxWaiting int
 }
 
 // DefaultConfig returns the defaults for a worker.
@@ -66,6 +69,7 @@ func DefaultConfig() Config {
 		Heartbeat:          time.Second,
 		ReapInterval:       250 * time.Millisecond,
 		BillingGranularity: time.Millisecond,
+		MaxWaiting:         DefaultMaxWaiting,
 	}
 }
 
@@ -116,7 +120,9 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		reqs:        reqs,
 		logger:      logger.Named("worker").With(zap.String("worker_id", cfg.ID)),
 		transport:   tr,
-		probeClient: &http.Client{Transport: tr},
+		// A readiness check follows no redirect: a function must not
+		// make its worker call what only the worker's host can reach.
+		probeClient: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		startSlots:  make(chan struct{}, max(cfg.MaxParallelStarts, 1)),
 		pools:       map[string]*pool{},
 		functions:   map[string]*gust.Function{},

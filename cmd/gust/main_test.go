@@ -197,6 +197,9 @@ func defaultSchedulerConfig() scheduler.Config { return scheduler.DefaultConfig(
 func defaultGatewayConfig() gateway.Config {
 	c := gateway.DefaultConfig()
 	c.AdminPassword = testAdminPassword
+	// The tests' callback targets listen on loopback, which callbacks reach
+	// only when allowed (TestHostile_Callback* test the refusal).
+	c.CallbackAllow, _ = gateway.ParseOutboundAllow("127.0.0.1")
 	return c
 }
 func defaultWorkerConfig() worker.Config {

@@ -57,6 +57,7 @@ CLI on this machine finds that file in the default data directory.`,
 		fs.Int64Var(&gw.MaxBodyBytes, "max-body", gw.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
 		wc := worker.DefaultConfig()
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
+		boundsFlags(fs, &gw, &wc)
 		pf := pricingFlags(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
@@ -118,6 +119,7 @@ var gatewayCommand = &Command{
 		fs.StringVar(&cfg.Listen, "listen", envOr("GUST_LISTEN", cfg.Listen), "HTTP address ($GUST_LISTEN)")
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
 		data := fs.String("data", defaultDataDir(), "data directory: billing store, metering spool ($GUST_DATA)")
+		boundsFlags(fs, &cfg, nil)
 		pf := pricingFlags(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
@@ -174,6 +176,7 @@ var workerCommand = &Command{
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once")
 		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
+		boundsFlags(fs, nil, &cfg)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()

@@ -7,9 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"time"
 
 	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/internal/httplimits"
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/worker"
@@ -116,7 +116,8 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", sh.Metrics.Handler())
 	mux.Handle("/", m.Worker.Handler())
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
+	m.srv = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
+	httplimits.Default().Apply(m.srv) // calls extend their own deadlines (worker/invoke.go)
 	m.served = make(chan struct{})
 	go func() {
 		defer close(m.served)
