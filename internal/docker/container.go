@@ -29,11 +29,13 @@ const labelPort = "gust.port"
 const removeTimeout = 30 * time.Second
 
 // Start creates and starts a container for spec, attached only to the
-// Runtime's network, and returns it with Addr set to its IP on that network
-// and spec.Port. No port is published on the host. If the container cannot
-// be started it is removed before Start returns the error. Secrets are
-// files in a read-only bind mount of a host tmpfs (secrets.go).
-func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Instance, error) {
+// network of its namespace (label gust.namespace; NetworkOf), which is
+// created on first use, and returns it with Addr set to its IP on that
+// network and spec.Port. No port is published on the host. If the
+// container cannot be started it is removed before Start returns the
+// error. Secrets are files in a read-only bind mount of a host tmpfs
+// (secrets.go). The Engine calls of a Start take at most CallTimeout.
+func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.Instance, err error) {
 	if spec.Port <= 0 || spec.Port > 65535 {
 		return gust.Instance{}, gust.Invalidf("port", "port %d is not between 1 and 65535", spec.Port)
 	}
@@ -43,6 +45,8 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 	if spec.User != "" && !gust.ValidUser(spec.User) {
 		return gust.Instance{}, gust.Invalidf("labels."+gust.LabelUser, "user %q is not a numeric UID or UID:GID", spec.User)
 	}
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
 	if spec.User == "" {
 		// Not root when the image names no user (gust.DefaultUser).
 		imageUser, err := r.imageUser(ctx, spec.Image)
@@ -55,7 +59,11 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 			spec.User = imageUser
 		}
 	}
-	cfg, host, netCfg := r.createConfig(spec)
+	netName, nw, err := r.ensureNetwork(ctx, spec.Labels[gust.LabelNamespace])
+	if err != nil {
+		return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+	}
+	cfg, host, netCfg := r.createConfig(spec, netName, nw)
 	var created string // the container's id once it exists
 	if len(spec.Secrets) > 0 {
 		// Owned by the user the container runs as (-1 for a user name
@@ -88,8 +96,11 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 		logger.Warn("create container", zap.String("warning", w))
 	}
 
-	inst, err := r.start(ctx, created, spec.Port)
+	inst, err := r.start(ctx, created, netName, spec.Port)
 	if err != nil {
+		// The network may have been removed behind the runtime's back:
+		// the next start makes sure it exists again.
+		r.forgetNetwork(netName)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 		defer cancel()
 		if rerr := r.Remove(rctx, created); rerr != nil {
@@ -101,7 +112,7 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 	return inst, nil
 }
 
-func (r *Runtime) start(ctx context.Context, id string, port int) (gust.Instance, error) {
+func (r *Runtime) start(ctx context.Context, id, netName string, port int) (gust.Instance, error) {
 	if err := r.client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return gust.Instance{}, fmt.Errorf("start container: %w", err)
 	}
@@ -122,7 +133,7 @@ func (r *Runtime) start(ctx context.Context, id string, port int) (gust.Instance
 	}
 	var ip string
 	if c.NetworkSettings != nil {
-		if ep := c.NetworkSettings.Networks[r.cfg.Network]; ep != nil {
+		if ep := c.NetworkSettings.Networks[netName]; ep != nil {
 			ip = ep.IPAddress
 		}
 	}
@@ -139,7 +150,7 @@ func (r *Runtime) start(ctx context.Context, id string, port int) (gust.Instance
 		return gust.Instance{}, fmt.Errorf("%s: %w", msg, gust.ErrContainerExited)
 	}
 	if ip == "" {
-		return gust.Instance{}, fmt.Errorf("inspect container: no IP address on network %s", r.cfg.Network)
+		return gust.Instance{}, fmt.Errorf("inspect container: no IP address on network %s", netName)
 	}
 	inst.Addr = net.JoinHostPort(ip, strconv.Itoa(port))
 	return inst, nil
@@ -161,8 +172,9 @@ const (
 // sandboxed whatever spec says: every capability dropped, no new
 // privileges, not privileged, no host mounts, devices, network, PID or IPC
 // namespace (nothing in a ContainerSpec can ask for them), a pids and CPU
-// limit, and capped logs. spec.User "" is the image's user.
-func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
+// limit, and capped logs. spec.User "" is the image's user. The container
+// joins netName only; the gateway's host names resolve to the host on it.
+func (r *Runtime) createConfig(spec gust.ContainerSpec, netName string, nw netInfo) (*container.Config, *container.HostConfig, *network.NetworkingConfig) {
 	labels := make(map[string]string, len(spec.Labels)+2)
 	for k, v := range spec.Labels {
 		labels[k] = v
@@ -185,7 +197,7 @@ func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *con
 		User:   spec.User,
 	}
 	host := &container.HostConfig{
-		NetworkMode:    container.NetworkMode(r.cfg.Network),
+		NetworkMode:    container.NetworkMode(netName),
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		ReadonlyRootfs: spec.ReadOnly,
 		CapDrop:        []string{"ALL"},
@@ -200,6 +212,11 @@ func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *con
 			PidsLimit: &pids,
 		},
 	}
+	if nw.gateway != "" {
+		for _, h := range gatewayHosts {
+			host.ExtraHosts = append(host.ExtraHosts, h+":"+nw.gateway)
+		}
+	}
 	if spec.ReadOnly {
 		host.Tmpfs = map[string]string{"/tmp": "rw,nosuid,nodev,size=" + tmpSize + ",mode=1777"}
 	}
@@ -208,14 +225,15 @@ func (r *Runtime) createConfig(spec gust.ContainerSpec) (*container.Config, *con
 		host.MemorySwap = spec.MemoryBytes
 	}
 	netCfg := &network.NetworkingConfig{
-		EndpointsConfig: map[string]*network.EndpointSettings{r.cfg.Network: {}},
+		EndpointsConfig: map[string]*network.EndpointSettings{netName: {}},
 	}
 	return cfg, host, netCfg
 }
 
 // Wait blocks until the container is not running, or ctx ends, and reports
-// how it ended.
-func (r *Runtime) Wait(ctx context.Context, id string) (gust.Exit, error) {
+// how it ended. The wait itself is not bounded (a container may run for
+// as long as it likes); the inspection after it is.
+func (r *Runtime) Wait(ctx context.Context, id string) (_ gust.Exit, err error) {
 	resC, errC := r.client.ContainerWait(ctx, id, container.WaitConditionNotRunning)
 	var res container.WaitResponse
 	select {
@@ -227,7 +245,9 @@ func (r *Runtime) Wait(ctx context.Context, id string) (gust.Exit, error) {
 		return gust.Exit{}, fmt.Errorf("wait container: %s", res.Error.Message)
 	}
 	exit := gust.Exit{Code: int(res.StatusCode)}
-	c, err := r.client.ContainerInspect(ctx, id)
+	ictx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
+	c, err := r.client.ContainerInspect(ictx, id)
 	if err != nil {
 		// Removed right after it exited: the code is all there is to know.
 		if cerrdefs.IsNotFound(err) {
@@ -243,8 +263,10 @@ func (r *Runtime) Wait(ctx context.Context, id string) (gust.Exit, error) {
 
 // Stop sends the container SIGTERM and kills it after grace, rounded up to
 // whole seconds. Stopping a container that is not running is not an error.
-func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (err error) {
 	secs := max(int(math.Ceil(grace.Seconds())), 0)
+	ctx, end := bound(ctx, time.Duration(secs)*time.Second+r.cfg.CallTimeout)
+	defer end(&err)
 	if err := r.client.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil {
 		return instanceErr("stop container", err)
 	}
@@ -254,7 +276,9 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) erro
 // Remove removes the container, its anonymous volumes and its secrets'
 // directory, killing it if it runs. Removing a container that does not
 // exist, or that is already being removed, is not an error.
-func (r *Runtime) Remove(ctx context.Context, id string) error {
+func (r *Runtime) Remove(ctx context.Context, id string) (err error) {
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
 	secrets, err := r.secretsDirOf(ctx, id)
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container: %w", err)
@@ -275,8 +299,11 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 }
 
 // List returns the Gust containers (gust.managed=true), running or not,
-// that carry all the given labels. Addr is set for running ones.
-func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]gust.Instance, error) {
+// that carry all the given labels. Addr is set for running ones, from
+// their IP on the network of their namespace.
+func (r *Runtime) List(ctx context.Context, labels map[string]string) (_ []gust.Instance, err error) {
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
 	args := filters.NewArgs(filters.Arg("label", gust.LabelManaged+"=true"))
 	for k, v := range labels {
 		args.Add("label", k+"="+v)
@@ -297,7 +324,7 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]gust.In
 			inst.Name = strings.TrimPrefix(c.Names[0], "/")
 		}
 		if inst.Running && c.NetworkSettings != nil {
-			ep := c.NetworkSettings.Networks[r.cfg.Network]
+			ep := c.NetworkSettings.Networks[r.NetworkOf(c.Labels[gust.LabelNamespace])]
 			port := c.Labels[labelPort]
 			if ep != nil && ep.IPAddress != "" && port != "" {
 				inst.Addr = net.JoinHostPort(ep.IPAddress, port)
@@ -310,7 +337,9 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) ([]gust.In
 
 // TailLogs returns the last lines (all of them if lines <= 0) the container
 // wrote to stdout and stderr, interleaved as they were written.
-func (r *Runtime) TailLogs(ctx context.Context, id string, lines int) (string, error) {
+func (r *Runtime) TailLogs(ctx context.Context, id string, lines int) (_ string, err error) {
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
 	tail := "all"
 	if lines > 0 {
 		tail = strconv.Itoa(lines)

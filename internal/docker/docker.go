@@ -1,18 +1,23 @@
 // Package docker implements gust.Runtime on the Docker Engine API. It is the
 // only package in Gust that imports the Docker client.
 //
-// Function containers are attached to one user-defined bridge network and
-// reached on their bridge IP: no port is ever published on the host.
+// Function containers are attached to a user-defined bridge network of
+// their namespace (NetworkOf) and reached on their bridge IP: no port is
+// ever published on the host. Docker drops traffic between bridges, so
+// namespaces cannot reach each other; the bridges are named with one
+// prefix (BridgePrefix) so that host rules (internal/firewall) can match
+// them all. Every Engine call is bounded in time (Config.CallTimeout):
+// a hung daemon fails calls instead of blocking them forever.
 package docker
 
 import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"go.uber.org/zap"
 
@@ -21,14 +26,27 @@ import (
 
 // Defaults for the zero fields of Config.
 const (
-	DefaultNetwork     = "gust"
-	DefaultPullTimeout = 5 * time.Minute
+	DefaultNetwork      = "gust"
+	DefaultBridgePrefix = "gust-"
+	DefaultPullTimeout  = 5 * time.Minute
+	DefaultBuildTimeout = 30 * time.Minute
+	DefaultCallTimeout  = 30 * time.Second
 )
 
 // Config of the Docker runtime.
 type Config struct {
-	Network     string        // Docker bridge network for function containers; default "gust"
-	PullTimeout time.Duration // bound on one image pull; default 5m
+	// Network is the Docker bridge network of the functions of the
+	// default namespace, and the prefix of the others' (NetworkOf);
+	// default "gust".
+	Network string
+	// BridgePrefix starts the Linux interface name of every bridge this
+	// runtime creates (at most 8 characters); default "gust-".
+	BridgePrefix string
+	PullTimeout  time.Duration // bound on one image pull; default 5m
+	BuildTimeout time.Duration // bound on one image build; default 30m
+	// CallTimeout bounds each other use of the Engine (a Start, a Stop
+	// past its grace, a List...); default 30s.
+	CallTimeout time.Duration
 	// SecretsRoot is the directory on a tmpfs of the Docker Engine's host
 	// where containers' secrets are written (secrets.go); default
 	// DefaultSecretsRoot. A runtime in a container must see it at the
@@ -49,6 +67,11 @@ type Runtime struct {
 	// calls that started them.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	netMu    sync.Mutex // held while a network is created or removed; before mu
+	mu       sync.Mutex
+	networks map[string]netInfo // networks known to exist, by name; guarded by mu
+	self     string             // id of the worker's own container (Attach); guarded by mu
 }
 
 var (
@@ -62,8 +85,20 @@ func New(cfg Config, logger *zap.Logger) (*Runtime, error) {
 	if cfg.Network == "" {
 		cfg.Network = DefaultNetwork
 	}
+	if cfg.BridgePrefix == "" {
+		cfg.BridgePrefix = DefaultBridgePrefix
+	}
+	if len(cfg.BridgePrefix) > 8 {
+		return nil, fmt.Errorf("bridge prefix %q: longer than 8 characters", cfg.BridgePrefix)
+	}
 	if cfg.PullTimeout <= 0 {
 		cfg.PullTimeout = DefaultPullTimeout
+	}
+	if cfg.BuildTimeout <= 0 {
+		cfg.BuildTimeout = DefaultBuildTimeout
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
 	}
 	if cfg.SecretsRoot == "" {
 		cfg.SecretsRoot = DefaultSecretsRoot
@@ -77,21 +112,27 @@ func New(cfg Config, logger *zap.Logger) (*Runtime, error) {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	pulls := newPuller(c, cfg.PullTimeout, logger)
+	pulls.inspectTimeout = cfg.CallTimeout
 	return &Runtime{
-		cfg:    cfg,
-		client: c,
-		pulls:  newPuller(c, cfg.PullTimeout, logger),
-		logger: logger,
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:      cfg,
+		client:   c,
+		pulls:    pulls,
+		logger:   logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		networks: make(map[string]netInfo),
 	}, nil
 }
 
-// Network returns the name of the network function containers join.
+// Network returns the name of the network the functions of the default
+// namespace join.
 func (r *Runtime) Network() string { return r.cfg.Network }
 
 // Ping checks that a Docker Engine answers.
-func (r *Runtime) Ping(ctx context.Context) error {
+func (r *Runtime) Ping(ctx context.Context) (err error) {
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
 	if _, err := r.client.Ping(ctx); err != nil {
 		return fmt.Errorf("no Docker Engine answers at %s: %w", r.client.DaemonHost(), err)
 	}
@@ -99,36 +140,21 @@ func (r *Runtime) Ping(ctx context.Context) error {
 }
 
 // Open checks that a Docker Engine answers, removes the secrets
-// directories no container mounts any more, and makes sure the network
-// exists, creating it (labelled gust.managed=true) if it is missing.
-func (r *Runtime) Open(ctx context.Context) error {
+// directories no container mounts any more, and makes sure the network of
+// the default namespace exists (NetworkOf; the others are made on first
+// use).
+func (r *Runtime) Open(ctx context.Context) (err error) {
 	if err := r.Ping(ctx); err != nil {
 		return err
 	}
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
 	if err := r.removeStraySecrets(ctx); err != nil {
 		// Not fatal: what is left is in memory, under a 0700 directory.
 		r.logger.Warn("remove stray secrets directories", zap.Error(err))
 	}
-	_, err := r.client.NetworkInspect(ctx, r.cfg.Network, network.InspectOptions{})
-	if err == nil {
-		return nil
-	}
-	if !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("inspect network %s: %w", r.cfg.Network, err)
-	}
-	resp, err := r.client.NetworkCreate(ctx, r.cfg.Network, network.CreateOptions{
-		Driver: "bridge",
-		Labels: map[string]string{gust.LabelManaged: "true"},
-	})
-	if err != nil {
-		// Another process may have created it between inspect and create.
-		if cerrdefs.IsConflict(err) {
-			return nil
-		}
-		return fmt.Errorf("create network %s: %w", r.cfg.Network, err)
-	}
-	r.logger.Info("created network", zap.String("network", r.cfg.Network), zap.String("network_id", resp.ID))
-	return nil
+	_, _, err = r.ensureNetwork(ctx, "")
+	return err
 }
 
 // Close stops pulls in flight and releases the client. Containers keep
@@ -141,30 +167,6 @@ func (r *Runtime) Close() error {
 	return nil
 }
 
-// RemoveNetwork removes the network if it carries gust.managed=true and no
-// container is attached to it. A missing or foreign network is left alone
-// and gives nil; a network that still has containers gives an error.
-func (r *Runtime) RemoveNetwork(ctx context.Context) error {
-	n, err := r.client.NetworkInspect(ctx, r.cfg.Network, network.InspectOptions{})
-	if cerrdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("inspect network %s: %w", r.cfg.Network, err)
-	}
-	if n.Labels[gust.LabelManaged] != "true" {
-		return nil
-	}
-	if len(n.Containers) > 0 {
-		return fmt.Errorf("remove network %s: %d containers still attached", r.cfg.Network, len(n.Containers))
-	}
-	if err := r.client.NetworkRemove(ctx, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove network %s: %w", r.cfg.Network, err)
-	}
-	r.logger.Info("removed network", zap.String("network", r.cfg.Network))
-	return nil
-}
-
 // instanceErr wraps a Docker error from an operation on container id,
 // adding gust.ErrInstanceNotFound when Docker does not know the id.
 func instanceErr(op string, err error) error {
@@ -172,4 +174,18 @@ func instanceErr(op string, err error) error {
 		return fmt.Errorf("%s: %w: %w", op, gust.ErrInstanceNotFound, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// bound gives ctx a deadline d from now, for the Engine calls of one
+// method; the function it returns (deferred with the method's error)
+// cancels it and, when that deadline rather than the caller ended the
+// calls, says so in *err.
+func bound(ctx context.Context, d time.Duration) (context.Context, func(*error)) {
+	cctx, cancel := context.WithTimeout(ctx, d)
+	return cctx, func(err *error) {
+		if *err != nil && cctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			*err = fmt.Errorf("the Docker Engine did not answer within %s: %w", d, *err)
+		}
+		cancel()
+	}
 }

@@ -67,6 +67,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testBridgePrefix names the bridges of this run's networks, so that a
+// firewall a test installs matches them and no one else's.
+var testBridgePrefix = "gt" + runID[:6]
+
 // testSecretsRoot is where this run's runtimes write secrets, so that
 // their checks and clean-up see only this run's directories.
 var testSecretsRoot = filepath.Join("/dev/shm", "gust-test-"+runID)
@@ -136,9 +140,10 @@ func MustRuntime(tb testing.TB) *Runtime {
 	tb.Helper()
 	MustDocker(tb)
 	cfg := Config{
-		Network:     fmt.Sprintf("gust-test-%s-%d", runID, networkSeq.Add(1)),
-		PullTimeout: 30 * time.Second,
-		SecretsRoot: testSecretsRoot,
+		Network:      fmt.Sprintf("gust-test-%s-%d", runID, networkSeq.Add(1)),
+		BridgePrefix: testBridgePrefix,
+		PullTimeout:  30 * time.Second,
+		SecretsRoot:  testSecretsRoot,
 	}
 	r, err := New(cfg, zaptest.NewLogger(tb))
 	if err != nil {
@@ -680,8 +685,9 @@ func TestStart_RemovesFailedContainer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	spec := testSpec(t)
-	// The network the container would join is gone: create succeeds, start fails.
-	if err := r.RemoveNetwork(ctx); err != nil {
+	// The network the container would join is gone behind the runtime's
+	// back: create succeeds, start fails.
+	if err := r.client.NetworkRemove(ctx, r.Network()); err != nil {
 		t.Fatal(err)
 	}
 	_, err := r.Start(ctx, spec)
@@ -697,6 +703,15 @@ func TestStart_RemovesFailedContainer(t *testing.T) {
 	}
 	if len(list) != 0 {
 		t.Errorf("containers left after a failed Start: got %d, want 0", len(list))
+	}
+	// The failed start made the runtime forget the network: the next
+	// start makes it again.
+	inst, err := r.Start(ctx, testSpec(t))
+	if err != nil {
+		t.Fatalf("Start after the network was removed: %v", err)
+	}
+	if err := r.Remove(ctx, inst.ID); err != nil {
+		t.Error(err)
 	}
 }
 

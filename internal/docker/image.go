@@ -36,9 +36,10 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) error {
 // puller deduplicates image pulls: one pullFuture per ref in flight, as
 // Nomad's dockerCoordinator does.
 type puller struct {
-	client  imageClient
-	timeout time.Duration
-	logger  *zap.Logger
+	client         imageClient
+	timeout        time.Duration // of a pull
+	inspectTimeout time.Duration // of an inspection; DefaultCallTimeout unless set
+	logger         *zap.Logger
 
 	mu      sync.Mutex
 	futures map[string]*pullFuture // by ref; guarded by mu
@@ -52,14 +53,14 @@ type pullFuture struct {
 }
 
 func newPuller(c imageClient, timeout time.Duration, logger *zap.Logger) *puller {
-	return &puller{client: c, timeout: timeout, logger: logger, futures: make(map[string]*pullFuture)}
+	return &puller{client: c, timeout: timeout, inspectTimeout: DefaultCallTimeout, logger: logger, futures: make(map[string]*pullFuture)}
 }
 
-// ensure inspects ref and, if it is missing, waits for the shared pull of
-// it. The pull runs under base, not ctx, so that a caller that gives up does
-// not cancel it for the others.
+// ensure inspects ref (within inspectTimeout) and, if it is missing, waits
+// for the shared pull of it. The pull runs under base, not ctx, so that a
+// caller that gives up does not cancel it for the others.
 func (p *puller) ensure(ctx, base context.Context, ref string) error {
-	_, err := p.client.ImageInspect(ctx, ref)
+	err := p.inspect(ctx, ref)
 	if err == nil {
 		return nil
 	}
@@ -73,6 +74,14 @@ func (p *puller) ensure(ctx, base context.Context, ref string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("pull image %s: %w", ref, ctx.Err())
 	}
+}
+
+// inspect looks ref up, within inspectTimeout.
+func (p *puller) inspect(ctx context.Context, ref string) (err error) {
+	ctx, end := bound(ctx, p.inspectTimeout)
+	defer end(&err)
+	_, err = p.client.ImageInspect(ctx, ref)
+	return err
 }
 
 // join returns the pull of ref in flight, starting one if there is none.
@@ -162,8 +171,10 @@ func readStream(r io.Reader, fn func(streamMessage)) error {
 // BuildImage builds buildContext, an uncompressed tar holding a Dockerfile,
 // into an image tagged tag and labelled gust.managed=true. The builder's
 // output goes to progress as it arrives; the first error the build reports
-// is returned.
-func (r *Runtime) BuildImage(ctx context.Context, buildContext io.Reader, tag string, progress io.Writer) error {
+// is returned. The build takes at most BuildTimeout.
+func (r *Runtime) BuildImage(ctx context.Context, buildContext io.Reader, tag string, progress io.Writer) (err error) {
+	ctx, end := bound(ctx, r.cfg.BuildTimeout)
+	defer end(&err)
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -196,8 +207,10 @@ func (r *Runtime) BuildImage(ctx context.Context, buildContext io.Reader, tag st
 
 // RemoveImage removes the image ref and its untagged parents. A missing
 // image is not an error.
-func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {
-	_, err := r.client.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
+func (r *Runtime) RemoveImage(ctx context.Context, ref string) (err error) {
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
+	_, err = r.client.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove image %s: %w", ref, err)
 	}

@@ -219,11 +219,12 @@ func TestSecrets_FailedStart(t *testing.T) {
 	if _, err := r.Start(ctx, again); !errors.Is(err, gust.ErrConflict) {
 		t.Fatalf("second Start with one name: got %v, want gust.ErrConflict", err)
 	}
-	// The network is gone: the create succeeds, the start fails.
+	// The network is gone behind the runtime's back: the create
+	// succeeds, the start fails.
 	if err := r.Remove(ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.RemoveNetwork(ctx); err != nil {
+	if err := r.client.NetworkRemove(ctx, r.Network()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Start(ctx, testSpecWith(t, spec.Secrets)); err == nil {

@@ -6,16 +6,20 @@
 // /?write=PATH writes the file PATH (204, or 409 and the error): the
 // conformance suite's secrets check. /?id=1 answers "UID:GID" of the
 // process and /?caps=1 its effective capabilities (CapEff of
-// /proc/self/status, hex): the sandbox checks.
+// /proc/self/status, hex): the sandbox checks. /?dial=HOST:PORT opens a TCP
+// connection from inside the container and answers "ok" (200) or the error
+// (502): the network isolation checks.
 package main
 
 import (
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -55,6 +59,16 @@ func main() {
 				}
 			}
 			http.Error(w, "no CapEff in /proc/self/status", http.StatusNotFound)
+			return
+		}
+		if q.Has("dial") {
+			c, err := net.DialTimeout("tcp", q.Get("dial"), 2*time.Second)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			c.Close()
+			fmt.Fprint(w, "ok")
 			return
 		}
 		if q.Has("file") {
