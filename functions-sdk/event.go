@@ -35,8 +35,10 @@ func Event(r *http.Request) (CloudEvent, bool) {
 	if t, err := time.Parse(time.RFC3339Nano, h.Get("Ce-Time")); err == nil {
 		e.Time = t
 	}
+	// A missing, malformed or non-positive attempt reads as the first:
+	// no attempt has a number below 1.
 	e.Attempt, _ = strconv.Atoi(h.Get("X-Gust-Attempt"))
-	if e.Attempt == 0 {
+	if e.Attempt < 1 {
 		e.Attempt = 1
 	}
 	return e, true
