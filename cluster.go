@@ -158,7 +158,10 @@ const (
 	// the worker (X-Call-Id may be the caller's, and callers may reuse
 	// theirs); the gateway overwrites any value a caller sends.
 	HeaderGustCallID = "X-Gust-Call-Id"
-	HeaderDuration   = "X-Duration-Seconds"
+	// HeaderWorkerToken carries the secret a worker's listener requires
+	// of gateways; the worker removes it before the function sees a call.
+	HeaderWorkerToken = "X-Gust-Worker-Token"
+	HeaderDuration    = "X-Duration-Seconds"
 	// HeaderColdStart is "true" on the answer of a call that waited for an
 	// instance to start.
 	HeaderColdStart = "X-Gust-Cold-Start"

@@ -31,6 +31,9 @@ type Router struct {
 	local     gust.Invoker
 	localID   string
 	transport *http.Transport
+	// WorkerToken is sent to workers called over HTTP, whose listeners
+	// take calls from gateways only; set it before Start.
+	WorkerToken string
 	// workerTimeout is how stale a heartbeat may be.
 	workerTimeout time.Duration
 	// maxWaiting bounds the calls of one function waiting for its
@@ -192,7 +195,7 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 		inv := rt.invokers[id]
 		rt.mu.RUnlock()
 		if inv == nil {
-			inv = newHTTPInvoker(id, w.Addr, rt.transport, rt.logger)
+			inv = newHTTPInvoker(id, w.Addr, rt.WorkerToken, rt.transport, rt.logger)
 			rt.mu.Lock()
 			rt.invokers[id] = inv
 			rt.mu.Unlock()
@@ -278,6 +281,7 @@ func splitKey(key string) (ns, name string) {
 type httpInvoker struct {
 	id        string // worker id, for messages
 	host      string // host:port of the worker
+	token     string // the workers' gust.HeaderWorkerToken
 	transport *http.Transport
 	logger    *zap.Logger
 }
@@ -293,6 +297,7 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
 	}
 	out.Header.Set(gust.HeaderFunctionVersion, strconv.FormatUint(fn.Version, 10))
+	out.Header.Set(gust.HeaderWorkerToken, h.token)
 	resp, err := h.transport.RoundTrip(out)
 	if err != nil {
 		if proxy.IsBodyTooLarge(err) {
@@ -324,8 +329,8 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 	return nil
 }
 
-func newHTTPInvoker(id, base string, tr *http.Transport, logger *zap.Logger) *httpInvoker {
+func newHTTPInvoker(id, base, token string, tr *http.Transport, logger *zap.Logger) *httpInvoker {
 	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
 	host, _, _ = strings.Cut(host, "/")
-	return &httpInvoker{id: id, host: host, transport: tr, logger: logger}
+	return &httpInvoker{id: id, host: host, token: token, transport: tr, logger: logger}
 }

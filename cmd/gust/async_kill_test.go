@@ -252,7 +252,7 @@ func akillAtDeath(t *testing.T, rs *roleSet, data string, ids []string) (map[str
 	n := rs.start("nats-at-death", "nats", "--listen", addr, "--data", snap)
 	defer n.stop(10 * time.Second)
 	rs.waitTCP(n, addr, 30*time.Second)
-	bus, err := natsbus.Connect("nats://"+addr, "gust-akill", zap.NewNop())
+	bus, err := natsbus.Connect(roleURL(t, addr, snap, natsbus.UserGateway), "gust-akill", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -722,7 +722,7 @@ func TestAsyncNoLossKillFirstDelivery(t *testing.T) {
 
 	// What kill -9 can leave: the message of a call whose succeeded status
 	// was written comes back as a first delivery.
-	bus, err := natsbus.Connect("nats://"+natsListen, "gust-akill", zap.NewNop())
+	bus, err := natsbus.Connect(roleURL(t, natsListen, data, natsbus.UserGateway), "gust-akill", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

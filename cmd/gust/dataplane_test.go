@@ -71,11 +71,19 @@ func contractFunction(gust.ContainerSpec) http.Handler {
 			}
 		case "/crash":
 			panic(http.ErrAbortHandler)
+		case "/token":
+			io.WriteString(w, r.Header.Get(gust.HeaderWorkerToken))
 		default:
 			io.WriteString(w, "ok")
 		}
 	})
 }
+
+// The worker token and body limit of the data plane's worker listener.
+const (
+	dataPlaneToken   = "data-plane-token"
+	dataPlaneMaxBody = 1 << 10
+)
 
 func mustRunDataPlane(t *testing.T) *dataPlane {
 	t.Helper()
@@ -102,12 +110,13 @@ func mustRunDataPlane(t *testing.T) *dataPlane {
 		t.Fatalf("worker: %v", err)
 	}
 	t.Cleanup(func() { _ = w.Close() })
-	mux.Handle("/", w.Handler())
+	mux.Handle("/", w.Handler(worker.ListenerConfig{Token: dataPlaneToken, MaxBodyBytes: dataPlaneMaxBody}))
 
 	open := func(local gust.Invoker, localID string) *gateway.Server {
 		cfg := gateway.DefaultConfig()
 		cfg.Listen = "127.0.0.1:0"
 		router := gateway.NewRouter(state, bus, local, localID, logger)
+		router.WorkerToken = dataPlaneToken
 		s := gateway.New(cfg, state, bus, router, logger).WithMetering(dp.meter, nil)
 		if err := s.Open(ctx); err != nil {
 			t.Fatalf("gateway: %v", err)

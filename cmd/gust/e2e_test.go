@@ -19,6 +19,8 @@ import (
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap"
 )
 
@@ -588,18 +590,17 @@ func TestSeparateRoles(t *testing.T) {
 	logger := testLogger(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Logger: logger}
+	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Roles: true, Logger: logger}
 	if err := n.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	url := n.Server.ClientURL()
-	sc := &SchedulerMain{NATSURL: url, Config: defaultSchedulerConfig(), Logger: logger}
+	sc := &SchedulerMain{NATS: roleNATS(n, natsbus.UserScheduler), Config: defaultSchedulerConfig(), Logger: logger}
 	if err := sc.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sc.Close() })
-	wk := &WorkerMain{NATSURL: url, Listen: "127.0.0.1:0", Network: testNetwork, DataDir: filepath.Join(dir, "worker"), Config: defaultWorkerConfig(), Logger: logger}
+	wk := &WorkerMain{NATS: roleNATS(n, natsbus.UserWorker), Listener: worker.ListenerConfig{Token: "separate-roles"}, Listen: "127.0.0.1:0", Network: testNetwork, DataDir: filepath.Join(dir, "worker"), Config: defaultWorkerConfig(), Logger: logger}
 	if err := wk.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -609,7 +610,7 @@ func TestSeparateRoles(t *testing.T) {
 	})
 	gc := defaultGatewayConfig()
 	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATSURL: url, Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
+	g := &GatewayMain{NATS: roleNATS(n, natsbus.UserGateway), WorkerToken: "separate-roles", Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
 	if err := g.Run(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,9 +23,18 @@ var publishCommand = &Command{
 	Long: `Publishes straight to NATS: by default the embedded server of 'gust up'
 (nats://127.0.0.1:4222 unless its --nats-listen says otherwise). With
 --request, waits for the reply of a function triggered by the subject and
-prints it (request/reply serverless).`,
+prints it (request/reply serverless).
+
+NATS needs credentials: outside publishers are user "events", which may
+publish on trigger subjects only. Give them in the URL
+(nats://events:PASSWORD@host:4222), or in a file with --creds (a line
+"events:PASSWORD", or a NATS .creds file), else $GUST_EVENTS_PASSWORD is
+the password of user events, else the events-password file that gust up
+keeps in the default data directory.`,
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
-		nats := natsFlag(fs)
+		nats := fs.String("nats", envOr("GUST_NATS", "nats://127.0.0.1:4222"), "NATS URL, may carry credentials: nats://events:PASSWORD@host:port; tls://host:port for TLS ($GUST_NATS)")
+		creds := fs.String("creds", envOr("GUST_NATS_CREDS", ""), "credentials file: a line USER:PASSWORD, or a NATS .creds file (user JWT and NKey seed) ($GUST_NATS_CREDS)")
+		ca := fs.String("nats-ca", envOr("GUST_NATS_CA", ""), "PEM CA of the NATS server's TLS certificate ($GUST_NATS_CA)")
 		request := fs.Bool("request", false, "wait for a reply and print it")
 		timeout := fs.Duration("timeout", 30*time.Second, "how long --request waits")
 		headers := kvFlag{}
@@ -42,7 +52,11 @@ prints it (request/reply serverless).`,
 					return err
 				}
 			}
-			bus, err := natsbus.Connect(*nats, "gust-cli", zap.NewNop())
+			cfg, err := publisherConfig(*nats, *creds, *ca)
+			if err != nil {
+				return err
+			}
+			bus, err := natsbus.ConnectWith(cfg, zap.NewNop())
 			if err != nil {
 				return err
 			}
@@ -55,7 +69,12 @@ prints it (request/reply serverless).`,
 				if err := bus.Publish(args[0], data, h); err != nil {
 					return err
 				}
-				return bus.NC.Flush()
+				if err := bus.NC.Flush(); err != nil {
+					return err
+				}
+				// A refused publish is reported by the server
+				// asynchronously, before the answer to Flush's ping.
+				return bus.NC.LastError()
 			}
 			ctx, cancel := context.WithTimeout(ctx, *timeout)
 			defer cancel()
@@ -126,4 +145,40 @@ var deadlettersCommand = &Command{
 			return usagef("want list, show CALL-ID, redrive CALL-ID or purge")
 		}
 	},
+}
+
+// publisherConfig is how `gust publish` connects: credentials from the
+// URL, else from credsFile (a NATS .creds file, or a line USER:PASSWORD),
+// else user events with $GUST_EVENTS_PASSWORD or the password gust up
+// keeps in the default data directory.
+func publisherConfig(url, credsFile, ca string) (natsbus.ClientConfig, error) {
+	c := natsbus.ClientConfig{URL: url, Name: "gust-cli", CAFile: ca}
+	switch {
+	case natsbus.URLUser(url) != "":
+	case credsFile != "":
+		b, err := os.ReadFile(credsFile)
+		if err != nil {
+			return c, fmt.Errorf("--creds: %w", err)
+		}
+		if strings.Contains(string(b), "-----BEGIN NATS USER JWT-----") {
+			c.CredsFile = credsFile
+			break
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		user, pw, ok := strings.Cut(strings.TrimRight(line, "\r"), ":")
+		if !ok || user == "" || pw == "" {
+			return c, fmt.Errorf("--creds %s: want a line USER:PASSWORD or a NATS .creds file", credsFile)
+		}
+		c.User, c.Password = user, pw
+	case os.Getenv("GUST_EVENTS_PASSWORD") != "":
+		c.User, c.Password = natsbus.UserEvents, os.Getenv("GUST_EVENTS_PASSWORD")
+	default:
+		// gust up on this machine: its events password, when this user
+		// may read it; else no credentials, and the server's refusal
+		// says so.
+		if pw, err := readPasswordFile(filepath.Join(defaultDataDir(), eventsPasswordFile)); err == nil {
+			c.User, c.Password = natsbus.UserEvents, pw
+		}
+	}
+	return c, nil
 }

@@ -17,7 +17,7 @@ import (
 // metering and billing store, or in `gust up` on what it is given in
 // Shared, calling the worker of its process in process.
 type GatewayMain struct {
-	NATSURL string
+	NATS    natsbus.ClientConfig
 	Config  gateway.Config
 	DataDir string // the billing store and the spool of rejected calls
 	Pricing billing.Pricing
@@ -26,13 +26,16 @@ type GatewayMain struct {
 	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
 	// is kept in DataDir (see secretsKey).
 	SecretsKeyFile string
-	// Shared, when set, replaces NATSURL and DataDir: see Shared.
+	// Shared, when set, replaces NATS and DataDir: see Shared.
 	Shared *Shared
 	// Local is the worker of this process, which the gateway calls in
 	// process (one network hop less per call); LocalID is its id. Nil
 	// when every worker is reached over HTTP.
 	Local   gust.Invoker
 	LocalID string
+	// WorkerToken is sent to the workers reached over HTTP (see
+	// worker_token.go).
+	WorkerToken string
 
 	bus      *natsbus.Bus // owned: nil when shared
 	metering *Metering    // owned: nil when shared
@@ -54,7 +57,7 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 	sh := m.Shared
 	if sh == nil {
 		sh = &Shared{Metrics: metrics.New()}
-		if m.bus, sh.State, err = connect(ctx, m.NATSURL, "gust-gateway", m.Logger); err != nil {
+		if m.bus, sh.State, err = connect(ctx, m.NATS, "gust-gateway", m.Logger); err != nil {
 			return err
 		}
 		sh.Bus = m.bus
@@ -71,6 +74,7 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 		m.Pricing = billing.DefaultPricing()
 	}
 	router := gateway.NewRouter(sh.State, sh.Bus, m.Local, m.LocalID, m.Logger)
+	router.WorkerToken = m.WorkerToken
 	async, err := openAsync(ctx, sh.Bus)
 	if err != nil {
 		return err

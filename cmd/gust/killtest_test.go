@@ -778,7 +778,7 @@ func TestNoLossKillUp(t *testing.T) {
 	// well past it for the no-loss check, and check the delay apart
 	// (RecordsPromptly).
 	records, settle := checkRecords(t, c, base, sent, answered, 45*time.Second)
-	logMeterState(t, "nats://"+natsListen, base)
+	logMeterState(t, roleURL(t, natsListen, data, natsbus.UserGateway), base)
 	summarize(t, "kill -9 gust up", res, records)
 	t.Logf("%d leftover containers removed by the restarted gust up; %d calls answered in all (warm-up and after restart included), %d records",
 		len(left), len(answered), len(records))
@@ -803,7 +803,6 @@ func TestNoLossKillWorker(t *testing.T) {
 	cleanupWorker(t, &workerID)
 	rs := newRoleSet(t)
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	natsURL := "nats://" + natsAddr
 	gwListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	wkListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	base := "http://" + gwListen
@@ -812,11 +811,12 @@ func TestNoLossKillWorker(t *testing.T) {
 
 	n := rs.start("nats", "nats", "--listen", natsAddr, "--data", filepath.Join(rs.dir, "nats-data"))
 	rs.waitTCP(n, natsAddr, 30*time.Second)
-	sc := rs.start("scheduler", "scheduler", "--nats", natsURL)
-	wargs := []string{"worker", "--nats", natsURL, "--listen", wkListen, "--advertise", "http://" + wkListen,
+	natsURL := func(role string) string { return roleURL(t, natsAddr, filepath.Join(rs.dir, "nats-data"), role) }
+	sc := rs.start("scheduler", "scheduler", "--nats", natsURL(natsbus.UserScheduler))
+	wargs := []string{"worker", "--nats", natsURL(natsbus.UserWorker), "--worker-token-file", filepath.Join(rs.dir, "worker-token"), "--listen", wkListen, "--advertise", "http://" + wkListen,
 		"--network", testNetwork, "--data", filepath.Join(rs.dir, "worker-data"), "--id", workerID}
 	wk := rs.start("worker-1", wargs...)
-	g := rs.start("gateway", "gateway", "--nats", natsURL, "--listen", gwListen, "--data", filepath.Join(rs.dir, "gateway-data"))
+	g := rs.start("gateway", "gateway", "--nats", natsURL(natsbus.UserGateway), "--worker-token-file", filepath.Join(rs.dir, "worker-token"), "--listen", gwListen, "--data", filepath.Join(rs.dir, "gateway-data"))
 	rs.waitHTTP(wk, "http://"+wkListen+"/healthz", 60*time.Second)
 	rs.waitHTTP(g, base+"/healthz", 60*time.Second)
 	if sc.exited() {
@@ -854,7 +854,7 @@ func TestNoLossKillWorker(t *testing.T) {
 	t.Logf("calls answer 200 again %s after the worker restarted", time.Since(restart).Round(time.Millisecond))
 
 	records, settle := checkRecords(t, c, base, sent, answered, 20*time.Second)
-	logMeterState(t, natsURL, base)
+	logMeterState(t, natsURL(natsbus.UserGateway), base)
 	summarize(t, "kill -9 worker", res, records)
 	t.Logf("%d leftover containers removed by the restarted worker; %d calls answered in all (warm-up and after restart included), %d records (settled in %s)",
 		len(left), len(answered), len(records), settle.Round(10*time.Millisecond))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
+	"github.com/gustfaas/gust/internal/natsbus"
 )
 
 // MustRunGateway runs the gateway role alone on an embedded NATS server
@@ -26,14 +27,14 @@ func MustRunGateway(tb testing.TB) string {
 	ctx := context.Background()
 	logger := testLogger(tb)
 	dir := tb.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "nats"), Logger: logger}
+	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "nats"), Roles: true, Logger: logger}
 	if err := n.Run(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { n.Close() })
 	gc := defaultGatewayConfig()
 	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATSURL: n.Server.ClientURL(), Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
+	g := &GatewayMain{NATS: roleNATS(n, natsbus.UserGateway), Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
 	if err := g.Run(ctx); err != nil {
 		tb.Fatal(err)
 	}
@@ -222,7 +223,7 @@ func TestCLIAccess(t *testing.T) {
 // of `gust up`.
 func TestGatewayGeneratesAdminPassword(t *testing.T) {
 	ctx := context.Background()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: testLogger(t)}
+	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Roles: true, Logger: testLogger(t)}
 	if err := n.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +234,7 @@ func TestGatewayGeneratesAdminPassword(t *testing.T) {
 	var first string
 	for run := 1; run <= 2; run++ {
 		logFile := filepath.Join(home, fmt.Sprintf("gateway-%d.log", run))
-		base, stop := mustStartGatewayBinary(t, n.Server.ClientURL(), data, logFile)
+		base, stop := mustStartGatewayBinary(t, n.Server.UserURL(natsbus.UserGateway), data, logFile)
 		pw, err := readPasswordFile(pwFile)
 		if err != nil {
 			t.Fatal(err)

@@ -35,7 +35,7 @@ func TestRolesOnShared(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { n.Close() })
-			bus, state, err := connect(ctx, n.Server.ClientURL(), "gust-test", logger)
+			bus, state, err := connect(ctx, n.Server.ProvisionConfig(""), "gust-test", logger)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -38,6 +38,9 @@ type meterConfig struct {
 // and starts publishing (and ingesting).
 func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *metrics.Metrics, logger *zap.Logger) (*Metering, error) {
 	mt := &Metering{Metrics: m, bus: bus, logger: logger}
+	if err := privateDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if err := natsbus.EnsureMeterStream(ctx, bus, cfg.Retention); err != nil {
 		return nil, err
 	}
@@ -48,7 +51,12 @@ func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *me
 	mt.Meter = natsbus.NewMeter(bus, sp, m, logger)
 	mt.Meter.Start()
 	if cfg.Store {
-		if mt.Store, err = sqlite.Open(filepath.Join(cfg.DataDir, "billing.db"), logger.Named("billing")); err != nil {
+		db := filepath.Join(cfg.DataDir, "billing.db")
+		if err := createPrivate(db); err != nil {
+			mt.Close()
+			return nil, err
+		}
+		if mt.Store, err = sqlite.Open(db, logger.Named("billing")); err != nil {
 			mt.Close()
 			return nil, err
 		}

@@ -12,10 +12,10 @@ import (
 // SchedulerMain runs the scheduler role: on its own NATS connection, or
 // in `gust up` on the shared one.
 type SchedulerMain struct {
-	NATSURL string
-	Config  scheduler.Config
-	Logger  *zap.Logger
-	// Shared, when set, replaces NATSURL: see Shared.
+	NATS   natsbus.ClientConfig
+	Config scheduler.Config
+	Logger *zap.Logger
+	// Shared, when set, replaces NATS: see Shared.
 	Shared *Shared
 
 	bus       *natsbus.Bus // owned: nil when shared
@@ -26,7 +26,7 @@ type SchedulerMain struct {
 func (m *SchedulerMain) Run(ctx context.Context) error {
 	sh := m.Shared
 	if sh == nil {
-		bus, state, err := connect(ctx, m.NATSURL, "gust-scheduler", m.Logger)
+		bus, state, err := connect(ctx, m.NATS, "gust-scheduler", m.Logger)
 		if err != nil {
 			return err
 		}

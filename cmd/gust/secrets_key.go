@@ -80,42 +80,36 @@ func readSecretsKey(p string) ([]byte, error) {
 		p, natsbus.SecretsKeySize, 2*natsbus.SecretsKeySize, natsbus.SecretsKeySize)
 }
 
-// generateSecretsKey writes a new random key, in hex, to p, mode 0600 in a
-// directory made 0700. The key is written whole to a file of its own and
-// then linked to p, which fails if p exists: two processes starting on one
-// path never overwrite each other's key, and the loser reads the winner's,
-// never a file half written.
+// generateSecretsKey writes a new random key, in hex, to p (see
+// writeNewSecretFile); if p exists by then, it reads the key there.
 func generateSecretsKey(p string) ([]byte, error) {
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
 	key := make([]byte, natsbus.SecretsKeySize)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate secrets key: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(p)+"-*")
+	existing, err := writeNewSecretFile(p, hex.EncodeToString(key)+"\n")
 	if err != nil {
-		return nil, fmt.Errorf("write secrets key: %w", err)
+		return nil, err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = f.WriteString(hex.EncodeToString(key) + "\n")
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("write secrets key: %w", err)
-	}
-	if err := os.Link(tmp, p); errors.Is(err, fs.ErrExist) {
+	if existing {
 		return readSecretsKey(p)
-	} else if err != nil {
-		return nil, fmt.Errorf("write secrets key: %w", err)
 	}
 	return key, nil
+}
+
+// openSecrets opens the secrets bucket alone (a worker's need), under the
+// key of keyFile (or of dataDir).
+func openSecrets(ctx context.Context, bus *natsbus.Bus, keyFile, dataDir string, logger *zap.Logger) (*gust.Tenancy, error) {
+	key, err := secretsKey(keyFile, dataDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	s, err := natsbus.OpenSecrets(ctx, bus, key)
+	if err != nil {
+		return nil, err
+	}
+	return &gust.Tenancy{Secrets: s}, nil
 }
 
 // openTenancy opens the tables of access control on bus, with secrets

@@ -7,6 +7,7 @@ import (
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/docker"
+	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/scheduler"
 	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap"
@@ -45,7 +46,9 @@ containers this worker started are stopped and removed, then gust exits 0.
 The API needs credentials (user "admin", HTTP Basic): the password comes
 from --admin-password-file, else $GUST_ADMIN_PASSWORD, else the file
 admin-password in --data, generated on first start (mode 0600). The gust
-CLI on this machine finds that file in the default data directory.`,
+CLI on this machine finds that file in the default data directory.
+NATS takes no anonymous clients: outside publishers use user "events"
+(docs/nats-security.md).`,
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var lf logFlags
 		lf.register(fs)
@@ -61,6 +64,8 @@ CLI on this machine finds that file in the default data directory.`,
 		pf := pricingFlags(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
+		var nsf natsServerFlags
+		nsf.register(fs)
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected arguments: %v", args)
@@ -80,7 +85,7 @@ CLI on this machine finds that file in the default data directory.`,
 			return serve(ctx, logger, &UpMain{
 				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
 				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger,
-				SecretsKeyFile: *skf,
+				SecretsKeyFile: *skf, NATSFlags: nsf,
 			})
 		}
 	},
@@ -94,18 +99,17 @@ var natsCommand = &Command{
 		lf.register(fs)
 		listen := fs.String("listen", "127.0.0.1:4222", "NATS client address")
 		data := fs.String("data", defaultDataDir(), "data directory ($GUST_DATA)")
+		authDir := fs.String("auth-dir", envOr("GUST_NATS_AUTH_DIR", ""), "passwords of the roles' NATS users, AUTH/ROLE/password, generated when missing (default DATA/"+natsAuthDir+"; $GUST_NATS_AUTH_DIR)")
+		var nsf natsServerFlags
+		nsf.register(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &NATSMain{Listen: *listen, DataDir: *data, Logger: logger})
+			return serve(ctx, logger, &NATSMain{Listen: *listen, DataDir: *data, Roles: true, AuthDir: *authDir, Flags: nsf, Logger: logger})
 		}
 	},
-}
-
-func natsFlag(fs *flag.FlagSet) *string {
-	return fs.String("nats", envOr("GUST_NATS", "nats://127.0.0.1:4222"), "NATS URL ($GUST_NATS)")
 }
 
 var gatewayCommand = &Command{
@@ -114,7 +118,9 @@ var gatewayCommand = &Command{
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var lf logFlags
 		lf.register(fs)
-		nats := natsFlag(fs)
+		var ncf natsClientFlags
+		ncf.register(fs, natsbus.UserGateway)
+		wtf := workerTokenFlag(fs)
 		cfg := gateway.DefaultConfig()
 		fs.StringVar(&cfg.Listen, "listen", envOr("GUST_LISTEN", cfg.Listen), "HTTP address ($GUST_LISTEN)")
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
@@ -136,7 +142,15 @@ var gatewayCommand = &Command{
 				return err
 			}
 			cfg.Version = version
-			return serve(ctx, logger, &GatewayMain{NATSURL: *nats, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
+			nc, err := ncf.config(natsbus.UserGateway, *data, logger)
+			if err != nil {
+				return err
+			}
+			token, err := wtf(*data, logger)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
 		}
 	},
 }
@@ -147,7 +161,8 @@ var schedulerCommand = &Command{
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var lf logFlags
 		lf.register(fs)
-		nats := natsFlag(fs)
+		var ncf natsClientFlags
+		ncf.register(fs, natsbus.UserScheduler)
 		cfg := scheduler.DefaultConfig()
 		fs.DurationVar(&cfg.WorkerTimeout, "worker-timeout", cfg.WorkerTimeout, "a worker silent for this long is gone")
 		return func(ctx context.Context, args []string) error {
@@ -155,7 +170,11 @@ var schedulerCommand = &Command{
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &SchedulerMain{NATSURL: *nats, Config: cfg, Logger: logger})
+			nc, err := ncf.config(natsbus.UserScheduler, defaultDataDir(), logger)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, logger, &SchedulerMain{NATS: nc, Config: cfg, Logger: logger})
 		}
 	},
 }
@@ -166,7 +185,10 @@ var workerCommand = &Command{
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var lf logFlags
 		lf.register(fs)
-		nats := natsFlag(fs)
+		var ncf natsClientFlags
+		ncf.register(fs, natsbus.UserWorker)
+		wtf := workerTokenFlag(fs)
+		maxBody := fs.Int64("max-body", worker.DefaultMaxBodyBytes, "largest call body in bytes taken from gateways (413 above)")
 		listen := fs.String("listen", ":8081", "HTTP address gateways invoke this worker at")
 		advertise := fs.String("advertise", "", "base URL gateways reach this worker at (default from --listen)")
 		network := fs.String("network", docker.DefaultNetwork, "Docker network for function containers")
@@ -183,8 +205,16 @@ var workerCommand = &Command{
 			if err != nil {
 				return err
 			}
+			nc, err := ncf.config(natsbus.UserWorker, *data, logger)
+			if err != nil {
+				return err
+			}
+			token, err := wtf(*data, logger)
+			if err != nil {
+				return err
+			}
 			return serve(ctx, logger, &WorkerMain{
-				NATSURL: *nats, Listen: *listen, Advertise: *advertise, Network: *network,
+				NATS: nc, Listener: worker.ListenerConfig{Token: token, MaxBodyBytes: *maxBody}, Listen: *listen, Advertise: *advertise, Network: *network,
 				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf,
 			})
 		}

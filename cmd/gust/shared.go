@@ -42,9 +42,11 @@ type Shared struct {
 	Tenancy *gust.Tenancy
 }
 
-// connect dials NATS and opens the shared state tables.
-func connect(ctx context.Context, url, name string, logger *zap.Logger) (*natsbus.Bus, *gust.State, error) {
-	bus, err := natsbus.Connect(url, name, logger)
+// connect dials NATS as cfg says, naming the connection name, and opens
+// the shared state tables.
+func connect(ctx context.Context, cfg natsbus.ClientConfig, name string, logger *zap.Logger) (*natsbus.Bus, *gust.State, error) {
+	cfg.Name = name
+	bus, err := natsbus.ConnectWith(cfg, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -71,8 +73,8 @@ func openRuntime(ctx context.Context, network string, logger *zap.Logger) (*dock
 
 // localID reads an id kept in dataDir/file, making one on first use.
 func localID(dataDir, file string) (string, error) {
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return "", fmt.Errorf("data directory: %w", err)
+	if err := privateDir(dataDir); err != nil {
+		return "", err
 	}
 	p := filepath.Join(dataDir, file)
 	if b, err := os.ReadFile(p); err == nil {
@@ -84,7 +86,7 @@ func localID(dataDir, file string) (string, error) {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	id := sanitizeID(host) + "-" + hex.EncodeToString(b[:])
-	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", file, err)
 	}
 	return id, nil

@@ -33,6 +33,9 @@ type UpMain struct {
 	NoMetering bool
 	Logger     *zap.Logger
 
+	// NATSFlags are the embedded server's events password and TLS.
+	NATSFlags natsServerFlags
+
 	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
 	// is kept in DataDir (see secretsKey).
 	SecretsKeyFile string
@@ -56,12 +59,14 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
-	m.nats = NATSMain{Listen: m.NATSListen, DataDir: m.DataDir, Logger: m.Logger}
+	// The roles' users too, with passwords kept in the data directory:
+	// a worker or gateway on another host may join this one.
+	m.nats = NATSMain{Listen: m.NATSListen, DataDir: m.DataDir, Roles: true, Flags: m.NATSFlags, Logger: m.Logger}
 	if err := m.nats.Run(ctx); err != nil {
 		return err
 	}
 	sh := &Shared{}
-	if m.bus, sh.State, err = connect(ctx, m.nats.Server.ClientURL(), "gust-up", m.Logger); err != nil {
+	if m.bus, sh.State, err = connect(ctx, m.nats.Server.ProvisionConfig(""), "gust-up", m.Logger); err != nil {
 		return err
 	}
 	sh.Bus = m.bus
@@ -108,8 +113,9 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 // GatewayAddr is the address the gateway listens on.
 func (m *UpMain) GatewayAddr() string { return m.gateway.Server.Addr() }
 
-// NATSURL is the embedded server's client URL.
-func (m *UpMain) NATSURL() string { return m.nats.Server.ClientURL() }
+// NATSURL is the embedded server's client URL, with the credentials of
+// the gust user: it holds a password, never log it.
+func (m *UpMain) NATSURL() string { return m.nats.Server.UserURL(natsbus.UserGust) }
 
 // Close drains in reverse order: the gateway stops taking calls and waits
 // for those in flight, the worker stops and removes its containers, then

@@ -20,8 +20,8 @@ import (
 // on its own, an HTTP endpoint gateways invoke it at. In `gust up` it
 // runs on what it is given in Shared and, InProcess, has no endpoint.
 type WorkerMain struct {
-	NATSURL string
-	Listen  string // HTTP listen address for calls from gateways
+	NATS   natsbus.ClientConfig
+	Listen string // HTTP listen address for calls from gateways
 	// Advertise is the base URL gateways reach this worker at; by default
 	// derived from Listen (an unspecified host becomes this host's name).
 	Advertise string
@@ -33,7 +33,10 @@ type WorkerMain struct {
 	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
 	// is kept in DataDir (see secretsKey).
 	SecretsKeyFile string
-	// Shared, when set, replaces NATSURL and Network, and the worker's
+	// Listener guards the HTTP listener: the token gateways must send
+	// and the largest body taken (see worker.ListenerConfig).
+	Listener worker.ListenerConfig
+	// Shared, when set, replaces NATS and Network, and the worker's
 	// own metering: see Shared.
 	Shared *Shared
 	// InProcess: only the gateway of this process calls the worker (in
@@ -70,12 +73,12 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	sh := m.Shared
 	if sh == nil {
 		sh = &Shared{}
-		if m.bus, sh.State, err = connect(ctx, m.NATSURL, "gust-worker-"+m.Config.ID, m.Logger); err != nil {
+		if m.bus, sh.State, err = connect(ctx, m.NATS, "gust-worker-"+m.Config.ID, m.Logger); err != nil {
 			return err
 		}
 		sh.Bus = m.bus
 		undo = append(undo, m.bus.Close)
-		if sh.Tenancy, err = openTenancy(ctx, m.bus, m.SecretsKeyFile, m.DataDir, m.Logger); err != nil {
+		if sh.Tenancy, err = openSecrets(ctx, m.bus, m.SecretsKeyFile, m.DataDir, m.Logger); err != nil {
 			return err
 		}
 		if m.rt, err = openRuntime(ctx, m.Network, m.Logger); err != nil {
@@ -115,7 +118,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", sh.Metrics.Handler())
-	mux.Handle("/", m.Worker.Handler())
+	mux.Handle("/", m.Worker.Handler(m.Listener))
 	m.srv = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
 	httplimits.Default().Apply(m.srv) // calls extend their own deadlines (worker/invoke.go)
 	m.served = make(chan struct{})

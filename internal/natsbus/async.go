@@ -35,14 +35,14 @@ type AsyncState struct {
 // OpenAsync creates the async queue and dead-letter streams and the async
 // tables. window is how long an idempotency key holds.
 func OpenAsync(ctx context.Context, b *Bus, window time.Duration) (*AsyncState, error) {
-	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name: StreamAsync, Description: "Gust async calls waiting to run",
 		Subjects: []string{gust.SubjectAsyncPrefix + ">"}, Storage: jetstream.FileStorage,
 		Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute, MaxMsgSize: 8 << 20,
 	}); err != nil {
 		return nil, fmt.Errorf("async stream: %w", err)
 	}
-	if _, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name: StreamDeadLetters, Description: "Gust calls that ran out of attempts",
 		Subjects: []string{gust.SubjectDeadLetterPrefix + ">"}, Storage: jetstream.FileStorage,
 		Retention: jetstream.LimitsPolicy, MaxMsgSize: 8 << 20,

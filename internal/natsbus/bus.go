@@ -26,29 +26,94 @@ type Bus struct {
 	// tasks owns the bus's goroutines; its context ends when Close
 	// begins, and the long-lived ones stop on it.
 	tasks *tasks.Group
+	// provision: see ClientConfig.Provision.
+	provision bool
 }
 
 // errClosed is returned by what the bus refuses to start once it closes.
 var errClosed = errors.New("nats bus closed")
 
-// Connect dials NATS at url and keeps reconnecting for ever after a loss.
+// ClientConfig says how a role reaches NATS.
+type ClientConfig struct {
+	// URL is nats://host:port (tls:// for TLS), possibly with user and
+	// password (nats://gateway:PASSWORD@host:port); a comma-separated
+	// list names several servers of a cluster.
+	URL string
+	// Name identifies the connection in the server's views.
+	Name string
+	// User and Password are the credentials, unless the URL has them.
+	User, Password string
+	// CredsFile is a NATS credentials file (a user JWT and NKey seed),
+	// for servers that use decentralized authentication.
+	CredsFile string
+	// CAFile is the PEM file of the CA that signed the server's TLS
+	// certificate; given, the connection requires TLS.
+	CAFile string
+	// CertFile and KeyFile are a client certificate, for servers that
+	// require mutual TLS.
+	CertFile, KeyFile string
+	// InProcess connects to the server of this process without a socket
+	// (and without TLS); URL is then ignored.
+	InProcess *Server
+	// Provision makes this connection create or update Gust's streams and
+	// buckets to their current configuration when it opens them (the
+	// server's own connection: `gust up`, `gust nats`); the roles only
+	// bind to them, and need no right to change them.
+	Provision bool
+}
+
+// Connect dials NATS at url (credentials in it, if any) and keeps
+// reconnecting for ever after a loss.
 func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
+	return ConnectWith(ClientConfig{URL: url, Name: name}, logger)
+}
+
+// ConnectWith dials NATS as cfg says and keeps reconnecting for ever
+// after a loss. A Gust role's replies come on its own inbox prefix
+// (InboxPrefix.user).
+func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 	logger = logger.Named("natsbus")
-	nc, err := nats.Connect(url,
-		nats.Name(name),
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				logger.Warn("nats disconnected", zap.Error(err))
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			logger.Info("nats reconnected", zap.String("url", nc.ConnectedUrl()))
+			logger.Info("nats reconnected", zap.String("url", redactURL(nc.ConnectedUrl())))
 		}),
-	)
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			// Permission violations land here: they name the subject a
+			// role was refused, which is what an operator needs.
+			logger.Warn("nats error", zap.Error(err))
+		}),
+	}
+	user := URLUser(cfg.URL)
+	if user == "" && cfg.User != "" {
+		user = cfg.User
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if p := inboxPrefix(user); p != "" {
+		opts = append(opts, nats.CustomInboxPrefix(p))
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" || cfg.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+	}
+	if cfg.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(cfg.InProcess.ns))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats at %s: %w", url, err)
+		return nil, fmt.Errorf("connect to nats at %s: %w", redactURL(cfg.URL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -57,7 +122,7 @@ func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
 	}
 	// The bus's goroutines live as long as the connection, not as long
 	// as anything of the caller's: Close ends them.
-	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background())}, nil
+	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background()), provision: cfg.Provision}, nil
 }
 
 // Close stops the watches and consumers the bus runs, lets the requests
@@ -163,4 +228,32 @@ func (b *Bus) RequestRaw(ctx context.Context, subject string, data []byte, heade
 		return nil, fmt.Errorf("request %s: %w", subject, err)
 	}
 	return msg.Data, nil
+}
+
+// ensureStream makes sure stream cfg.Name exists. The provisioning
+// connection creates it or updates it to cfg; a role's connection binds to
+// it as it is, and creates it only when it is missing (a server without
+// `gust nats`, which nothing provisions).
+func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	if b.provision {
+		_, err := b.JS.CreateOrUpdateStream(ctx, cfg)
+		return err
+	}
+	_, err := b.JS.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = b.JS.CreateStream(ctx, cfg)
+	}
+	return err
+}
+
+// ensureKV is ensureStream for a KV bucket.
+func (b *Bus) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if b.provision {
+		return b.JS.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	kv, err := b.JS.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = b.JS.CreateKeyValue(ctx, cfg)
+	}
+	return kv, err
 }

@@ -29,7 +29,7 @@ const (
 // kept (retention 0: for ever) so that a billing store can be rebuilt by
 // replaying them.
 func EnsureMeterStream(ctx context.Context, b *Bus, retention time.Duration) error {
-	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        StreamMeter,
 		Description: "Gust metering records (one per call, one per instance life)",
 		Subjects:    []string{"gust.meter.>"},

@@ -14,12 +14,12 @@ import (
 // call record and append it to the spool (one write). The publisher runs
 // in the background against a real embedded JetStream.
 func BenchmarkRecordCall(b *testing.B) {
-	srv, err := RunServer(ServerConfig{Listen: "127.0.0.1:0", StoreDir: b.TempDir()}, zap.NewNop())
+	srv, err := RunServer(ServerConfig{Listen: "127.0.0.1:0", StoreDir: b.TempDir(), Users: testUsers}, zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer srv.Shutdown()
-	bus, err := Connect(srv.ClientURL(), "bench", zap.NewNop())
+	bus, err := ConnectWith(testConfig(srv, "bench"), zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}

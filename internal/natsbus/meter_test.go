@@ -23,11 +23,11 @@ func TestMeterBuffersWhileNATSIsDown(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	srv, err := RunServer(ServerConfig{Listen: addr, StoreDir: store}, logger)
+	srv, err := RunServer(ServerConfig{Listen: addr, StoreDir: store, Users: testUsers}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bus, err := Connect(srv.ClientURL(), "meter-test", logger)
+	bus, err := ConnectWith(testConfig(srv, "meter-test"), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestMeterBuffersWhileNATSIsDown(t *testing.T) {
 		t.Errorf("spool holds %d records while NATS is down, want 50", n)
 	}
 
-	srv2, err := RunServer(ServerConfig{Listen: addr, StoreDir: store}, logger)
+	srv2, err := RunServer(ServerConfig{Listen: addr, StoreDir: store, Users: testUsers}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,11 +22,20 @@ type ServerConfig struct {
 	StoreDir string
 	// Name identifies the server in logs and cluster views.
 	Name string
+	// Users maps each user (a role of Roles, or UserEvents) to its
+	// password; each gets its role's permissions. Clients without one of
+	// these credentials are refused: there is no anonymous access.
+	Users map[string]string
+	// TLSCert and TLSKey, when given, make clients connect with TLS
+	// (PEM files); TLSClientCA, when given too, requires client
+	// certificates signed by it (mutual TLS) on top of the passwords.
+	TLSCert, TLSKey, TLSClientCA string
 }
 
 // Server is an embedded NATS server.
 type Server struct {
-	ns *server.Server
+	ns    *server.Server
+	users map[string]string
 }
 
 // RunServer starts an embedded NATS server with JetStream and waits until
@@ -43,6 +52,13 @@ func RunServer(cfg ServerConfig, logger *zap.Logger) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	if len(cfg.Users) == 0 {
+		return nil, fmt.Errorf("nats server: no users: Gust's server takes no anonymous clients")
+	}
+	us, err := users(cfg.Users)
+	if err != nil {
+		return nil, err
+	}
 	opts := &server.Options{
 		ServerName: cfg.Name,
 		Host:       host,
@@ -53,6 +69,17 @@ func RunServer(cfg ServerConfig, logger *zap.Logger) (*Server, error) {
 		// Request bodies never travel through NATS on the sync path, but
 		// async calls and events do: allow 8 MiB payloads.
 		MaxPayload: 8 << 20,
+		Users:      us,
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
+			CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSClientCA, Verify: cfg.TLSClientCA != "",
+		})
+		if err != nil {
+			return nil, fmt.Errorf("nats server tls (--nats-tls-cert, --nats-tls-key): %w", err)
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify = tc, true, cfg.TLSClientCA != ""
+		opts.TLSTimeout = 5
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -64,11 +91,30 @@ func RunServer(cfg ServerConfig, logger *zap.Logger) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("nats server did not accept connections on %s within 15s", cfg.Listen)
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, users: cfg.Users}, nil
 }
 
 // ClientURL is the URL clients connect to.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// UserURL is the client URL with user's credentials in it, for the
+// connections of the process that runs the server (its provisioning, `gust
+// up`, tests). The URL holds a password: never log it.
+func (s *Server) UserURL(user string) string {
+	u, err := URLWithUser(s.ns.ClientURL(), user, s.users[user])
+	if err != nil {
+		panic(err) // the server's own URL always parses
+	}
+	return u
+}
+
+// ProvisionConfig is how the process that runs the server connects to it:
+// in process, as UserGust, provisioning.
+func (s *Server) ProvisionConfig(name string) ClientConfig {
+	return ClientConfig{
+		InProcess: s, Name: name, User: UserGust, Password: s.users[UserGust], Provision: true,
+	}
+}
 
 // Shutdown stops the server after lame-duck mode would be pointless here:
 // by the time it runs, every client of this process has drained.

@@ -45,7 +45,7 @@ func OpenTable[T any](ctx context.Context, b *Bus, cfg TableConfig) (*Table[T], 
 	if cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := b.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:  cfg.Bucket,
 		History: 1,
 		TTL:     cfg.TTL,

@@ -27,6 +27,13 @@ const (
 	BucketSecrets    = "gust_secrets"
 )
 
+// The configurations of access control's buckets.
+var (
+	namespacesTable = TableConfig{Bucket: BucketNamespaces}
+	keysTable       = TableConfig{Bucket: BucketKeys}
+	secretsBucket   = jetstream.KeyValueConfig{Bucket: BucketSecrets, History: 1, Storage: jetstream.FileStorage}
+)
+
 // SecretsKeySize is the size of the key secrets are encrypted under
 // (AES-256).
 const SecretsKeySize = 32
@@ -48,11 +55,11 @@ func OpenTenancy(ctx context.Context, b *Bus, secretKey []byte) (*gust.Tenancy, 
 	if len(secretKey) != SecretsKeySize {
 		return nil, fmt.Errorf("open tenancy: secrets key is %d bytes, want %d", len(secretKey), SecretsKeySize)
 	}
-	nss, err := OpenTable[gust.Namespace](ctx, b, TableConfig{Bucket: BucketNamespaces})
+	nss, err := OpenTable[gust.Namespace](ctx, b, namespacesTable)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := OpenTable[gust.APIKey](ctx, b, TableConfig{Bucket: BucketKeys})
+	keys, err := OpenTable[gust.APIKey](ctx, b, keysTable)
 	if err != nil {
 		return nil, err
 	}
@@ -89,10 +96,18 @@ type sealed struct {
 	Updated    time.Time `json:"updatedAt"`
 }
 
+// OpenSecrets opens (creating if needed) the secrets bucket alone, with
+// secrets under secretKey: for a worker, which reads secrets and needs
+// nothing else of access control.
+func OpenSecrets(ctx context.Context, b *Bus, secretKey []byte) (*Secrets, error) {
+	if len(secretKey) != SecretsKeySize {
+		return nil, fmt.Errorf("open secrets: secrets key is %d bytes, want %d", len(secretKey), SecretsKeySize)
+	}
+	return openSecrets(ctx, b, secretKey)
+}
+
 func openSecrets(ctx context.Context, b *Bus, key []byte) (*Secrets, error) {
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: BucketSecrets, History: 1, Storage: jetstream.FileStorage,
-	})
+	kv, err := b.ensureKV(ctx, secretsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open kv bucket %s: %w", BucketSecrets, err)
 	}

@@ -69,7 +69,7 @@ const DefaultRetain = time.Minute
 // Open opens (creating) the spool in dir. Records left by an earlier run
 // are delivered first by Take.
 func Open(dir string, maxBytes int64) (*Spool, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
 	s := &Spool{dir: dir, maxBytes: maxBytes, segRecords: 10000, retain: DefaultRetain, sizes: map[uint64]int64{},
@@ -127,6 +127,11 @@ func (s *Spool) Append(data []byte) error {
 	if s.closed {
 		return errors.New("spool is closed")
 	}
+	// A record is one line: an empty one or one with a newline would not
+	// read back as itself after a restart.
+	if len(data) == 0 || bytes.IndexByte(data, '\n') >= 0 {
+		return errors.New("spool record is empty or contains a newline")
+	}
 	n := int64(len(data)) + 1
 	if s.bytes+n > s.maxBytes {
 		return ErrFull
@@ -160,7 +165,7 @@ func (s *Spool) rotateLocked() error {
 			return fmt.Errorf("close spool segment: %w", err)
 		}
 	}
-	f, err := os.OpenFile(s.segPath(s.next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(s.segPath(s.next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("open spool segment: %w", err)
 	}

@@ -1,0 +1,39 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gustfaas/gust"
+)
+
+// Provision creates every stream and bucket of Gust, or updates each to
+// its current configuration, on a connection opened with
+// ClientConfig.Provision. `gust nats` runs it on start, so that the roles,
+// which may not create or change streams (see permissions), find them
+// there; `gust up` provisions as it opens them, on its one connection.
+// idempotencyWindow is the async idempotency keys' lifetime and
+// meterRetention the metering stream's (0: for ever).
+func Provision(ctx context.Context, b *Bus, idempotencyWindow, meterRetention time.Duration) error {
+	if !b.provision {
+		return errors.New("provision: the connection was not opened to provision (ClientConfig.Provision)")
+	}
+	if _, err := OpenState(ctx, b); err != nil {
+		return err
+	}
+	if _, err := OpenAsync(ctx, b, idempotencyWindow); err != nil {
+		return err
+	}
+	if err := EnsureMeterStream(ctx, b, meterRetention); err != nil {
+		return err
+	}
+	if _, err := OpenTable[gust.Namespace](ctx, b, namespacesTable); err != nil {
+		return err
+	}
+	if _, err := OpenTable[gust.APIKey](ctx, b, keysTable); err != nil {
+		return err
+	}
+	_, err := b.ensureKV(ctx, secretsBucket)
+	return err
+}
