@@ -64,6 +64,7 @@ NATS takes no anonymous clients: outside publishers use user "events"
 		pf := pricingFlags(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
+		iso := isolationFlags(fs)
 		var nsf natsServerFlags
 		nsf.register(fs)
 		return func(ctx context.Context, args []string) error {
@@ -82,9 +83,13 @@ NATS takes no anonymous clients: outside publishers use user "events"
 				return err
 			}
 			gw.Version = version
+			isolation, err := iso()
+			if err != nil {
+				return err
+			}
 			return serve(ctx, logger, &UpMain{
 				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
-				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger,
+				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger, Isolation: isolation,
 				SecretsKeyFile: *skf, NATSFlags: nsf,
 			})
 		}
@@ -199,6 +204,7 @@ var workerCommand = &Command{
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once")
 		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
 		boundsFlags(fs, nil, &cfg)
+		iso := isolationFlags(fs)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
@@ -213,9 +219,13 @@ var workerCommand = &Command{
 			if err != nil {
 				return err
 			}
+			isolation, err := iso()
+			if err != nil {
+				return err
+			}
 			return serve(ctx, logger, &WorkerMain{
 				NATS: nc, Listener: worker.ListenerConfig{Token: token, MaxBodyBytes: *maxBody}, Listen: *listen, Advertise: *advertise, Network: *network,
-				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf,
+				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf, Isolation: isolation,
 			})
 		}
 	},

@@ -25,6 +25,7 @@ type UpMain struct {
 	NATSListen string // embedded NATS
 	DataDir    string
 	Network    string
+	Isolation  Isolation // around the worker's functions (firewall.go)
 	Gateway    gateway.Config
 	Scheduler  scheduler.Config
 	Worker     worker.Config
@@ -77,6 +78,9 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 		return err
 	}
 	sh.Runtime = m.rt
+	if err = m.Isolation.open(ctx, m.rt, m.Listen, m.Logger); err != nil {
+		return err
+	}
 	m.Metrics = metrics.New()
 	sh.Metrics = m.Metrics
 	if m.Pricing.Granularity == 0 {
@@ -138,6 +142,7 @@ func (m *UpMain) Close() error {
 	if m.bus != nil {
 		errs = append(errs, m.bus.Close())
 	}
+	errs = append(errs, m.Isolation.close())
 	if m.rt != nil {
 		errs = append(errs, m.rt.Close())
 	}

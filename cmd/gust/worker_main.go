@@ -26,6 +26,8 @@ type WorkerMain struct {
 	// derived from Listen (an unspecified host becomes this host's name).
 	Advertise string
 	Network   string // Docker network of the function containers
+	// Isolation around its functions, when it owns its runtime (firewall.go).
+	Isolation Isolation
 	DataDir   string // keeps the worker id across restarts
 	Config    worker.Config
 	Logger    *zap.Logger
@@ -86,6 +88,10 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		}
 		sh.Runtime = m.rt
 		undo = append(undo, m.rt.Close)
+		if err = m.Isolation.open(ctx, m.rt, "", m.Logger); err != nil {
+			return err
+		}
+		undo = append(undo, m.Isolation.close)
 	}
 	var ln net.Listener
 	if !m.InProcess {
@@ -153,6 +159,7 @@ func (m *WorkerMain) drain(ctx context.Context) error {
 	if m.bus != nil {
 		errs = append(errs, m.bus.Close())
 	}
+	errs = append(errs, m.Isolation.close())
 	if m.rt != nil {
 		errs = append(errs, m.rt.Close())
 	}
