@@ -69,7 +69,7 @@ const DefaultRetain = time.Minute
 // Open opens (creating) the spool in dir. Records left by an earlier run
 // are delivered first by Take.
 func Open(dir string, maxBytes int64) (*Spool, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
 	s := &Spool{dir: dir, maxBytes: maxBytes, segRecords: 10000, retain: DefaultRetain, sizes: map[uint64]int64{},
@@ -165,7 +165,7 @@ func (s *Spool) rotateLocked() error {
 			return fmt.Errorf("close spool segment: %w", err)
 		}
 	}
-	f, err := os.OpenFile(s.segPath(s.next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(s.segPath(s.next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("open spool segment: %w", err)
 	}
