@@ -217,18 +217,31 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref string) (err error) {
 	return nil
 }
 
-// pullFailure says why a pull failed in words a caller may see. A
-// registry's own answer (manifest unknown, access denied) is passed on; a
-// registry the daemon could not reach is said so, and the daemon's error,
-// which names addresses of the host's network (its DNS server, a proxy),
-// goes to the log only.
+// pullFailure says why a pull failed in words a caller may see: one of a
+// few fixed sentences (unreachable registry, no such image, access
+// refused). The daemon's error, which names addresses of the host's
+// network (its DNS server, a proxy) and the registry's internals, goes to
+// the log only (issue 9: the Engine's raw text is not echoed to callers).
 func pullFailure(err error, logger *zap.Logger) string {
-	msg := err.Error()
-	for _, network := range []string{"dial tcp", "lookup ", "i/o timeout", "connection refused", "no route to host", "TLS handshake"} {
-		if strings.Contains(msg, network) {
-			logger.Warn("pull failed: registry not reachable", zap.Error(err))
-			return "its registry could not be reached from this worker"
+	msg := strings.ToLower(err.Error())
+	// The Engine's own words stay in the log: they name hosts, DNS
+	// servers and registries' internals. Callers get one of these.
+	logger.Warn("pull failed", zap.Error(err))
+	has := func(words ...string) bool {
+		for _, w := range words {
+			if strings.Contains(msg, w) {
+				return true
+			}
 		}
+		return false
 	}
-	return msg
+	switch {
+	case has("dial tcp", "lookup ", "i/o timeout", "connection refused", "no route to host", "tls handshake"):
+		return "its registry could not be reached from this worker"
+	case has("manifest unknown", "not found", "does not exist", "no such"):
+		return "its registry has no such image or tag"
+	case has("denied", "unauthorized", "authentication required", "forbidden"):
+		return "its registry refused access to it"
+	}
+	return "its registry refused it (the worker's log has the reason)"
 }

@@ -121,7 +121,7 @@ func TestPuller(t *testing.T) {
 		if got, want := gust.ErrorCode(err), gust.EINVALID; got != want {
 			t.Fatalf("code: got %q (%v), want %q", got, err, want)
 		}
-		if got, want := gust.ErrorMessage(err), `image "fn:latest" is not available locally and could not be pulled: manifest unknown`; got != want {
+		if got, want := gust.ErrorMessage(err), `image "fn:latest" is not available locally and could not be pulled: its registry has no such image or tag`; got != want {
 			t.Errorf("message: got %q, want %q", got, want)
 		}
 	})
