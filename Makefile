@@ -21,7 +21,7 @@ test: ## run every test with the race detector, the Docker ones included, then t
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 5m ./testdata/functions/misbehave
 	@if [ -d $(ACCEPTANCE) ]; then \
-		for check in core metering events cluster; do $(ACCEPTANCE)/$$check || exit 1; done; \
+		for check in core metering events cluster hardening; do $(ACCEPTANCE)/$$check || exit 1; done; \
 		scripts/acceptance-access $(ACCEPTANCE) || exit 1; \
 	else echo "($(ACCEPTANCE) not found: acceptance checks skipped)"; fi
 
@@ -37,10 +37,10 @@ image: build ## the gust image, FROM scratch, from the static binary
 compose-up: image ## every role in its own container (docker-compose.yml)
 	docker-compose up -d
 
-# docker-compose.yml requires GUST_ADMIN_PASSWORD to interpolate the file,
-# even to take the cluster down: any value does for that.
+# docker-compose.yml requires GUST_ADMIN_PASSWORD and GUST_EVENTS_PASSWORD to
+# interpolate the file, even to take the cluster down: any value does for that.
 compose-down: ## stop the compose cluster; workers remove their containers first
-	GUST_ADMIN_PASSWORD="$${GUST_ADMIN_PASSWORD:-unused}" docker-compose down -v
+	GUST_ADMIN_PASSWORD="$${GUST_ADMIN_PASSWORD:-unused}" GUST_EVENTS_PASSWORD="$${GUST_EVENTS_PASSWORD:-unused}" docker-compose down -v
 
 examples: build ## build the example function images
 	for f in hello echo sleep; do ./$(BIN) build examples/$$f --tag gust-example/$$f:latest; done
