@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/docker"
 	"github.com/gustfaas/gust/internal/firewall"
 	"go.uber.org/zap"
@@ -80,18 +81,9 @@ func (iso *Isolation) open(ctx context.Context, rt *docker.Runtime, gatewayListe
 		return nil
 	}
 	iso.rt, iso.logger = rt, logger.Named("isolation")
-	self := iso.Container
-	inContainer := self != ""
-	if _, err := os.Stat("/.dockerenv"); self == "" && err == nil {
-		// Docker names a container's host after its short id.
-		self, _ = os.Hostname()
-		inContainer = true
-	}
-	if self != "" {
-		if err := rt.Attach(ctx, self); err != nil {
-			iso.logger.Warn("could not join the function networks from this container: functions will not be reachable from it",
-				zap.String("container", self), zap.Error(err))
-		}
+	inContainer, err := iso.attach(ctx, rt)
+	if err != nil {
+		return err
 	}
 	if iso.Mode == firewallOff {
 		return nil
@@ -121,6 +113,36 @@ func (iso *Isolation) open(ctx context.Context, rt *docker.Runtime, gatewayListe
 	iso.logger.Info("installed host rules", zap.String("table", "inet "+fw.Table()),
 		zap.String("bridges", rt.BridgePrefix()+"*"), zap.Ints("allowed_ports", ports))
 	return nil
+}
+
+// attach joins the worker's own container to the function networks when
+// it runs in a container of the Engine it drives: the one --container
+// names, or the one named like this host when /.dockerenv says it is in
+// a container (a container of another Engine, or a host that merely has
+// the file, is not one: it then stands for the host).
+func (iso *Isolation) attach(ctx context.Context, rt *docker.Runtime) (bool, error) {
+	self := iso.Container
+	if _, err := os.Stat("/.dockerenv"); self == "" && err == nil {
+		// Docker names a container's host after its short id.
+		self, _ = os.Hostname()
+	}
+	if self == "" {
+		return false, nil
+	}
+	err := rt.Attach(ctx, self)
+	switch {
+	case err == nil:
+		return true, nil
+	case iso.Container != "":
+		return false, fmt.Errorf("--container %s: %w", self, err)
+	case errors.Is(err, gust.ErrInstanceNotFound):
+		iso.logger.Debug("not in a container of this Docker Engine", zap.String("hostname", self))
+		return false, nil
+	default:
+		iso.logger.Warn("could not join the function networks from this container: functions will not be reachable from it",
+			zap.String("container", self), zap.Error(err))
+		return true, nil
+	}
 }
 
 // close removes the host rules and the function networks that are left

@@ -193,23 +193,35 @@ func (r *Runtime) forgetNetwork(name string) {
 // containers on their bridge IPs. Networks created after Attach keep
 // traffic between their containers on: the worker's calls to functions
 // are such traffic. A network made earlier with that traffic off is
-// logged, since the worker cannot reach functions on it.
+// logged, since the worker cannot reach functions on it. A container the
+// Engine does not know is an error wrapping gust.ErrInstanceNotFound.
 func (r *Runtime) Attach(ctx context.Context, container string) (err error) {
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
 	c, err := r.client.ContainerInspect(ctx, container)
 	if err != nil {
-		return fmt.Errorf("inspect own container %s: %w", container, err)
+		return instanceErr("inspect own container "+container, err)
 	}
 	r.mu.Lock()
 	r.self = c.ID
 	clear(r.networks) // each is connected again on first use
 	r.mu.Unlock()
+	r.netMu.Lock()
+	defer r.netMu.Unlock()
 	ns, err := r.ownNetworks(ctx)
 	if err != nil {
 		return err
 	}
 	for _, n := range ns {
+		if n.Labels[gust.LabelManaged] == "true" && n.Options[optICC] == "false" && len(n.Containers) == 0 {
+			// Made before Attach (Open makes the default namespace's) with
+			// traffic between containers off, which the worker's calls
+			// need: made again on first use.
+			if err := r.client.NetworkRemove(ctx, n.ID); err != nil && !cerrdefs.IsNotFound(err) {
+				return fmt.Errorf("remove network %s: %w", n.Name, err)
+			}
+			continue
+		}
 		if err := r.connect(ctx, n, c.ID); err != nil {
 			return err
 		}

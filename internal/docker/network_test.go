@@ -215,8 +215,30 @@ func TestNetworks_Attach(t *testing.T) {
 	if err := r.Attach(ctx, w.Name); err != nil {
 		t.Fatalf("Attach: %v", err)
 	}
+	// Open made the default namespace's network, with traffic between
+	// containers off and nothing on it: Attach made it go, to be made
+	// again with that traffic on.
+	if _, err := r.client.NetworkInspect(ctx, r.Network(), network.InspectOptions{}); err == nil {
+		t.Errorf("after Attach: %s, empty and with traffic between containers off, still there", r.Network())
+	}
+	def := startIn(t, r, "")
+	if n := mustInspectNetwork(t, r, r.Network()); n.Containers[created.ID].Name == "" || n.Options[optICC] != "true" {
+		t.Errorf("after Attach: %s: containers %v, %s %q, want %s on it with traffic between containers on", r.Network(), n.Containers, optICC, n.Options[optICC], w.Name)
+	}
+	// A network that exists when the worker attaches is joined.
+	r2, err := New(r.cfg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := r.client.NetworkDisconnect(ctx, r.Network(), created.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Attach(ctx, w.Name); err != nil {
+		t.Fatalf("Attach of a second runtime: %v", err)
+	}
 	if n := mustInspectNetwork(t, r, r.Network()); n.Containers[created.ID].Name == "" {
-		t.Errorf("after Attach: %s not on %s, which existed", w.Name, r.Network())
+		t.Errorf("after a second Attach: %s not on %s, which existed", w.Name, r.Network())
 	}
 	fn := startIn(t, r, "later")
 	n := mustInspectNetwork(t, r, r.NetworkOf("later"))
@@ -239,8 +261,10 @@ func TestNetworks_Attach(t *testing.T) {
 		t.Errorf("the worker's container did not reach the function at %s: %v", fn.Addr, err)
 	}
 
-	if err := r.Remove(ctx, fn.ID); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{fn.ID, def.ID} {
+		if err := r.Remove(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := r.RemoveNetwork(ctx); err != nil {
 		t.Fatalf("RemoveNetwork: %v", err)
