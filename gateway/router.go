@@ -34,8 +34,10 @@ type Router struct {
 	// WorkerToken is sent to workers called over HTTP, whose listeners
 	// take calls from gateways only; set it before Start.
 	WorkerToken string
-	// workerTimeout is how stale a heartbeat may be.
+	// workerTimeout is how long a worker may go unheard before no call
+	// is routed to it; live judges that by when heartbeats arrived.
 	workerTimeout time.Duration
+	live          *gust.Liveness
 	// maxWaiting bounds the calls of one function waiting for its
 	// activation (Config.MaxWaiting; the server sets it before Start).
 	maxWaiting int
@@ -67,7 +69,11 @@ type activation struct {
 // NewRouter returns a router. local may be nil when no worker shares the
 // process.
 func NewRouter(state *gust.State, reqs gust.Requests, local gust.Invoker, localID string, logger *zap.Logger) *Router {
+	// Over NATS, a gateway that lost its link keeps routing to the workers
+	// it last knew alive: warm calls need no NATS.
+	link, _ := reqs.(gust.Link)
 	return &Router{
+		live:          gust.NewLiveness(link),
 		state:         state,
 		reqs:          reqs,
 		logger:        logger.Named("gateway.router"),
@@ -116,12 +122,14 @@ func (rt *Router) Start(ctx context.Context) error {
 			if c.Deleted {
 				delete(rt.workers, c.Key)
 				delete(rt.invokers, c.Key)
+				rt.live.Forget(c.Key)
 				return
 			}
 			if old, ok := rt.workers[c.Key]; !ok || old.Addr != c.Value.Addr {
 				delete(rt.invokers, c.Key)
 			}
 			rt.workers[c.Key] = c.Value
+			rt.live.Heard(c.Key, c.Received)
 		})
 	}
 	if err == nil {
@@ -181,7 +189,6 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 	if r != nil && n > 1 {
 		start = int(r.rr.Add(1) % uint64(n))
 	}
-	now := time.Now()
 	for i := 0; i < n; i++ {
 		id := pl.Workers[(start+i)%n]
 		if id == rt.localID && rt.local != nil {
@@ -189,7 +196,7 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 			return rt.local
 		}
 		w, ok := rt.workers[id]
-		if !ok || w.Draining || now.Sub(w.Seen) > rt.workerTimeout {
+		if !ok || w.Draining || rt.live.Silent(id, rt.workerTimeout) {
 			continue
 		}
 		inv := rt.invokers[id]

@@ -157,6 +157,10 @@ func (t *Table[T]) List(ctx context.Context, pattern string) (map[string]T, erro
 	}
 }
 
+// watchResyncCheck is how often a watch looks whether its connection came
+// back, to start over.
+const watchResyncCheck = 250 * time.Millisecond
+
 // Watch implements gust.Table. The watch runs in a goroutine of the bus
 // until ctx ends or the bus closes (Close waits for it); fn is not called
 // once Watch has returned an error.
@@ -175,6 +179,17 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 		defer unhook()
 		defer func() { _ = w.Stop() }()
 		first := true
+		// present holds the keys delivered as present. After the link
+		// comes back the watch starts over (a restarted server may have
+		// lost an in-memory bucket and numbers its entries from 1 again,
+		// which the old watch would skip): resync collects the keys of
+		// the new watch's initial values, and those of present it lacks
+		// are delivered as deleted.
+		present := map[string]bool{}
+		var resync map[string]bool
+		_, reconnects := t.bus.LinkState()
+		tick := time.NewTicker(watchResyncCheck)
+		defer tick.Stop()
 		for {
 			select {
 			case e, ok := <-w.Updates():
@@ -186,19 +201,50 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 						first = false
 						close(initial)
 					}
+					if resync != nil {
+						for key := range present {
+							if !resync[key] {
+								delete(present, key)
+								fn(gust.Change[T]{Key: key, Deleted: true, Received: time.Now()})
+							}
+						}
+						resync = nil
+					}
 					continue
 				}
-				c := gust.Change[T]{Key: e.Key(), Revision: e.Revision()}
+				c := gust.Change[T]{Key: e.Key(), Revision: e.Revision(), Received: time.Now()}
+				if first && e.Created().Before(c.Received) {
+					c.Received = e.Created() // written before this watch began
+				}
 				if e.Operation() != jetstream.KeyValuePut {
-					if first {
+					if first || (resync != nil && !present[e.Key()]) {
 						continue // deleted before the watch began: not a change
 					}
+					delete(present, e.Key())
 					c.Deleted = true
 				} else if err := json.Unmarshal(e.Value(), &c.Value); err != nil {
 					t.logger.Warn("skip undecodable entry", zap.String("key", e.Key()), zap.Error(err))
 					continue
+				} else {
+					present[e.Key()] = true
+					if resync != nil {
+						resync[e.Key()] = true
+					}
 				}
 				fn(c)
+			case <-tick.C:
+				up, n := t.bus.LinkState()
+				if !up || n == reconnects || first {
+					continue
+				}
+				nw, err := t.kv.Watch(wctx, pattern)
+				if err != nil {
+					// The bucket may not be back yet: next tick.
+					t.logger.Debug("restart watch", zap.String("pattern", pattern), zap.Error(err))
+					continue
+				}
+				_ = w.Stop()
+				w, reconnects, resync = nw, n, map[string]bool{}
 			case <-wctx.Done():
 				return
 			}
