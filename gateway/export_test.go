@@ -20,3 +20,14 @@ func RouteRules(s *Server) []RouteRule {
 
 // SetAuditLogger replaces the audit logger, for a test to observe it.
 func SetAuditLogger(s *Server, l *zap.Logger) { s.audit = l }
+
+// ActivationWaiting is the number of calls waiting for the activation of
+// function key, 0 when none is in progress.
+func ActivationWaiting(rt *Router, key string) int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if a := rt.activating[key]; a != nil {
+		return a.waiting
+	}
+	return 0
+}
