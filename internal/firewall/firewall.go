@@ -54,14 +54,14 @@ const (
 	ChainForward = "forward"
 )
 
-// Blocked are the destinations that function containers may not reach
+// blocked are the destinations that function containers may not reach
 // through their host's routing: link-local addresses (where clouds serve
 // instance metadata and credentials, 169.254.169.254) and the metadata
 // addresses outside them (Alibaba's 100.100.100.200, AWS's IPv6
 // fd00:ec2::254). IPv6 link-local (fe80::/10) is never routed, but a
 // function must not reach the host's own link-local services either; the
 // input chain covers those.
-var Blocked = []netip.Prefix{
+var blocked = []netip.Prefix{
 	netip.MustParsePrefix("169.254.0.0/16"),
 	netip.MustParsePrefix("100.100.100.200/32"),
 	netip.MustParsePrefix("fe80::/10"),
@@ -140,7 +140,7 @@ func (f *Firewall) Remove() error {
 	if err != nil {
 		return fmt.Errorf("firewall: netlink: %w", err)
 	}
-	owner, err := Owner(c, f.cfg.Table)
+	owner, err := tableOwner(c, f.cfg.Table)
 	if err != nil {
 		return err
 	}
@@ -158,9 +158,9 @@ func (f *Firewall) Remove() error {
 	return nil
 }
 
-// Owner returns the owner mark of the installed table name: "" when there
+// tableOwner returns the owner mark of the installed table name: "" when there
 // is no such table.
-func Owner(c *nftables.Conn, name string) (string, error) {
+func tableOwner(c *nftables.Conn, name string) (string, error) {
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return "", fmt.Errorf("firewall: list tables: %w", err)
@@ -221,7 +221,7 @@ func (f *Firewall) addRules(c *nftables.Conn, t *nftables.Table) {
 	}
 	add(input, "nothing else of the host", reject())
 
-	for _, p := range Blocked {
+	for _, p := range blocked {
 		add(forward, "link-local and metadata", daddr(p), reject())
 	}
 	add(forward, "no published port of the host", dnat(), reject())

@@ -246,13 +246,13 @@ func TestInstall_Replaces(t *testing.T) {
 	if n := len(input); n != 4 || !strings.Contains(input[2], "dport 9090") {
 		t.Errorf("input rules after a second Install: got %q, want the second's 4 rules only", input)
 	}
-	if owner, err := Owner(c, cfg.Table); err != nil || owner != cur.owner {
+	if owner, err := tableOwner(c, cfg.Table); err != nil || owner != cur.owner {
 		t.Errorf("owner: got %q, %v, want the second installation's %q", owner, err, cur.owner)
 	}
 	if err := old.Remove(); !errors.Is(err, ErrReplaced) {
 		t.Errorf("Remove of the replaced installation: got %v, want ErrReplaced", err)
 	}
-	if owner, _ := Owner(c, cfg.Table); owner != cur.owner {
+	if owner, _ := tableOwner(c, cfg.Table); owner != cur.owner {
 		t.Fatalf("the replaced installation's Remove removed the table")
 	}
 	if err := cur.Remove(); err != nil {
