@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -280,6 +281,10 @@ func splitKey(key string) (ns, name string) {
 	return "", key
 }
 
+// SetWorkerTLS sets what calls to workers advertised at https:// URLs
+// trust (their CA, a client certificate); call it before Start.
+func (rt *Router) SetWorkerTLS(c *tls.Config) { rt.transport.TLSClientConfig = c }
+
 // httpInvoker calls a worker on another host over HTTP. It keeps the
 // data plane's contract: a worker's error answer (one that carries an
 // outcome other than the function's own) comes back as the *gust.Error
@@ -288,6 +293,7 @@ func splitKey(key string) (ns, name string) {
 type httpInvoker struct {
 	id        string // worker id, for messages
 	host      string // host:port of the worker
+	scheme    string // http, or https for a worker with TLS
 	token     string // the workers' gust.HeaderWorkerToken
 	transport *http.Transport
 	logger    *zap.Logger
@@ -304,6 +310,7 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
 	}
 	out.Header.Set(gust.HeaderFunctionVersion, strconv.FormatUint(fn.Version, 10))
+	out.URL.Scheme = h.scheme
 	out.Header.Set(gust.HeaderWorkerToken, h.token)
 	resp, err := h.transport.RoundTrip(out)
 	if err != nil {
@@ -337,7 +344,11 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 }
 
 func newHTTPInvoker(id, base, token string, tr *http.Transport, logger *zap.Logger) *httpInvoker {
+	scheme := "http"
+	if strings.HasPrefix(base, "https://") {
+		scheme = "https"
+	}
 	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
 	host, _, _ = strings.Cut(host, "/")
-	return &httpInvoker{id: id, host: host, token: token, transport: tr, logger: logger}
+	return &httpInvoker{id: id, host: host, scheme: scheme, token: token, transport: tr, logger: logger}
 }

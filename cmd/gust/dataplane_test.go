@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -55,6 +57,9 @@ type dataPlane struct {
 	local, remote *gateway.Server
 	meter         *recordingMeter
 	workerSrv     *httptest.Server
+	// open starts another gateway calling the worker over HTTP, trusting
+	// workerTLS for a worker with TLS.
+	open func(workerTLS *tls.Config) *gateway.Server
 }
 
 // contractFunction answers by path: /ok 200, /fail 500 (the function's
@@ -87,6 +92,13 @@ const (
 
 func mustRunDataPlane(t *testing.T) *dataPlane {
 	t.Helper()
+	return mustRunDataPlaneTLS(t, false)
+}
+
+// mustRunDataPlaneTLS is mustRunDataPlane with, when withTLS, the worker's
+// listener serving TLS (and the remote gateway trusting its certificate).
+func mustRunDataPlaneTLS(t *testing.T, withTLS bool) *dataPlane {
+	t.Helper()
 	ctx := context.Background()
 	logger := zaptest.NewLogger(t)
 	state, bus := natsbustest.MustOpenState(t)
@@ -101,7 +113,16 @@ func mustRunDataPlane(t *testing.T) *dataPlane {
 
 	dp := &dataPlane{meter: &recordingMeter{}}
 	mux := http.NewServeMux()
-	dp.workerSrv = httptest.NewServer(mux)
+	dp.workerSrv = httptest.NewUnstartedServer(mux)
+	var trust *tls.Config
+	if withTLS {
+		dp.workerSrv.StartTLS()
+		pool := x509.NewCertPool()
+		pool.AddCert(dp.workerSrv.Certificate())
+		trust = &tls.Config{RootCAs: pool}
+	} else {
+		dp.workerSrv.Start()
+	}
 	t.Cleanup(dp.workerSrv.Close)
 	wc := worker.DefaultConfig()
 	wc.ID, wc.Addr = "w1", dp.workerSrv.URL
@@ -112,11 +133,14 @@ func mustRunDataPlane(t *testing.T) *dataPlane {
 	t.Cleanup(func() { _ = w.Close() })
 	mux.Handle("/", w.Handler(worker.ListenerConfig{Token: dataPlaneToken, MaxBodyBytes: dataPlaneMaxBody}))
 
-	open := func(local gust.Invoker, localID string) *gateway.Server {
+	open := func(local gust.Invoker, localID string, workerTLS *tls.Config) *gateway.Server {
 		cfg := gateway.DefaultConfig()
 		cfg.Listen = "127.0.0.1:0"
 		router := gateway.NewRouter(state, bus, local, localID, logger)
 		router.WorkerToken = dataPlaneToken
+		if workerTLS != nil {
+			router.SetWorkerTLS(workerTLS)
+		}
 		s := gateway.New(cfg, state, bus, router, logger).WithMetering(dp.meter, nil)
 		if err := s.Open(ctx); err != nil {
 			t.Fatalf("gateway: %v", err)
@@ -128,8 +152,9 @@ func mustRunDataPlane(t *testing.T) *dataPlane {
 		})
 		return s
 	}
-	dp.local = open(w, wc.ID)
-	dp.remote = open(nil, "")
+	dp.local = open(w, wc.ID, nil)
+	dp.remote = open(nil, "", trust)
+	dp.open = func(workerTLS *tls.Config) *gateway.Server { return open(nil, "", workerTLS) }
 	return dp
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"time"
 
@@ -36,6 +37,9 @@ type GatewayMain struct {
 	// WorkerToken is sent to the workers reached over HTTP (see
 	// worker_token.go).
 	WorkerToken string
+	// WorkerTLS is what calls to workers with TLS (advertised at https://
+	// URLs) trust; nil: the system's CAs.
+	WorkerTLS *tls.Config
 
 	bus      *natsbus.Bus // owned: nil when shared
 	metering *Metering    // owned: nil when shared
@@ -75,6 +79,9 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 	}
 	router := gateway.NewRouter(sh.State, sh.Bus, m.Local, m.LocalID, m.Logger)
 	router.WorkerToken = m.WorkerToken
+	if m.WorkerTLS != nil {
+		router.SetWorkerTLS(m.WorkerTLS)
+	}
 	async, err := openAsync(ctx, sh.Bus)
 	if err != nil {
 		return err

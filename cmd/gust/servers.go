@@ -126,6 +126,7 @@ var gatewayCommand = &Command{
 		var ncf natsClientFlags
 		ncf.register(fs, natsbus.UserGateway)
 		wtf := workerTokenFlag(fs)
+		wca := fs.String("worker-ca", envOr("GUST_WORKER_CA", ""), "PEM CA of the TLS certificates of workers advertised at https:// URLs (default the system's) ($GUST_WORKER_CA)")
 		cfg := gateway.DefaultConfig()
 		fs.StringVar(&cfg.Listen, "listen", envOr("GUST_LISTEN", cfg.Listen), "HTTP address ($GUST_LISTEN)")
 		fs.Int64Var(&cfg.MaxBodyBytes, "max-body", cfg.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
@@ -155,7 +156,11 @@ var gatewayCommand = &Command{
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
+			wtls, err := workerCA(*wca)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, WorkerTLS: wtls, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
 		}
 	},
 }
@@ -194,6 +199,8 @@ var workerCommand = &Command{
 		ncf.register(fs, natsbus.UserWorker)
 		wtf := workerTokenFlag(fs)
 		maxBody := fs.Int64("max-body", worker.DefaultMaxBodyBytes, "largest call body in bytes taken from gateways (413 above)")
+		tlsCert := fs.String("tls-cert", envOr("GUST_WORKER_TLS_CERT", ""), "PEM certificate: serve calls from gateways with TLS, advertised at https:// ($GUST_WORKER_TLS_CERT)")
+		tlsKey := fs.String("tls-key", envOr("GUST_WORKER_TLS_KEY", ""), "PEM key of --tls-cert ($GUST_WORKER_TLS_KEY)")
 		listen := fs.String("listen", ":8081", "HTTP address gateways invoke this worker at")
 		advertise := fs.String("advertise", "", "base URL gateways reach this worker at (default from --listen)")
 		network := fs.String("network", docker.DefaultNetwork, "Docker network for function containers")
@@ -224,7 +231,7 @@ var workerCommand = &Command{
 				return err
 			}
 			return serve(ctx, logger, &WorkerMain{
-				NATS: nc, Listener: worker.ListenerConfig{Token: token, MaxBodyBytes: *maxBody}, Listen: *listen, Advertise: *advertise, Network: *network,
+				NATS: nc, Listener: worker.ListenerConfig{Token: token, MaxBodyBytes: *maxBody}, TLSCert: *tlsCert, TLSKey: *tlsKey, Listen: *listen, Advertise: *advertise, Network: *network,
 				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf, Isolation: isolation,
 			})
 		}

@@ -89,3 +89,27 @@ func TestWorkerListenerTakesGatewaysOnly(t *testing.T) {
 		t.Errorf("a call with the token answered %d %s, want 200 ok", resp.StatusCode, b)
 	}
 }
+
+// TestWorkerListenerTLS: a worker whose listener serves TLS advertises an
+// https:// URL; a gateway trusting its CA calls it (token and all), one
+// trusting only the system's CAs is refused by the handshake, and the
+// call answers 503 without the worker's address.
+func TestWorkerListenerTLS(t *testing.T) {
+	dp := mustRunDataPlaneTLS(t, true)
+	if !strings.HasPrefix(dp.workerSrv.URL, "https://") {
+		t.Fatalf("worker listener at %s, want https", dp.workerSrv.URL)
+	}
+	deploy := `{"service":"contract","image":"img:1","labels":{"com.openfaas.scale.min":"1"}}`
+	resp, err := http.Post("http://"+dp.local.Addr()+"/system/functions", "application/json", strings.NewReader(deploy))
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	resp.Body.Close()
+	if a := mustCall(t, dp.remote, "/function/contract/ok"); a.status != 200 || a.body != "ok" {
+		t.Errorf("call over TLS: %d %q, want 200 ok", a.status, a.body)
+	}
+	untrusting := dp.open(nil)
+	if a := mustCall(t, untrusting, "/function/contract/ok"); a.status != http.StatusServiceUnavailable || strings.Contains(a.body, "127.0.0.1") {
+		t.Errorf("call from a gateway not trusting the worker's CA: %d %s, want 503 naming no address", a.status, a.body)
+	}
+}

@@ -38,6 +38,9 @@ type WorkerMain struct {
 	// Listener guards the HTTP listener: the token gateways must send
 	// and the largest body taken (see worker.ListenerConfig).
 	Listener worker.ListenerConfig
+	// TLSCert and TLSKey, when given, serve the listener with TLS (PEM
+	// files); the advertised URL is then https.
+	TLSCert, TLSKey string
 	// Shared, when set, replaces NATS and Network, and the worker's
 	// own metering: see Shared.
 	Shared *Shared
@@ -93,6 +96,9 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		}
 		undo = append(undo, m.Isolation.close)
 	}
+	if (m.TLSCert == "") != (m.TLSKey == "") {
+		return fmt.Errorf("worker --tls-cert and --tls-key go together")
+	}
 	var ln net.Listener
 	if !m.InProcess {
 		if ln, err = net.Listen("tcp", m.Listen); err != nil {
@@ -100,7 +106,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		}
 		undo = append(undo, ln.Close)
 		if m.Config.Addr = m.Advertise; m.Config.Addr == "" {
-			m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr))
+			m.Config.Addr = advertiseURL(ln.Addr().(*net.TCPAddr), m.TLSCert != "")
 		}
 	}
 	if m.Shared == nil {
@@ -130,7 +136,11 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	m.served = make(chan struct{})
 	go func() {
 		defer close(m.served)
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return m.srv.Serve(ln) }
+		if m.TLSCert != "" {
+			serve = func() error { return m.srv.ServeTLS(ln, m.TLSCert, m.TLSKey) }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.Logger.Error("worker serve", zap.Error(err))
 		}
 	}()
@@ -167,12 +177,16 @@ func (m *WorkerMain) drain(ctx context.Context) error {
 }
 
 // advertiseURL derives the URL other hosts reach a listener at.
-func advertiseURL(addr *net.TCPAddr) string {
+func advertiseURL(addr *net.TCPAddr, tls bool) string {
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		if h, err := os.Hostname(); err == nil {
 			host = h
 		}
 	}
-	return fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }

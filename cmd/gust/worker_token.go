@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -31,4 +34,26 @@ func workerTokenFlag(fs *flag.FlagSet) func(dataDir string, logger *zap.Logger) 
 			dataFile: filepath.Join(dataDir, workerTokenFile),
 		}.get(logger)
 	}
+}
+
+// Calls from gateways to workers may go over TLS: a worker given
+// --tls-cert and --tls-key serves its listener with TLS and advertises
+// an https:// URL; gateways trust the CA of --worker-ca (else the
+// system's) for those.
+
+// workerCA returns the TLS configuration of calls to workers trusting the
+// CA in file; nil (the system's CAs) when file is empty.
+func workerCA(file string) (*tls.Config, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--worker-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--worker-ca %s: no PEM certificate in it", file)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
