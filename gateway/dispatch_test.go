@@ -21,6 +21,7 @@ import (
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/check"
+	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/mock"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
@@ -51,6 +52,8 @@ type asyncEnv struct {
 	async  *gateway.Async
 	router *gateway.Router
 	d      *gateway.Dispatcher
+	// metrics are the dispatcher's.
+	metrics *metrics.Metrics
 
 	mu      sync.Mutex
 	handler http.HandlerFunc // the function, in every container
@@ -159,12 +162,15 @@ func MustOpenAsync(t *testing.T, setup ...func(*gateway.Dispatcher)) *asyncEnv {
 
 	router := gateway.NewRouter(st, bus, wk, wcfg.ID, logger)
 	e.router = router
-	e.d = gateway.NewDispatcher(async, st, router, meter, nil, logger)
+	e.metrics = metrics.New()
+	e.d = gateway.NewDispatcher(async, st, router, meter, e.metrics, logger)
+	gw := gateway.New(listenConfig(), st, bus, router, logger).WithMetering(meter, nil).
+		WithBilling(store, billing.Pricing{}).WithAsync(async, e.d)
+	// After WithAsync, which gives the dispatcher the server's config:
+	// a test's setting wins.
 	for _, f := range setup {
 		f(e.d)
 	}
-	gw := gateway.New(listenConfig(), st, bus, router, logger).WithMetering(meter, nil).
-		WithBilling(store, billing.Pricing{}).WithAsync(async, e.d)
 	e.url = MustOpen(t, gw)
 	return e
 }
