@@ -38,10 +38,16 @@ type Isolation struct {
 	// network; "" finds it when the worker runs in a Docker container.
 	Container string
 
-	rt     *docker.Runtime
-	fw     *firewall.Firewall
-	logger *zap.Logger
+	rt      *docker.Runtime
+	fw      *firewall.Firewall
+	logger  *zap.Logger
+	stop    chan struct{} // closed by close: the watch ends
+	watched chan struct{} // closed when the watch has ended
 }
+
+// firewallCheckEvery is how often a worker checks that its host rules are
+// still installed.
+const firewallCheckEvery = 5 * time.Second
 
 // isolationFlags registers --firewall, --firewall-allow and --container.
 func isolationFlags(fs *flag.FlagSet) func() (Isolation, error) {
@@ -112,7 +118,34 @@ func (iso *Isolation) open(ctx context.Context, rt *docker.Runtime, gatewayListe
 	iso.fw = fw
 	iso.logger.Info("installed host rules", zap.String("table", "inet "+fw.Table()),
 		zap.String("bridges", rt.BridgePrefix()+"*"), zap.Ints("allowed_ports", ports))
+	iso.stop, iso.watched = make(chan struct{}), make(chan struct{})
+	go iso.watch()
 	return nil
+}
+
+// watch installs the host rules again whenever they are gone (another
+// worker of this host removed them as it stopped, or the ruleset was
+// flushed), until close.
+func (iso *Isolation) watch() {
+	defer close(iso.watched)
+	t := time.NewTicker(firewallCheckEvery)
+	defer t.Stop()
+	var failing bool // log a failure once, not every tick
+	for {
+		select {
+		case <-iso.stop:
+			return
+		case <-t.C:
+		}
+		again, err := iso.fw.Ensure()
+		switch {
+		case err != nil && !failing:
+			iso.logger.Error("check host rules", zap.Error(err))
+		case again:
+			iso.logger.Warn("host rules were gone: installed them again", zap.String("table", "inet "+iso.fw.Table()))
+		}
+		failing = err != nil
+	}
 }
 
 // attach joins the worker's own container to the function networks when
@@ -153,6 +186,8 @@ func (iso *Isolation) close() error {
 		return nil
 	}
 	if iso.fw != nil {
+		close(iso.stop)
+		<-iso.watched
 		switch err := iso.fw.Remove(); {
 		case errors.Is(err, firewall.ErrReplaced):
 			iso.logger.Info("host rules left to the process that replaced them")

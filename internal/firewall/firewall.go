@@ -113,9 +113,17 @@ func Install(cfg Config) (*Firewall, error) {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
 	f := &Firewall{cfg: cfg, owner: hex.EncodeToString(b[:])}
+	if err := f.install(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// install replaces the table with f's.
+func (f *Firewall) install() error {
 	c, err := nftables.New()
 	if err != nil {
-		return nil, fmt.Errorf("firewall: netlink: %w", err)
+		return fmt.Errorf("firewall: netlink: %w", err)
 	}
 	t := f.table()
 	// Add (a no-op if it exists), delete, add: the table is replaced
@@ -125,9 +133,27 @@ func Install(cfg Config) (*Firewall, error) {
 	c.AddTable(t)
 	f.addRules(c, t)
 	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("firewall: install table inet %s: %w", cfg.Table, err)
+		return fmt.Errorf("firewall: install table inet %s: %w", f.cfg.Table, err)
 	}
-	return f, nil
+	return nil
+}
+
+// Ensure installs the table again if it is gone, and reports whether it
+// did: another process's Remove (a second worker on the host that
+// stopped) or a flush of the whole ruleset (`nft flush ruleset`, a
+// firewall manager's reload) must not leave the host open. A table that
+// is there, whoever installed it, is left alone: two live workers do not
+// take turns replacing each other's.
+func (f *Firewall) Ensure() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("firewall: netlink: %w", err)
+	}
+	owner, err := tableOwner(c, f.cfg.Table)
+	if err != nil || owner != "" {
+		return false, err
+	}
+	return true, f.install()
 }
 
 // Table is the name of the installed table (family inet).

@@ -272,6 +272,45 @@ func TestInstall_Replaces(t *testing.T) {
 	}
 }
 
+// TestEnsure: a table removed behind the installation's back (another
+// worker's Remove, a flush of the ruleset) is installed again; one that is
+// there is left alone, even when another installation replaced it.
+func TestEnsure(t *testing.T) {
+	c := MustNftables(t)
+	cfg := testConfig(t, 8080)
+	f, err := Install(cfg)
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	want := rules(t, c, cfg.Table, ChainInput)
+	if again, err := f.Ensure(); err != nil || again {
+		t.Errorf("Ensure of an installed table: got %v, %v, want false, nil", again, err)
+	}
+	c.DelTable(&nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := f.Ensure(); err != nil || !again {
+		t.Fatalf("Ensure of a deleted table: got %v, %v, want true, nil", again, err)
+	}
+	if got := rules(t, c, cfg.Table, ChainInput); !slices.Equal(got, want) {
+		t.Errorf("input rules installed again:\n got %q\nwant %q", got, want)
+	}
+	if owner, err := tableOwner(c, cfg.Table); err != nil || owner != f.owner {
+		t.Errorf("owner of the table installed again: got %q, %v, want %q", owner, err, f.owner)
+	}
+	other, err := Install(Config{Table: cfg.Table, BridgePrefix: cfg.BridgePrefix, AllowPorts: []int{9090}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := f.Ensure(); err != nil || again {
+		t.Errorf("Ensure of a table another installation replaced: got %v, %v, want false, nil", again, err)
+	}
+	if owner, _ := tableOwner(c, cfg.Table); owner != other.owner {
+		t.Errorf("Ensure took the table back from the installation that replaced it")
+	}
+}
+
 func TestInstall_Invalid(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"NoPrefix":   {},
