@@ -117,7 +117,7 @@ func NewDispatcher(a *Async, state *gust.State, router *Router, meter gust.Meter
 		// Refusing every loopback, link-local and private destination
 		// until the server sets its operator's allow list (WithAsync).
 		client: OutboundAllow{}.client(callbackTimeout),
-		tasks:         t, ctx: t.Context(),
+		tasks:  t, ctx: t.Context(),
 		funcs: map[string]*dispatch{},
 	}
 }

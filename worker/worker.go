@@ -114,12 +114,12 @@ type Worker struct {
 func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, logger *zap.Logger) *Worker {
 	tr := proxy.NewTransport()
 	return &Worker{
-		cfg:         cfg,
-		rt:          rt,
-		state:       state,
-		reqs:        reqs,
-		logger:      logger.Named("worker").With(zap.String("worker_id", cfg.ID)),
-		transport:   tr,
+		cfg:       cfg,
+		rt:        rt,
+		state:     state,
+		reqs:      reqs,
+		logger:    logger.Named("worker").With(zap.String("worker_id", cfg.ID)),
+		transport: tr,
 		// A readiness check follows no redirect: a function must not
 		// make its worker call what only the worker's host can reach.
 		probeClient: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
