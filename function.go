@@ -627,11 +627,11 @@ func (b Bounds) Check() error {
 	return nil
 }
 
-// checkMeta checks the number and size of a spec's labels or annotations
-// (field names which).
-func (b Bounds) checkMeta(field string, m map[string]string, max int) error {
-	if len(m) > max {
-		return Invalidf(field, "%s: %d entries, at most %d are allowed", field, len(m), max)
+// checkMeta checks the number (at most most) and the size of a spec's
+// labels or annotations, field naming which.
+func (b Bounds) checkMeta(field string, m map[string]string, most int) error {
+	if len(m) > most {
+		return Invalidf(field, "%s: %d entries, at most %d are allowed", field, len(m), most)
 	}
 	for k, v := range m {
 		if len(k) > b.MaxKeyBytes {
