@@ -647,10 +647,12 @@ func (b Bounds) checkMeta(field string, m map[string]string, most int) error {
 // check compares the parsed configuration c of spec s with b.
 func (b Bounds) check(s *FunctionSpec, c FunctionConfig) error {
 	if c.MemoryBytes > b.MaxMemoryBytes {
-		return Invalidf("limits.memory", "limits.memory %q is above the largest this gateway allows, %dMi", s.Limits.Memory, b.MaxMemoryBytes>>20)
+		// Unset, it is DefaultMemory: only bounds that Check refuses
+		// are below that.
+		return Invalidf("limits.memory", "limits.memory of %dMi is above the largest this gateway allows, %dMi", c.MemoryBytes>>20, b.MaxMemoryBytes>>20)
 	}
 	if c.NanoCPUs > b.MaxNanoCPUs {
-		return Invalidf("limits.cpu", "limits.cpu %q is above the largest this gateway allows, %g", s.Limits.CPU, float64(b.MaxNanoCPUs)/1e9)
+		return Invalidf("limits.cpu", "limits.cpu of %g is above the largest this gateway allows, %g", float64(c.NanoCPUs)/1e9, float64(b.MaxNanoCPUs)/1e9)
 	}
 	if s.Requests != nil {
 		if m, err := ParseMemory(s.Requests.Memory); err == nil && m > b.MaxMemoryBytes {

@@ -585,3 +585,13 @@ func TestBounds_Check(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateWithin_BelowDefaults: bounds below the defaults (which
+// Bounds.Check refuses at start) refuse a spec that sets nothing, naming
+// the field, rather than failing.
+func TestValidateWithin_BelowDefaults(t *testing.T) {
+	s := validSpec()
+	if got, want := gust.ErrorField(s.ValidateWithin(gust.Bounds{MaxMemoryBytes: 64 << 20})), "limits.memory"; got != want {
+		t.Errorf("default memory above a 64Mi bound: field %q, want %q", got, want)
+	}
+}
