@@ -79,6 +79,10 @@ func TestFirewall(t *testing.T) {
 	if err := dial(t, inst, allowed); err != nil {
 		t.Errorf("with the firewall, the function could not reach the allowed port at %s: %v", allowed, err)
 	}
+	// By the name OpenFaaS functions call the gateway at.
+	if err := dial(t, inst, net.JoinHostPort("gateway.openfaas", strconv.Itoa(allowedPort))); err != nil {
+		t.Errorf("with the firewall, the function could not reach gateway.openfaas on the allowed port: %v", err)
+	}
 	MustHealthy(t, inst) // the worker (this test, on the host) still reaches it
 	later := startIn(t, r, "fw")
 	if err := dial(t, later, allowed); err != nil {
