@@ -271,7 +271,6 @@ func TestPermissions_Roles(t *testing.T) {
 				"$JS.API.CONSUMER.CREATE.KV_gust_keys", "$JS.API.DIRECT.GET.KV_gust_keys"},
 			[]string{"gust.scheduler.place", "gust.>", "orders.new", "_GUST_INBOX.gateway.>", "_INBOX.>"})
 	})
-	_ = as
 }
 
 // TestPermissions_Events: the events user publishes on a trigger subject
