@@ -31,13 +31,25 @@ func decodeSpec(body []byte) (gust.FunctionSpec, error) {
 	return spec, err
 }
 
+// fuzzBounds are an operator's bounds, tighter than the defaults.
+var fuzzBounds = gust.Bounds{
+	MaxMemoryBytes: 1 << 30, MaxNanoCPUs: 2e9, MaxScale: 50, MaxConcurrency: 200,
+	MaxTimeout: 5 * time.Minute, MaxIdleTimeout: 30 * time.Minute, MaxRetryAttempts: 10, MaxRetryAge: 48 * time.Hour,
+	MaxLabels: 16, MaxAnnotations: 16, MaxKeyBytes: 128, MaxValueBytes: 1024,
+}
+
 // FuzzDeploySpec decodes a deploy request body as POST /system/functions
-// does and validates it. A refused body is a client error naming a field
-// of the spec; an accepted spec has a configuration within its bounds,
-// with the limits it asked for, and survives the registry's JSON round
-// trip unchanged: encoding it, decoding and validating again gives the
-// same bytes and the same configuration.
+// does and validates it within an operator's bounds. A refused body is a
+// client error naming a field of the spec; an accepted spec has a
+// configuration within the bounds, with the limits it asked for, and
+// triggers outside Gust's own subjects and streams and inside its
+// namespace's; and it survives the registry's JSON round trip unchanged:
+// encoding it, decoding and validating again gives the same bytes and the
+// same configuration.
 func FuzzDeploySpec(f *testing.F) {
+	if err := fuzzBounds.Check(); err != nil {
+		f.Fatal(err)
+	}
 	for _, s := range []string{
 		`{"service":"echo","image":"ghcr.io/openfaas/alpine:latest","envProcess":"cat"}`,
 		`{"service":"nodeinfo","image":"functions/nodeinfo:latest","namespace":"openfaas-fn","labels":{"com.openfaas.scale.min":"1","com.openfaas.scale.max":"5","gust.concurrency":"10"},"limits":{"memory":"128Mi","cpu":"0.5"},"requests":{"memory":"64Mi","cpu":"100m"}}`,
@@ -67,6 +79,19 @@ func FuzzDeploySpec(f *testing.F) {
 		`{"service":"s","image":"i"} trailing`,
 		`{"service":"\u00e9","image":"i"}`,
 		`{"service":"s","image":"i","labels":{"":""}}`,
+		`{"service":"s","image":"i","limits":{"memory":"2Gi","cpu":"3"}}`,
+		`{"service":"s","image":"i","requests":{"memory":"1025Mi","cpu":"2001m"}}`,
+		`{"service":"s","image":"i","labels":{"gust.timeout":"301s","gust.idle-timeout":"31m","gust.concurrency":"201","com.openfaas.scale.min":"51"}}`,
+		`{"service":"s","image":"i","labels":{"gust.retry.max-attempts":"11","gust.retry.max-age":"49h","gust.retry.max-delay":"72h"}}`,
+		`{"service":"s","image":"i","labels":{"` + strings.Repeat("k", 129) + `":"v"}}`,
+		`{"service":"s","image":"i","annotations":{"k":"` + strings.Repeat("v", 1025) + `"}}`,
+		`{"service":"s","image":"i","namespace":"team-a","annotations":{"topic":"orders.created","gust.stream":"ORDERS","gust.stream.filter":"orders.>"}}`,
+		`{"service":"s","image":"i","annotations":{"topic":"ns.team-a.orders"}}`,
+		`{"service":"s","image":"i","annotations":{"topic":"$KV.gust_functions.>,_INBOX.x,>,*.x"}}`,
+		`{"service":"s","image":"i","annotations":{"gust.stream":"gust_meter"}}`,
+		`{"service":"s","image":"i","namespace":"team-a","annotations":{"gust.stream":"KV_functions"}}`,
+		`{"service":"s","image":"localhost:5000/acme/fn@sha256:` + strings.Repeat("a", 64) + `"}`,
+		`{"service":"s","image":"UPPER/case"}`,
 		`null`, `[]`, `{}`, `"`, ``,
 	} {
 		f.Add([]byte(s))
@@ -79,7 +104,7 @@ func FuzzDeploySpec(f *testing.F) {
 			}
 			return
 		}
-		if err := spec.Validate(); err != nil {
+		if err := spec.ValidateWithin(fuzzBounds); err != nil {
 			field := gust.ErrorField(err)
 			top, _, _ := strings.Cut(field, ".")
 			if gust.ErrorCode(err) != gust.EINVALID || !specFields[top] {
@@ -101,6 +126,49 @@ func FuzzDeploySpec(f *testing.F) {
 		if c.MemoryBytes < 6<<20 || c.NanoCPUs < 0 {
 			t.Fatalf("accepted %q with memory %d bytes, %d nano-CPUs", body, c.MemoryBytes, c.NanoCPUs)
 		}
+		b := fuzzBounds
+		if c.MemoryBytes > b.MaxMemoryBytes || c.NanoCPUs > b.MaxNanoCPUs || c.Max > b.MaxScale || c.Concurrency > b.MaxConcurrency ||
+			c.Timeout > b.MaxTimeout || c.IdleTimeout > b.MaxIdleTimeout || c.Retry.MaxAttempts > b.MaxRetryAttempts ||
+			c.Retry.MaxAge > b.MaxRetryAge || c.Retry.MaxDelay > b.MaxRetryAge {
+			t.Fatalf("accepted %q beyond the bounds: %+v", body, c)
+		}
+		if spec.Requests != nil {
+			if m, err := gust.ParseMemory(spec.Requests.Memory); err == nil && m > b.MaxMemoryBytes {
+				t.Fatalf("accepted %q with requests.memory beyond the bounds", body)
+			}
+			if n, err := gust.ParseCPU(spec.Requests.CPU); err == nil && n > b.MaxNanoCPUs {
+				t.Fatalf("accepted %q with requests.cpu beyond the bounds", body)
+			}
+		}
+		for _, m := range []map[string]string{spec.Labels, spec.Annotations} {
+			if len(m) > b.MaxLabels {
+				t.Fatalf("accepted %q with %d labels or annotations", body, len(m))
+			}
+			for k, v := range m {
+				if len(k) > b.MaxKeyBytes || len(v) > b.MaxValueBytes {
+					t.Fatalf("accepted %q with a label or annotation of %d+%d bytes", body, len(k), len(v))
+				}
+			}
+		}
+		// A trigger is never one of Gust's or NATS's own subjects, and
+		// outside the default namespace always inside its own.
+		triggers := c.Topics
+		if c.StreamFilter != "" {
+			triggers = append(triggers[:len(triggers):len(triggers)], c.StreamFilter)
+		}
+		for _, tr := range triggers {
+			first, rest, _ := strings.Cut(tr, ".")
+			if !gust.ValidSubject(tr) || first == "gust" || first == "*" || first == ">" || strings.HasPrefix(first, "$") || strings.HasPrefix(first, "_") {
+				t.Fatalf("accepted %q with the trigger subject %q", body, tr)
+			}
+			if own := spec.Namespace == gust.DefaultNamespace; own == (first == gust.NamespaceSubjectToken) ||
+				(!own && !strings.HasPrefix(rest, spec.Namespace+".")) {
+				t.Fatalf("accepted %q (namespace %s) with the trigger subject %q", body, spec.Namespace, tr)
+			}
+		}
+		if u := strings.ToUpper(c.Stream); strings.HasPrefix(u, "GUST_") || strings.HasPrefix(u, "KV_") || strings.HasPrefix(u, "OBJ_") {
+			t.Fatalf("accepted %q with the stream %q", body, c.Stream)
+		}
 		if spec.Limits != nil && spec.Limits.Memory != "" {
 			if b, err := gust.ParseMemory(spec.Limits.Memory); err != nil || b != c.MemoryBytes {
 				t.Fatalf("limits.memory %q gave %d bytes, ParseMemory: %d, %v", spec.Limits.Memory, c.MemoryBytes, b, err)
@@ -121,7 +189,7 @@ func FuzzDeploySpec(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decode of re-encoded %s: %v", enc, err)
 		}
-		if err := again.Validate(); err != nil {
+		if err := again.ValidateWithin(fuzzBounds); err != nil {
 			t.Fatalf("re-encoded %s no longer validates: %v", enc, err)
 		}
 		enc2, _ := json.Marshal(again)
