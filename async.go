@@ -93,7 +93,10 @@ type AsyncRequest struct {
 	Header      http.Header `json:"header,omitempty"`
 	Body        []byte      `json:"body,omitempty"`
 	CallbackURL string      `json:"callbackUrl,omitempty"`
-	Enqueued    time.Time   `json:"enqueued"`
+	// CallbackLoopback says the admin made the call: its callback may
+	// go to the gateway host's loopback, except Gust's own listeners.
+	CallbackLoopback bool      `json:"callbackLoopback,omitempty"`
+	Enqueued         time.Time `json:"enqueued"`
 	// Trigger is async, or event for durable-event calls dead-lettered
 	// and redriven through the async queue.
 	Trigger string `json:"trigger"`

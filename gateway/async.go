@@ -22,6 +22,7 @@ func (s *Server) WithAsync(a *Async, d *Dispatcher) *Server {
 	s.async, s.dispatcher = a, d
 	if d != nil {
 		d.client = s.cfg.CallbackAllow.client(callbackTimeout)
+		d.adminClient = s.callbackAllow(true).client(callbackTimeout)
 		if s.cfg.EventBufferBytes > 0 {
 			d.EventBufferBytes = s.cfg.EventBufferBytes
 		}
@@ -56,8 +57,9 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 		return gust.Errorf(gust.ETOOLARGE, "async request body of %d bytes is over the limit of %d", r.ContentLength, limit)
 	}
 	cb := r.Header.Get(gust.HeaderCallbackURL)
+	adminCallback := cb != "" && CallerFrom(r.Context()).Admin && s.cfg.CallbackAdminLoopback
 	if cb != "" {
-		if err := validCallback(cb, s.cfg.CallbackAllow); err != nil {
+		if err := validCallback(cb, s.callbackAllow(adminCallback)); err != nil {
 			return err
 		}
 	}
@@ -82,7 +84,7 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	req := gust.AsyncRequest{
 		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Method: r.Method,
 		Path: "/" + sub, Query: r.URL.RawQuery, Header: h, Body: body, CallbackURL: cb,
-		Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync,
+		CallbackLoopback: adminCallback, Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync,
 	}
 	data, err := json.Marshal(req)
 	if err != nil {

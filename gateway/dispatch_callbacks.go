@@ -23,9 +23,12 @@ const callbackSubject = gust.SubjectAsyncPrefix + "_callbacks"
 
 // callbackMsg is a result waiting to be POSTed to a callback URL.
 type callbackMsg struct {
-	URL      string      `json:"url"`
-	CallID   string      `json:"callId"`
-	Function string      `json:"function"`
+	URL      string `json:"url"`
+	CallID   string `json:"callId"`
+	Function string `json:"function"`
+	// Loopback: the call was the admin's, its callback may go to
+	// loopback (AsyncRequest.CallbackLoopback).
+	Loopback bool        `json:"loopback,omitempty"`
 	Status   int         `json:"status"`
 	Header   http.Header `json:"header,omitempty"`
 	Body     []byte      `json:"body,omitempty"`
@@ -46,7 +49,7 @@ func (d *Dispatcher) callback(req *gust.AsyncRequest, res result, logger *zap.Lo
 	if req.CallbackURL == "" {
 		return
 	}
-	cb := callbackMsg{URL: req.CallbackURL, CallID: req.CallID, Function: req.Function, Status: res.status,
+	cb := callbackMsg{URL: req.CallbackURL, CallID: req.CallID, Function: req.Function, Loopback: req.CallbackLoopback, Status: res.status,
 		Header: res.header, Body: res.body, Duration: res.duration.Seconds()}
 	if res.size > int64(len(res.body)) {
 		cb.truncate(res.size, len(res.body)) // the recorder kept only the first maxRecordedBody bytes
@@ -113,7 +116,11 @@ func (d *Dispatcher) deliverCallback(dl gust.Delivery) {
 	req.Header.Set(gust.HeaderFunctionStatus, strconv.Itoa(cb.Status))
 	req.Header.Set(gust.HeaderFunctionName, cb.Function)
 	req.Header.Set(gust.HeaderDuration, strconv.FormatFloat(cb.Duration, 'f', 6, 64))
-	resp, err := d.client.Do(req)
+	client := d.client
+	if cb.Loopback {
+		client = d.adminClient
+	}
+	resp, err := client.Do(req)
 	if errors.Is(err, errRefusedAddr) {
 		// No retry will change where the URL leads.
 		d.metrics.Callback("dropped")

@@ -70,7 +70,9 @@ type Dispatcher struct {
 	meter   gust.Meter
 	metrics *metrics.Metrics
 	logger  *zap.Logger
-	client  *http.Client
+	// client sends callbacks; adminClient those of calls the admin made,
+	// which may also go to loopback (Config.CallbackAdminLoopback).
+	client, adminClient *http.Client
 	// EventBuffer bounds the core-NATS messages waiting per function, and
 	// EventBufferBytes their bytes (data and headers). Set them before
 	// Start.
@@ -116,8 +118,9 @@ func NewDispatcher(a *Async, state *gust.State, router *Router, meter gust.Meter
 		CallbackRetry: gust.RetryPolicy{MaxAttempts: 20, MinDelay: time.Second, MaxDelay: 5 * time.Minute},
 		// Refusing every loopback, link-local and private destination
 		// until the server sets its operator's allow list (WithAsync).
-		client: OutboundAllow{}.client(callbackTimeout),
-		tasks:  t, ctx: t.Context(),
+		client:      OutboundAllow{}.client(callbackTimeout),
+		adminClient: OutboundAllow{}.client(callbackTimeout),
+		tasks:       t, ctx: t.Context(),
 		funcs: map[string]*dispatch{},
 	}
 }
@@ -253,4 +256,5 @@ func (d *Dispatcher) Close() {
 		stopCallbacks()
 	}
 	d.client.CloseIdleConnections()
+	d.adminClient.CloseIdleConnections()
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +34,23 @@ var errRefusedAddr = errors.New("address refused for calls made for users")
 type OutboundAllow struct {
 	prefixes []netip.Prefix
 	hosts    map[string]bool
+	// ownPort, when set, lets loopback through except to the ports it
+	// reports as Gust's own (WithLoopback).
+	ownPort func(port uint16) bool
+}
+
+// WithLoopback returns a copy of a that also lets loopback destinations
+// through, except to a port ownPort reports as one of Gust's own
+// listeners (the gateway, NATS, a worker's listener): for the calls the
+// operator makes, as admin, on the gateway's host.
+func (a OutboundAllow) WithLoopback(ownPort func(port uint16) bool) OutboundAllow {
+	a.ownPort = ownPort
+	return a
+}
+
+// loopback says whether a loopback destination on port is let through.
+func (a OutboundAllow) loopback(port uint16) bool {
+	return a.ownPort != nil && !a.ownPort(port)
 }
 
 // ParseOutboundAllow parses a comma-separated list of networks, addresses
@@ -135,15 +154,16 @@ func (a OutboundAllow) checkURL(u *url.URL) error {
 	if a.host(h) {
 		return nil
 	}
+	port := urlPort(u)
 	if ip, err := netip.ParseAddr(h); err == nil {
-		if why := refusedAddr(ip); why != "" && !a.addr(ip.Unmap()) {
-			return fmt.Errorf("%w: %s is %s", errRefusedAddr, h, why)
+		if why := refusedAddr(ip); why != "" && !a.addr(ip.Unmap()) && !(ip.Unmap().IsLoopback() && a.loopback(port)) {
+			return fmt.Errorf("%w: %s is %s", errRefusedAddr, u.Host, why)
 		}
 		return nil
 	}
 	lh := strings.ToLower(strings.TrimSuffix(h, "."))
-	if lh == "localhost" || strings.HasSuffix(lh, ".localhost") {
-		return fmt.Errorf("%w: %s is a loopback address", errRefusedAddr, h)
+	if (lh == "localhost" || strings.HasSuffix(lh, ".localhost")) && !a.loopback(port) {
+		return fmt.Errorf("%w: %s is a loopback address", errRefusedAddr, u.Host)
 	}
 	return nil
 }
@@ -155,10 +175,22 @@ func (a OutboundAllow) control(network, address string, _ syscall.RawConn) error
 	if err != nil {
 		return fmt.Errorf("%w: %s", errRefusedAddr, address)
 	}
-	if why := refusedAddr(ap.Addr()); why != "" && !a.addr(ap.Addr().Unmap()) {
-		return fmt.Errorf("%w: %s is %s", errRefusedAddr, ap.Addr(), why)
+	ip := ap.Addr().Unmap()
+	if why := refusedAddr(ip); why != "" && !a.addr(ip) && !(ip.IsLoopback() && a.loopback(ap.Port())) {
+		return fmt.Errorf("%w: %s is %s", errRefusedAddr, ap, why)
 	}
 	return nil
+}
+
+// urlPort is the port a URL leads to, its scheme's when it names none.
+func urlPort(u *url.URL) uint16 {
+	if p, err := strconv.ParseUint(u.Port(), 10, 16); err == nil {
+		return uint16(p)
+	}
+	if u.Scheme == "https" {
+		return 443
+	}
+	return 80
 }
 
 // maxRedirects bounds the redirects a callback follows.
@@ -187,4 +219,26 @@ func (a OutboundAllow) client(timeout time.Duration) *http.Client {
 			return a.checkURL(req.URL)
 		},
 	}
+}
+
+// callbackAllow is the outbound rule of a callback: the operator's list,
+// and for a call the admin made (admin) loopback too, except to Gust's
+// own listeners.
+func (s *Server) callbackAllow(admin bool) OutboundAllow {
+	if !admin {
+		return s.cfg.CallbackAllow
+	}
+	return s.cfg.CallbackAllow.WithLoopback(s.ownPort)
+}
+
+// ownPort reports whether port is one of Gust's listeners on this host:
+// this gateway's (as configured and as bound) or one of Config.OwnPorts.
+func (s *Server) ownPort(port uint16) bool {
+	if slices.Contains(s.cfg.OwnPorts, port) {
+		return true
+	}
+	if _, p, err := net.SplitHostPort(s.cfg.Listen); err == nil && p == strconv.Itoa(int(port)) {
+		return true
+	}
+	return s.port.Load() == int32(port)
 }

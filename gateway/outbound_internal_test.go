@@ -127,3 +127,40 @@ func TestOutboundClient(t *testing.T) {
 		}
 	})
 }
+
+// TestOutboundAllow_WithLoopback: loopback opens to every port but the
+// own ones, at the URL check and at the dial; other refused addresses stay
+// refused.
+func TestOutboundAllow_WithLoopback(t *testing.T) {
+	a := OutboundAllow{}.WithLoopback(func(p uint16) bool { return p == 4222 || p == 8080 })
+	for _, tt := range []struct {
+		url string
+		ok  bool
+	}{
+		{"http://127.0.0.1:9000/cb", true},
+		{"http://localhost:9000/cb", true},
+		{"http://[::1]:9000/cb", true},
+		{"http://127.0.0.1/cb", true}, // port 80
+		{"http://127.0.0.1:4222/", false},
+		{"http://localhost:8080/system/functions", false},
+		{"http://169.254.169.254/latest/meta-data/", false},
+		{"http://10.0.0.1:9000/", false},
+	} {
+		u, err := url.Parse(tt.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.checkURL(u); (err == nil) != tt.ok {
+			t.Errorf("checkURL(%s) = %v, want ok %v", tt.url, err, tt.ok)
+		}
+		if ip, err := netip.ParseAddr(u.Hostname()); err == nil {
+			addr := netip.AddrPortFrom(ip, urlPort(u)).String()
+			if err := a.control("tcp", addr, nil); (err == nil) != tt.ok {
+				t.Errorf("control(%s) = %v, want ok %v", addr, err, tt.ok)
+			}
+		}
+	}
+	if err := (OutboundAllow{}).control("tcp", "127.0.0.1:9000", nil); err == nil {
+		t.Error("without WithLoopback a loopback dial is let through")
+	}
+}

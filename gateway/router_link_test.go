@@ -87,7 +87,9 @@ func TestRouter_KeepsRoutesWithoutNATS(t *testing.T) {
 		for {
 			if beating.Load() {
 				// Errors are expected once NATS is gone.
-				if _, err := wkState.Workers.Put(life, "w2", gust.WorkerInfo{ID: "w2", Addr: worker.URL, Seen: time.Now()}); err != nil { t.Logf("beat: %v", err) }
+				if _, err := wkState.Workers.Put(life, "w2", gust.WorkerInfo{ID: "w2", Addr: worker.URL, Seen: time.Now()}); err != nil {
+					t.Logf("beat: %v", err)
+				}
 			}
 			select {
 			case <-life.Done():

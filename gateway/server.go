@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -58,18 +59,29 @@ type Config struct {
 	// CallbackAllow lists the loopback, link-local or private
 	// destinations callbacks may go to all the same (outbound.go).
 	CallbackAllow OutboundAllow
+	// CallbackAdminLoopback lets the callbacks of calls made as admin go
+	// to this host's loopback too, except to Gust's own listeners (this
+	// gateway's port and OwnPorts): the admin is the operator, who
+	// could allow it anyway, and a callback to a local test server is
+	// what a developer on one machine does. Keys and anonymous callers
+	// never reach loopback unless CallbackAllow lists it.
+	CallbackAdminLoopback bool
+	// OwnPorts are the ports of Gust's other listeners on this host
+	// (NATS, a worker's listener, metrics), never a callback's target.
+	OwnPorts []uint16
 }
 
 // DefaultConfig returns the gateway defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:        ":8080",
-		MaxBodyBytes:  20 << 20,
-		DeployTimeout: 6 * time.Minute,
-		Version:       "dev",
-		HTTP:          httplimits.Default(),
-		Bounds:        gust.DefaultBounds(),
-		MaxWaiting:    DefaultMaxWaiting,
+		Listen:                ":8080",
+		MaxBodyBytes:          20 << 20,
+		DeployTimeout:         6 * time.Minute,
+		Version:               "dev",
+		HTTP:                  httplimits.Default(),
+		Bounds:                gust.DefaultBounds(),
+		MaxWaiting:            DefaultMaxWaiting,
+		CallbackAdminLoopback: true,
 		// A few hundred NATS messages of the largest size, or the
 		// 10000 of the buffer's count at 6 KiB each.
 		EventBufferBytes: 64 << 20,
@@ -103,8 +115,11 @@ type Server struct {
 	// quota enforces the namespaces' quotas (quota.go).
 	quota quotaState
 
-	ln  net.Listener
-	srv *http.Server
+	ln net.Listener
+	// port is the port ln is bound to, for the dispatcher's goroutines
+	// (callbacks never go there: ownPort).
+	port atomic.Int32
+	srv  *http.Server
 	// served is closed when the Serve goroutine has returned.
 	served chan struct{}
 	// tasks owns the server's background work (the placement after a
@@ -161,6 +176,9 @@ func (s *Server) Open(ctx context.Context) error {
 		return fmt.Errorf("gateway listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.port.Store(int32(a.Port))
+	}
 	s.srv.Handler = s.Handler()
 	s.served = make(chan struct{})
 	go func() {

@@ -44,6 +44,7 @@ func boundsFlags(fs *flag.FlagSet, gw *gateway.Config, wc *worker.Config) {
 			gw.CallbackAllow = a
 			return err
 		})
+		fs.BoolVar(&gw.CallbackAdminLoopback, "callback-admin-loopback", gw.CallbackAdminLoopback, "let the callbacks of async calls made as admin go to this host's loopback too, never to Gust's own ports")
 		h := &gw.HTTP
 		fs.DurationVar(&h.ReadHeaderTimeout, "http-read-header-timeout", h.ReadHeaderTimeout, "time a client has to send a request's headers")
 		fs.DurationVar(&h.ReadTimeout, "http-read-timeout", h.ReadTimeout, "time a client has to send a whole request (calls: their function's timeout)")

@@ -87,6 +87,10 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 		return err
 	}
 	meter := sh.Metering.meter()
+	if m.Shared == nil {
+		// The admin's callbacks may go to loopback, never to NATS.
+		m.Config.OwnPorts = append(m.Config.OwnPorts, urlPorts(m.NATS.URL)...)
+	}
 	m.Server = gateway.New(m.Config, sh.State, sh.Bus, router, m.Logger).
 		WithMetering(meter, sh.Metrics).
 		WithAsync(async, gateway.NewDispatcher(async, sh.State, router, meter, sh.Metrics, m.Logger))

@@ -8,12 +8,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,6 +145,46 @@ func TestHostile_CallbackToLoopback(t *testing.T) {
 	if n := target.n.Load(); n != 0 {
 		t.Errorf("the loopback server got %d requests, want 0", n)
 	}
+}
+
+// TestHostile_CallbackLoopbackAdminOnly: with the defaults (no allow
+// list), the callback of an async call made as admin may go to a loopback
+// test server, as a developer on one machine does, but never to Gust's
+// own listeners (the gateway, NATS); the same callback of an anonymous
+// call is refused.
+func TestHostile_CallbackLoopbackAdminOnly(t *testing.T) {
+	MustDocker(t)
+	var target hits
+	srv := listenOn(t, "127.0.0.1:0", target.handler(nil))
+	m := MustRunUp(t, "", strictCallbacks(""), func(m *UpMain) { m.Gateway.CallbackAdminLoopback = true })
+	mustDeploy(t, m, "hal", imageTag("echo"), nil)
+	admin := []string{"Authorization", basicAuth(gateway.AdminUser, testAdminPassword)}
+	natsURL, err := url.Parse(m.nats.Server.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cb := range []string{"http://" + m.GatewayAddr() + "/system/functions", "http://127.0.0.1:" + natsURL.Port() + "/"} {
+		st, _, body := call(t, http.MethodPost, gw(m)+"/async-function/hal", "x", append([]string{gust.HeaderCallbackURL, cb}, admin...)...)
+		if st != http.StatusBadRequest {
+			t.Errorf("admin's callback to Gust's own %s: got %d %s, want 400", cb, st, body)
+		}
+	}
+	if st, _, body := call(t, http.MethodPost, gw(m)+"/async-function/hal", "x", gust.HeaderCallbackURL, srv.URL+"/cb"); st != http.StatusBadRequest {
+		t.Errorf("anonymous callback to loopback: got %d %s, want 400", st, body)
+	}
+	if n := target.n.Load(); n != 0 {
+		t.Fatalf("the loopback server got %d requests before the admin's call, want 0", n)
+	}
+	st, _, body := call(t, http.MethodPost, gw(m)+"/async-function/hal", "x", append([]string{gust.HeaderCallbackURL, srv.URL + "/cb"}, admin...)...)
+	if st != http.StatusAccepted {
+		t.Fatalf("admin's callback to a loopback server: got %d %s, want 202", st, body)
+	}
+	check.For(t, 60*time.Second, 100*time.Millisecond, func() error {
+		if n := target.n.Load(); n != 1 {
+			return fmt.Errorf("the loopback server got %d callbacks, want 1", n)
+		}
+		return nil
+	})
 }
 
 // TestHostile_CallbackRedirectToLoopback: a callback to an address the
@@ -332,4 +374,9 @@ func TestHostile_SlowHeaders(t *testing.T) {
 			t.Errorf("a 2.5 s call behind 1 s server timeouts: %d %s, want 200 and the whole answer", st, body)
 		}
 	})
+}
+
+// basicAuth is the Authorization header value of HTTP Basic for user.
+func basicAuth(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 }

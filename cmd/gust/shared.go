@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -119,4 +121,24 @@ func openRuntimeForBuild(ctx context.Context) (*docker.Runtime, error) {
 		return nil, err
 	}
 	return rt, nil
+}
+
+// urlPorts returns the ports of a comma-separated list of NATS URLs
+// (4222 where one names none).
+func urlPorts(urls string) []uint16 {
+	var out []uint16
+	for _, s := range strings.Split(urls, ",") {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			continue
+		}
+		p := u.Port()
+		if p == "" {
+			p = "4222"
+		}
+		if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+			out = append(out, uint16(n))
+		}
+	}
+	return out
 }

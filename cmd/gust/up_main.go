@@ -107,6 +107,8 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 		return err
 	}
 	m.Gateway.Listen = m.Listen
+	// The admin's callbacks may go to loopback, never to NATS.
+	m.Gateway.OwnPorts = append(m.Gateway.OwnPorts, urlPorts(m.nats.Server.ClientURL())...)
 	m.gateway = &GatewayMain{
 		Config: m.Gateway, Pricing: m.Pricing, Logger: m.Logger, Shared: sh,
 		Local: m.worker.Worker, LocalID: m.Worker.ID,
