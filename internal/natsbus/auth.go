@@ -70,7 +70,9 @@ type rights struct {
 
 // readKV lets a role read bucket: look it up, get keys (direct or
 // through the stream), and watch it (an ordered consumer delivering to
-// the role's inbox, with flow control).
+// the role's inbox, with flow control). Its deliveries carry ack
+// subjects: allowing them keeps the server from tracking each as a
+// pending response (allow_responses) for an hour.
 func (r *rights) readKV(buckets ...string) {
 	for _, b := range buckets {
 		s := "KV_" + b
@@ -80,7 +82,7 @@ func (r *rights) readKV(buckets ...string) {
 			"$JS.API.STREAM.MSG.GET."+s,
 			"$JS.API.CONSUMER.CREATE."+s, "$JS.API.CONSUMER.CREATE."+s+".>",
 			"$JS.API.CONSUMER.INFO."+s+".*", "$JS.API.CONSUMER.DELETE."+s+".*",
-			"$JS.FC."+s+".>",
+			"$JS.FC."+s+".>", "$JS.ACK."+s+".>",
 		)
 	}
 }
