@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/gustfaas/gust/internal/natsbus"
 	"go.uber.org/zap"
@@ -48,9 +49,13 @@ func rolePasswordPath(authDir, role string) string {
 type natsServerFlags struct {
 	eventsFile                  string
 	tlsCert, tlsKey, tlsCientCA string
+	// meterRetention is how long the metering stream keeps a record (0:
+	// for ever).
+	meterRetention time.Duration
 }
 
 func (f *natsServerFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.meterRetention, "meter-retention", natsbus.DefaultMeterRetention, "how long the metering stream keeps a call record for billing stores to read (0: for ever; the billing store keeps its own copy)")
 	fs.StringVar(&f.eventsFile, "events-password-file", "", "file holding the password of the NATS user \"events\" (outside publishers); default $GUST_EVENTS_PASSWORD, else DATA/"+eventsPasswordFile+", generated on first start")
 	fs.StringVar(&f.tlsCert, "nats-tls-cert", envOr("GUST_NATS_TLS_CERT", ""), "PEM certificate of the NATS server: clients must connect with TLS ($GUST_NATS_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "nats-tls-key", envOr("GUST_NATS_TLS_KEY", ""), "PEM key of --nats-tls-cert ($GUST_NATS_TLS_KEY)")

@@ -69,7 +69,7 @@ func (m *NATSMain) provision(ctx context.Context) error {
 		return err
 	}
 	defer bus.Close()
-	return natsbus.Provision(ctx, bus, idempotencyWindow, 0)
+	return natsbus.Provision(ctx, bus, idempotencyWindow, m.Flags.meterRetention)
 }
 
 // Close stops the server.

@@ -88,7 +88,7 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 	}
 	m.Worker.BillingGranularity = m.Pricing.Granularity
 	if !m.NoMetering {
-		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}
+		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax, Retention: m.NATSFlags.meterRetention}
 		if m.Metering, err = startMetering(ctx, m.bus, mc, m.Metrics, m.Logger); err != nil {
 			return err
 		}

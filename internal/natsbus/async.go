@@ -23,6 +23,15 @@ const (
 	BucketIdempotency = "gust_idempotency"
 )
 
+// Retention of the async streams (docs/limits.md). An async call older
+// than AsyncMaxAge is past every retry age a deploy may set.
+const (
+	AsyncMaxAge        = 7 * 24 * time.Hour
+	AsyncMaxBytes      = 10 << 30
+	DeadLetterMaxAge   = 30 * 24 * time.Hour
+	DeadLetterMaxBytes = 1 << 30
+)
+
 // AsyncState holds the tables of async calls.
 type AsyncState struct {
 	// Calls is the status of each async call, by call id.
@@ -39,6 +48,10 @@ func OpenAsync(ctx context.Context, b *Bus, window time.Duration) (*AsyncState, 
 		Name: StreamAsync, Description: "Gust async calls waiting to run",
 		Subjects: []string{gust.SubjectAsyncPrefix + ">"}, Storage: jetstream.FileStorage,
 		Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute, MaxMsgSize: 8 << 20,
+		// Full, an enqueue is refused (503) rather than an accepted call
+		// dropped; past the age no retry is allowed anyway
+		// (gust.Bounds.MaxRetryAge).
+		MaxAge: AsyncMaxAge, MaxBytes: AsyncMaxBytes, Discard: jetstream.DiscardNew,
 	}); err != nil {
 		return nil, fmt.Errorf("async stream: %w", err)
 	}
@@ -46,6 +59,9 @@ func OpenAsync(ctx context.Context, b *Bus, window time.Duration) (*AsyncState, 
 		Name: StreamDeadLetters, Description: "Gust calls that ran out of attempts",
 		Subjects: []string{gust.SubjectDeadLetterPrefix + ">"}, Storage: jetstream.FileStorage,
 		Retention: jetstream.LimitsPolicy, MaxMsgSize: 8 << 20,
+		// A dead letter is kept for redrive this long; the oldest go
+		// first when the stream is full.
+		MaxAge: DeadLetterMaxAge, MaxBytes: DeadLetterMaxBytes, Discard: jetstream.DiscardOld,
 	}); err != nil {
 		return nil, fmt.Errorf("dead-letter stream: %w", err)
 	}
@@ -70,10 +86,19 @@ var (
 // by msgID) when Enqueue returns.
 func (b *Bus) Enqueue(ctx context.Context, subject, msgID string, data []byte) error {
 	if _, err := b.JS.Publish(ctx, subject, data, jetstream.WithMsgID(msgID)); err != nil {
+		if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed {
+			// The stream is full (its limits refuse new messages): the
+			// caller may retry later; nothing was accepted.
+			return gust.Errorf(gust.EUNAVAILABLE, "the queue is full (%s); retry later", apiErr.Description)
+		}
 		return fmt.Errorf("enqueue on %s: %w", subject, err)
 	}
 	return nil
 }
+
+// errCodeStoreFailed is nats-server's JSStreamStoreFailedF: a stream
+// refused to store a message, e.g. past MaxBytes with DiscardNew.
+const errCodeStoreFailed jetstream.ErrorCode = 10077
 
 // delivery adapts a JetStream message to gust.Delivery.
 type delivery struct {

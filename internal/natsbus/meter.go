@@ -28,6 +28,14 @@ const (
 // EnsureMeterStream creates or updates the metering stream. Records are
 // kept (retention 0: for ever) so that a billing store can be rebuilt by
 // replaying them.
+// DefaultMeterRetention is how long the metering stream keeps a record
+// (`--meter-retention`): the billing store holds the records; the stream
+// is what a new or rebuilt store is fed from.
+const DefaultMeterRetention = 30 * 24 * time.Hour
+
+// MeterMaxBytes bounds the metering stream's size on disk.
+const MeterMaxBytes = 10 << 30
+
 func EnsureMeterStream(ctx context.Context, b *Bus, retention time.Duration) error {
 	err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        StreamMeter,
@@ -36,7 +44,12 @@ func EnsureMeterStream(ctx context.Context, b *Bus, retention time.Duration) err
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      retention,
-		Duplicates:  2 * time.Minute,
+		// Full, the stream refuses new records rather than drop old ones
+		// the billing store may not have yet: the workers' spools keep
+		// them meanwhile (and say so in gust_meter_spool_bytes).
+		MaxBytes:   MeterMaxBytes,
+		Discard:    jetstream.DiscardNew,
+		Duplicates: 2 * time.Minute,
 	})
 	if err != nil {
 		return fmt.Errorf("metering stream: %w", err)
