@@ -3,10 +3,14 @@ package docker
 import (
 	"net"
 	"os"
+	"net/url"
 	"strconv"
 	"testing"
 
 	"github.com/gustfaas/gust/internal/firewall"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
+	"go.uber.org/zap"
 )
 
 // listen opens a TCP listener on every interface of the host, as NATS or
@@ -43,12 +47,27 @@ func TestFirewall(t *testing.T) {
 		t.Fatal("the function network has no IPv4 gateway")
 	}
 	denied := net.JoinHostPort(gw, strconv.Itoa(listen(t)))
+	// A real NATS server of Gust's, listening on every interface as
+	// `gust up --nats-listen 0.0.0.0:...` does.
+	ns, err := natsbus.RunServer(natsbus.ServerConfig{Listen: "0.0.0.0:0", StoreDir: t.TempDir(), Name: "fw", Users: natsbustest.Users(t)}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	natsURL, err := url.Parse(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deniedNATS := net.JoinHostPort(gw, natsURL.Port())
 	allowedPort := listen(t)
 	allowed := net.JoinHostPort(gw, strconv.Itoa(allowedPort))
 
 	// Without the rules the host is open: what follows is the rules' doing.
 	if err := dial(t, inst, denied); err != nil {
 		t.Fatalf("before the firewall, the function could not reach the host at %s: %v", denied, err)
+	}
+	if err := dial(t, inst, deniedNATS); err != nil {
+		t.Fatalf("before the firewall, the function could not reach NATS at %s: %v", deniedNATS, err)
 	}
 
 	fw, err := firewall.Install(firewall.Config{
@@ -75,6 +94,9 @@ func TestFirewall(t *testing.T) {
 		t.Errorf("with the firewall, the function reached a listener of its host at %s", denied)
 	} else {
 		t.Logf("function → host %s: %v", denied, err)
+	}
+	if err := dial(t, inst, deniedNATS); err == nil {
+		t.Errorf("with the firewall, the function reached NATS at %s", deniedNATS)
 	}
 	if err := dial(t, inst, allowed); err != nil {
 		t.Errorf("with the firewall, the function could not reach the allowed port at %s: %v", allowed, err)
