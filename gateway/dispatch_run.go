@@ -51,10 +51,7 @@ func (d *Dispatcher) run(ctx context.Context, fn *gust.Function, req *gust.Async
 	defer slot.release()
 	t0 := time.Now()
 	rec := newRecorder()
-	inv, err := d.router.Invoker(ctx, fn)
-	if err == nil {
-		err = inv.Invoke(rec, hr, fn)
-	}
+	err = d.router.Invoke(rec, hr, fn)
 	// The worker that ran (or turned away) the call says how it went.
 	res := result{duration: time.Since(t0), header: rec.header, outcome: rec.header.Get(gust.HeaderOutcome)}
 	if err != nil {

@@ -11,9 +11,9 @@ import (
 )
 
 // invoke answers ANY /function/{name}[.{namespace}][/{path}]: it resolves
-// the function from the in-memory routing table, picks a worker (or
-// activates the function) and lets the worker's invoker run the call and
-// stream the answer.
+// the function from the in-memory routing table, and the router picks a
+// worker (or activates the function) whose invoker runs the call and
+// streams the answer.
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	fn, sub, err := s.target(r, "/function/")
 	if err != nil {
@@ -47,11 +47,6 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer slot.release()
-	inv, err := s.router.Invoker(r.Context(), fn)
-	if err != nil {
-		s.reject(fn, callID, callerID, arrived, err)
-		return err
-	}
 	// The function sees its own sub-path; the rest of the request is
 	// passed as it came.
 	r2 := new(http.Request)
@@ -69,9 +64,12 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	// own body, to know whether it was read to its end before reusing
 	// the connection.
 	r2.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	if err := inv.Invoke(w, r2, fn); err != nil {
+	// The router picks the worker, and another when the first could not
+	// take the call (handoff.go).
+	if err := s.router.Invoke(w, r2, fn); err != nil {
 		// A worker that metered the call said so (its outcome); a call
-		// that reached no worker is still a call on the record.
+		// that reached no worker, or whose worker was lost, is still a
+		// call on the record.
 		if w.Header().Get(gust.HeaderOutcome) == "" {
 			s.reject(fn, callID, callerID, arrived, err)
 		}

@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,29 +162,39 @@ func (rt *Router) Function(ns, name string) *gust.Function {
 // Invoker returns the invoker of a live worker that holds fn, activating
 // fn when it has none.
 func (rt *Router) Invoker(ctx context.Context, fn *gust.Function) (gust.Invoker, error) {
+	inv, _, err := rt.invoker(ctx, fn)
+	return inv, err
+}
+
+// invoker is Invoker that also names the worker picked.
+func (rt *Router) invoker(ctx context.Context, fn *gust.Function) (gust.Invoker, string, error) {
 	key := fn.Key()
-	if inv := rt.pick(key, nil); inv != nil {
-		return inv, nil
+	if inv, id := rt.pick(key, nil, ""); inv != nil {
+		return inv, id, nil
 	}
 	pl, err := rt.activate(ctx, key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if inv := rt.pick(key, &pl); inv != nil {
-		return inv, nil
+	if inv, id := rt.pick(key, &pl, ""); inv != nil {
+		return inv, id, nil
 	}
-	return nil, gust.Errorf(gust.EUNAVAILABLE, "no live worker holds function %s", key)
+	return nil, "", gust.Errorf(gust.EUNAVAILABLE, "no live worker holds function %s", key)
 }
 
-// pick chooses a live worker of the placement round-robin. With pl nil it
-// uses the routing table.
-func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
+// pick chooses a live worker of the placement round-robin, other than
+// except, and returns its invoker and id. With pl nil it uses the routing
+// table. A draining worker is picked only when no other live worker of
+// the placement is left: it serves its instances until their
+// replacements are ready (worker.Worker.Evacuate), and a call it turns
+// away goes elsewhere (Invoke).
+func (rt *Router) pick(key string, pl *gust.Placement, except string) (gust.Invoker, string) {
 	rt.mu.RLock()
 	r := rt.placements[key]
 	if pl == nil {
 		if r == nil {
 			rt.mu.RUnlock()
-			return nil
+			return nil, ""
 		}
 		pl = &r.pl
 	}
@@ -190,28 +203,56 @@ func (rt *Router) pick(key string, pl *gust.Placement) gust.Invoker {
 	if r != nil && n > 1 {
 		start = int(r.rr.Add(1) % uint64(n))
 	}
+	fallback := ""
 	for i := 0; i < n; i++ {
 		id := pl.Workers[(start+i)%n]
-		if id == rt.localID && rt.local != nil {
-			rt.mu.RUnlock()
-			return rt.local
-		}
-		w, ok := rt.workers[id]
-		if !ok || w.Draining || rt.live.Silent(id, rt.workerTimeout) {
+		if id == except {
 			continue
 		}
-		inv := rt.invokers[id]
-		rt.mu.RUnlock()
-		if inv == nil {
-			inv = newHTTPInvoker(id, w.Addr, rt.WorkerToken, rt.transport, rt.logger)
-			rt.mu.Lock()
-			rt.invokers[id] = inv
-			rt.mu.Unlock()
+		if id == rt.localID && rt.local != nil {
+			rt.mu.RUnlock()
+			return rt.local, id
 		}
-		return inv
+		w, ok := rt.workers[id]
+		if !ok || rt.live.Silent(id, rt.workerTimeout) {
+			continue
+		}
+		if w.Draining {
+			if fallback == "" {
+				fallback = id
+			}
+			continue
+		}
+		rt.mu.RUnlock()
+		return rt.invokerOf(id, w.Addr), id
+	}
+	if fallback != "" {
+		addr := rt.workers[fallback].Addr
+		rt.mu.RUnlock()
+		return rt.invokerOf(fallback, addr), fallback
 	}
 	rt.mu.RUnlock()
-	return nil
+	return nil, ""
+}
+
+// invokerOf returns the HTTP invoker of worker id at addr, made once.
+// Called without rt.mu.
+func (rt *Router) invokerOf(id, addr string) gust.Invoker {
+	rt.mu.RLock()
+	inv := rt.invokers[id]
+	rt.mu.RUnlock()
+	if inv != nil {
+		return inv
+	}
+	inv = newHTTPInvoker(id, addr, rt.WorkerToken, rt.transport, rt.logger)
+	rt.mu.Lock()
+	if known := rt.invokers[id]; known != nil {
+		inv = known
+	} else {
+		rt.invokers[id] = inv
+	}
+	rt.mu.Unlock()
+	return inv
 }
 
 // activationTimeout bounds one place request of the activator.
@@ -302,10 +343,19 @@ type httpInvoker struct {
 // maxErrorAnswer bounds the error answer of a worker that is read.
 const maxErrorAnswer = 64 << 10
 
-// Invoke implements gust.Invoker.
+// Invoke implements gust.Invoker. A call the worker never got (no
+// connection, or nothing of the request written) or turned away before
+// its function saw it (gust.HandoffRefused) comes back as a
+// *notHandedError, which Router.Invoke may send elsewhere; a connection
+// that failed after the request was written may have run the function,
+// and fails the call with EFUNCTION (502).
 func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Function) error {
 	prefix := gust.InvokePrefix + fn.Spec.Namespace + "/" + fn.Spec.Service
-	out, err := proxy.Outbound(r.Context(), r, h.host, prefix+r.URL.Path, prefix+r.URL.EscapedPath(), r.URL.RawQuery)
+	// The trace tells a request never written (a dial that failed) from
+	// one the worker may have started to run.
+	var wrote atomic.Bool
+	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	out, err := proxy.Outbound(ctx, r, h.host, prefix+r.URL.Path, prefix+r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
 	}
@@ -321,10 +371,17 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 			return nil // the caller went away
 		}
 		// The worker's address stays in the log: callers get its id.
-		h.logger.Warn("worker did not answer", zap.String("worker_id", h.id), zap.String("addr", h.host), zap.Error(err))
-		return gust.Errorf(gust.EUNAVAILABLE, "worker %s did not answer", h.id)
+		h.logger.Warn("worker did not answer", zap.String("worker_id", h.id), zap.String("addr", h.host), zap.Bool("request_written", wrote.Load()), zap.Error(err))
+		if !wrote.Load() || isDialError(err) {
+			return &notHandedError{gust.Errorf(gust.EUNAVAILABLE, "worker %s did not answer", h.id)}
+		}
+		return gust.Errorf(gust.EFUNCTION, "worker %s lost while it ran the call; the function may have run", h.id)
 	}
 	defer resp.Body.Close()
+	if resp.Header.Get(gust.HeaderHandoff) == gust.HandoffRefused {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorAnswer))
+		return &notHandedError{gust.ErrorOfAnswer(resp.StatusCode, b)}
+	}
 	proxy.CopyHeader(w.Header(), resp)
 	// The function's answers carry the outcome ok or error, as a header
 	// or (streamed) an announced trailer; anything else is the worker's
@@ -341,6 +398,14 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 	_, _ = proxy.CopyBody(w, resp)
 	proxy.CopyTrailer(w.Header(), resp)
 	return nil
+}
+
+// isDialError reports whether err is a failed dial: the transport may
+// have written to a reused connection that turned out dead and then
+// dialed again, in vain, for a request it could replay.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 func newHTTPInvoker(id, base, token string, tr *http.Transport, logger *zap.Logger) *httpInvoker {

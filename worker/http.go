@@ -117,7 +117,9 @@ func (w *Worker) serveInvoke(rw http.ResponseWriter, r *http.Request) {
 	if v := r.Header.Get(gust.HeaderFunctionVersion); fn == nil || v != "" && v != strconv.FormatUint(fn.Version, 10) {
 		f, _, err := w.state.Functions.Get(r.Context(), key)
 		if err != nil {
-			writeError(rw, gust.Errorf(gust.ENOTFOUND, "function %s not found", key))
+			err := gust.Errorf(gust.ENOTFOUND, "function %s not found", key)
+			refuse(rw.Header(), r.Header.Get(gust.HeaderHandoff) == gust.HandoffRetry, err)
+			writeError(rw, err)
 			return
 		}
 		fn = &f

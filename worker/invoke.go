@@ -90,10 +90,14 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	}
 	h := rw.Header()
 	h.Set(gust.HeaderCallID, callerID)
+	mayHandOff := r.Header.Get(gust.HeaderHandoff) == gust.HandoffRetry
+	r.Header.Del(gust.HeaderHandoff) // Gust's, not the function's
 
 	p, err := w.enterCall(fn)
 	if err != nil {
-		w.reject(h, rec, fn, arrived, err)
+		if !refuse(h, mayHandOff, err) {
+			w.reject(h, rec, fn, arrived, err)
+		}
 		return err
 	}
 	defer w.callDone()
@@ -111,6 +115,9 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	// become ready.
 	in, cold, err := p.acquire(r.Context(), cfg.Timeout+w.cfg.ReadyTimeout)
 	if err != nil {
+		if refuse(h, mayHandOff, err) {
+			return err
+		}
 		err = acquireError(err, fn, cfg, w.cfg.ReadyTimeout)
 		w.reject(h, rec, fn, arrived, err)
 		return err
@@ -219,6 +226,19 @@ func setFigures(h http.Header, rec *gust.CallRecord, callerID string, cold bool)
 	}
 	h.Set(gust.HeaderDuration, strconv.FormatFloat(float64(rec.DurationNs)/1e9, 'f', 9, 64))
 	h.Set(gust.HeaderBilled, strconv.FormatFloat(float64(rec.BilledNs)/1e9, 'f', 9, 64))
+}
+
+// refuse turns away, unmetered, a call that may go to another worker:
+// the gateway offered to send it elsewhere (gust.HandoffRetry) and this
+// worker cannot take it before its function sees any of it (it drains,
+// or does not know the function). The gateway then sends it on, or
+// meters it when it cannot. It reports whether it refused the call.
+func refuse(h http.Header, mayHandOff bool, err error) bool {
+	if !mayHandOff || !errors.Is(err, gust.ErrDraining) && gust.ErrorCode(err) != gust.ENOTFOUND {
+		return false
+	}
+	h.Set(gust.HeaderHandoff, gust.HandoffRefused)
+	return true
 }
 
 // reject meters a call that never ran and says so on its answer.
