@@ -9,15 +9,81 @@ import (
 // WorkerInfo is what a worker advertises about itself. It is refreshed by a
 // heartbeat and disappears when the worker stops beating.
 type WorkerInfo struct {
-	ID          string    `json:"id"`
-	Addr        string    `json:"addr"` // base URL of its invoke endpoint, e.g. http://10.0.0.5:8081
-	MemoryBytes int64     `json:"memoryBytes"`
-	Started     time.Time `json:"started"`
-	Draining    bool      `json:"draining,omitempty"`
+	ID   string `json:"id"`
+	Addr string `json:"addr"` // base URL of its invoke endpoint, e.g. http://10.0.0.5:8081
+	// MemoryBytes is the memory the worker offers to instances; 0 says
+	// nothing, and the scheduler then places on it without a bound
+	// (workers of an earlier release).
+	MemoryBytes int64 `json:"memoryBytes"`
+	// NanoCPUs is the CPU it offers, in billionths of a core.
+	NanoCPUs int64     `json:"nanoCPUs,omitempty"`
+	Started  time.Time `json:"started"`
+	Draining bool      `json:"draining,omitempty"`
+	// Pools is what the worker holds: its instances, by function.
+	Pools []HeldPool `json:"pools,omitempty"`
+	// Images are the images present on the worker's host that it knows
+	// of (those of the functions it pulled or ran).
+	Images []string `json:"images,omitempty"`
 	// Seen is the time of the last heartbeat; a worker not seen for a
 	// few heartbeats is gone.
 	Seen time.Time `json:"seen"`
 }
+
+// Worker states, as WorkerInfo.State reports them.
+const (
+	WorkerReady    = "ready"
+	WorkerDraining = "draining"
+)
+
+// State is the worker's state: WorkerDraining takes no new placement.
+func (w *WorkerInfo) State() string {
+	if w.Draining {
+		return WorkerDraining
+	}
+	return WorkerReady
+}
+
+// HeldPool is one function's instances on a worker.
+type HeldPool struct {
+	Function  string `json:"function"` // FunctionKey
+	Instances int    `json:"instances"`
+	// MemoryBytes is the memory limit of each instance.
+	MemoryBytes int64 `json:"memoryBytes"`
+}
+
+// HeldMemory is the memory the worker's instances hold, leaving out those
+// of the function except (a FunctionKey; "" leaves out none).
+func (w *WorkerInfo) HeldMemory(except string) int64 {
+	var n int64
+	for _, p := range w.Pools {
+		if p.Function != except {
+			n += int64(p.Instances) * p.MemoryBytes
+		}
+	}
+	return n
+}
+
+// HasImage reports whether the worker holds image.
+func (w *WorkerInfo) HasImage(image string) bool {
+	for _, im := range w.Images {
+		if im == image {
+			return true
+		}
+	}
+	return false
+}
+
+// Lease is the value of the scheduler leader's key (LeaderKey): the
+// scheduler that holds it leads, as long as it keeps writing it within
+// the bucket's TTL. A lease whose Holder is empty was given up: the next
+// to write it (at its revision) leads.
+type Lease struct {
+	Holder string    `json:"holder"`
+	Since  time.Time `json:"since"`
+}
+
+// LeaderKey is the key of the scheduler leader's lease.
+const LeaderKey = "scheduler"
 
 // Placement says which workers keep a pool for a function. Each worker
 // takes an even share of the function's min and max (see Share).
@@ -105,6 +171,9 @@ const (
 	// SubjectPlace asks the scheduler to place a function (PlaceRequest →
 	// PlaceReply).
 	SubjectPlace = "gust.scheduler.place"
+	// SubjectPlaceLeader is SubjectPlace served by the leading scheduler
+	// only: a standby that took a place request passes it on there.
+	SubjectPlaceLeader = "gust.scheduler.leader.place"
 	// SubjectPreparePrefix + workerID asks a worker to prepare a function:
 	// make its image available and start its first instance (PrepareRequest
 	// → Reply).

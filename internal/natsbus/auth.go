@@ -151,10 +151,12 @@ func permissions(user string) *server.Permissions {
 	case UserScheduler:
 		// Places functions: answers place requests, asks workers to
 		// prepare, writes placements, removes workers gone silent.
-		r.writeKV(BucketPlacements, BucketWorkers)
+		// Several elect their leader through its lease (BucketLeader);
+		// a standby passes place requests on to the leader.
+		r.writeKV(BucketPlacements, BucketWorkers, BucketLeader)
 		r.readKV(BucketFunctions, BucketStatus)
-		r.pub = append(r.pub, "gust.worker.prepare.*")
-		r.sub = append(r.sub, "gust.scheduler.place")
+		r.pub = append(r.pub, "gust.worker.prepare.*", "gust.scheduler.leader.place")
+		r.sub = append(r.sub, "gust.scheduler.place", "gust.scheduler.leader.place")
 		r.responses = true
 	case UserWorker:
 		// Runs calls: heartbeats and pool status, reads the registry,

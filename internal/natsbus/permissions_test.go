@@ -235,6 +235,30 @@ func TestPermissions_Roles(t *testing.T) {
 		if err := sst.Workers.Delete(ctx, "gone"); err != nil && !errors.Is(err, gust.ErrNotFound) {
 			t.Errorf("scheduler removes a silent worker: %v", err)
 		}
+		// Schedulers elect their leader by its lease, and a standby
+		// passes a place request on to the leader.
+		leases, err := natsbus.OpenLeases(ctx, sc)
+		if err != nil {
+			t.Fatalf("scheduler opens the leader's lease: %v", err)
+		}
+		rev, err := leases.Create(ctx, gust.LeaderKey, gust.Lease{Holder: "s1"})
+		if err != nil {
+			t.Fatalf("scheduler takes the lease: %v", err)
+		}
+		if _, err := leases.Update(ctx, gust.LeaderKey, gust.Lease{Holder: "s1"}, rev); err != nil {
+			t.Errorf("scheduler renews the lease: %v", err)
+		}
+		if l, _, err := leases.Get(ctx, gust.LeaderKey); err != nil || l.Holder != "s1" {
+			t.Errorf("scheduler reads the lease: %+v, %v", l, err)
+		}
+		stopLeader, err := sc.Handle(ctx, gust.SubjectPlaceLeader, "", func(context.Context, []byte) any { return gust.PlaceReply{} })
+		if err != nil {
+			t.Fatalf("scheduler serves %s: %v", gust.SubjectPlaceLeader, err)
+		}
+		if err := sc.Request(ctx, gust.SubjectPlaceLeader, gust.PlaceRequest{}, &rep); err != nil {
+			t.Errorf("standby passes a place request on: %v", err)
+		}
+		_ = stopLeader()
 
 		// The worker's heartbeat, status, registry, secrets and meter.
 		if _, err := wst.Workers.Put(ctx, "w1", gust.WorkerInfo{ID: "w1"}); err != nil {
@@ -265,7 +289,7 @@ func TestPermissions_Roles(t *testing.T) {
 			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_keys.k", "gust.meter.call", "gust.async.openfaas-fn.f", "$JS.API.STREAM.DELETE.KV_gust_placements"},
 			[]string{"gust.worker.prepare.w1", "_GUST_INBOX.gateway.>", "orders.new"})
 		mustRefuse(t, srv, natsbus.UserWorker,
-			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_placements.openfaas-fn.f", "$KV.gust_keys.k", "$KV.gust_secrets.openfaas-fn.s",
+			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_placements.openfaas-fn.f", "$KV.gust_leader.scheduler", "gust.scheduler.leader.place", "$KV.gust_keys.k", "$KV.gust_secrets.openfaas-fn.s",
 				"$KV.gust_namespaces.x", "gust.async.openfaas-fn.f", "gust.dlq.openfaas-fn.f", "gust.scheduler.place",
 				"$JS.API.STREAM.UPDATE.KV_gust_functions", "$JS.API.STREAM.PURGE.GUST_METER", "$JS.API.CONSUMER.CREATE.GUST_METER",
 				"$JS.API.CONSUMER.CREATE.KV_gust_keys", "$JS.API.DIRECT.GET.KV_gust_keys"},

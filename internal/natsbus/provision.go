@@ -34,6 +34,23 @@ func Provision(ctx context.Context, b *Bus, idempotencyWindow, meterRetention ti
 	if _, err := OpenTable[gust.APIKey](ctx, b, keysTable); err != nil {
 		return err
 	}
+	if _, err := OpenLeases(ctx, b); err != nil {
+		return err
+	}
 	_, err := b.ensureKV(ctx, secretsBucket)
 	return err
+}
+
+// BucketLeader holds the scheduler leader's lease (gust.LeaderKey).
+const BucketLeader = "gust_leader"
+
+// LeaseTTL is how long the scheduler leader's lease lasts unless renewed:
+// a standby takes over within about this long of the leader's death.
+const LeaseTTL = 4 * time.Second
+
+// OpenLeases opens the table of the scheduler leader's lease, whose keys
+// expire LeaseTTL after their last write. It lives in memory: a lease
+// means nothing once every server restarted.
+func OpenLeases(ctx context.Context, b *Bus) (*Table[gust.Lease], error) {
+	return OpenTable[gust.Lease](ctx, b, TableConfig{Bucket: BucketLeader, TTL: LeaseTTL, Memory: true})
 }
