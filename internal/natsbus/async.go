@@ -220,11 +220,20 @@ func (b *Bus) DeleteConsumer(ctx context.Context, stream, durable string) error 
 // Subscribe implements gust.Events.
 func (b *Bus) Subscribe(subject, queue string, fn func(*gust.Message)) (func() error, error) {
 	sub, err := b.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		gm := &gust.Message{Subject: m.Subject, Data: m.Data, Header: m.Header, Reply: m.Reply}
-		if m.Reply != "" {
+		if reservedSubject(m.Subject) {
+			// Delivered by a push consumer onto this subscription, not
+			// published on a trigger subject (guard.go).
+			b.logger.Warn("dropped a message with a reserved subject", zap.String("subscription", subject), zap.String("subject", m.Subject))
+			return
+		}
+		gm := &gust.Message{Subject: m.Subject, Data: m.Data, Header: m.Header}
+		if answerableReply(m.Reply) {
+			gm.Reply = m.Reply
 			gm.Respond = func(data []byte, header map[string][]string) error {
-				return m.RespondMsg(&nats.Msg{Data: data, Header: nats.Header(header)})
+				return m.RespondMsg(&nats.Msg{Data: data, Header: nats.Header(withoutNATSHeaders(header))})
 			}
+		} else if m.Reply != "" {
+			b.logger.Warn("no answer to a reply subject that is not an inbox", zap.String("subject", m.Subject), zap.String("reply", m.Reply))
 		}
 		fn(gm)
 	})

@@ -178,6 +178,12 @@ func (b *Bus) Handle(ctx context.Context, subject, queue string, fn func(ctx con
 		}
 	}
 	sub, err := b.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		// Requests of the control plane come from roles, on the subject
+		// itself, with a role's inbox to answer (guard.go).
+		if m.Subject != subject || !roleReply(m.Reply) {
+			b.logger.Warn("dropped a request not made by a role", zap.String("subject", m.Subject), zap.String("reply", m.Reply))
+			return
+		}
 		if !b.tasks.Go(func(context.Context) { respond(m, fn(ctx, m.Data)) }) {
 			respond(m, gust.ReplyOf(gust.Errorf(gust.EUNAVAILABLE, "%s: shutting down", subject)))
 		}

@@ -1,0 +1,52 @@
+package natsbus
+
+import (
+	"net/textproto"
+	"strings"
+)
+
+// What Gust answers on NATS is chosen partly by whoever sent the message:
+// its reply subject, and (through a JetStream push consumer whose deliver
+// subject names one of Gust's subscriptions) even the subject it arrives
+// with. nats-server lets an answer through on the reply subject of a
+// message that reached the subscriber whatever the answerer's publish
+// permissions say, deny lists included; so a reply subject that is not an
+// inbox would let an outside publisher make Gust publish anywhere (delete a
+// stream through $JS.API, put into a KV bucket). Gust therefore answers
+// only on inboxes, drops messages that arrive with a subject of Gust's,
+// JetStream's or the server's own, and strips the headers by which
+// JetStream acts on a message (Nats-Rollup, Nats-Expected-*, ...) from what
+// it sends back.
+
+// answerableReply reports whether Gust may answer on reply: an outside
+// publisher's inbox (_INBOX.) or a role's (InboxPrefix).
+func answerableReply(reply string) bool {
+	return strings.HasPrefix(reply, "_INBOX.") || strings.HasPrefix(reply, InboxPrefix+".")
+}
+
+// roleReply reports whether reply is a role's inbox: the only replies the
+// control plane's requests (Handle) come with.
+func roleReply(reply string) bool { return strings.HasPrefix(reply, InboxPrefix+".") }
+
+// reservedSubject reports whether s is a subject of Gust's, JetStream's
+// or the server's own (reserved): no trigger message arrives on one.
+func reservedSubject(s string) bool {
+	for _, r := range reserved {
+		if strings.HasPrefix(s, strings.TrimSuffix(r, ">")) {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutNATSHeaders returns h without the headers NATS and JetStream
+// act on (Nats-*), so that what a function answers cannot steer them.
+func withoutNATSHeaders(h map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(h))
+	for k, v := range h {
+		if !strings.HasPrefix(textproto.CanonicalMIMEHeaderKey(k), "Nats-") {
+			out[k] = v
+		}
+	}
+	return out
+}
