@@ -44,13 +44,16 @@ func parseTime(q url.Values, name string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t.UTC(), nil
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		t, err = time.Parse("2006-01-02", v)
 	}
-	if t, err := time.Parse("2006-01-02", v); err == nil {
-		return t, nil
+	// The zero time means no bound to the filter and the store: as a
+	// bound it would be ignored.
+	if err != nil || t.IsZero() {
+		return time.Time{}, gust.Invalidf(name, "%s=%q: want RFC 3339 (2026-11-27T10:00:00Z) or a date (2026-11-27) after year 1", name, v)
 	}
-	return time.Time{}, gust.Invalidf(name, "%s=%q: want RFC 3339 (2026-11-27T10:00:00Z) or a date (2026-11-27)", name, v)
+	return t.UTC(), nil
 }
 
 // callFilter reads the filters shared by reports and listings.
