@@ -163,10 +163,9 @@ func permissions(user string) *server.Permissions {
 		// placements and secrets, answers prepare requests, publishes
 		// metering records.
 		r.writeKV(BucketWorkers, BucketStatus)
+		// Secrets it only reads: a right to put even one key would let
+		// it roll the bucket up (Nats-Rollup: all), wiping every secret.
 		r.readKV(BucketFunctions, BucketPlacements, BucketSecrets)
-		// The fingerprint of the secrets key, which the first role to
-		// open the bucket records (see Secrets.checkKey).
-		r.pub = append(r.pub, "$KV."+BucketSecrets+"."+keyCheckKey)
 		r.pub = append(r.pub, "gust.meter.>", "$JS.API.STREAM.INFO."+StreamMeter)
 		r.sub = append(r.sub, "gust.worker.prepare.*")
 		r.responses = true

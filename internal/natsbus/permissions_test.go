@@ -289,7 +289,7 @@ func TestPermissions_Roles(t *testing.T) {
 			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_keys.k", "gust.meter.call", "gust.async.openfaas-fn.f", "$JS.API.STREAM.DELETE.KV_gust_placements"},
 			[]string{"gust.worker.prepare.w1", "_GUST_INBOX.gateway.>", "orders.new"})
 		mustRefuse(t, srv, natsbus.UserWorker,
-			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_placements.openfaas-fn.f", "$KV.gust_leader.scheduler", "gust.scheduler.leader.place", "$KV.gust_keys.k", "$KV.gust_secrets.openfaas-fn.s",
+			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_placements.openfaas-fn.f", "$KV.gust_leader.scheduler", "gust.scheduler.leader.place", "$KV.gust_keys.k", "$KV.gust_secrets.openfaas-fn.s", "$KV.gust_secrets._keycheck",
 				"$KV.gust_namespaces.x", "gust.async.openfaas-fn.f", "gust.dlq.openfaas-fn.f", "gust.scheduler.place",
 				"$JS.API.STREAM.UPDATE.KV_gust_functions", "$JS.API.STREAM.PURGE.GUST_METER", "$JS.API.CONSUMER.CREATE.GUST_METER",
 				"$JS.API.CONSUMER.CREATE.KV_gust_keys", "$JS.API.DIRECT.GET.KV_gust_keys"},

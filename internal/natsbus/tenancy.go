@@ -63,7 +63,7 @@ func OpenTenancy(ctx context.Context, b *Bus, secretKey []byte) (*gust.Tenancy, 
 	if err != nil {
 		return nil, err
 	}
-	secrets, err := openSecrets(ctx, b, secretKey)
+	secrets, err := openSecrets(ctx, b, secretKey, true)
 	if err != nil {
 		return nil, err
 	}
@@ -103,10 +103,14 @@ func OpenSecrets(ctx context.Context, b *Bus, secretKey []byte) (*Secrets, error
 	if len(secretKey) != SecretsKeySize {
 		return nil, fmt.Errorf("open secrets: secrets key is %d bytes, want %d", len(secretKey), SecretsKeySize)
 	}
-	return openSecrets(ctx, b, secretKey)
+	return openSecrets(ctx, b, secretKey, false)
 }
 
-func openSecrets(ctx context.Context, b *Bus, key []byte) (*Secrets, error) {
+// openSecrets opens the bucket; record says this role writes secrets and
+// may record the key's fingerprint (a worker only reads it: a right to
+// put any key into the bucket would let it roll the bucket up, wiping
+// every secret).
+func openSecrets(ctx context.Context, b *Bus, key []byte, record bool) (*Secrets, error) {
 	kv, err := b.ensureKV(ctx, secretsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open kv bucket %s: %w", BucketSecrets, err)
@@ -120,27 +124,33 @@ func openSecrets(ctx context.Context, b *Bus, key []byte) (*Secrets, error) {
 		return nil, fmt.Errorf("secrets cipher: %w", err)
 	}
 	s := &Secrets{kv: kv, aead: aead, logger: b.logger.With(zap.String("bucket", BucketSecrets))}
-	if err := s.checkKey(ctx, key); err != nil {
+	if err := s.checkKey(ctx, key, record); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // checkKey records a fingerprint of key (an HMAC, which says nothing of
-// the key) on first use, and warns when this store's key differs from the
-// one recorded: its secrets cannot be read with this key.
-func (s *Secrets) checkKey(ctx context.Context, key []byte) error {
+// the key) on first use when record is set, and warns when this store's
+// key differs from the one recorded: its secrets cannot be read with this
+// key. A reader that finds no fingerprint yet has nothing to compare.
+func (s *Secrets) checkKey(ctx context.Context, key []byte, record bool) error {
 	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte("gust secrets key check"))
 	fp := []byte(hex.EncodeToString(mac.Sum(nil)))
-	_, err := s.kv.Create(ctx, keyCheckKey, fp)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("record secrets key check: %w", err)
+	if record {
+		_, err := s.kv.Create(ctx, keyCheckKey, fp)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("record secrets key check: %w", err)
+		}
 	}
 	e, err := s.kv.Get(ctx, keyCheckKey)
+	if !record && errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("read secrets key check: %w", err)
 	}
