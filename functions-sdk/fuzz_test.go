@@ -10,11 +10,16 @@ import (
 )
 
 // readRequest parses a request with the given headers off the wire, as
-// the function's HTTP server would; ok is false when net/http refuses it.
+// the function's HTTP server would; ok is false when net/http refuses it,
+// or when a value is not one line (it would write other header lines, or
+// fold, which no sender of an event does).
 func readRequest(headers [][2]string) (*http.Request, bool) {
 	var b strings.Builder
 	b.WriteString("POST / HTTP/1.1\r\nHost: fn\r\nContent-Length: 0\r\n")
 	for _, h := range headers {
+		if strings.ContainsAny(h[1], "\r\n") {
+			return nil, false
+		}
 		b.WriteString(h[0] + ": " + h[1] + "\r\n")
 	}
 	b.WriteString("\r\n")
