@@ -21,7 +21,7 @@ test: ## run every test with the race detector, the Docker ones included, then t
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 5m ./testdata/functions/misbehave
 	@if [ -d $(ACCEPTANCE) ]; then \
-		for check in core metering events cluster hardening; do $(ACCEPTANCE)/$$check || exit 1; done; \
+		for check in core metering events cluster cluster-faults hardening; do $(ACCEPTANCE)/$$check || exit 1; done; \
 		scripts/acceptance-access $(ACCEPTANCE) || exit 1; \
 	else echo "($(ACCEPTANCE) not found: acceptance checks skipped)"; fi
 
@@ -35,7 +35,7 @@ image: build ## the gust image, FROM scratch, from the static binary
 	docker build -q -t gust:local .
 
 compose-up: image ## every role in its own container (docker-compose.yml)
-	docker-compose up -d
+	docker-compose up -d --remove-orphans
 
 # docker-compose.yml requires GUST_ADMIN_PASSWORD and GUST_EVENTS_PASSWORD to
 # interpolate the file, even to take the cluster down: any value does for that.

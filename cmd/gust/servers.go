@@ -107,12 +107,14 @@ var natsCommand = &Command{
 		authDir := fs.String("auth-dir", envOr("GUST_NATS_AUTH_DIR", ""), "passwords of the roles' NATS users, AUTH/ROLE/password, generated when missing (default DATA/"+natsAuthDir+"; $GUST_NATS_AUTH_DIR)")
 		var nsf natsServerFlags
 		nsf.register(fs)
+		var ncl natsClusterFlags
+		ncl.register(fs)
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &NATSMain{Listen: *listen, DataDir: *data, Roles: true, AuthDir: *authDir, Flags: nsf, Logger: logger})
+			return serve(ctx, logger, &NATSMain{Listen: *listen, DataDir: *data, Roles: true, AuthDir: *authDir, Flags: nsf, Cluster: ncl, Logger: logger})
 		}
 	},
 }

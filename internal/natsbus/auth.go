@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -241,20 +242,30 @@ func URLWithUser(rawURL, user, password string) (string, error) {
 	return u.String(), nil
 }
 
-// URLUser is the user named in rawURL, if any.
+// URLUser is the user named in rawURL, if any; rawURL may be a
+// comma-separated list of a cluster's servers, each with its credentials
+// or none: the first user named counts.
 func URLUser(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		return ""
+	for _, one := range strings.Split(rawURL, ",") {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err == nil && u.User != nil {
+			return u.User.Username()
+		}
 	}
-	return u.User.Username()
+	return ""
 }
 
-// redactURL hides the password of a URL for messages and logs.
+// redactURL hides the passwords of a URL, or of each URL of a
+// comma-separated list, for messages and logs.
 func redactURL(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparsable url)"
+	parts := strings.Split(rawURL, ",")
+	for i, one := range parts {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err != nil {
+			parts[i] = "(unparsable url)"
+			continue
+		}
+		parts[i] = u.Redacted()
 	}
-	return u.Redacted()
+	return strings.Join(parts, ",")
 }

@@ -26,8 +26,9 @@ type Bus struct {
 	// tasks owns the bus's goroutines; its context ends when Close
 	// begins, and the long-lived ones stop on it.
 	tasks *tasks.Group
-	// provision: see ClientConfig.Provision.
+	// provision, replicas: see ClientConfig.Provision and Replicas.
 	provision bool
+	replicas  int
 }
 
 // errClosed is returned by what the bus refuses to start once it closes.
@@ -60,6 +61,11 @@ type ClientConfig struct {
 	// server's own connection: `gust up`, `gust nats`); the roles only
 	// bind to them, and need no right to change them.
 	Provision bool
+	// Replicas is how many servers keep each stream and bucket the
+	// provisioning connection creates or updates (JetStream replicas): 3
+	// in a cluster of three servers or more, so that losing one loses
+	// nothing; 0 or 1 on a single server.
+	Replicas int
 }
 
 // Connect dials NATS at url (credentials in it, if any) and keeps
@@ -122,7 +128,7 @@ func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 	}
 	// The bus's goroutines live as long as the connection, not as long
 	// as anything of the caller's: Close ends them.
-	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background()), provision: cfg.Provision}, nil
+	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background()), provision: cfg.Provision, replicas: cfg.Replicas}, nil
 }
 
 // Close stops the watches and consumers the bus runs, lets the requests
@@ -242,6 +248,7 @@ func (b *Bus) RequestRaw(ctx context.Context, subject string, data []byte, heade
 // `gust nats`, which nothing provisions).
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
 	if b.provision {
+		cfg.Replicas = b.replicas
 		_, err := b.JS.CreateOrUpdateStream(ctx, cfg)
 		return err
 	}
@@ -255,6 +262,7 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) erro
 // ensureKV is ensureStream for a KV bucket.
 func (b *Bus) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	if b.provision {
+		cfg.Replicas = b.replicas
 		return b.JS.CreateOrUpdateKeyValue(ctx, cfg)
 	}
 	kv, err := b.JS.KeyValue(ctx, cfg.Bucket)

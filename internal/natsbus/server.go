@@ -7,7 +7,9 @@ package natsbus
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +32,84 @@ type ServerConfig struct {
 	// (PEM files); TLSClientCA, when given too, requires client
 	// certificates signed by it (mutual TLS) on top of the passwords.
 	TLSCert, TLSKey, TLSClientCA string
+	// Cluster, when set, makes the server a member of a NATS cluster with
+	// JetStream clustered: Name must then be unique in the cluster.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig makes a server a member of a NATS cluster.
+type ClusterConfig struct {
+	// Name is the cluster's name, the same on every server.
+	Name string
+	// Listen is host:port for routes from the other servers.
+	Listen string
+	// Routes are nats://host:port of the other servers' route listeners
+	// (the server's own may be among them: it is skipped).
+	Routes []string
+	// User and Password are the route credentials every server of the
+	// cluster shares: a route without them is refused, so that nothing
+	// but a server of the cluster joins it.
+	User, Password string
+}
+
+// routes returns the route URLs with the cluster's credentials in them.
+func (c *ClusterConfig) routes() ([]*url.URL, error) {
+	var out []*url.URL
+	for _, r := range c.Routes {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("nats route %q: want nats://host:port", redactURL(r))
+		}
+		u.User = url.UserPassword(c.User, c.Password)
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// options sets the cluster's part of opts.
+func (c *ClusterConfig) options(opts *server.Options) error {
+	if c.Name == "" {
+		return fmt.Errorf("nats cluster: no cluster name")
+	}
+	if opts.ServerName == "" {
+		return fmt.Errorf("nats cluster: no server name (each server of a cluster needs its own)")
+	}
+	if c.User == "" || c.Password == "" {
+		return fmt.Errorf("nats cluster: no route credentials: routes would be open to anyone")
+	}
+	host, port, err := hostPort(c.Listen, "nats cluster listen address")
+	if err != nil {
+		return err
+	}
+	routes, err := c.routes()
+	if err != nil {
+		return err
+	}
+	opts.Cluster = server.ClusterOpts{
+		Name: c.Name, Host: host, Port: port,
+		Username: c.User, Password: c.Password, AuthTimeout: 5,
+	}
+	opts.Routes = routes
+	return nil
+}
+
+// hostPort splits host:port; port 0 or -1 picks a free one.
+func hostPort(addr, what string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: %w", what, addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s port %q: %w", what, portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
 }
 
 // Server is an embedded NATS server.
@@ -41,16 +121,9 @@ type Server struct {
 // RunServer starts an embedded NATS server with JetStream and waits until
 // it accepts connections.
 func RunServer(cfg ServerConfig, logger *zap.Logger) (*Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	host, port, err := hostPort(cfg.Listen, "nats listen address")
 	if err != nil {
-		return nil, fmt.Errorf("nats listen address %q: %w", cfg.Listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("nats listen port %q: %w", portStr, err)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
+		return nil, err
 	}
 	if len(cfg.Users) == 0 {
 		return nil, fmt.Errorf("nats server: no users: Gust's server takes no anonymous clients")
@@ -70,6 +143,11 @@ func RunServer(cfg ServerConfig, logger *zap.Logger) (*Server, error) {
 		// async calls and events do: allow 8 MiB payloads.
 		MaxPayload: 8 << 20,
 		Users:      us,
+	}
+	if cfg.Cluster != nil {
+		if err := cfg.Cluster.options(opts); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
@@ -92,6 +170,14 @@ func RunServer(cfg ServerConfig, logger *zap.Logger) (*Server, error) {
 		return nil, fmt.Errorf("nats server did not accept connections on %s within 15s", cfg.Listen)
 	}
 	return &Server{ns: ns, users: cfg.Users}, nil
+}
+
+// ClusterURL is the URL other servers route to, "" outside a cluster.
+func (s *Server) ClusterURL() string {
+	if a := s.ns.ClusterAddr(); a != nil {
+		return "nats://" + a.String()
+	}
+	return ""
 }
 
 // ClientURL is the URL clients connect to.

@@ -1,0 +1,152 @@
+package natsbus_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
+	"go.uber.org/zap/zaptest"
+)
+
+// freeAddr is a free loopback address: a cluster's route addresses must
+// be known before its servers start, since each routes to the others.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// runClusterServer starts server name of cluster "test" with its routes
+// on listen, routing to routes, with users and the route password pw
+// shared by the cluster.
+func runClusterServer(t *testing.T, name, listen string, users map[string]string, pw string, routes []string) *natsbus.Server {
+	t.Helper()
+	srv, err := natsbus.RunServer(natsbus.ServerConfig{
+		Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Name: name, Users: users,
+		Cluster: &natsbus.ClusterConfig{Name: "test", Listen: listen, Routes: routes, User: "route", Password: pw},
+	}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("run nats server %s: %v", name, err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// TestCluster_R3SurvivesServerLoss: on three clustered servers,
+// provisioning with Replicas 3 gives every stream and bucket (in-memory
+// ones too) three replicas, once the cluster has its JetStream meta
+// leader; a role connected with the list of the three servers keeps
+// enqueueing async calls and reading its buckets after the server it
+// was connected to stops, and nothing enqueued before is lost.
+func TestCluster_R3SurvivesServerLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three NATS servers: not short")
+	}
+	users := natsbustest.Users(t)
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	var routes []string
+	for _, a := range addrs {
+		routes = append(routes, "nats://"+a)
+	}
+	// Each server is given every route, its own too, as a cluster's
+	// servers often are: the server skips its own.
+	a := runClusterServer(t, "a", addrs[0], users, "route-pw", routes)
+	b := runClusterServer(t, "b", addrs[1], users, "route-pw", routes)
+	c := runClusterServer(t, "c", addrs[2], users, "route-pw", routes)
+
+	pc := a.ProvisionConfig("test-provision")
+	pc.Replicas = 3
+	prov, err := natsbus.ConnectWith(pc, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("connect to provision: %v", err)
+	}
+	defer prov.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := natsbus.ProvisionCluster(ctx, prov, time.Hour, 0, time.Minute); err != nil {
+		t.Fatalf("provision with 3 replicas: %v", err)
+	}
+	for _, s := range []string{natsbus.StreamAsync, natsbus.StreamDeadLetters, natsbus.StreamMeter,
+		"KV_" + natsbus.BucketFunctions, "KV_" + natsbus.BucketWorkers, "KV_" + natsbus.BucketStatus, "KV_" + natsbus.BucketSecrets} {
+		st, err := prov.JS.Stream(ctx, s)
+		if err != nil {
+			t.Fatalf("stream %s: %v", s, err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("stream %s has %d replicas, want 3", s, r)
+		}
+	}
+
+	var urls []string
+	for _, s := range []*natsbus.Server{a, b, c} {
+		urls = append(urls, s.UserURL(natsbus.UserGateway))
+	}
+	gw, err := natsbus.ConnectWith(natsbus.ClientConfig{URL: strings.Join(urls, ","), Name: "test-gateway"}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("connect as gateway to the list of servers: %v", err)
+	}
+	defer gw.Close()
+	st, err := natsbus.OpenState(ctx, gw)
+	if err != nil {
+		t.Fatalf("open state as gateway: %v", err)
+	}
+	fn := gust.Function{Version: 7}
+	if _, err := st.Functions.Put(ctx, "f", fn); err != nil {
+		t.Fatalf("put function: %v", err)
+	}
+	enqueue := func(id string) {
+		t.Helper()
+		var err error
+		for i := 0; i < 100; i++ { // a new stream leader is elected within seconds
+			if err = gw.Enqueue(ctx, gust.SubjectAsyncPrefix+"ns.f", id, []byte(id)); err == nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("enqueue %s: %v", id, err)
+	}
+	for i := 0; i < 5; i++ {
+		enqueue(fmt.Sprintf("before-%d", i))
+	}
+
+	// Stop the server the gateway is connected to.
+	connected := gw.NC.ConnectedUrl()
+	for _, s := range []*natsbus.Server{a, b, c} {
+		if strings.HasSuffix(connected, strings.TrimPrefix(s.ClientURL(), "nats://")) {
+			s.Shutdown()
+		}
+	}
+	for i := 0; i < 5; i++ {
+		enqueue(fmt.Sprintf("after-%d", i))
+	}
+	if _, reconnects := gw.LinkState(); reconnects == 0 {
+		t.Errorf("the gateway's connection did not move to another server")
+	}
+	var got gust.Function
+	for i := 0; i < 100; i++ {
+		if got, _, err = st.Functions.Get(ctx, "f"); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil || got.Version != 7 {
+		t.Fatalf("function after the loss of a server: %+v, %v", got, err)
+	}
+	info, err := gw.JS.Stream(ctx, natsbus.StreamAsync)
+	if err != nil {
+		t.Fatalf("async stream after the loss of a server: %v", err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 10 {
+		t.Errorf("async stream holds %d calls after the loss of a server, want the 10 enqueued", n)
+	}
+}
