@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,58 +19,165 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// workers returns live WorkerInfos with the given ids.
-func workers(ids ...string) []gust.WorkerInfo {
-	out := make([]gust.WorkerInfo, 0, len(ids))
+// candidates returns candidates with the given ids, no capacity bound
+// and no placements.
+func candidates(ids ...string) []scheduler.Candidate {
+	out := make([]scheduler.Candidate, 0, len(ids))
 	for _, id := range ids {
-		out = append(out, gust.WorkerInfo{ID: id, Seen: time.Now()})
+		out = append(out, scheduler.Candidate{WorkerInfo: gust.WorkerInfo{ID: id, Seen: time.Now()}})
 	}
 	return out
 }
 
-func TestSpreadPlacer_Place(t *testing.T) {
+// loaded sets the placements each candidate holds.
+func loaded(cs []scheduler.Candidate, load map[string]int) []scheduler.Candidate {
+	for i := range cs {
+		cs[i].Placements = load[cs[i].ID]
+	}
+	return cs
+}
+
+func TestCapacityPlacer_Place(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		n       int
 		current []string
-		alive   []gust.WorkerInfo
+		alive   []scheduler.Candidate
 		load    map[string]int
 		want    []string
 	}{
-		{name: "Empty", n: 1, alive: nil, want: []string{}},
-		{name: "New", n: 1, alive: workers("w1", "w2"), want: []string{"w1"}},
-		{name: "NewTwo", n: 2, alive: workers("w1", "w2", "w3"), want: []string{"w1", "w2"}},
-		{name: "KeepsCurrent", n: 1, current: []string{"w2"}, alive: workers("w1", "w2", "w3"), want: []string{"w2"}},
-		{name: "KeepsCurrentEvenIfLoaded", n: 1, current: []string{"w2"}, alive: workers("w1", "w2"), load: map[string]int{"w2": 9}, want: []string{"w2"}},
-		{name: "KeepsCurrentOrder", n: 2, current: []string{"w3", "w1"}, alive: workers("w1", "w2", "w3"), want: []string{"w3", "w1"}},
-		{name: "DropsDead", n: 1, current: []string{"w9"}, alive: workers("w1", "w2"), want: []string{"w1"}},
-		{name: "DropsDeadKeepsLive", n: 2, current: []string{"w9", "w2"}, alive: workers("w1", "w2", "w3"), load: map[string]int{"w1": 5}, want: []string{"w2", "w3"}},
-		{name: "LeastLoaded", n: 2, alive: workers("w1", "w2", "w3"), load: map[string]int{"w1": 3, "w2": 1, "w3": 0}, want: []string{"w3", "w2"}},
-		{name: "TiesById", n: 2, alive: workers("w1", "w2", "w3"), load: map[string]int{"w1": 1, "w2": 1, "w3": 1}, want: []string{"w1", "w2"}},
-		{name: "FillsWithLeastLoaded", n: 3, current: []string{"w1"}, alive: workers("w1", "w2", "w3", "w4"), load: map[string]int{"w1": 0, "w2": 4, "w3": 2, "w4": 1}, want: []string{"w1", "w4", "w3"}},
-		{name: "ShrinksToN", n: 1, current: []string{"w1", "w2"}, alive: workers("w1", "w2"), want: []string{"w1"}},
-		{name: "FewerAliveThanN", n: 5, alive: workers("w1", "w2"), want: []string{"w1", "w2"}},
-		{name: "Zero", n: 0, current: []string{"w1"}, alive: workers("w1"), want: []string{}},
+		{name: "New", n: 1, alive: candidates("w1", "w2"), want: []string{"w1"}},
+		{name: "NewTwo", n: 2, alive: candidates("w1", "w2", "w3"), want: []string{"w1", "w2"}},
+		{name: "KeepsCurrent", n: 1, current: []string{"w2"}, alive: candidates("w1", "w2", "w3"), want: []string{"w2"}},
+		{name: "KeepsCurrentEvenIfLoaded", n: 1, current: []string{"w2"}, alive: candidates("w1", "w2"), load: map[string]int{"w2": 9}, want: []string{"w2"}},
+		{name: "KeepsCurrentOrder", n: 2, current: []string{"w3", "w1"}, alive: candidates("w1", "w2", "w3"), want: []string{"w3", "w1"}},
+		{name: "DropsDead", n: 1, current: []string{"w9"}, alive: candidates("w1", "w2"), want: []string{"w1"}},
+		{name: "DropsDeadKeepsLive", n: 2, current: []string{"w9", "w2"}, alive: candidates("w1", "w2", "w3"), load: map[string]int{"w1": 5}, want: []string{"w2", "w3"}},
+		{name: "LeastLoaded", n: 2, alive: candidates("w1", "w2", "w3"), load: map[string]int{"w1": 3, "w2": 1, "w3": 0}, want: []string{"w3", "w2"}},
+		{name: "TiesById", n: 2, alive: candidates("w1", "w2", "w3"), load: map[string]int{"w1": 1, "w2": 1, "w3": 1}, want: []string{"w1", "w2"}},
+		{name: "FillsWithLeastLoaded", n: 3, current: []string{"w1"}, alive: candidates("w1", "w2", "w3", "w4"), load: map[string]int{"w1": 0, "w2": 4, "w3": 2, "w4": 1}, want: []string{"w1", "w4", "w3"}},
+		{name: "ShrinksToN", n: 1, current: []string{"w1", "w2"}, alive: candidates("w1", "w2"), want: []string{"w1"}},
+		{name: "FewerAliveThanN", n: 5, alive: candidates("w1", "w2"), want: []string{"w1", "w2"}},
+		{name: "Zero", n: 0, current: []string{"w1"}, alive: candidates("w1"), want: []string{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fn := &gust.Function{Spec: gust.FunctionSpec{Service: "f", Namespace: "ns"}}
-			got := scheduler.SpreadPlacer{}.Place(fn, tt.n, tt.current, tt.alive, tt.load)
+			got, err := scheduler.CapacityPlacer{}.Place(fn, tt.n, tt.current, loaded(tt.alive, tt.load))
+			if err != nil {
+				t.Fatalf("Place: %v", err)
+			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("Place(n=%d, current=%v) = %v, want %v", tt.n, tt.current, got, tt.want)
-			}
-			if want := min(tt.n, len(tt.alive)); len(got) != want {
-				t.Errorf("len = %d, want %d", len(got), want)
 			}
 		})
 	}
 }
 
-// TestSpreadPlacer_Place_DuplicateCurrent checks that a placement never
+// TestCapacityPlacer_Place_DuplicateCurrent checks that a placement never
 // names one worker twice, even when the current one does.
-func TestSpreadPlacer_Place_DuplicateCurrent(t *testing.T) {
-	got := scheduler.SpreadPlacer{}.Place(&gust.Function{}, 2, []string{"w1", "w1"}, workers("w1", "w2"), nil)
-	if want := []string{"w1", "w2"}; !slices.Equal(got, want) {
-		t.Errorf("Place = %v, want %v", got, want)
+func TestCapacityPlacer_Place_DuplicateCurrent(t *testing.T) {
+	got, err := scheduler.CapacityPlacer{}.Place(&gust.Function{}, 2, []string{"w1", "w1"}, candidates("w1", "w2"))
+	if want := []string{"w1", "w2"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("Place = %v, %v; want %v", got, err, want)
+	}
+}
+
+const mib = 1 << 20
+
+// sized returns a candidate offering memBytes, of which used is taken,
+// holding images.
+func sized(id string, memBytes, used int64, images ...string) scheduler.Candidate {
+	return scheduler.Candidate{WorkerInfo: gust.WorkerInfo{ID: id, MemoryBytes: memBytes, Images: images}, Used: used}
+}
+
+// fnOf returns a function of image img with memory mem and the given
+// scale.
+func fnOf(img, mem string, minScale, maxScale int) *gust.Function {
+	return &gust.Function{Spec: gust.FunctionSpec{
+		Service: "f", Namespace: gust.DefaultNamespace, Image: img,
+		Limits: &gust.FunctionResources{Memory: mem},
+		Labels: map[string]string{gust.LabelScaleMin: fmt.Sprint(minScale), gust.LabelScaleMax: fmt.Sprint(maxScale)},
+	}}
+}
+
+// TestCapacityPlacer_Capacity checks that no worker gets more of a
+// function's warm minimum than its free memory holds, nor a function
+// whose one instance does not fit.
+func TestCapacityPlacer_Capacity(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		fn      *gust.Function
+		n       int
+		current []string
+		alive   []scheduler.Candidate
+		want    []string
+	}{
+		// w1 has room for one instance of 256Mi, w2 for four.
+		{name: "SkipsFull", fn: fnOf("img", "256Mi", 1, 4), n: 1,
+			alive: []scheduler.Candidate{sized("w1", 1024*mib, 900*mib), sized("w2", 1024*mib, 0)}, want: []string{"w2"}},
+		{name: "OneInstanceEvenAtMinZero", fn: fnOf("img", "256Mi", 0, 4), n: 1,
+			alive: []scheduler.Candidate{sized("w1", 1024*mib, 800*mib), sized("w2", 512*mib, 0)}, want: []string{"w2"}},
+		{name: "SharesFit", fn: fnOf("img", "256Mi", 4, 4), n: 4,
+			alive: []scheduler.Candidate{sized("w1", 512*mib, 0), sized("w2", 512*mib, 0)}, want: []string{"w1", "w2"}},
+		// Three warm instances on two workers: 2 and 1. Only w2 has
+		// room for two, so it takes the first place.
+		{name: "LargerShareToRoomierWorker", fn: fnOf("img", "256Mi", 3, 3), n: 3,
+			alive: []scheduler.Candidate{sized("w1", 256*mib, 0), sized("w2", 512*mib, 0)}, want: []string{"w2", "w1"}},
+		// Four on two workers do not fit (w1 holds one); four on w2
+		// alone do.
+		{name: "FewerWorkersThatFit", fn: fnOf("img", "128Mi", 4, 4), n: 4,
+			alive: []scheduler.Candidate{sized("w1", 128*mib, 0), sized("w2", 1024*mib, 0)}, want: []string{"w2"}},
+		{name: "DropsCurrentThatNoLongerFits", fn: fnOf("img", "256Mi", 1, 4), n: 1, current: []string{"w1"},
+			alive: []scheduler.Candidate{sized("w1", 512*mib, 400*mib), sized("w2", 512*mib, 0)}, want: []string{"w2"}},
+		{name: "UnboundedWorker", fn: fnOf("img", "4Gi", 1, 1), n: 1,
+			alive: []scheduler.Candidate{sized("w1", 1024*mib, 0), sized("w2", 0, 0)}, want: []string{"w2"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := scheduler.CapacityPlacer{}.Place(tt.fn, tt.n, tt.current, tt.alive)
+			if err != nil {
+				t.Fatalf("Place: %v", err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Place = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCapacityPlacer_ImageAffinity checks that a worker holding the
+// function's image comes first, ahead of a less loaded one, but not ahead
+// of room.
+func TestCapacityPlacer_ImageAffinity(t *testing.T) {
+	fn := fnOf("img:1", "128Mi", 1, 4)
+	alive := []scheduler.Candidate{sized("w1", 0, 0), sized("w2", 0, 0, "other:1", "img:1"), sized("w3", 0, 0)}
+	alive[1].Placements = 5
+	got, err := scheduler.CapacityPlacer{}.Place(fn, 2, nil, alive)
+	if want := []string{"w2", "w1"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("Place = %v, %v; want %v (w2 holds the image)", got, err, want)
+	}
+	alive[1] = sized("w2", 256*mib, 200*mib, "img:1")
+	got, err = scheduler.CapacityPlacer{}.Place(fn, 1, nil, alive)
+	if want := []string{"w1"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("Place = %v, %v; want %v (w2 holds the image but has no room)", got, err, want)
+	}
+}
+
+// TestCapacityPlacer_NoRoom checks the error when no worker has room: it
+// names the memory, what the function needs and what is free.
+func TestCapacityPlacer_NoRoom(t *testing.T) {
+	fn := fnOf("img", "512Mi", 2, 4)
+	_, err := scheduler.CapacityPlacer{}.Place(fn, 2, nil, []scheduler.Candidate{sized("w1", 1024*mib, 768*mib), sized("w2", 512*mib, 128*mib)})
+	var ge *gust.Error
+	if !errors.As(err, &ge) {
+		t.Fatalf("Place = %v, want a *gust.Error", err)
+	}
+	if ge.Code != gust.EUNAVAILABLE || ge.Field != "memory" {
+		t.Errorf("error = %q on %q, want %q on memory", ge.Code, ge.Field, gust.EUNAVAILABLE)
+	}
+	for _, want := range []string{"512 MiB", "1024 MiB", "384 MiB free", "w2"} {
+		if !strings.Contains(ge.Message, want) {
+			t.Errorf("message %q does not say %q", ge.Message, want)
+		}
 	}
 }
 
@@ -126,6 +234,14 @@ func (w *fakeWorker) calls() []gust.Function {
 // prepare subject.
 func MustFakeWorker(tb testing.TB, st *gust.State, bus *natsbus.Bus, id string, reply gust.Reply) *fakeWorker {
 	tb.Helper()
+	return MustFakeWorkerInfo(tb, st, bus, gust.WorkerInfo{ID: id}, reply)
+}
+
+// MustFakeWorkerInfo is MustFakeWorker for a worker that advertises info
+// (capacity, pools, images, draining).
+func MustFakeWorkerInfo(tb testing.TB, st *gust.State, bus *natsbus.Bus, info gust.WorkerInfo, reply gust.Reply) *fakeWorker {
+	tb.Helper()
+	id := info.ID
 	w := &fakeWorker{reply: reply}
 	stop, err := bus.Handle(context.Background(), gust.SubjectPreparePrefix+id, "", func(_ context.Context, data []byte) any {
 		var req gust.PrepareRequest
@@ -141,7 +257,8 @@ func MustFakeWorker(tb testing.TB, st *gust.State, bus *natsbus.Bus, id string, 
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = stop() })
-	MustPut(tb, st.Workers, id, gust.WorkerInfo{ID: id, Addr: "http://127.0.0.1:1", Seen: time.Now()})
+	info.Addr, info.Seen = "http://127.0.0.1:1", time.Now()
+	MustPut(tb, st.Workers, id, info)
 	return w
 }
 

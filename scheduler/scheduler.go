@@ -1,6 +1,13 @@
 // Package scheduler is the brain of Gust: it places each function's pool on
-// workers, keeps placements on live workers, and answers activation
-// requests for functions that have no placement yet.
+// workers within their memory, keeps placements on live workers, widens a
+// placement onto more workers under load, and answers activation requests
+// for functions that have no placement yet.
+//
+// Where things are:
+//   - scheduler.go: the Scheduler, its place requests and reconcile loop.
+//   - placer.go: which workers a placement gets (CapacityPlacer).
+//   - leader.go: the election of the one scheduler that leads when several
+//     run (a lease in a JetStream KV bucket with a TTL).
 package scheduler
 
 import (
@@ -9,15 +16,20 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/metrics"
 	"go.uber.org/zap"
 )
 
 // Config of the scheduler.
 type Config struct {
+	// ID names this scheduler in the leader's lease; it should differ
+	// between the schedulers of a cluster.
+	ID string
 	// WorkerTimeout is how long a worker may go without a heartbeat before
 	// it counts as gone.
 	WorkerTimeout time.Duration
@@ -27,64 +39,46 @@ type Config struct {
 	// PrepareTimeout bounds a worker's answer to a prepare request (an
 	// image pull plus a first start).
 	PrepareTimeout time.Duration
+	// LeaseTTL is how long the leader's lease lasts unless renewed: the
+	// TTL of the lease bucket (natsbus.LeaseTTL). A leader that could not
+	// renew within it stops leading; a standby takes over after it.
+	LeaseTTL time.Duration
+	// LeaderWait bounds how long a standby holds a place request while
+	// no scheduler leads (the leader died and its lease has not run out).
+	LeaderWait time.Duration
 }
 
 // DefaultConfig returns the scheduler defaults.
 func DefaultConfig() Config {
 	return Config{
 		WorkerTimeout:     5 * time.Second,
-		ReconcileInterval: 2 * time.Second,
+		ReconcileInterval: time.Second,
 		PrepareTimeout:    6 * time.Minute,
+		LeaseTTL:          4 * time.Second,
+		LeaderWait:        30 * time.Second,
 	}
-}
-
-// Placer picks the workers of a function's placement.
-type Placer interface {
-	// Place returns n workers for fn out of alive (sorted by id), keeping
-	// those of current that are still alive. load counts the placements
-	// each worker holds.
-	Place(fn *gust.Function, n int, current []string, alive []gust.WorkerInfo, load map[string]int) []string
-}
-
-// SpreadPlacer keeps current workers and adds the least-loaded others.
-type SpreadPlacer struct{}
-
-// Place implements Placer.
-func (SpreadPlacer) Place(fn *gust.Function, n int, current []string, alive []gust.WorkerInfo, load map[string]int) []string {
-	out := make([]string, 0, n)
-	for _, id := range current {
-		if len(out) < n && !slices.Contains(out, id) && slices.ContainsFunc(alive, func(w gust.WorkerInfo) bool { return w.ID == id }) {
-			out = append(out, id)
-		}
-	}
-	rest := make([]gust.WorkerInfo, 0, len(alive))
-	for _, w := range alive {
-		if !slices.Contains(out, w.ID) {
-			rest = append(rest, w)
-		}
-	}
-	slices.SortStableFunc(rest, func(a, b gust.WorkerInfo) int { return load[a.ID] - load[b.ID] })
-	for _, w := range rest {
-		if len(out) == n {
-			break
-		}
-		out = append(out, w.ID)
-	}
-	return out
 }
 
 // Scheduler keeps placements.
 type Scheduler struct {
-	cfg    Config
-	state  *gust.State
-	reqs   gust.Requests
-	placer Placer
-	logger *zap.Logger
+	cfg     Config
+	state   *gust.State
+	reqs    gust.Requests
+	placer  Placer
+	logger  *zap.Logger
+	metrics *metrics.Metrics
+	// election is nil when no lease table was given: this scheduler is
+	// the only one, and leads.
+	election *election
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	stop   func() error
+	stops  []func() error
+
+	// leadMu guards stopLeader, the subscription of the leader.
+	leadMu     sync.Mutex
+	stopLeader func() error
 
 	// live judges workers by when their heartbeats arrived here.
 	live *gust.Liveness
@@ -108,16 +102,32 @@ func New(cfg Config, state *gust.State, reqs gust.Requests, logger *zap.Logger) 
 		cfg:      cfg,
 		state:    state,
 		reqs:     reqs,
-		placer:   SpreadPlacer{},
+		placer:   CapacityPlacer{},
 		logger:   logger.Named("scheduler"),
 		workers:  map[string]gust.WorkerInfo{},
 		inflight: map[string]*placeCall{},
 	}
 }
 
+// WithMetrics makes the scheduler count its placement failures and its
+// leadership in m. Call it before Start.
+func (s *Scheduler) WithMetrics(m *metrics.Metrics) *Scheduler {
+	s.metrics = m
+	return s
+}
+
+// WithLeases makes the scheduler one of several: it leads only while it
+// holds the lease in leases (a table whose keys expire after
+// Config.LeaseTTL unless written). Call it before Start.
+func (s *Scheduler) WithLeases(leases gust.Table[gust.Lease]) *Scheduler {
+	s.election = newElection(leases, s.cfg.ID, s.cfg.LeaseTTL, s.logger)
+	s.election.onChange = s.onLeading
+	return s
+}
+
 // Start watches the workers, serves placement requests and starts the
-// reconcile loop. ctx bounds starting: if it ends first, Start fails. What
-// Start sets going runs until Close.
+// reconcile loop and, with leases, the election. ctx bounds starting: if
+// it ends first, Start fails. What Start sets going runs until Close.
 func (s *Scheduler) Start(ctx context.Context) (err error) {
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	abort := context.AfterFunc(ctx, s.cancel)
@@ -143,45 +153,146 @@ func (s *Scheduler) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("watch workers: %w", err)
 	}
-	// One scheduler answers each request when several run.
-	s.stop, err = s.reqs.Handle(s.ctx, gust.SubjectPlace, "gust-scheduler", s.handlePlace)
+	// Every scheduler takes its turn in the queue group; a standby hands
+	// the request to the leader (handlePlace).
+	stop, err := s.reqs.Handle(s.ctx, gust.SubjectPlace, "gust-scheduler", s.handlePlace)
 	if err != nil {
 		return fmt.Errorf("serve %s: %w", gust.SubjectPlace, err)
 	}
+	s.stops = append(s.stops, stop)
+	if s.election != nil {
+		// Try at once, so that a lone scheduler leads as it starts.
+		s.election.tick(ctx)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.election.run(s.ctx)
+		}()
+	} else {
+		s.metrics.Leading(true)
+	}
 	s.wg.Add(1)
 	go s.loop()
-	s.logger.Info("scheduler started")
+	s.logger.Info("scheduler started", zap.Bool("leading", s.leading()))
 	return nil
 }
 
 // Close stops the scheduler and waits for its goroutines (the reconcile
-// loop and the re-placements it started). Closing again does nothing.
+// loop, the election and the re-placements it started). A leader gives
+// its lease up, so that a standby takes over at once. Closing again does
+// nothing.
 func (s *Scheduler) Close() error {
+	return s.close(true)
+}
+
+// close is Close; without release a leader leaves its lease to expire,
+// as one that died does.
+func (s *Scheduler) close(release bool) error {
 	if s.cancel == nil {
 		return nil
 	}
-	if s.stop != nil {
-		_ = s.stop()
-		s.stop = nil
+	for _, stop := range s.stops {
+		_ = stop()
 	}
+	s.stops = nil
 	s.cancel()
 	s.wg.Wait()
+	s.onLeading(false)
+	if s.election != nil && release {
+		s.election.release()
+	}
 	return nil
 }
 
+// onLeading follows the election: the leader serves SubjectPlaceLeader,
+// where standbys pass their place requests on. Called after every
+// attempt, so that a subscription that failed is tried again.
+func (s *Scheduler) onLeading(leading bool) {
+	s.metrics.Leading(leading)
+	s.leadMu.Lock()
+	defer s.leadMu.Unlock()
+	switch {
+	case leading && s.stopLeader == nil && s.ctx.Err() == nil:
+		stop, err := s.reqs.Handle(s.ctx, gust.SubjectPlaceLeader, "", s.handleLeaderPlace)
+		if err != nil {
+			s.logger.Warn("serve "+gust.SubjectPlaceLeader, zap.Error(err))
+			return
+		}
+		s.stopLeader = stop
+	case !leading && s.stopLeader != nil:
+		_ = s.stopLeader()
+		s.stopLeader = nil
+	}
+}
+
+// leading reports whether this scheduler places and reconciles.
+func (s *Scheduler) leading() bool {
+	return s.election == nil || s.election.leading()
+}
+
+// handlePlace answers a place request of the queue group: the leader
+// places; a standby passes the request on to the leader and its answer
+// back, waiting up to LeaderWait while no scheduler leads, so that a
+// deploy or a first call made as the leader dies waits for the next one
+// rather than fail.
 func (s *Scheduler) handlePlace(ctx context.Context, data []byte) any {
+	if s.leading() {
+		return s.handleLeaderPlace(ctx, data)
+	}
+	wait, cancel := context.WithTimeout(ctx, s.cfg.LeaderWait)
+	defer cancel()
+	// The leader's answer may take as long as a prepare.
+	rctx, rcancel := context.WithTimeout(ctx, s.cfg.LeaderWait+s.cfg.PrepareTimeout)
+	defer rcancel()
+	for {
+		var rep gust.PlaceReply
+		err := s.reqs.Request(rctx, gust.SubjectPlaceLeader, json.RawMessage(data), &rep)
+		if err == nil {
+			return rep
+		}
+		if gust.ErrorCode(err) != gust.EUNAVAILABLE {
+			return gust.PlaceReply{Reply: gust.ReplyOf(err)}
+		}
+		// Nothing answers as leader: the leader died or stepped down.
+		// Wait for the next one, which may be this scheduler.
+		select {
+		case <-s.election.changed():
+		case <-time.After(s.cfg.LeaseTTL / 8):
+		case <-wait.Done():
+			return gust.PlaceReply{Reply: gust.ReplyOf(gust.Errorf(gust.EUNAVAILABLE, "no scheduler leads: none took the lead within %s", s.cfg.LeaderWait))}
+		}
+		if s.leading() {
+			return s.handleLeaderPlace(ctx, data)
+		}
+	}
+}
+
+// handleLeaderPlace places, as the leader.
+func (s *Scheduler) handleLeaderPlace(ctx context.Context, data []byte) any {
 	var req gust.PlaceRequest
 	if err := json.Unmarshal(data, &req); err != nil {
 		return gust.PlaceReply{Reply: gust.ReplyOf(gust.Errorf(gust.EINVALID, "decode place request: %v", err))}
+	}
+	if !s.leading() {
+		// It lost the lead since the request was sent: the sender asks
+		// again, of the next leader.
+		return gust.PlaceReply{Reply: gust.ReplyOf(gust.Errorf(gust.EUNAVAILABLE, "this scheduler no longer leads"))}
 	}
 	pl, err := s.Place(ctx, gust.FunctionKey(req.Namespace, req.Name))
 	return gust.PlaceReply{Placement: pl, Reply: gust.ReplyOf(err)}
 }
 
-// Place makes sure the function has a placement on live workers and that
-// each of them has it ready. Concurrent calls for one function share one
-// placement.
+// Place makes sure the function has a placement on live workers with room
+// for it, and that each of them has it ready. Concurrent calls for one
+// function share one placement. When no worker has room it fails with an
+// EUNAVAILABLE error on field "memory".
 func (s *Scheduler) Place(ctx context.Context, key string) (gust.Placement, error) {
+	return s.placeWidth(ctx, key, 0)
+}
+
+// placeWidth is Place onto width workers (0: as many as the placement has
+// now), within what the function's scale allows.
+func (s *Scheduler) placeWidth(ctx context.Context, key string, width int) (gust.Placement, error) {
 	s.mu.Lock()
 	if c, ok := s.inflight[key]; ok {
 		s.mu.Unlock()
@@ -195,7 +306,7 @@ func (s *Scheduler) Place(ctx context.Context, key string) (gust.Placement, erro
 	c := &placeCall{done: make(chan struct{})}
 	s.inflight[key] = c
 	s.mu.Unlock()
-	c.pl, c.err = s.place(ctx, key)
+	c.pl, c.err = s.place(ctx, key, width)
 	s.mu.Lock()
 	delete(s.inflight, key)
 	s.mu.Unlock()
@@ -203,8 +314,7 @@ func (s *Scheduler) Place(ctx context.Context, key string) (gust.Placement, erro
 	return c.pl, c.err
 }
 
-// alive returns the live, non-draining workers sorted by id, and how many
-// placements each holds.
+// alive returns the live, non-draining workers sorted by id.
 func (s *Scheduler) alive() []gust.WorkerInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -214,18 +324,18 @@ func (s *Scheduler) alive() []gust.WorkerInfo {
 			out = append(out, w)
 		}
 	}
-	slices.SortFunc(out, func(a, b gust.WorkerInfo) int {
-		if a.ID < b.ID {
-			return -1
-		} else if a.ID > b.ID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b gust.WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
-func (s *Scheduler) place(ctx context.Context, key string) (gust.Placement, error) {
+// widthRange is how many workers a placement of fn spans: at least its
+// warm minimum's (one per instance), at least one, at most its max.
+func widthRange(cfg gust.FunctionConfig) (lo, hi int) {
+	hi = max(1, cfg.Max)
+	return min(max(1, cfg.Min), hi), hi
+}
+
+func (s *Scheduler) place(ctx context.Context, key string, width int) (gust.Placement, error) {
 	fn, _, err := s.state.Functions.Get(ctx, key)
 	if errors.Is(err, gust.ErrNotFound) {
 		return gust.Placement{}, gust.Errorf(gust.ENOTFOUND, "function %s not found", key)
@@ -233,43 +343,76 @@ func (s *Scheduler) place(ctx context.Context, key string) (gust.Placement, erro
 	if err != nil {
 		return gust.Placement{}, err
 	}
-	alive := s.alive()
-	if len(alive) == 0 {
-		return gust.Placement{}, gust.Errorf(gust.EUNAVAILABLE, "no worker is available to run %s", key)
-	}
-	cfg := fn.Config()
-	n := min(len(alive), max(1, cfg.Min), cfg.Max)
 	cur, _, err := s.state.Placements.Get(ctx, key)
 	if err != nil && !errors.Is(err, gust.ErrNotFound) {
 		return gust.Placement{}, err
 	}
-	load, err := s.load(ctx)
+	cands, err := s.candidates(ctx, key)
 	if err != nil {
 		return gust.Placement{}, err
 	}
-	pl := gust.Placement{Workers: s.placer.Place(&fn, n, cur.Workers, alive, load), Version: fn.Version}
+	if width == 0 {
+		width = len(cur.Workers)
+	}
+	lo, hi := widthRange(fn.Config())
+	workers, err := s.placer.Place(&fn, min(max(width, lo), hi), cur.Workers, cands)
+	if err != nil {
+		if gust.ErrorField(err) == "memory" {
+			s.metrics.PlacementFailure("memory")
+		} else {
+			s.metrics.PlacementFailure("no_worker")
+		}
+		return gust.Placement{}, err
+	}
+	pl := gust.Placement{Workers: workers, Version: fn.Version}
 	if !slices.Equal(pl.Workers, cur.Workers) || pl.Version != cur.Version {
 		if _, err := s.state.Placements.Put(ctx, key, pl); err != nil {
 			return gust.Placement{}, err
 		}
 		s.logger.Info("placed function", zap.String("function", key), zap.Strings("workers", pl.Workers), zap.Uint64("version", fn.Version))
 	}
-	return pl, s.prepare(ctx, &fn, pl)
+	if err := s.prepare(ctx, &fn, pl); err != nil {
+		s.metrics.PlacementFailure("prepare")
+		return pl, err
+	}
+	return pl, nil
 }
 
-// load counts placements per worker.
-func (s *Scheduler) load(ctx context.Context) (map[string]int, error) {
-	all, err := s.state.Placements.List(ctx, ">")
+// candidates returns the live, ready workers, each with the memory the
+// functions other than key take on it and how many placements it holds.
+func (s *Scheduler) candidates(ctx context.Context, key string) ([]Candidate, error) {
+	alive := s.alive()
+	if len(alive) == 0 {
+		return nil, nil
+	}
+	fns, err := s.state.Functions.List(ctx, ">")
 	if err != nil {
 		return nil, err
 	}
-	load := map[string]int{}
-	for _, pl := range all {
+	pls, err := s.state.Placements.List(ctx, ">")
+	if err != nil {
+		return nil, err
+	}
+	reserved := map[string]int64{}
+	count := map[string]int{}
+	for k, pl := range pls {
 		for _, id := range pl.Workers {
-			load[id]++
+			count[id]++
+		}
+		fn, ok := fns[k]
+		if !ok || k == key {
+			continue
+		}
+		cfg := fn.Config()
+		for i, id := range pl.Workers {
+			reserved[id] += int64(gust.Share(cfg.Min, i, len(pl.Workers))) * cfg.MemoryBytes
 		}
 	}
-	return load, nil
+	out := make([]Candidate, 0, len(alive))
+	for _, w := range alive {
+		out = append(out, Candidate{WorkerInfo: w, Used: max(reserved[w.ID], w.HeldMemory(key)), Placements: count[w.ID]})
+	}
+	return out, nil
 }
 
 // prepare asks every worker of the placement to get the function ready,
@@ -309,6 +452,9 @@ func (s *Scheduler) loop() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
+			if !s.leading() {
+				continue
+			}
 			if err := s.reconcile(s.ctx); err != nil && s.ctx.Err() == nil {
 				s.logger.Warn("reconcile", zap.Error(err))
 			}
@@ -316,8 +462,9 @@ func (s *Scheduler) loop() {
 	}
 }
 
-// reconcile forgets dead workers, drops placements of deleted functions
-// and re-places functions whose placement lost a worker or is stale.
+// reconcile forgets dead workers, drops placements of deleted functions,
+// re-places functions whose placement lost a worker or is stale, and
+// widens or narrows placements by demand (wantWidth).
 func (s *Scheduler) reconcile(ctx context.Context) error {
 	s.mu.Lock()
 	var dead []string
@@ -341,6 +488,10 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sts, err := s.state.Status.List(ctx, ">")
+	if err != nil {
+		return err
+	}
 	for key := range pls {
 		if _, ok := fns[key]; !ok {
 			if err := s.state.Placements.Delete(ctx, key); err != nil {
@@ -354,11 +505,15 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		if !ok && time.Since(fn.UpdatedAt) < deployGrace {
 			continue // its deploy is placing it right now
 		}
+		width := 0
 		if ok && pl.Version == fn.Version && allAlive(pl.Workers, alive) {
 			cfg := fn.Config()
-			if want := min(len(alive), max(1, cfg.Min), cfg.Max); want == len(pl.Workers) {
+			lo, hi := widthRange(cfg)
+			want := min(wantWidth(key, cfg, pl, sts), len(alive))
+			if want == len(pl.Workers) && want >= min(lo, len(alive)) && want <= hi {
 				continue
 			}
+			width = want
 		}
 		if len(alive) == 0 || s.placing(key) {
 			continue // nowhere to place it, or a placement of it is running
@@ -369,12 +524,43 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if _, err := s.Place(ctx, key); err != nil && ctx.Err() == nil {
+			if _, err := s.placeWidth(ctx, key, width); err != nil && ctx.Err() == nil {
 				s.logger.Warn("re-place function", zap.String("function", key), zap.Error(err))
 			}
 		}()
 	}
 	return nil
+}
+
+// wantWidth is how many workers the placement pl of a function should
+// span by its demand, as its pools last reported (sts, by FunctionKey +
+// "." + worker id). When every pool holds its share of the max and
+// every slot is busy, the function grows onto one more worker, which
+// takes its share of the max (and the others give theirs up: the
+// gateways spread calls over the workers of the placement). When no pool
+// holds more than its share of the minimum and none has a call, the
+// demand is gone and the placement narrows by one, down to the width of
+// the warm minimum.
+func wantWidth(key string, cfg gust.FunctionConfig, pl gust.Placement, sts map[string]gust.PoolStatus) int {
+	k := len(pl.Workers)
+	lo, hi := widthRange(cfg)
+	full, idle := k > 0, true
+	for i, id := range pl.Workers {
+		st, ok := sts[key+"."+id]
+		if !ok || st.Replicas < max(1, gust.Share(cfg.Max, i, k)) || st.InFlight < st.Replicas*cfg.Concurrency {
+			full = false
+		}
+		if ok && (st.InFlight > 0 || st.Replicas > gust.Share(cfg.Min, i, k)) {
+			idle = false
+		}
+	}
+	switch {
+	case full && k < hi:
+		return k + 1
+	case idle && k > lo:
+		return k - 1
+	}
+	return k
 }
 
 // placing reports whether a placement of key is running.

@@ -58,6 +58,11 @@ type Config struct {
 	// MaxWaiting bounds the calls of one function waiting here for a
 	// free slot; past it a call is refused with 429 (pool.go).
 	MaxWaiting int
+	// MemoryBytes and NanoCPUs are the capacity this worker offers to
+	// instances, advertised in its heartbeat: the scheduler places no
+	// more on it than MemoryBytes holds (0: no bound advertised).
+	MemoryBytes int64
+	NanoCPUs    int64
 }
 
 // DefaultConfig returns the defaults for a worker.

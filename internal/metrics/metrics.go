@@ -36,6 +36,9 @@ type Metrics struct {
 	EventsReceived *prometheus.CounterVec // function, trigger (nats, stream)
 	EventsDropped  *prometheus.CounterVec // function, reason (buffer_full, unknown_function, stream_unavailable)
 	Callbacks      *prometheus.CounterVec // result (delivered, retried, dropped)
+
+	PlacementFailures *prometheus.CounterVec // reason (no_worker, memory, prepare)
+	SchedulerLeader   prometheus.Gauge
 }
 
 // New makes the collectors and registers them, with the Go and process
@@ -89,7 +92,14 @@ func New() *Metrics {
 	m.Callbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gust_callbacks_total", Help: "Async result callbacks by result (delivered, retried, dropped).",
 	}, []string{"result"})
-	r.MustRegister(m.AsyncEnqueued, m.AsyncAttempts, m.EventsReceived, m.EventsDropped, m.Callbacks)
+	m.PlacementFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gust_scheduler_placement_failures_total", Help: "Placements the scheduler could not make, by reason (no_worker, memory, prepare).",
+	}, []string{"reason"})
+	m.SchedulerLeader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gust_scheduler_leader", Help: "1 while this scheduler leads (places and reconciles), 0 while it stands by.",
+	})
+	r.MustRegister(m.AsyncEnqueued, m.AsyncAttempts, m.EventsReceived, m.EventsDropped, m.Callbacks,
+		m.PlacementFailures, m.SchedulerLeader)
 	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.RecordsSpooled,
 		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsBuffered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -208,6 +218,27 @@ func (m *Metrics) Callback(result string) {
 	if m != nil {
 		m.Callbacks.WithLabelValues(result).Inc()
 	}
+}
+
+// PlacementFailure counts a placement the scheduler could not make, by
+// reason: no_worker (none live and ready), memory (none with room),
+// prepare (a worker could not get the function ready).
+func (m *Metrics) PlacementFailure(reason string) {
+	if m != nil {
+		m.PlacementFailures.WithLabelValues(reason).Inc()
+	}
+}
+
+// Leading records whether this scheduler leads.
+func (m *Metrics) Leading(leading bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if leading {
+		v = 1
+	}
+	m.SchedulerLeader.Set(v)
 }
 
 // statusText holds the label values of HTTP statuses, so the invoke path

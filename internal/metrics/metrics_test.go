@@ -27,6 +27,8 @@ func record(m *metrics.Metrics) {
 	m.EventReceived("default.hello", "nats")
 	m.EventDropped("default.hello", "buffer_full")
 	m.Callback("delivered")
+	m.PlacementFailure("memory")
+	m.Leading(true)
 }
 
 // A nil *Metrics records nothing and never panics: components take one
@@ -62,20 +64,22 @@ func TestRecord(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]float64{
-		"gust_invocations_total":             2,
-		"gust_invocation_duration_seconds":   1, // a rejected call has no duration
-		"gust_cold_starts_total":             1,
-		"gust_instance_starts_total":         1,
-		"gust_meter_records_spooled_total":   2,
-		"gust_meter_records_dropped_total":   2,
-		"gust_meter_records_buffered":        0, // set to 1, then 1 published
-		"gust_meter_records_published_total": 1,
-		"gust_meter_records_stored_total":    1,
-		"gust_async_enqueued_total":          1,
-		"gust_async_attempts_total":          1,
-		"gust_events_received_total":         1,
-		"gust_events_dropped_total":          1,
-		"gust_callbacks_total":               1,
+		"gust_invocations_total":                  2,
+		"gust_invocation_duration_seconds":        1, // a rejected call has no duration
+		"gust_cold_starts_total":                  1,
+		"gust_instance_starts_total":              1,
+		"gust_meter_records_spooled_total":        2,
+		"gust_meter_records_dropped_total":        2,
+		"gust_meter_records_buffered":             0, // set to 1, then 1 published
+		"gust_meter_records_published_total":      1,
+		"gust_meter_records_stored_total":         1,
+		"gust_async_enqueued_total":               1,
+		"gust_async_attempts_total":               1,
+		"gust_events_received_total":              1,
+		"gust_events_dropped_total":               1,
+		"gust_callbacks_total":                    1,
+		"gust_scheduler_placement_failures_total": 1,
+		"gust_scheduler_leader":                   1,
 	} {
 		if got[name] != want {
 			t.Errorf("%s: got %v, want %v", name, got[name], want)
