@@ -115,6 +115,12 @@ var (
 	sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
 	// nat64 embeds an IPv4 address, which is what gets reached.
 	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+	// Local NAT64 and 6to4 embed IPv4 addresses too, at other places;
+	// no callback needs them.
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	sixToFour  = netip.MustParsePrefix("2002::/16")
+	// ipv4Compatible is the deprecated ::a.b.c.d form.
+	ipv4Compatible = netip.MustParsePrefix("::/96")
 )
 
 // refusedAddr says why ip may not be dialed for a user, or "".
@@ -137,6 +143,8 @@ func refusedAddr(ip netip.Addr) string {
 		return "an unspecified address"
 	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
 		return "a multicast address"
+	case nat64Local.Contains(ip), sixToFour.Contains(ip), ip.Is6() && ipv4Compatible.Contains(ip):
+		return "an address that embeds an IPv4 address"
 	case ip.Is4() && ip.As4()[0] == 0:
 		return "an address of this host (0.0.0.0/8)"
 	}
@@ -164,6 +172,12 @@ func (a OutboundAllow) checkURL(u *url.URL) error {
 	lh := strings.ToLower(strings.TrimSuffix(h, "."))
 	if (lh == "localhost" || strings.HasSuffix(lh, ".localhost")) && !a.loopback(port) {
 		return fmt.Errorf("%w: %s is a loopback address", errRefusedAddr, u.Host)
+	}
+	if numericHost(lh) {
+		// 2130706433, 127.1, 0x7f000001, "127.0.0.1.": resolvers read
+		// these as addresses, which the dial would refuse anyway; refused
+		// here, the caller learns it at once.
+		return fmt.Errorf("%w: %s is an address in a form other than a dotted quad", errRefusedAddr, u.Host)
 	}
 	return nil
 }
@@ -241,4 +255,26 @@ func (s *Server) ownPort(port uint16) bool {
 		return true
 	}
 	return s.port.Load() == int32(port)
+}
+
+// numericHost reports whether h (lower case, without a trailing dot) is
+// made only of numbers (decimal, or hex with 0x) and dots: an address
+// written another way, since no top-level domain is numeric.
+func numericHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return false
+		}
+		digits := strings.TrimPrefix(label, "0x")
+		hex := digits != label
+		for _, c := range digits {
+			if !(c >= '0' && c <= '9' || hex && c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }

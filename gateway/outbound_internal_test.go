@@ -160,6 +160,14 @@ func TestOutboundAllow_WithLoopback(t *testing.T) {
 			}
 		}
 	}
+	for _, h := range []string{"2130706433", "127.1", "0x7f000001", "127.0.0.1.", "0", "[::127.0.0.1]", "[64:ff9b:1::7f00:1]", "[2002:7f00:1::]"} {
+		if err := (OutboundAllow{}).checkURL(&url.URL{Scheme: "http", Host: h}); !errors.Is(err, errRefusedAddr) {
+			t.Errorf("checkURL(http://%s) = %v, want refused", h, err)
+		}
+	}
+	if err := (OutboundAllow{}).checkURL(&url.URL{Scheme: "http", Host: "cb.example.com"}); err != nil {
+		t.Errorf("checkURL(http://cb.example.com) = %v, want ok", err)
+	}
 	if err := (OutboundAllow{}).control("tcp", "127.0.0.1:9000", nil); err == nil {
 		t.Error("without WithLoopback a loopback dial is let through")
 	}

@@ -220,7 +220,7 @@ func (b *Bus) DeleteConsumer(ctx context.Context, stream, durable string) error 
 // Subscribe implements gust.Events.
 func (b *Bus) Subscribe(subject, queue string, fn func(*gust.Message)) (func() error, error) {
 	sub, err := b.NC.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		if reservedSubject(m.Subject) {
+		if reservedSubject(m.Subject) || !subjectMatches(subject, m.Subject) {
 			// Delivered by a push consumer onto this subscription, not
 			// published on a trigger subject (guard.go).
 			b.logger.Warn("dropped a message with a reserved subject", zap.String("subscription", subject), zap.String("subject", m.Subject))

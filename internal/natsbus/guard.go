@@ -50,3 +50,21 @@ func withoutNATSHeaders(h map[string][]string) map[string][]string {
 	}
 	return out
 }
+
+// subjectMatches reports whether subject is one that pattern (with NATS
+// wildcards: * one token, > the rest) subscribes to. A message that does
+// not match arrived through a deliver subject (guard.go).
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
