@@ -130,6 +130,8 @@ func permissions(user string) *server.Permissions {
 		// Gust's own, and answers event requests (responses).
 		r.writeKV(BucketFunctions, BucketPlacements, BucketNamespaces, BucketKeys, BucketSecrets, BucketCalls, BucketIdempotency)
 		r.readKV(BucketWorkers, BucketStatus)
+		// The admin's drain of a worker: a request to it.
+		r.pub = append(r.pub, "gust.worker.drain.*")
 		r.pub = append(r.pub, "gust.scheduler.place", "gust.async.>", "gust.dlq.>", "gust.meter.>",
 			"$JS.API.STREAM.MSG.DELETE."+StreamDeadLetters, "$JS.API.STREAM.PURGE."+StreamDeadLetters)
 		r.consume(StreamAsync, StreamDeadLetters, StreamMeter)
@@ -161,14 +163,14 @@ func permissions(user string) *server.Permissions {
 		r.responses = true
 	case UserWorker:
 		// Runs calls: heartbeats and pool status, reads the registry,
-		// placements and secrets, answers prepare requests, publishes
-		// metering records.
+		// placements and secrets, answers prepare and drain requests,
+		// publishes metering records.
 		r.writeKV(BucketWorkers, BucketStatus)
 		// Secrets it only reads: a right to put even one key would let
 		// it roll the bucket up (Nats-Rollup: all), wiping every secret.
 		r.readKV(BucketFunctions, BucketPlacements, BucketSecrets)
 		r.pub = append(r.pub, "gust.meter.>", "$JS.API.STREAM.INFO."+StreamMeter)
-		r.sub = append(r.sub, "gust.worker.prepare.*")
+		r.sub = append(r.sub, "gust.worker.prepare.*", "gust.worker.drain.*")
 		r.responses = true
 	case UserEvents:
 		r.pub = []string{">"}
