@@ -174,6 +174,11 @@ type Queue interface {
 type ConsumerSpec struct {
 	Stream  string
 	Durable string
+	// Adopt is an earlier name of this consumer: when a consumer of that
+	// name stands on the stream with this Filter, it is consumed through
+	// instead of Durable, so its position is kept. With another filter it
+	// belongs to someone else and is left alone.
+	Adopt   string
 	Filter  string
 	Max     int
 	AckWait time.Duration

@@ -14,13 +14,17 @@ import (
 )
 
 // streamConsumer names the durable consumer of a function's stream
-// trigger. It keeps the name earlier releases gave it, "trigger-NS-NAME",
-// though two functions can share it (openfaas.fn-resize and
-// openfaas-fn.resize): a consumer under a new name would start at the
-// stream's first message and run every message the old one had already
-// run, and gust.ConsumerSpec cannot yet start a consumer where another
-// one stands. Only two such functions consuming one stream share it.
-func streamConsumer(ns, name string) string { return "trigger-" + ns + "-" + name }
+// trigger: "trigger_NS_NAME". Names hold no '_', so no two functions share
+// one; under the name earlier releases gave it, "trigger-NS-NAME", two
+// could (namespace a, function b-c and namespace a-b, function c), and the
+// one deployed last set the filter both read: one tenant's function would
+// receive another's messages.
+func streamConsumer(ns, name string) string { return "trigger_" + ns + "_" + name }
+
+// legacyStreamConsumer is the earlier name, adopted where its consumer
+// still reads this function's filter, so that its position is kept (a new
+// consumer starts at the stream's first message).
+func legacyStreamConsumer(ns, name string) string { return "trigger-" + ns + "-" + name }
 
 // consumeStream starts the durable stream trigger of fn, at most limit
 // calls at a time, and returns what stops it (nil if it could not start,
@@ -28,7 +32,8 @@ func streamConsumer(ns, name string) string { return "trigger-" + ns + "-" + nam
 func (d *Dispatcher) consumeStream(fn *gust.Function, cfg gust.FunctionConfig, limit int, logger *zap.Logger) func() {
 	key := fn.Key()
 	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
-		Stream: cfg.Stream, Durable: streamConsumer(fn.Spec.Namespace, fn.Spec.Service), Filter: cfg.StreamFilter,
+		Stream: cfg.Stream, Durable: streamConsumer(fn.Spec.Namespace, fn.Spec.Service),
+		Adopt: legacyStreamConsumer(fn.Spec.Namespace, fn.Spec.Service), Filter: cfg.StreamFilter,
 		Max: limit, AckWait: ackWait,
 	}, func(dl gust.Delivery) { d.runStreamEvent(key, dl) })
 	if err != nil {

@@ -1042,7 +1042,7 @@ func TestDurableStreamTrigger(t *testing.T) {
 	}
 	// Every message was acknowledged.
 	check.For(t, 5*time.Second, 100*time.Millisecond, func() error {
-		ci, err := bus.JS.Consumer(ctx, stream, "trigger-openfaas-fn-"+name)
+		ci, err := bus.JS.Consumer(ctx, stream, "trigger_openfaas-fn_"+name)
 		if err != nil {
 			return err
 		}

@@ -2,8 +2,8 @@ package docker
 
 import (
 	"net"
-	"os"
 	"net/url"
+	"os"
 	"strconv"
 	"testing"
 

@@ -132,6 +132,11 @@ func (b *Bus) Consume(ctx context.Context, c gust.ConsumerSpec, fn func(gust.Del
 	if c.Filter != "" {
 		cfg.FilterSubject = c.Filter
 	}
+	if c.Adopt != "" {
+		if old, err := b.JS.Consumer(ctx, c.Stream, c.Adopt); err == nil && old.CachedInfo().Config.FilterSubject == cfg.FilterSubject {
+			cfg.Durable = c.Adopt
+		}
+	}
 	cons, err := b.JS.CreateOrUpdateConsumer(ctx, c.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", c.Durable, c.Stream, err)
