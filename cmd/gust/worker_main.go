@@ -129,7 +129,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 		return nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", sh.Metrics.Handler())
+	mux.Handle("/metrics", tokenGuard(m.Listener.Token, sh.Metrics.Handler()))
 	mux.Handle("/", m.Worker.Handler(m.Listener))
 	m.srv = &http.Server{Handler: mux, ErrorLog: zap.NewStdLog(m.Logger.Named("worker.http"))}
 	httplimits.Default().Apply(m.srv) // calls extend their own deadlines (worker/invoke.go)
