@@ -171,6 +171,8 @@ func TestAuth_Matrix(t *testing.T) {
 		"GET /system/keys":                          {"admin", "/system/keys", ""},
 		"POST /system/keys":                         {"admin", "/system/keys", `{"namespace":"team-a","name":"more"}`},
 		"DELETE /system/keys/{id}":                  {"admin", "/system/keys/nokey", ""},
+		"GET /system/workers":                       {"admin", "/system/workers", ""},
+		"POST /system/workers/{id}/drain":           {"admin", "/system/workers/noworker/drain", ""},
 		"GET /system/secrets":                       {"namespaced", "/system/secrets?namespace=team-a", ""},
 		"POST /system/secrets":                      {"namespaced", "/system/secrets", fnBody},
 		"PUT /system/secrets":                       {"namespaced", "/system/secrets", fnBody},

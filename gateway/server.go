@@ -284,6 +284,10 @@ func (s *Server) routes() []endpoint {
 		{"PUT", "/system/secrets", ruleNamespaced(nsBodyOrQuery), h(s.updateSecret)},
 		{"DELETE", "/system/secrets", ruleNamespaced(nsBodyOrQuery), h(s.deleteSecret)},
 
+		// The cluster's workers (workers.go).
+		{"GET", "/system/workers", ruleAdmin, h(s.listWorkers)},
+		{"POST", "/system/workers/{id}/drain", ruleAdmin, h(s.drainWorker)},
+
 		{"", "/async-function/*", ruleCall, h(s.asyncInvoke)},
 		{"", "/function/*", ruleCall, h(s.invoke)},
 	}

@@ -105,7 +105,7 @@ func (w *Worker) poolFor(fn *gust.Function) (*pool, error) {
 }
 
 // enterCall is poolFor for a call: it also counts the call in flight,
-// under the same lock that Drain sets draining with. callDone ends it.
+// under the same lock that Drain sets closing with. callDone ends it.
 func (w *Worker) enterCall(fn *gust.Function) (*pool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -127,7 +127,7 @@ func (w *Worker) callDone() {
 }
 
 func (w *Worker) poolForLocked(fn *gust.Function) (*pool, error) {
-	if w.draining {
+	if w.closing {
 		return nil, gust.ErrDraining
 	}
 	key := fn.Key()
@@ -142,6 +142,10 @@ func (w *Worker) poolForLocked(fn *gust.Function) (*pool, error) {
 	}
 	if p := w.pools[key]; p != nil {
 		return p, nil
+	}
+	if w.draining {
+		// A draining worker serves the pools it has, and no new one.
+		return nil, gust.ErrDraining
 	}
 	p := newPool(w, w.functions[key])
 	w.pools[key] = p

@@ -14,6 +14,8 @@
 //   - status.go: the heartbeat and the pool status the scheduler reads.
 //   - invoke.go: one call on an instance, and its metering.
 //   - http.go: the handler gateways on other hosts call.
+//   - drain.go: the operator's drain, which moves the worker's functions
+//     elsewhere without failing a call (Evacuate).
 //
 // LOCKS.md gives the lock order and who owns each goroutine.
 package worker
@@ -99,8 +101,8 @@ type Worker struct {
 	tasks *tasks.Group
 	ctx   context.Context
 	// calls counts the calls in flight, for Drain. It goes up only under
-	// mu while the worker is not draining (enterCall), so Drain, which
-	// sets draining under mu, sees it only go down. callsIdle gets a
+	// mu while the worker is not closing (enterCall), so Drain, which
+	// sets closing under mu, sees it only go down. callsIdle gets a
 	// token whenever it drops to zero.
 	calls       atomic.Int64
 	callsIdle   chan struct{}
@@ -111,8 +113,12 @@ type Worker struct {
 	functions  map[string]*gust.Function
 	placements map[string]gust.Placement
 	images     map[string]bool // images known to be present
-	draining   bool
-	published  map[string]gust.PoolStatus
+	// draining is advertised in the heartbeat: the worker takes no new
+	// function, and stops its pools as they are replaced elsewhere
+	// (Evacuate, drain.go). closing is Drain's: no call enters any more.
+	draining  bool
+	closing   bool
+	published map[string]gust.PoolStatus
 }
 
 // New returns a worker; Start brings it up.
@@ -179,6 +185,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.stopPrepare = stop
+	if err := w.serveDrain(); err != nil {
+		return err
+	}
 	if err := w.heartbeat(ctx); err != nil {
 		return err
 	}
@@ -241,17 +250,17 @@ func (w *Worker) removeLeftovers(ctx context.Context) error {
 // ends), then stops and removes every container this worker started.
 func (w *Worker) Drain(ctx context.Context) error {
 	w.mu.Lock()
-	if w.draining {
+	if w.closing {
 		w.mu.Unlock()
 		return nil
 	}
-	w.draining = true
+	w.draining, w.closing = true, true
 	w.mu.Unlock()
 	if w.stopPrepare != nil {
 		_ = w.stopPrepare()
 	}
 	_ = w.heartbeat(ctx)
-	// No call enters once draining is set (enterCall): wait for the count
+	// No call enters once closing is set (enterCall): wait for the count
 	// to reach zero.
 wait:
 	for w.calls.Load() > 0 {
