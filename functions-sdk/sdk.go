@@ -72,6 +72,10 @@ const readHeaderTimeout = 10 * time.Second
 // idleTimeout closes keep-alive connections the platform stopped using.
 const idleTimeout = 2 * time.Minute
 
+// maxHeaderBytes bounds a request's headers: more than the gateway and the
+// worker let through (64 KiB), so a call they pass is never refused here.
+const maxHeaderBytes = 1 << 20
+
 // Serve serves h on ":"+$PORT until the process gets SIGTERM or SIGINT.
 //
 // GET (and HEAD) /_/health answers 200 "ok" without reaching h. Every other
@@ -202,10 +206,14 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, timeout time.Du
 	// still running.
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
+	// No read or write timeout: a call may stream a body or an answer
+	// for as long as its deadline allows, and Wrap ends its context at
+	// that deadline; the worker in front bounds every call anyway.
 	srv := &http.Server{
 		Handler:           Wrap(h),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 
