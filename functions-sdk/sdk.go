@@ -206,9 +206,6 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, timeout time.Du
 	// still running.
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	// No read or write timeout: a call may stream a body or an answer
-	// for as long as its deadline allows, and Wrap ends its context at
-	// that deadline; the worker in front bounds every call anyway.
 	srv := &http.Server{
 		Handler:           Wrap(h),
 		ReadHeaderTimeout: readHeaderTimeout,
