@@ -34,6 +34,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -87,6 +88,9 @@ var ErrReplaced = errors.New("the firewall table was replaced by another process
 type Firewall struct {
 	cfg   Config
 	owner string // in the comment of the table's first rule
+	// rules counts the rules of each chain as installed: a table with
+	// fewer (a flushed chain, a rule deleted) is installed again.
+	rules map[string]int
 }
 
 // Install creates the table of cfg with its chains and rules, replacing a
@@ -135,23 +139,51 @@ func (f *Firewall) install() error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: install table inet %s: %w", f.cfg.Table, err)
 	}
+	rules, err := ruleCounts(c, t)
+	if err != nil {
+		return err
+	}
+	f.rules = rules
 	return nil
 }
 
-// Ensure installs the table again if it is gone, and reports whether it
-// did: another process's Remove (a second worker on the host that
-// stopped) or a flush of the whole ruleset (`nft flush ruleset`, a
-// firewall manager's reload) must not leave the host open. A table that
-// is there, whoever installed it, is left alone: two live workers do not
-// take turns replacing each other's.
+// ruleCounts counts the rules of each chain of t.
+func ruleCounts(c *nftables.Conn, t *nftables.Table) (map[string]int, error) {
+	out := map[string]int{}
+	for _, ch := range []string{ChainInput, ChainForward} {
+		rules, err := c.GetRules(t, &nftables.Chain{Name: ch})
+		if err != nil {
+			return nil, fmt.Errorf("firewall: list rules of inet %s %s: %w", t.Name, ch, err)
+		}
+		out[ch] = len(rules)
+	}
+	return out, nil
+}
+
+// Ensure installs the table again if it is gone or incomplete, and
+// reports whether it did: another process's Remove (a second worker on the
+// host that stopped), a flush of the whole ruleset (`nft flush ruleset`, a
+// firewall manager's reload) or of the table's chains (`nft flush table
+// inet gust`), or a deleted rule must not leave the host open. A complete
+// table that is there, whoever installed it, is left alone: two live
+// workers do not take turns replacing each other's.
 func (f *Firewall) Ensure() (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, fmt.Errorf("firewall: netlink: %w", err)
 	}
 	owner, err := tableOwner(c, f.cfg.Table)
-	if err != nil || owner != "" {
+	if err != nil {
 		return false, err
+	}
+	if owner != "" && owner != "?" {
+		rules, err := ruleCounts(c, f.table())
+		if err != nil {
+			return false, err
+		}
+		if maps.Equal(rules, f.rules) {
+			return false, nil
+		}
 	}
 	return true, f.install()
 }
@@ -173,7 +205,7 @@ func (f *Firewall) Remove() error {
 	switch owner {
 	case "":
 		return nil
-	case f.owner:
+	case f.owner, "?": // ours, or flushed (nobody's): Gust's by its name
 	default:
 		return fmt.Errorf("firewall: remove table inet %s: %w", f.cfg.Table, ErrReplaced)
 	}

@@ -299,6 +299,35 @@ func TestEnsure(t *testing.T) {
 	if owner, err := tableOwner(c, cfg.Table); err != nil || owner != f.owner {
 		t.Errorf("owner of the table installed again: got %q, %v, want %q", owner, err, f.owner)
 	}
+	// A flushed table (its chains emptied, the owner mark gone) and a
+	// table missing one rule are installed again too.
+	c.FlushTable(&nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := f.Ensure(); err != nil || !again {
+		t.Fatalf("Ensure of a flushed table: got %v, %v, want true, nil", again, err)
+	}
+	if got := rules(t, c, cfg.Table, ChainInput); !slices.Equal(got, want) {
+		t.Errorf("input rules after a flush and Ensure:\n got %q\nwant %q", got, want)
+	}
+	tbl := &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet}
+	in, err := c.GetRules(tbl, &nftables.Chain{Name: ChainInput, Table: tbl})
+	if err != nil || len(in) == 0 {
+		t.Fatalf("input rules: %v, %v", len(in), err)
+	}
+	if err := c.DelRule(in[len(in)-1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := f.Ensure(); err != nil || !again {
+		t.Fatalf("Ensure of a table missing its last input rule: got %v, %v, want true, nil", again, err)
+	}
+	if got := rules(t, c, cfg.Table, ChainInput); !slices.Equal(got, want) {
+		t.Errorf("input rules after a deleted rule and Ensure:\n got %q\nwant %q", got, want)
+	}
 	other, err := Install(Config{Table: cfg.Table, BridgePrefix: cfg.BridgePrefix, AllowPorts: []int{9090}})
 	if err != nil {
 		t.Fatal(err)
