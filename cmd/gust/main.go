@@ -41,6 +41,7 @@ func init() {
 		buildCommand, deployCommand, invokeCommand, listCommand, describeCommand,
 		rmCommand, scaleCommand, billingCommand, invocationsCommand, publishCommand, deadlettersCommand,
 		loginCommand, namespaceCommand, keysCommand, secretCommand, versionCommand,
+		workersCommand,
 	}
 }
 
@@ -65,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if args[0] == "help" {
 		args = []string{args[1], "--help"}
 	}
+	args = workerSubcommand(args)
 	var cmd *Command
 	for _, c := range commands {
 		if c.Name == args[0] {
