@@ -251,9 +251,10 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 	switch code := gust.ErrorCode(err); {
 	case err == nil:
 		logger.Info("function deployed", zap.String("image", spec.Image))
-	case code == gust.EINVALID:
-		// Bad input changes nothing: put back what was there, even if
-		// the caller has gone meanwhile.
+	case code == gust.EINVALID, code == gust.EUNAVAILABLE && gust.ErrorField(err) == "memory":
+		// Bad input, or a function no worker has room for (the
+		// scheduler's answer names the memory), changes nothing: put
+		// back what was there, even if the caller has gone meanwhile.
 		rctx := context.WithoutCancel(ctx)
 		if exists {
 			_, rerr := s.state.Functions.Put(rctx, key, old)

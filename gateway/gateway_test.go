@@ -463,6 +463,21 @@ func TestDeploy_Refused(t *testing.T) {
 			t.Errorf("version = %d, want 1", fn.Version)
 		}
 	})
+
+	t.Run("NoRoom", func(t *testing.T) {
+		// No worker has the memory for it: the caller is told, and the
+		// registry is left as it was.
+		const msg = "no worker has room for openfaas-fn.big: 1 warm instance(s) of 8192 MiB need 8192 MiB of memory, and the ready worker with the most has 512 MiB free (w1)"
+		e.sched.setReply(placeErr(&gust.Error{Code: gust.EUNAVAILABLE, Field: "memory", Message: msg}))
+		status, _, body := MustDo(t, http.MethodPost, e.url("/system/functions"), `{"service":"big","image":"img:1","limits":{"memory":"8Gi"}}`)
+		wantError(t, status, body, http.StatusServiceUnavailable, gust.EUNAVAILABLE, "memory")
+		if got := MustDecode[map[string]any](t, body)["error"]; got != msg {
+			t.Errorf("error = %q, want the scheduler's message", got)
+		}
+		if _, _, err := e.state.Functions.Get(ctx, "openfaas-fn.big"); !errors.Is(err, gust.ErrNotFound) {
+			t.Errorf("registry after a deploy no worker has room for: %v, want ErrNotFound", err)
+		}
+	})
 }
 
 func TestFunctions_Get(t *testing.T) {

@@ -177,6 +177,8 @@ var schedulerCommand = &Command{
 		ncf.register(fs, natsbus.UserScheduler)
 		cfg := scheduler.DefaultConfig()
 		fs.DurationVar(&cfg.WorkerTimeout, "worker-timeout", cfg.WorkerTimeout, "a worker silent for this long is gone")
+		fs.StringVar(&cfg.ID, "id", "", "this scheduler's name in the leader election (default: the host name and a random suffix)")
+		listen := fs.String("listen", "", "HTTP address serving /metrics and /healthz (default: none)")
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
 			if err != nil {
@@ -186,7 +188,7 @@ var schedulerCommand = &Command{
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &SchedulerMain{NATS: nc, Config: cfg, Logger: logger})
+			return serve(ctx, logger, &SchedulerMain{NATS: nc, Config: cfg, Logger: logger, Listen: *listen})
 		}
 	},
 }
@@ -213,9 +215,13 @@ var workerCommand = &Command{
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once")
 		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
 		boundsFlags(fs, nil, &cfg)
+		capacity := capacityFlags(fs, &cfg)
 		iso := isolationFlags(fs)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
+			if err := capacity(); err != nil {
+				return err
+			}
 			logger, err := lf.logger()
 			if err != nil {
 				return err

@@ -75,6 +75,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	defaultCapacity(&m.Config)
 	sh := m.Shared
 	if sh == nil {
 		sh = &Shared{}
