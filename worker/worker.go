@@ -16,6 +16,7 @@
 //   - http.go: the handler gateways on other hosts call.
 //   - drain.go: the operator's drain, which moves the worker's functions
 //     elsewhere without failing a call (Evacuate).
+//   - orphans.go: removing the containers of other workers gone for good.
 //
 // LOCKS.md gives the lock order and who owns each goroutine.
 package worker
@@ -65,6 +66,11 @@ type Config struct {
 	// more on it than MemoryBytes holds (0: no bound advertised).
 	MemoryBytes int64
 	NanoCPUs    int64
+	// OrphanGrace is how long another worker of the cluster must be gone
+	// (deleted from the workers' table, or unheard) before this one
+	// removes its containers from their shared engine (orphans.go); 0
+	// takes DefaultOrphanGrace.
+	OrphanGrace time.Duration
 }
 
 // DefaultConfig returns the defaults for a worker.
@@ -94,6 +100,7 @@ type Worker struct {
 	meter       gust.Meter
 	metrics     *metrics.Metrics
 	secrets     gust.SecretStore // nil: functions with secrets do not start
+	others      *others          // the cluster's other workers (orphans.go)
 	statusKick  chan struct{}
 
 	// tasks owns every goroutine the worker starts (see LOCKS.md); ctx
@@ -142,6 +149,7 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		published:   map[string]gust.PoolStatus{},
 		statusKick:  make(chan struct{}, 1),
 		callsIdle:   make(chan struct{}, 1),
+		others:      newOthers(reqs),
 	}
 }
 
@@ -180,6 +188,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.state.Placements.Watch(w.ctx, ">", w.onPlacement); err != nil {
 		return fmt.Errorf("watch placements: %w", err)
 	}
+	if err := w.state.Workers.Watch(w.ctx, ">", w.onWorker); err != nil {
+		return fmt.Errorf("watch workers: %w", err)
+	}
 	stop, err := w.reqs.Handle(w.ctx, gust.SubjectPreparePrefix+w.cfg.ID, "", w.handlePrepare)
 	if err != nil {
 		return err
@@ -200,6 +211,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		})
 	})
 	w.tasks.Go(func(context.Context) { w.loop(w.cfg.ReapInterval, w.reap) })
+	w.tasks.Go(func(context.Context) { w.loop(w.orphanGrace()/4, w.removeOrphans) })
 	w.tasks.Go(func(context.Context) {
 		// Instances that become ready or stop are reported at once, not
 		// at the next heartbeat.
