@@ -247,10 +247,10 @@ func (s *Scheduler) handlePlace(ctx context.Context, data []byte) any {
 	for {
 		var rep gust.PlaceReply
 		err := s.reqs.Request(rctx, gust.SubjectPlaceLeader, json.RawMessage(data), &rep)
-		if err == nil {
+		if err == nil && !notLeading(rep.Err()) {
 			return rep
 		}
-		if gust.ErrorCode(err) != gust.EUNAVAILABLE {
+		if err != nil && gust.ErrorCode(err) != gust.EUNAVAILABLE {
 			return gust.PlaceReply{Reply: gust.ReplyOf(err)}
 		}
 		// Nothing answers as leader: the leader died or stepped down.
@@ -267,6 +267,16 @@ func (s *Scheduler) handlePlace(ctx context.Context, data []byte) any {
 	}
 }
 
+// errNotLeading answers, on SubjectPlaceLeader, a request that reached a
+// scheduler that lost the lead meanwhile; the standby that sent it waits
+// for the next leader.
+var errNotLeading = &gust.Error{Code: gust.EUNAVAILABLE, Field: "leader", Message: "this scheduler no longer leads"}
+
+// notLeading reports whether err is errNotLeading, come back over the bus.
+func notLeading(err error) bool {
+	return gust.ErrorCode(err) == gust.EUNAVAILABLE && gust.ErrorField(err) == "leader"
+}
+
 // handleLeaderPlace places, as the leader.
 func (s *Scheduler) handleLeaderPlace(ctx context.Context, data []byte) any {
 	var req gust.PlaceRequest
@@ -276,7 +286,7 @@ func (s *Scheduler) handleLeaderPlace(ctx context.Context, data []byte) any {
 	if !s.leading() {
 		// It lost the lead since the request was sent: the sender asks
 		// again, of the next leader.
-		return gust.PlaceReply{Reply: gust.ReplyOf(gust.Errorf(gust.EUNAVAILABLE, "this scheduler no longer leads"))}
+		return gust.PlaceReply{Reply: gust.ReplyOf(errNotLeading)}
 	}
 	pl, err := s.Place(ctx, gust.FunctionKey(req.Namespace, req.Name))
 	return gust.PlaceReply{Placement: pl, Reply: gust.ReplyOf(err)}
