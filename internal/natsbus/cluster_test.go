@@ -71,7 +71,7 @@ func TestCluster_R3SurvivesServerLoss(t *testing.T) {
 		t.Fatalf("connect to provision: %v", err)
 	}
 	defer prov.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := natsbus.ProvisionCluster(ctx, prov, time.Hour, 0, time.Minute); err != nil {
 		t.Fatalf("provision with 3 replicas: %v", err)
@@ -107,8 +107,14 @@ func TestCluster_R3SurvivesServerLoss(t *testing.T) {
 	enqueue := func(id string) {
 		t.Helper()
 		var err error
-		for i := 0; i < 100; i++ { // a new stream leader is elected within seconds
-			if err = gw.Enqueue(ctx, gust.SubjectAsyncPrefix+"ns.f", id, []byte(id)); err == nil {
+		// A new stream leader is elected within seconds of a server's
+		// loss; a publish sent as the link moved may go unanswered, so
+		// each attempt has its own deadline, as a gateway's call has.
+		for i := 0; i < 30; i++ {
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+			err = gw.Enqueue(actx, gust.SubjectAsyncPrefix+"ns.f", id, []byte(id))
+			acancel()
+			if err == nil {
 				return
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -133,8 +139,11 @@ func TestCluster_R3SurvivesServerLoss(t *testing.T) {
 		t.Errorf("the gateway's connection did not move to another server")
 	}
 	var got gust.Function
-	for i := 0; i < 100; i++ {
-		if got, _, err = st.Functions.Get(ctx, "f"); err == nil {
+	for i := 0; i < 30; i++ {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		got, _, err = st.Functions.Get(actx, "f")
+		acancel()
+		if err == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
