@@ -10,18 +10,23 @@ import (
 // subject names one of Gust's subscriptions) even the subject it arrives
 // with. nats-server lets an answer through on the reply subject of a
 // message that reached the subscriber whatever the answerer's publish
-// permissions say, deny lists included; so a reply subject that is not an
-// inbox would let an outside publisher make Gust publish anywhere (delete a
-// stream through $JS.API, put into a KV bucket). Gust therefore answers
-// only on inboxes, drops messages that arrive with a subject of Gust's,
+// permissions say, deny lists included; so a reply subject of Gust's or
+// JetStream's would let an outside publisher make Gust publish anywhere
+// (delete a stream through $JS.API, put into a KV bucket). Gust therefore
+// answers only on inboxes and unreserved subjects, drops messages that
+// arrive with a subject of Gust's,
 // JetStream's or the server's own, and strips the headers by which
 // JetStream acts on a message (Nats-Rollup, Nats-Expected-*, ...) from what
 // it sends back.
 
-// answerableReply reports whether Gust may answer on reply: an outside
-// publisher's inbox (_INBOX.) or a role's (InboxPrefix).
+// answerableReply reports whether Gust may answer on reply: an inbox
+// (_INBOX., a role's InboxPrefix), or any subject that is not reserved:
+// publishing there is no more than an outside publisher may do itself
+// (requesters with inbox prefixes of their own keep working). Gust's,
+// JetStream's and the server's subjects are refused.
 func answerableReply(reply string) bool {
-	return strings.HasPrefix(reply, "_INBOX.") || strings.HasPrefix(reply, InboxPrefix+".")
+	return strings.HasPrefix(reply, "_INBOX.") || strings.HasPrefix(reply, InboxPrefix+".") ||
+		reply != "" && !reservedSubject(reply)
 }
 
 // roleReply reports whether reply is a role's inbox: the only replies the

@@ -15,13 +15,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestSubscribe_ReplyNotAnInbox: an outside publisher (user events) that
-// names one of JetStream's API subjects, or a KV key, as the reply of a
-// trigger message does not make the gateway publish there: the function
-// runs, its answer goes nowhere, and GUST_ASYNC and the keys bucket are
-// untouched. (nats-server lets a reply through whatever the answerer's
-// permissions deny, so the check must be Gust's.)
-func TestSubscribe_ReplyNotAnInbox(t *testing.T) {
+// TestSubscribe_ReservedReply: an outside publisher (user events) that
+// names one of JetStream's API subjects, a KV key or a subject of Gust's
+// as the reply of a trigger message does not make the gateway publish
+// there: the function runs, its answer goes nowhere, and GUST_ASYNC and
+// the keys bucket are untouched. (nats-server lets a reply through
+// whatever the answerer's permissions deny, so the check must be Gust's.)
+func TestSubscribe_ReservedReply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	srv := natsbustest.MustRunServer(t, t.TempDir())
