@@ -184,6 +184,9 @@ const (
 type PlaceRequest struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// NoWait asks for the answer once the placement is decided and
+	// written; its workers get ready afterwards.
+	NoWait bool `json:"noWait,omitempty"`
 }
 
 // PlaceReply is the scheduler's answer.

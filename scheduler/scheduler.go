@@ -88,10 +88,15 @@ type Scheduler struct {
 	inflight map[string]*placeCall
 }
 
+// placeCall is one placement in progress, which concurrent callers
+// share: decided closes once pl is written (or decideErr says why not),
+// done once its workers are ready (or err says why not).
 type placeCall struct {
-	done chan struct{}
-	pl   gust.Placement
-	err  error
+	decided   chan struct{}
+	done      chan struct{}
+	pl        gust.Placement
+	decideErr error
+	err       error
 }
 
 // New returns a scheduler; Start brings it up.
@@ -195,7 +200,9 @@ func (s *Scheduler) close(release bool) error {
 		_ = stop()
 	}
 	s.stops = nil
+	s.mu.Lock()
 	s.cancel()
+	s.mu.Unlock()
 	s.wg.Wait()
 	s.onLeading(false)
 	if s.election != nil && release {
@@ -288,40 +295,79 @@ func (s *Scheduler) handleLeaderPlace(ctx context.Context, data []byte) any {
 		// again, of the next leader.
 		return gust.PlaceReply{Reply: gust.ReplyOf(errNotLeading)}
 	}
-	pl, err := s.Place(ctx, gust.FunctionKey(req.Namespace, req.Name))
+	place := s.Place
+	if req.NoWait {
+		place = s.Decide
+	}
+	pl, err := place(ctx, gust.FunctionKey(req.Namespace, req.Name))
 	return gust.PlaceReply{Placement: pl, Reply: gust.ReplyOf(err)}
 }
 
 // Place makes sure the function has a placement on live workers with room
 // for it, and that each of them has it ready. Concurrent calls for one
-// function share one placement. When no worker has room it fails with an
+// function share one placement, which goes on (until Close) when its
+// callers stop waiting. When no worker has room it fails with an
 // EUNAVAILABLE error on field "memory".
 func (s *Scheduler) Place(ctx context.Context, key string) (gust.Placement, error) {
-	return s.placeWidth(ctx, key, 0)
+	return s.placeWidth(ctx, key, 0, true)
 }
 
-// placeWidth is Place onto width workers (0: as many as the placement has
-// now), within what the function's scale allows.
-func (s *Scheduler) placeWidth(ctx context.Context, key string, width int) (gust.Placement, error) {
+// Decide is Place, but returns once the placement is written (or
+// refused): its workers get ready in the background.
+func (s *Scheduler) Decide(ctx context.Context, key string) (gust.Placement, error) {
+	return s.placeWidth(ctx, key, 0, false)
+}
+
+// placeWidth places key onto width workers (0: as many as its placement
+// has now), within what the function's scale allows, and waits for the
+// decision, or, with ready, for the workers too.
+func (s *Scheduler) placeWidth(ctx context.Context, key string, width int, ready bool) (gust.Placement, error) {
 	s.mu.Lock()
-	if c, ok := s.inflight[key]; ok {
-		s.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.pl, c.err
-		case <-ctx.Done():
-			return gust.Placement{}, ctx.Err()
+	c, ok := s.inflight[key]
+	if !ok {
+		// Checked under mu, which close cancels under: no Add after
+		// close's Wait began.
+		if s.ctx == nil || s.ctx.Err() != nil {
+			s.mu.Unlock()
+			return gust.Placement{}, gust.Errorf(gust.EUNAVAILABLE, "the scheduler is not running")
+		}
+		c = &placeCall{decided: make(chan struct{}), done: make(chan struct{})}
+		s.inflight[key] = c
+		s.wg.Add(1)
+		go s.run(c, key, width)
+	}
+	s.mu.Unlock()
+	wait := c.done
+	if !ready {
+		wait = c.decided
+	}
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return gust.Placement{}, ctx.Err()
+	}
+	if !ready {
+		return c.pl, c.decideErr
+	}
+	return c.pl, c.err
+}
+
+// run makes the placement of c and gets its workers ready.
+func (s *Scheduler) run(c *placeCall, key string, width int) {
+	defer s.wg.Done()
+	fn, pl, err := s.decide(s.ctx, key, width)
+	c.pl, c.decideErr = pl, err
+	close(c.decided)
+	if err == nil {
+		if err = s.prepare(s.ctx, &fn, pl); err != nil {
+			s.metrics.PlacementFailure("prepare")
 		}
 	}
-	c := &placeCall{done: make(chan struct{})}
-	s.inflight[key] = c
-	s.mu.Unlock()
-	c.pl, c.err = s.place(ctx, key, width)
+	c.err = err
 	s.mu.Lock()
 	delete(s.inflight, key)
 	s.mu.Unlock()
 	close(c.done)
-	return c.pl, c.err
 }
 
 // alive returns the live, non-draining workers sorted by id.
@@ -345,21 +391,22 @@ func widthRange(cfg gust.FunctionConfig) (lo, hi int) {
 	return min(max(1, cfg.Min), hi), hi
 }
 
-func (s *Scheduler) place(ctx context.Context, key string, width int) (gust.Placement, error) {
+// decide chooses the workers of key's placement and writes it.
+func (s *Scheduler) decide(ctx context.Context, key string, width int) (gust.Function, gust.Placement, error) {
 	fn, _, err := s.state.Functions.Get(ctx, key)
 	if errors.Is(err, gust.ErrNotFound) {
-		return gust.Placement{}, gust.Errorf(gust.ENOTFOUND, "function %s not found", key)
+		return fn, gust.Placement{}, gust.Errorf(gust.ENOTFOUND, "function %s not found", key)
 	}
 	if err != nil {
-		return gust.Placement{}, err
+		return fn, gust.Placement{}, err
 	}
 	cur, _, err := s.state.Placements.Get(ctx, key)
 	if err != nil && !errors.Is(err, gust.ErrNotFound) {
-		return gust.Placement{}, err
+		return fn, gust.Placement{}, err
 	}
 	cands, err := s.candidates(ctx, key)
 	if err != nil {
-		return gust.Placement{}, err
+		return fn, gust.Placement{}, err
 	}
 	if width == 0 {
 		width = len(cur.Workers)
@@ -372,20 +419,16 @@ func (s *Scheduler) place(ctx context.Context, key string, width int) (gust.Plac
 		} else {
 			s.metrics.PlacementFailure("no_worker")
 		}
-		return gust.Placement{}, err
+		return fn, gust.Placement{}, err
 	}
 	pl := gust.Placement{Workers: workers, Version: fn.Version}
 	if !slices.Equal(pl.Workers, cur.Workers) || pl.Version != cur.Version {
 		if _, err := s.state.Placements.Put(ctx, key, pl); err != nil {
-			return gust.Placement{}, err
+			return fn, gust.Placement{}, err
 		}
 		s.logger.Info("placed function", zap.String("function", key), zap.Strings("workers", pl.Workers), zap.Uint64("version", fn.Version))
 	}
-	if err := s.prepare(ctx, &fn, pl); err != nil {
-		s.metrics.PlacementFailure("prepare")
-		return pl, err
-	}
-	return pl, nil
+	return fn, pl, nil
 }
 
 // candidates returns the live, ready workers, each with the memory the
@@ -534,7 +577,7 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if _, err := s.placeWidth(ctx, key, width); err != nil && ctx.Err() == nil {
+			if _, err := s.placeWidth(ctx, key, width, true); err != nil && ctx.Err() == nil {
 				s.logger.Warn("re-place function", zap.String("function", key), zap.Error(err))
 			}
 		}()

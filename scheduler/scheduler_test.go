@@ -126,3 +126,46 @@ func TestScheduler_Reconcile(t *testing.T) {
 		t.Fatal("Close did not return within 10s while a re-placement waited for its worker")
 	}
 }
+
+// TestScheduler_PlaceNoWait: a place request with NoWait is answered with
+// the placement as soon as it is written, while its worker is still
+// getting ready; one without waits for the worker.
+func TestScheduler_PlaceNoWait(t *testing.T) {
+	ctx := context.Background()
+	st, bus := natsbustest.MustOpenState(t)
+	release := make(chan struct{})
+	stop, err := bus.Handle(ctx, gust.SubjectPreparePrefix+"w1", "", func(context.Context, []byte) any {
+		<-release
+		return gust.Reply{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stop() })
+	MustPut(t, st.Workers, "w1", gust.WorkerInfo{ID: "w1", Addr: "http://127.0.0.1:1"})
+	MustDeploy(t, st, "hello", 1, nil)
+	MustStartScheduler(t, st, bus)
+
+	waited := make(chan error, 1)
+	go func() {
+		var rep gust.PlaceReply
+		err := bus.Request(ctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: gust.DefaultNamespace, Name: "hello"}, &rep)
+		waited <- errors.Join(err, rep.Err())
+	}()
+	var rep gust.PlaceReply
+	if err := bus.Request(ctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: gust.DefaultNamespace, Name: "hello", NoWait: true}, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(rep.Placement.Workers, rep.Err()), "[w1] <nil>"; got != want {
+		t.Errorf("NoWait answer = %s, want %s", got, want)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("a place request without NoWait was answered (%v) before its worker was ready", err)
+	default:
+	}
+	close(release)
+	if err := <-waited; err != nil {
+		t.Errorf("place request once the worker is ready: %v", err)
+	}
+}
