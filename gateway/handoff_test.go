@@ -216,3 +216,56 @@ func TestInvoke_WorkerLostMidCall(t *testing.T) {
 		}
 	}
 }
+
+// TestInvoke_WorkerGoneMidCall: a call running on a worker that leaves
+// the cluster's state (the scheduler deleted it: it was cut from the
+// network, and its connections died without a reset) ends with 502
+// function_failed when it leaves, not when the caller gives up.
+func TestInvoke_WorkerGoneMidCall(t *testing.T) {
+	hung := make(chan struct{})
+	cut := newFakeWorker(t, func(w http.ResponseWriter, r *http.Request) {
+		<-hung // no answer, no reset: a host cut off
+	})
+	t.Cleanup(func() { close(hung) })
+	e := newHandoffEnv(t, map[string]string{"cut": cut.URL})
+	e.place(t, "fn", "cut")
+
+	type answer struct {
+		code int
+		body string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(e.url+"/function/fn", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			done <- answer{0, err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- answer{resp.StatusCode, string(b)}
+	}()
+	check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if cut.calls.Load() == 0 {
+			return fmt.Errorf("the call has not reached the worker")
+		}
+		return nil
+	})
+	select {
+	case a := <-done:
+		t.Fatalf("the call ended before its worker was gone: %d %s", a.code, a.body)
+	default:
+	}
+	if err := e.st.Workers.Delete(context.Background(), "cut"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-done:
+		wantError(t, a.code, []byte(a.body), http.StatusBadGateway, gust.EFUNCTION, "")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call still runs 10 s after its worker left the cluster")
+	}
+	if recs := e.meter.records(); len(recs) != 1 || recs[0].Status != http.StatusBadGateway {
+		t.Errorf("records %+v, want one of status 502", recs)
+	}
+}

@@ -124,13 +124,13 @@ func (rt *Router) Start(ctx context.Context) error {
 			rt.mu.Lock()
 			defer rt.mu.Unlock()
 			if c.Deleted {
+				rt.loseLocked(c.Key)
 				delete(rt.workers, c.Key)
-				delete(rt.invokers, c.Key)
 				rt.live.Forget(c.Key)
 				return
 			}
 			if old, ok := rt.workers[c.Key]; !ok || old.Addr != c.Value.Addr {
-				delete(rt.invokers, c.Key)
+				rt.loseLocked(c.Key)
 			}
 			rt.workers[c.Key] = c.Value
 			rt.live.Heard(c.Key, c.Received)
@@ -146,10 +146,25 @@ func (rt *Router) Start(ctx context.Context) error {
 	return nil
 }
 
+// loseLocked drops the invoker of worker id, which is gone (or moved):
+// the calls still running on it end (a worker cut from the network sends
+// no reset) and its connections close. Called under rt.mu.
+func (rt *Router) loseLocked(id string) {
+	if h, ok := rt.invokers[id].(*httpInvoker); ok {
+		h.lose()
+	}
+	delete(rt.invokers, id)
+}
+
 // Close stops the watches and the activations in progress (their waiting
 // calls fail) and waits for the activations.
 func (rt *Router) Close() {
 	rt.tasks.Close()
+	rt.mu.Lock()
+	for id := range rt.invokers {
+		rt.loseLocked(id)
+	}
+	rt.mu.Unlock()
 }
 
 // Function returns the function ns.name as last seen, or nil.
@@ -214,7 +229,15 @@ func (rt *Router) pick(key string, pl *gust.Placement, except string) (gust.Invo
 			return rt.local, id
 		}
 		w, ok := rt.workers[id]
-		if !ok || rt.live.Silent(id, rt.workerTimeout) {
+		if !ok {
+			continue
+		}
+		if rt.live.Silent(id, rt.workerTimeout) {
+			// Its idle connections may be dead without a word (a host
+			// cut off): none is reused when it is heard again.
+			if h, ok := rt.invokers[id].(*httpInvoker); ok {
+				h.transport.CloseIdleConnections()
+			}
 			continue
 		}
 		if w.Draining {
@@ -244,7 +267,8 @@ func (rt *Router) invokerOf(id, addr string) gust.Invoker {
 	if inv != nil {
 		return inv
 	}
-	inv = newHTTPInvoker(id, addr, rt.WorkerToken, rt.transport, rt.logger)
+	// A transport per worker: its connections close with it (lose).
+	inv = newHTTPInvoker(id, addr, rt.WorkerToken, rt.transport.Clone(), rt.logger)
 	rt.mu.Lock()
 	if known := rt.invokers[id]; known != nil {
 		inv = known
@@ -338,6 +362,10 @@ type httpInvoker struct {
 	token     string // the workers' gust.HeaderWorkerToken
 	transport *http.Transport
 	logger    *zap.Logger
+	// gone ends when the worker leaves the cluster's state: the calls
+	// still running on it end then (lose).
+	gone context.Context
+	lose func()
 }
 
 // maxErrorAnswer bounds the error answer of a worker that is read.
@@ -354,7 +382,10 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 	// The trace tells a request never written (a dial that failed) from
 	// one the worker may have started to run.
 	var wrote atomic.Bool
-	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(h.gone, cancel)()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
 	out, err := proxy.Outbound(ctx, r, h.host, prefix+r.URL.Path, prefix+r.URL.EscapedPath(), r.URL.RawQuery)
 	if err != nil {
 		return gust.Errorf(gust.EINVALID, "bad request: %v", err)
@@ -415,5 +446,11 @@ func newHTTPInvoker(id, base, token string, tr *http.Transport, logger *zap.Logg
 	}
 	host := strings.TrimPrefix(strings.TrimPrefix(base, "http://"), "https://")
 	host, _, _ = strings.Cut(host, "/")
-	return &httpInvoker{id: id, host: host, scheme: scheme, token: token, transport: tr, logger: logger}
+	gone, cancel := context.WithCancel(context.Background())
+	h := &httpInvoker{id: id, host: host, scheme: scheme, token: token, transport: tr, logger: logger, gone: gone}
+	h.lose = func() {
+		cancel()
+		tr.CloseIdleConnections()
+	}
+	return h
 }
