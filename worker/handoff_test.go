@@ -65,3 +65,32 @@ func TestWorker_RefusesForHandoff(t *testing.T) {
 		t.Fatal("Drain did not return")
 	}
 }
+
+// TestListener_RefusesUnknownForHandoff: a call of a function this worker
+// cannot find is turned away (404) with gust.HandoffRefused when the
+// gateway offered to send it elsewhere, and without it otherwise.
+func TestListener_RefusesUnknownForHandoff(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.w.Handler(ListenerConfig{Token: "token"}))
+	t.Cleanup(srv.Close)
+	for _, offer := range []bool{true, false} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+gust.InvokePrefix+gust.DefaultNamespace+"/nosuchfn/", nil)
+		req.Header.Set(gust.HeaderWorkerToken, "token")
+		req.Header.Set(gust.HeaderGustCallID, "call-"+randomID())
+		if offer {
+			req.Header.Set(gust.HeaderHandoff, gust.HandoffRetry)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := ""
+		if offer {
+			want = gust.HandoffRefused
+		}
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get(gust.HeaderHandoff) != want {
+			t.Errorf("offer %v: %d, handoff %q; want 404, %q", offer, resp.StatusCode, resp.Header.Get(gust.HeaderHandoff), want)
+		}
+	}
+}
