@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -42,9 +44,13 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+// labelFaasFunction is the label OpenFaaS providers give every function,
+// its name.
+const labelFaasFunction = "faas_function"
+
 // info answers GET /system/info in OpenFaaS's shape.
 func (s *Server) info(w http.ResponseWriter, r *http.Request) error {
-	v := map[string]string{"release": s.cfg.Version, "sha": "", "commit_message": ""}
+	v := map[string]string{"release": s.cfg.Version, "sha": buildSHA(), "commit_message": ""}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"provider": map[string]any{"provider": "gust", "orchestration": "docker", "version": v},
 		"version":  v,
@@ -90,10 +96,17 @@ func namespaceParam(r *http.Request) (string, error) {
 // statusOf combines a function record with its pools' status.
 func statusOf(fn *gust.Function, pools []gust.PoolStatus) gust.FunctionStatus {
 	sp := fn.Spec
+	// As OpenFaaS providers report them: labels and annotations always
+	// objects, and the label faas_function naming the function.
+	labels := make(map[string]string, len(sp.Labels)+1)
+	maps.Copy(labels, sp.Labels)
+	labels[labelFaasFunction] = sp.Service
+	annotations := make(map[string]string, len(sp.Annotations))
+	maps.Copy(annotations, sp.Annotations)
 	st := gust.FunctionStatus{
 		Name: sp.Service, Image: sp.Image, Namespace: sp.Namespace, EnvProcess: sp.EnvProcess,
-		EnvVars: sp.EnvVars, Constraints: sp.Constraints, Secrets: sp.Secrets, Labels: sp.Labels,
-		Annotations: sp.Annotations, Limits: sp.Limits, Requests: sp.Requests,
+		EnvVars: sp.EnvVars, Constraints: sp.Constraints, Secrets: sp.Secrets, Labels: labels,
+		Annotations: annotations, Limits: sp.Limits, Requests: sp.Requests,
 		ReadOnlyRootFilesystem: sp.ReadOnlyRootFilesystem, CreatedAt: fn.CreatedAt,
 	}
 	for _, p := range pools {
@@ -358,18 +371,21 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 	}
 	name := chi.URLParam(r, "name")
 	ctx := r.Context()
+	var old gust.Function
+	var rev uint64
 	for attempt := 0; ; attempt++ {
-		fn, rev, err := s.lookupRev(ctx, ns, name)
+		fn, frev, err := s.lookupRev(ctx, ns, name)
 		if err != nil {
 			return err
 		}
+		old = *fn
 		n := int(*req.Replicas)
 		fn.MinOverride = &n
 		release, err := s.holdQuota(ctx, fn, "scale")
 		if err != nil {
 			return err
 		}
-		_, err = s.state.Functions.Update(ctx, fn.Key(), *fn, rev)
+		rev, err = s.state.Functions.Update(ctx, fn.Key(), *fn, frev)
 		release()
 		if errors.Is(err, gust.ErrConflict) && attempt < 3 {
 			continue
@@ -379,17 +395,54 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 		}
 		break
 	}
-	// Re-place in the background: a larger minimum may spread the
-	// function over more workers. The caller does not wait for it; the
-	// server's Close ends it.
-	s.tasks.Go(func(life context.Context) {
-		pctx, cancel := context.WithTimeout(life, s.cfg.DeployTimeout)
-		defer cancel()
-		var rep gust.PlaceReply
-		if err := s.reqs.Request(pctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: ns, Name: name}, &rep); err != nil && life.Err() == nil {
-			s.logger.Warn("place after scale", zap.String("function", gust.FunctionKey(ns, name)), zap.Error(err))
+	// Re-place: a larger minimum may spread the function over more
+	// workers. The caller waits for the placement to be decided, not for
+	// its instances to start; a minimum no worker has room for is
+	// refused and put back (unless the function changed meanwhile).
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.DeployTimeout)
+	defer cancel()
+	var rep gust.PlaceReply
+	err := s.reqs.Request(pctx, gust.SubjectPlace, gust.PlaceRequest{Namespace: ns, Name: name, NoWait: true}, &rep)
+	if err == nil {
+		err = rep.Err()
+	}
+	if gust.ErrorCode(err) == gust.EUNAVAILABLE && gust.ErrorField(err) == "memory" {
+		if _, rerr := s.state.Functions.Update(context.WithoutCancel(ctx), old.Key(), old, rev); rerr != nil && !errors.Is(rerr, gust.ErrConflict) {
+			err = errors.Join(err, rerr)
 		}
-	})
+		return err
+	}
+	if err != nil {
+		// The minimum is recorded; it is placed as soon as a scheduler
+		// and a worker can.
+		s.logger.Warn("place after scale", zap.String("function", gust.FunctionKey(ns, name)), zap.Error(err))
+	}
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// buildSHA is the commit the binary was built from, as the Go toolchain
+// stamped it (vcs.revision, with "-dirty" for uncommitted changes), or
+// "unknown" for a build without version control information.
+func buildSHA() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	sha, dirty := "", false
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			sha = kv.Value
+		case "vcs.modified":
+			dirty = kv.Value == "true"
+		}
+	}
+	switch {
+	case sha == "":
+		return "unknown"
+	case dirty:
+		return sha + "-dirty"
+	}
+	return sha
 }

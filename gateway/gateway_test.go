@@ -671,13 +671,12 @@ func TestScaleFunction(t *testing.T) {
 		if fn.Version != 1 {
 			t.Errorf("Version = %d, want 1 (scaling is not a deploy)", fn.Version)
 		}
-		// The gateway asks the scheduler to re-place in the background.
-		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
-			if n := len(e.sched.requests()); n <= placed {
-				return fmt.Errorf("place requests = %d, want > %d", n, placed)
-			}
-			return nil
-		})
+		// The gateway asks the scheduler to re-place, and waits for the
+		// decision only.
+		reqs := e.sched.requests()
+		if len(reqs) <= placed || !reqs[len(reqs)-1].NoWait {
+			t.Errorf("place requests = %+v, want one more than %d, with NoWait", reqs, placed)
+		}
 	})
 
 	t.Run("Zero", func(t *testing.T) {
@@ -689,12 +688,21 @@ func TestScaleFunction(t *testing.T) {
 		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.MinOverride == nil || *fn.MinOverride != 0 {
 			t.Errorf("MinOverride = %v, want 0", fn.MinOverride)
 		}
-		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
-			if len(e.sched.requests()) <= n {
-				return fmt.Errorf("no place request after scale")
-			}
-			return nil
-		})
+		if len(e.sched.requests()) <= n {
+			t.Errorf("no place request after scale")
+		}
+	})
+
+	t.Run("NoRoom", func(t *testing.T) {
+		// No worker has room for the larger minimum: the caller is
+		// told, and the minimum stays as it was.
+		e.sched.setReply(placeErr(&gust.Error{Code: gust.EUNAVAILABLE, Field: "memory", Message: "no worker has room for openfaas-fn.hello"}))
+		defer e.sched.setReply(placeOK)
+		status, _, body := MustDo(t, http.MethodPost, e.url("/system/scale-function/hello"), `{"replicas":2}`)
+		wantError(t, status, body, http.StatusServiceUnavailable, gust.EUNAVAILABLE, "memory")
+		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.MinOverride == nil || *fn.MinOverride != 0 {
+			t.Errorf("MinOverride = %v, want 0 (as before the refused scale)", fn.MinOverride)
+		}
 	})
 
 	for _, tt := range []struct {
@@ -1096,12 +1104,9 @@ func TestClient(t *testing.T) {
 		}
 		wantGustError(t, c.Scale(ctx, "", "hello", -2), gust.EINVALID, "replicas")
 		wantGustError(t, c.Scale(ctx, "", "nope", 1), gust.ENOTFOUND, "")
-		check.For(t, 5*time.Second, 10*time.Millisecond, func() error {
-			if len(e.sched.requests()) <= n {
-				return fmt.Errorf("no place request after scale")
-			}
-			return nil
-		})
+		if len(e.sched.requests()) <= n {
+			t.Errorf("no place request after scale")
+		}
 	})
 
 	t.Run("Invoke", func(t *testing.T) {
