@@ -234,6 +234,9 @@ const (
 	// of gateways; the worker removes it before the function sees a call.
 	HeaderWorkerToken = "X-Gust-Worker-Token"
 	HeaderDuration    = "X-Duration-Seconds"
+	// HeaderStartTime is when the gateway received a sync call, in Unix
+	// nanoseconds (OpenFaaS's gateway sets it).
+	HeaderStartTime = "X-Start-Time"
 	// HeaderColdStart is "true" on the answer of a call that waited for an
 	// instance to start.
 	HeaderColdStart = "X-Gust-Cold-Start"

@@ -85,15 +85,17 @@ type FunctionResources struct {
 // FunctionStatus is what the management API returns for a deployed
 // function: OpenFaaS's FunctionStatus field names.
 type FunctionStatus struct {
-	Name                   string             `json:"name"`
-	Image                  string             `json:"image"`
-	Namespace              string             `json:"namespace"`
-	EnvProcess             string             `json:"envProcess,omitempty"`
-	EnvVars                map[string]string  `json:"envVars,omitempty"`
-	Constraints            []string           `json:"constraints,omitempty"`
-	Secrets                []string           `json:"secrets,omitempty"`
-	Labels                 map[string]string  `json:"labels,omitempty"`
-	Annotations            map[string]string  `json:"annotations,omitempty"`
+	Name        string            `json:"name"`
+	Image       string            `json:"image"`
+	Namespace   string            `json:"namespace"`
+	EnvProcess  string            `json:"envProcess"`
+	EnvVars     map[string]string `json:"envVars,omitempty"`
+	Constraints []string          `json:"constraints,omitempty"`
+	Secrets     []string          `json:"secrets,omitempty"`
+	// Labels and Annotations are always objects, never null or left
+	// out: OpenFaaS clients read them unconditionally.
+	Labels                 map[string]string  `json:"labels"`
+	Annotations            map[string]string  `json:"annotations"`
 	Limits                 *FunctionResources `json:"limits,omitempty"`
 	Requests               *FunctionResources `json:"requests,omitempty"`
 	ReadOnlyRootFilesystem bool               `json:"readOnlyRootFilesystem,omitempty"`

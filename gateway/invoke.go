@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,10 @@ import (
 // worker (or activates the function) whose invoker runs the call and
 // streams the answer.
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
+	// When the gateway received the call, on every answer, as OpenFaaS's
+	// gateway sets it.
+	arrived := time.Now()
+	w.Header().Set(gust.HeaderStartTime, strconv.FormatInt(arrived.UnixNano(), 10))
 	fn, sub, err := s.target(r, "/function/")
 	if err != nil {
 		return err
@@ -22,7 +27,6 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	// The call's body and answer may stream for as long as its function
 	// may take: past the server's read and write timeouts.
 	httplimits.Extend(w, callDeadline(fn))
-	arrived := time.Now()
 	callID := newID(16)
 	r.Header.Set(gust.HeaderGustCallID, callID) // a caller's value is overwritten
 	callerID := r.Header.Get(gust.HeaderCallID)
