@@ -29,6 +29,8 @@ type Bus struct {
 	// provision, replicas: see ClientConfig.Provision and Replicas.
 	provision bool
 	replicas  int
+	// fabric: the streams of the watched tables (fabric.go).
+	fabric fabric
 }
 
 // errClosed is returned by what the bus refuses to start once it closes.

@@ -2,8 +2,11 @@ package natsbus_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -31,8 +35,15 @@ func freeAddr(t *testing.T) string {
 // shared by the cluster.
 func runClusterServer(t *testing.T, name, listen string, users map[string]string, pw string, routes []string) *natsbus.Server {
 	t.Helper()
+	return runClusterServerIn(t, t.TempDir(), name, listen, users, pw, routes)
+}
+
+// runClusterServerIn is runClusterServer storing in dir (a restart passes
+// the dir of the server it restarts).
+func runClusterServerIn(t *testing.T, dir, name, listen string, users map[string]string, pw string, routes []string) *natsbus.Server {
+	t.Helper()
 	srv, err := natsbus.RunServer(natsbus.ServerConfig{
-		Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Name: name, Users: users,
+		Listen: "127.0.0.1:0", StoreDir: dir, Name: name, Users: users,
 		Cluster: &natsbus.ClusterConfig{Name: "test", Listen: listen, Routes: routes, User: "route", Password: pw},
 	}, zaptest.NewLogger(t))
 	if err != nil {
@@ -158,4 +169,137 @@ func TestCluster_R3SurvivesServerLoss(t *testing.T) {
 	if n := info.CachedInfo().State.Msgs; n != 10 {
 		t.Errorf("async stream holds %d calls after the loss of a server, want the 10 enqueued", n)
 	}
+}
+
+// helperServerEnv, set in the environment of a copy of this test binary,
+// makes TestHelperClusterServer run a cluster server with the
+// configuration it holds (JSON) until killed: a server that dies without
+// handing its streams' leadership over, as on SIGKILL or a host's loss,
+// which an in-process Shutdown cannot show.
+const helperServerEnv = "GUST_NATSBUS_HELPER_SERVER"
+
+func TestHelperClusterServer(t *testing.T) {
+	raw := os.Getenv(helperServerEnv)
+	if raw == "" {
+		t.Skip("runs only as the helper server of TestCluster_LeaderKilledPausesLink")
+	}
+	var cfg natsbus.ServerConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatalf("helper server config: %v", err)
+	}
+	if _, err := natsbus.RunServer(cfg, zap.NewNop()); err != nil {
+		t.Fatalf("helper server: %v", err)
+	}
+	fmt.Println("helper server ready")
+	select {} // until killed
+}
+
+// TestCluster_LeaderKilledPausesLink: when the server leading a watched
+// table's stream is killed, the stream takes nothing until the others
+// elect a leader (seconds); meanwhile the connection to a live server is
+// up, but LinkState reports the link down, so that heartbeats lost to the
+// election are not taken for dead workers; once the stream has a leader
+// the link counts as come back (its reconnects grow), so silence counts
+// from then and the watches start over.
+func TestCluster_LeaderKilledPausesLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three NATS servers: not short")
+	}
+	users := natsbustest.Users(t)
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	var routes []string
+	for _, a := range addrs {
+		routes = append(routes, "nats://"+a)
+	}
+	// c runs in a process of its own, to be killed.
+	cfg, err := json.Marshal(natsbus.ServerConfig{
+		Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Name: "c", Users: users,
+		Cluster: &natsbus.ClusterConfig{Name: "test", Listen: addrs[2], Routes: routes, User: "route", Password: "route-pw"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(os.Args[0], "-test.run=^TestHelperClusterServer$", "-test.count=1")
+	helper.Env = append(os.Environ(), helperServerEnv+"="+string(cfg))
+	helper.Stderr = os.Stderr
+	if err := helper.Start(); err != nil {
+		t.Fatalf("start the helper server: %v", err)
+	}
+	killed := false
+	kill := func() {
+		if !killed {
+			killed = true
+			_ = helper.Process.Kill()
+			_ = helper.Wait()
+		}
+	}
+	defer kill()
+	a := runClusterServer(t, "a", addrs[0], users, "route-pw", routes)
+	runClusterServer(t, "b", addrs[1], users, "route-pw", routes)
+
+	pc := a.ProvisionConfig("test-provision")
+	pc.Replicas = 3
+	prov, err := natsbus.ConnectWith(pc, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("connect to provision: %v", err)
+	}
+	defer prov.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := natsbus.ProvisionCluster(ctx, prov, time.Hour, 0, 2*time.Minute); err != nil {
+		t.Fatalf("provision with 3 replicas: %v", err)
+	}
+	// Make c lead the workers' bucket: a stepdown names it preferred.
+	stream := "KV_" + natsbus.BucketWorkers
+	for i := 0; ; i++ {
+		st, err := prov.JS.Stream(ctx, stream)
+		if err == nil && st.CachedInfo().Cluster != nil && st.CachedInfo().Cluster.Leader == "c" {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("server c did not take the lead of %s: %v", stream, err)
+		}
+		_, _ = prov.NC.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(`{"placement":{"preferred":"c"}}`), 5*time.Second)
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	gw, err := natsbus.ConnectWith(natsbus.ClientConfig{URL: a.UserURL(natsbus.UserGateway), Name: "test-gateway"}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("connect as gateway: %v", err)
+	}
+	defer gw.Close()
+	st, err := natsbus.OpenState(ctx, gw)
+	if err != nil {
+		t.Fatalf("open state as gateway: %v", err)
+	}
+	if err := st.Workers.Watch(ctx, ">", func(gust.Change[gust.WorkerInfo]) {}); err != nil {
+		t.Fatalf("watch workers: %v", err)
+	}
+	up, before := gw.LinkState()
+	if !up {
+		t.Fatalf("link down before any server died")
+	}
+	// eventually waits, within a bound, for cond.
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		for i := 0; i < 600; i++ {
+			if cond() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("%s: not within half a minute", what)
+	}
+	kill()
+	eventually("link reported down while the workers' stream has no leader", func() bool {
+		up, _ := gw.LinkState()
+		return !up
+	})
+	if !gw.NC.IsConnected() {
+		t.Errorf("the connection to a server still up was lost")
+	}
+	eventually("link back once the stream has a leader", func() bool {
+		up, n := gw.LinkState()
+		return up && n > before
+	})
 }

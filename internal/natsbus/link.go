@@ -4,8 +4,10 @@ import "github.com/gustfaas/gust"
 
 var _ gust.Link = (*Bus)(nil)
 
-// LinkState implements gust.Link: whether the connection is up and how many
-// times nats.go has re-established it.
+// LinkState implements gust.Link: whether this process can hear the
+// changes it watches now (the connection is up and no watched stream is
+// stalled in a cluster's leader election: fabric.go), and how many times
+// that came back (nats.go's reconnects and the stalls that ended).
 func (b *Bus) LinkState() (connected bool, reconnects uint64) {
-	return b.NC.IsConnected(), b.NC.Stats().Reconnects
+	return b.linkUp()
 }

@@ -173,8 +173,12 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 	wctx, stop := context.WithCancel(ctx)
 	unhook := context.AfterFunc(t.bus.tasks.Context(), stop)
 	initial, done := make(chan struct{}), make(chan struct{})
+	// While the watched stream has no leader, heartbeats read here are
+	// not judged (fabric.go).
+	release := t.bus.watchStream("KV_" + t.kv.Bucket())
 	started := t.bus.tasks.Go(func(context.Context) {
 		defer close(done)
+		defer release()
 		defer stop()
 		defer unhook()
 		defer func() { _ = w.Stop() }()
@@ -251,6 +255,7 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 		}
 	})
 	if !started {
+		release()
 		unhook()
 		stop()
 		_ = w.Stop()

@@ -1,0 +1,139 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// In a NATS cluster, a stream whose leader's server dies takes no writes
+// and serves no new consumers until the other servers elect a new leader:
+// nats-server's Raft waits 4 to 9 s of silence before it campaigns, so a
+// stream may stall for ten seconds while every server this process talks
+// to is up. Heartbeats written into such a stream are not lost to a dead
+// worker but to the fabric. The bus therefore watches the streams of the
+// tables it watches: while one has no leader, LinkState reports the link
+// down (Liveness then judges nobody), and when the stream is back it
+// counts as the link coming back (Liveness counts silence from then; the
+// watches start over, as their consumers may have died with the leader).
+const (
+	// fabricProbeEvery is how often the bus asks each watched stream's
+	// leader for the stream's info, and fabricProbeTimeout how long an
+	// answer may take before the stream counts as stalled.
+	fabricProbeEvery   = time.Second
+	fabricProbeTimeout = time.Second
+	// fabricMaxStall bounds how long a stall pauses the judging of
+	// heartbeats: past it, something other than an election is wrong, and
+	// silence counts again.
+	fabricMaxStall = 30 * time.Second
+)
+
+// fabric is the state of the streams of a bus's watched tables.
+type fabric struct {
+	once sync.Once
+
+	mu      sync.Mutex
+	watched map[string]int // stream → watches on it
+	// stalledSince is when the probes of a watched stream began to fail,
+	// zero while every watched stream answers.
+	stalledSince time.Time
+	// recoveries counts the stalls that ended: LinkState adds them to the
+	// connection's reconnects.
+	recoveries uint64
+}
+
+// watchStream registers a watch on stream and returns its release. The
+// first registration starts the probes.
+func (b *Bus) watchStream(stream string) (release func()) {
+	f := &b.fabric
+	f.mu.Lock()
+	if f.watched == nil {
+		f.watched = map[string]int{}
+	}
+	f.watched[stream]++
+	f.mu.Unlock()
+	f.once.Do(func() { b.tasks.Go(b.probeFabric) })
+	return func() {
+		f.mu.Lock()
+		if f.watched[stream]--; f.watched[stream] <= 0 {
+			delete(f.watched, stream)
+		}
+		f.mu.Unlock()
+	}
+}
+
+// probeFabric asks the watched streams' leaders for their info until the
+// bus closes, and records stalls and recoveries.
+func (b *Bus) probeFabric(ctx context.Context) {
+	tick := time.NewTicker(fabricProbeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !b.NC.IsConnected() {
+			continue // the connection's own state says it all
+		}
+		b.fabric.mu.Lock()
+		streams := make([]string, 0, len(b.fabric.watched))
+		for s := range b.fabric.watched {
+			streams = append(streams, s)
+		}
+		b.fabric.mu.Unlock()
+		var stalled string
+		for _, s := range streams {
+			if b.streamStalled(ctx, s) {
+				stalled = s
+				break
+			}
+		}
+		b.fabric.mu.Lock()
+		switch {
+		case stalled != "" && b.fabric.stalledSince.IsZero():
+			b.fabric.stalledSince = time.Now()
+			b.logger.Warn("a watched stream has no leader: heartbeats are not judged until it is back", zap.String("stream", stalled))
+		case stalled == "" && !b.fabric.stalledSince.IsZero():
+			b.logger.Info("watched streams answer again", zap.Duration("stalled", time.Since(b.fabric.stalledSince)))
+			b.fabric.stalledSince = time.Time{}
+			b.fabric.recoveries++
+		}
+		b.fabric.mu.Unlock()
+	}
+}
+
+// streamStalled reports whether stream's leader did not answer: a
+// request that timed out or that the cluster refused as unavailable. A
+// stream that is gone, or any other answer, is not a stall.
+func (b *Bus) streamStalled(ctx context.Context, stream string) bool {
+	pctx, cancel := context.WithTimeout(ctx, fabricProbeTimeout)
+	defer cancel()
+	_, err := b.JS.Stream(pctx, stream)
+	if err == nil || ctx.Err() != nil || !b.NC.IsConnected() {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 // JetStream cluster not available
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+}
+
+// linkUp is the link as LinkState reports it: connected, and no watched
+// stream stalled (for fabricMaxStall at most); recoveries count as
+// reconnects.
+func (b *Bus) linkUp() (bool, uint64) {
+	up, n := b.NC.IsConnected(), b.NC.Stats().Reconnects
+	b.fabric.mu.Lock()
+	defer b.fabric.mu.Unlock()
+	if s := b.fabric.stalledSince; !s.IsZero() && time.Since(s) < fabricMaxStall {
+		up = false
+	}
+	return up, n + b.fabric.recoveries
+}
