@@ -131,7 +131,11 @@ func (e *election) acquire(ctx context.Context, lease gust.Lease) (uint64, error
 		return e.table.Create(ctx, gust.LeaderKey, lease)
 	case err != nil:
 		return 0, err
-	case cur.Holder == "":
+	case cur.Holder == "", cur.Holder == e.id:
+		// Given up, or this scheduler's own lease, which it stopped
+		// counting on when it could not renew it in time (NATS was
+		// away): taken at its revision. Scheduler ids differ (see
+		// Config.ID), so no other scheduler writes this holder.
 		return e.table.Update(ctx, gust.LeaderKey, lease, rev)
 	}
 	if cur.Holder != e.holder {

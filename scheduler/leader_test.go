@@ -213,3 +213,21 @@ func TestLeader_OnlyLeaderReconciles(t *testing.T) {
 		return nil
 	})
 }
+
+// TestLeader_TakesBackOwnLease: a lease in a scheduler's own name (it
+// stopped counting on it when it could not renew it in time, or it
+// restarted under the same id) is taken back at once, without waiting
+// for it to run out; one in another's name is not.
+func TestLeader_TakesBackOwnLease(t *testing.T) {
+	ctx := context.Background()
+	st, bus := natsbustest.MustOpenState(t)
+	leases := MustLeases(t, bus)
+	if _, err := leases.Create(ctx, gust.LeaderKey, gust.Lease{Holder: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := MustStartLeased(t, st, bus, leases, "s2", time.Hour)
+	s1 := MustStartLeased(t, st, bus, leases, "s1", time.Hour)
+	if !s1.Leading() || s2.Leading() {
+		t.Errorf("leading s1=%v s2=%v; want s1, which took its own lease back, alone", s1.Leading(), s2.Leading())
+	}
+}

@@ -27,8 +27,9 @@ import (
 
 // Config of the scheduler.
 type Config struct {
-	// ID names this scheduler in the leader's lease; it should differ
-	// between the schedulers of a cluster.
+	// ID names this scheduler in the leader's lease. It must differ
+	// between the schedulers that run at once: a scheduler takes a lease
+	// in its own name back at once.
 	ID string
 	// WorkerTimeout is how long a worker may go without a heartbeat before
 	// it counts as gone.

@@ -177,7 +177,7 @@ var schedulerCommand = &Command{
 		ncf.register(fs, natsbus.UserScheduler)
 		cfg := scheduler.DefaultConfig()
 		fs.DurationVar(&cfg.WorkerTimeout, "worker-timeout", cfg.WorkerTimeout, "a worker silent for this long is gone")
-		fs.StringVar(&cfg.ID, "id", "", "this scheduler's name in the leader election (default: the host name and a random suffix)")
+		fs.StringVar(&cfg.ID, "id", "", "this scheduler's name in the leader election, different for each scheduler (default: the host name and a random suffix)")
 		listen := fs.String("listen", "", "HTTP address serving /metrics and /healthz (default: none)")
 		return func(ctx context.Context, args []string) error {
 			logger, err := lf.logger()
