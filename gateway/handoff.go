@@ -20,6 +20,14 @@ type notHandedError struct{ err *gust.Error }
 func (e *notHandedError) Error() string { return e.err.Error() }
 func (e *notHandedError) Unwrap() error { return e.err }
 
+// answerCutError is the error of a call whose worker was lost while it
+// streamed the answer, before its outcome: the caller has the start of
+// the answer already, so the error is only metered (Server.invoke).
+type answerCutError struct{ err *gust.Error }
+
+func (e *answerCutError) Error() string { return e.err.Error() }
+func (e *answerCutError) Unwrap() error { return e.err }
+
 // maxReplayBody is the largest request body kept whole so that a call a
 // worker turned away can be sent to another with its body; a longer body,
 // or one of unknown length, is streamed, and its call goes elsewhere only

@@ -269,3 +269,36 @@ func TestInvoke_WorkerGoneMidCall(t *testing.T) {
 		t.Errorf("records %+v, want one of status 502", recs)
 	}
 }
+
+// TestInvoke_WorkerLostMidAnswer: a worker lost while it streams an
+// answer (before its outcome trailer) leaves the caller a cut answer,
+// and the gateway meters the call once, as crashed.
+func TestInvoke_WorkerLostMidAnswer(t *testing.T) {
+	lost := newFakeWorker(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", gust.HeaderOutcome)
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprint(w, "the start")
+		http.NewResponseController(w).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
+	})
+	e := newHandoffEnv(t, map[string]string{"lost": lost.URL})
+	e.place(t, "fn", "lost")
+	resp, err := http.Post(e.url+"/function/fn", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || rerr == nil || strings.Contains(string(b), "error") {
+		t.Errorf("answer %d %q, read error %v: want the 200 begun, cut short", resp.StatusCode, b, rerr)
+	}
+	recs := e.meter.records()
+	if len(recs) != 1 || recs[0].Outcome != gust.OutcomeCrashed || recs[0].Status != http.StatusBadGateway {
+		t.Errorf("records %+v, want one crashed, 502", recs)
+	}
+}

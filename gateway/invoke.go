@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -77,18 +78,30 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 		if w.Header().Get(gust.HeaderOutcome) == "" {
 			s.reject(fn, callID, callerID, arrived, err)
 		}
+		var cut *answerCutError
+		if errors.As(err, &cut) {
+			// The answer has begun: it ends cut short, as the worker's
+			// did, so that the caller does not take it for whole (as
+			// net/http's reverse proxy does).
+			panic(http.ErrAbortHandler)
+		}
 		return err
 	}
 	return nil
 }
 
-// reject meters a call the gateway turned away before any worker saw it:
-// a failed call is still a call on the record.
+// reject meters a call no worker metered: one the gateway turned away
+// before any worker saw it, or whose worker was lost (then it may have
+// run): a failed call is still a call on the record.
 func (s *Server) reject(fn *gust.Function, callID, callerID string, arrived time.Time, err error) {
 	if s.meter == nil {
 		return
 	}
 	rec := gust.RejectedCall(fn, callID, gust.TriggerHTTP, arrived, gust.HTTPStatus(err))
+	var cut *answerCutError
+	if errors.As(err, &cut) {
+		rec.Outcome = gust.OutcomeCrashed // it ran, and its worker was lost
+	}
 	if callerID != callID {
 		rec.CallerID = callerID
 	}

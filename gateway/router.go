@@ -426,8 +426,13 @@ func (h *httpInvoker) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Fu
 		return gust.ErrorOfAnswer(resp.StatusCode, b)
 	}
 	w.WriteHeader(resp.StatusCode)
-	_, _ = proxy.CopyBody(w, resp)
+	_, cerr := proxy.CopyBody(w, resp)
 	proxy.CopyTrailer(w.Header(), resp)
+	if cerr != nil && r.Context().Err() == nil && w.Header().Get(gust.HeaderOutcome) == "" {
+		// A streamed answer the worker never ended: it did not meter
+		// the call (it does at the end), and may never.
+		return &answerCutError{gust.Errorf(gust.EFUNCTION, "worker %s lost while it sent the answer", h.id)}
+	}
 	return nil
 }
 
