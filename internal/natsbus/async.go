@@ -85,7 +85,13 @@ var (
 // Enqueue implements gust.Queue: the message is stored (and deduplicated
 // by msgID) when Enqueue returns.
 func (b *Bus) Enqueue(ctx context.Context, subject, msgID string, data []byte) error {
-	if _, err := b.JS.Publish(ctx, subject, data, jetstream.WithMsgID(msgID)); err != nil {
+	// Deduplicated by msgID, the publish is safe to send again across a
+	// stream's election (fabric.go).
+	err := acrossElection(ctx, func(ctx context.Context) error {
+		_, err := b.JS.Publish(ctx, subject, data, jetstream.WithMsgID(msgID))
+		return err
+	})
+	if err != nil {
 		if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed {
 			// The stream is full (its limits refuse new messages): the
 			// caller may retry later; nothing was accepted.

@@ -290,7 +290,20 @@ func TestCluster_LeaderKilledPausesLink(t *testing.T) {
 		}
 		t.Fatalf("%s: not within half a minute", what)
 	}
+	pst, err := natsbus.OpenState(ctx, prov)
+	if err != nil {
+		t.Fatalf("open state to write: %v", err)
+	}
 	kill()
+	// A heartbeat written as the leader dies is sent again until the new
+	// leader takes it.
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer pcancel()
+	put := make(chan error, 1)
+	go func() {
+		_, err := pst.Workers.Put(pctx, "w1", gust.WorkerInfo{ID: "w1"})
+		put <- err
+	}()
 	eventually("link reported down while the workers' stream has no leader", func() bool {
 		up, _ := gw.LinkState()
 		return !up
@@ -302,4 +315,7 @@ func TestCluster_LeaderKilledPausesLink(t *testing.T) {
 		up, n := gw.LinkState()
 		return up && n > before
 	})
+	if err := <-put; err != nil {
+		t.Errorf("put into the workers' bucket as its leader died: %v", err)
+	}
 }

@@ -118,11 +118,7 @@ func (b *Bus) streamStalled(ctx context.Context, stream string) bool {
 	if err == nil || ctx.Err() != nil || !b.NC.IsConnected() {
 		return false
 	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503 // JetStream cluster not available
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+	return leaderMissing(err)
 }
 
 // linkUp is the link as LinkState reports it: connected, and no watched
@@ -136,4 +132,47 @@ func (b *Bus) linkUp() (bool, uint64) {
 		up = false
 	}
 	return up, n + b.fabric.recoveries
+}
+
+// A write that is safe to send again (a put, a publish deduplicated by
+// its message id) is sent again while a stream elects a new leader: the
+// one it went to may have died before answering, and a request that got
+// no answer is retried with a deadline of its own, for electionWait at
+// most. Creates and compare-and-set updates are not: sent again after
+// they took effect, they would fail as conflicts.
+const (
+	electionWait    = 15 * time.Second
+	electionAttempt = 3 * time.Second
+	electionRetry   = 250 * time.Millisecond
+)
+
+// acrossElection runs op until it succeeds, fails otherwise than by a
+// stream's missing leader, ctx ends or electionWait has passed.
+func acrossElection(ctx context.Context, op func(context.Context) error) error {
+	deadline := time.Now().Add(electionWait)
+	for {
+		actx, cancel := context.WithTimeout(ctx, electionAttempt)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !leaderMissing(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(electionRetry):
+		}
+	}
+}
+
+// leaderMissing reports whether err is what a request to a stream gets
+// while the stream has no leader: no answer, no responder, or the
+// cluster's "unavailable".
+func leaderMissing(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

@@ -79,7 +79,12 @@ func (t *Table[T]) Put(ctx context.Context, key string, v T) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
-	rev, err := t.kv.Put(ctx, key, data)
+	var rev uint64
+	// A put is safe to send again across a stream's election (fabric.go).
+	err = acrossElection(ctx, func(ctx context.Context) (err error) {
+		rev, err = t.kv.Put(ctx, key, data)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", key, err)
 	}
