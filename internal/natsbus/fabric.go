@@ -45,6 +45,15 @@ type fabric struct {
 	// recoveries counts the stalls that ended: LinkState adds them to the
 	// connection's reconnects.
 	recoveries uint64
+	// restarting counts the watches starting over after the link came
+	// back (since restartingSince), which may take longer than the
+	// streams' election (a new consumer needs the cluster's meta leader,
+	// elected apart): until they have, nothing they watch is heard.
+	// restarted counts the restarts done, which count as the link coming
+	// back again.
+	restarting      int
+	restartingSince time.Time
+	restarted       uint64
 }
 
 // watchStream registers a watch on stream and returns its release. The
@@ -121,10 +130,10 @@ func (b *Bus) streamStalled(ctx context.Context, stream string) bool {
 	return leaderMissing(err)
 }
 
-// linkUp is the link as LinkState reports it: connected, and no watched
-// stream stalled (for fabricMaxStall at most); recoveries count as
-// reconnects.
-func (b *Bus) linkUp() (bool, uint64) {
+// fabricState is the link as the watches see it: connected, and no
+// watched stream stalled (for fabricMaxStall at most); recoveries from
+// stalls count as reconnects. A watch starts over when the count changes.
+func (b *Bus) fabricState() (bool, uint64) {
 	up, n := b.NC.IsConnected(), b.NC.Stats().Reconnects
 	b.fabric.mu.Lock()
 	defer b.fabric.mu.Unlock()
@@ -132,6 +141,33 @@ func (b *Bus) linkUp() (bool, uint64) {
 		up = false
 	}
 	return up, n + b.fabric.recoveries
+}
+
+// linkUp is the link as LinkState reports it: fabricState, and no watch
+// still starting over (for fabricMaxStall at most); a watch that started
+// over counts as the link coming back.
+func (b *Bus) linkUp() (bool, uint64) {
+	up, n := b.fabricState()
+	b.fabric.mu.Lock()
+	defer b.fabric.mu.Unlock()
+	if b.fabric.restarting > 0 && time.Since(b.fabric.restartingSince) < fabricMaxStall {
+		up = false
+	}
+	return up, n + b.fabric.restarted
+}
+
+// watchRestarting records that a watch starts over (+1) or has (-1, done)
+// or gave up (-1, not done).
+func (b *Bus) watchRestarting(delta int, done bool) {
+	b.fabric.mu.Lock()
+	defer b.fabric.mu.Unlock()
+	if b.fabric.restarting == 0 && delta > 0 {
+		b.fabric.restartingSince = time.Now()
+	}
+	b.fabric.restarting += delta
+	if done {
+		b.fabric.restarted++
+	}
 }
 
 // A write that is safe to send again (a put, a publish deduplicated by

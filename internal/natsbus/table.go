@@ -196,7 +196,13 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 		// are delivered as deleted.
 		present := map[string]bool{}
 		var resync map[string]bool
-		_, reconnects := t.bus.LinkState()
+		_, reconnects := t.bus.fabricState()
+		restarting := false
+		defer func() {
+			if restarting {
+				t.bus.watchRestarting(-1, false)
+			}
+		}()
 		tick := time.NewTicker(watchResyncCheck)
 		defer tick.Stop()
 		for {
@@ -242,16 +248,25 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 				}
 				fn(c)
 			case <-tick.C:
-				up, n := t.bus.LinkState()
+				up, n := t.bus.fabricState()
 				if !up || n == reconnects || first {
 					continue
 				}
+				if !restarting {
+					// Until it has, the link does not count as back
+					// (fabric.go).
+					restarting = true
+					t.bus.watchRestarting(1, false)
+				}
 				nw, err := t.kv.Watch(wctx, pattern)
 				if err != nil {
-					// The bucket may not be back yet: next tick.
+					// The bucket, or the cluster's meta leader, may not
+					// be back yet: next tick.
 					t.logger.Debug("restart watch", zap.String("pattern", pattern), zap.Error(err))
 					continue
 				}
+				restarting = false
+				t.bus.watchRestarting(-1, true)
 				_ = w.Stop()
 				w, reconnects, resync = nw, n, map[string]bool{}
 			case <-wctx.Done():
