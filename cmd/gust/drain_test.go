@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +13,6 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/check"
-	"github.com/gustfaas/gust/internal/natsbus"
-	"github.com/gustfaas/gust/worker"
 )
 
 // TestWorkerDrain_NoCallLost: with the roles apart and two workers on
@@ -25,40 +22,15 @@ import (
 // container once that one is ready, and the calls go on there.
 func TestWorkerDrain_NoCallLost(t *testing.T) {
 	MustImages(t)
-	logger := testLogger(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Roles: true, Logger: logger}
-	if err := n.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	sc := &SchedulerMain{NATS: roleNATS(n, natsbus.UserScheduler), Config: defaultSchedulerConfig(), Logger: logger}
-	if err := sc.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	r := mustRolesApart(t, "drain")
+	r.scheduler(defaultSchedulerConfig(), "")
 	workers := map[string]*WorkerMain{}
 	for _, name := range []string{"a", "b"} {
-		cfg := defaultWorkerConfig()
-		wk := &WorkerMain{NATS: roleNATS(n, natsbus.UserWorker), Listener: worker.ListenerConfig{Token: "drain"}, Listen: "127.0.0.1:0", Network: testNetwork, DataDir: filepath.Join(dir, "worker-"+name), Config: cfg, Logger: logger.Named(name)}
-		if err := wk.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			wk.Close()
-			MustNoContainers(t, map[string]string{gust.LabelWorker: wk.Config.ID})
-		})
+		wk := r.worker(defaultWorkerConfig(), name)
 		workers[wk.Config.ID] = wk
 	}
-	gc := defaultGatewayConfig()
-	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATS: roleNATS(n, natsbus.UserGateway), WorkerToken: "drain", Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
-	if err := g.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	base := "http://" + g.Server.Addr()
+	_, base := r.gateway()
 	c := gateway.NewClient(base)
 	if err := c.Deploy(ctx, gust.FunctionSpec{Service: "drained", Image: imageTag("echo"), Labels: map[string]string{gust.LabelScaleMin: "1"}}, false); err != nil {
 		t.Fatal(err)

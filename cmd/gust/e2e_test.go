@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +18,6 @@ import (
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/docker"
-	"github.com/gustfaas/gust/internal/natsbus"
-	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap"
 )
 
@@ -587,35 +584,11 @@ func TestDrain(t *testing.T) {
 // worker over HTTP at the address the worker advertises.
 func TestSeparateRoles(t *testing.T) {
 	MustImages(t)
-	logger := testLogger(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Roles: true, Logger: logger}
-	if err := n.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	sc := &SchedulerMain{NATS: roleNATS(n, natsbus.UserScheduler), Config: defaultSchedulerConfig(), Logger: logger}
-	if err := sc.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	wk := &WorkerMain{NATS: roleNATS(n, natsbus.UserWorker), Listener: worker.ListenerConfig{Token: "separate-roles"}, Listen: "127.0.0.1:0", Network: testNetwork, DataDir: filepath.Join(dir, "worker"), Config: defaultWorkerConfig(), Logger: logger}
-	if err := wk.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		wk.Close()
-		MustNoContainers(t, map[string]string{gust.LabelWorker: wk.Config.ID})
-	})
-	gc := defaultGatewayConfig()
-	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATS: roleNATS(n, natsbus.UserGateway), WorkerToken: "separate-roles", Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
-	if err := g.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	base := "http://" + g.Server.Addr()
+	r := mustRolesApart(t, "separate-roles")
+	r.scheduler(defaultSchedulerConfig(), "")
+	wk := r.worker(defaultWorkerConfig(), "")
+	_, base := r.gateway()
 
 	c := gateway.NewClient(base)
 	if err := c.Deploy(ctx, gust.FunctionSpec{Service: "remote", Image: imageTag("echo")}, false); err != nil {

@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
-	"github.com/gustfaas/gust/worker"
 	"go.uber.org/zap"
 )
 
@@ -20,14 +18,9 @@ import (
 // a worker its cluster never had (another cluster on the same engine).
 func TestSeparateWorker_RemovesOrphans(t *testing.T) {
 	MustImages(t)
-	logger := testLogger(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Roles: true, Logger: logger}
-	if err := n.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	r := mustRolesApart(t, "orphans")
+	n, logger := r.NATS, r.logger
 	// The scheduler's connection: it writes and deletes workers' records.
 	bus, err := natsbus.ConnectWith(roleNATS(n, natsbus.UserScheduler), logger)
 	if err != nil {
@@ -60,11 +53,7 @@ func TestSeparateWorker_RemovesOrphans(t *testing.T) {
 
 	cfg := defaultWorkerConfig()
 	cfg.OrphanGrace = time.Second
-	wk := &WorkerMain{NATS: roleNATS(n, natsbus.UserWorker), Listener: worker.ListenerConfig{Token: "orphans"}, Listen: "127.0.0.1:0", Network: testNetwork, DataDir: filepath.Join(dir, "worker"), Config: cfg, Logger: logger}
-	if err := wk.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { wk.Close() })
+	wk := r.worker(cfg, "")
 
 	// The worker is up (it knows the gone one from the workers' table);
 	// the gone one beats no more and the scheduler deletes its record.

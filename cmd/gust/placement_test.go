@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
-	"github.com/gustfaas/gust/worker"
 )
 
 // TestSeparateWorkers_ScaleUpOntoAnother runs one scheduler, two workers
@@ -26,42 +24,16 @@ import (
 // which then runs instances of it.
 func TestSeparateWorkers_ScaleUpOntoAnother(t *testing.T) {
 	MustImages(t)
-	logger := testLogger(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Roles: true, Logger: logger}
-	if err := n.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	sc := &SchedulerMain{NATS: roleNATS(n, natsbus.UserScheduler), Config: defaultSchedulerConfig(), Logger: logger}
-	if err := sc.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
+	r := mustRolesApart(t, "grow")
+	r.scheduler(defaultSchedulerConfig(), "")
 	var ids []string
 	for i := 1; i <= 2; i++ {
 		cfg := defaultWorkerConfig()
 		cfg.ID = fmt.Sprintf("grow-w%d-%d", i, time.Now().UnixNano())
-		wk := &WorkerMain{NATS: roleNATS(n, natsbus.UserWorker), Listener: worker.ListenerConfig{Token: "grow"}, Listen: "127.0.0.1:0", Network: testNetwork,
-			DataDir: filepath.Join(dir, cfg.ID), Config: cfg, Logger: logger.Named(cfg.ID)}
-		if err := wk.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			wk.Close()
-			MustNoContainers(t, map[string]string{gust.LabelWorker: wk.Config.ID})
-		})
-		ids = append(ids, cfg.ID)
+		ids = append(ids, r.worker(cfg, cfg.ID).Config.ID)
 	}
-	gc := defaultGatewayConfig()
-	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATS: roleNATS(n, natsbus.UserGateway), WorkerToken: "grow", Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
-	if err := g.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	base := "http://" + g.Server.Addr()
+	_, base := r.gateway()
 	c := gateway.NewClient(base)
 	spec := gust.FunctionSpec{Service: "grow", Image: imageTag("sleep"), Labels: map[string]string{
 		gust.LabelScaleMin: "1", gust.LabelScaleMax: "2", gust.LabelConcurrency: "1"}}
@@ -77,7 +49,7 @@ func TestSeparateWorkers_ScaleUpOntoAnother(t *testing.T) {
 		}
 		return n
 	}
-	bus, err := natsbus.ConnectWith(roleNATS(n, natsbus.UserScheduler), logger)
+	bus, err := natsbus.ConnectWith(roleNATS(r.NATS, natsbus.UserScheduler), r.logger)
 	if err != nil {
 		t.Fatal(err)
 	}

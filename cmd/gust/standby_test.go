@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,7 +10,6 @@ import (
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/natsbus"
-	"github.com/gustfaas/gust/worker"
 )
 
 // TestSeparateSchedulers_Takeover runs two `gust scheduler` roles with
@@ -21,41 +19,17 @@ import (
 // standby took over, and its function answers.
 func TestSeparateSchedulers_Takeover(t *testing.T) {
 	MustImages(t)
-	logger := testLogger(t)
 	ctx := context.Background()
-	dir := t.TempDir()
-	n := &NATSMain{Listen: "127.0.0.1:0", DataDir: dir, Roles: true, Logger: logger}
-	if err := n.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	r := mustRolesApart(t, "standby")
+	n, logger := r.NATS, r.logger
 	schedulers := make([]*SchedulerMain, 2)
 	for i := range schedulers {
 		cfg := defaultSchedulerConfig()
 		cfg.ID = fmt.Sprintf("s%d", i+1)
-		s := &SchedulerMain{NATS: roleNATS(n, natsbus.UserScheduler), Config: cfg, Logger: logger.Named(cfg.ID)}
-		if err := s.Run(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		schedulers[i] = s
+		schedulers[i] = r.scheduler(cfg, cfg.ID)
 	}
-	wk := &WorkerMain{NATS: roleNATS(n, natsbus.UserWorker), Listener: worker.ListenerConfig{Token: "standby"}, Listen: "127.0.0.1:0", Network: testNetwork, DataDir: filepath.Join(dir, "worker"), Config: defaultWorkerConfig(), Logger: logger}
-	if err := wk.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		wk.Close()
-		MustNoContainers(t, map[string]string{gust.LabelWorker: wk.Config.ID})
-	})
-	gc := defaultGatewayConfig()
-	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATS: roleNATS(n, natsbus.UserGateway), WorkerToken: "standby", Config: gc, DataDir: filepath.Join(dir, "gateway"), Logger: logger}
-	if err := g.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	base := "http://" + g.Server.Addr()
+	r.worker(defaultWorkerConfig(), "")
+	_, base := r.gateway()
 	c := gateway.NewClient(base)
 
 	// The test looks at the lease and placements as a scheduler may.
