@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/gustfaas/gust/internal/docker"
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/natsbus"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 )
 
@@ -46,19 +48,40 @@ type Shared struct {
 
 // connect dials NATS as cfg says, naming the connection name, and opens
 // the shared state tables.
+//
+// A role may start before its NATS servers answer or have created Gust's
+// streams and buckets (`gust nats` creates them on start, a cluster once
+// it has elected its JetStream leader; the state tables last): it waits
+// for them, up to connectWait, instead of exiting and leaving its start
+// to a supervisor's restart backoff. Refused credentials end it at once.
 func connect(ctx context.Context, cfg natsbus.ClientConfig, name string, logger *zap.Logger) (*natsbus.Bus, *gust.State, error) {
 	cfg.Name = name
-	bus, err := natsbus.ConnectWith(cfg, logger)
-	if err != nil {
-		return nil, nil, err
+	deadline := time.Now().Add(connectWait)
+	delay := 250 * time.Millisecond
+	for {
+		bus, err := natsbus.ConnectWith(cfg, logger)
+		if err == nil {
+			var state *gust.State
+			if state, err = natsbus.OpenState(ctx, bus); err == nil {
+				return bus, state, nil
+			}
+			bus.Close()
+		}
+		if errors.Is(err, nats.ErrAuthorization) || ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, nil, err
+		}
+		logger.Warn("NATS is not ready for this role yet; trying again", zap.Duration("in", delay), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
 	}
-	state, err := natsbus.OpenState(ctx, bus)
-	if err != nil {
-		bus.Close()
-		return nil, nil, err
-	}
-	return bus, state, nil
 }
+
+// connectWait bounds how long a role waits for NATS at its start.
+const connectWait = 3 * time.Minute
 
 // openRuntime connects to the local Docker Engine.
 func openRuntime(ctx context.Context, network string, logger *zap.Logger) (*docker.Runtime, error) {

@@ -19,9 +19,8 @@ func Provision(ctx context.Context, b *Bus, idempotencyWindow, meterRetention ti
 	if !b.provision {
 		return errors.New("provision: the connection was not opened to provision (ClientConfig.Provision)")
 	}
-	if _, err := OpenState(ctx, b); err != nil {
-		return err
-	}
+	// The state tables come last: a role waits until it can open them
+	// (cmd/gust connect), and then finds everything else there too.
 	if _, err := OpenAsync(ctx, b, idempotencyWindow); err != nil {
 		return err
 	}
@@ -37,7 +36,10 @@ func Provision(ctx context.Context, b *Bus, idempotencyWindow, meterRetention ti
 	if _, err := OpenLeases(ctx, b); err != nil {
 		return err
 	}
-	_, err := b.ensureKV(ctx, secretsBucket)
+	if _, err := b.ensureKV(ctx, secretsBucket); err != nil {
+		return err
+	}
+	_, err := OpenState(ctx, b)
 	return err
 }
 
