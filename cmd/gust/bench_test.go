@@ -21,8 +21,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -265,30 +263,8 @@ func benchCPU() time.Duration {
 // benchPhase (and at most benchPhaseMax calls each); it returns the calls
 // answered and the time they took.
 func benchThroughput(c *http.Client, u string) (int64, time.Duration, error) {
-	var n atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	stop := t0.Add(benchPhase)
-	for range benchClients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < benchPhaseMax && time.Now().Before(stop); i++ {
-				if _, err := benchGet(c, u); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	d := time.Since(t0)
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, 0, err
-	}
-	return n.Load(), d, nil
+	n, d, _, err := benchLoad(c, []string{u}, benchClients, benchPhase, benchPhaseMax)
+	return n, d, err
 }
 
 // BenchmarkColdStart measures the first call of a function at zero

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -17,17 +18,20 @@ import (
 // nats` first, then whatever schedulers, workers and gateways a test asks
 // for, each stopped when the test ends (a worker leaves no container).
 type rolesApart struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	logger *zap.Logger
 	// token is the worker token its gateways and workers share.
 	token string
 	NATS  *NATSMain
+	// gateways counts the gateways started: each has its own data
+	// directory (its spool, billing store and billing id are its own).
+	gateways int
 }
 
 // mustRolesApart starts the NATS server of a cluster whose gateways and
 // workers share token.
-func mustRolesApart(t *testing.T, token string) *rolesApart {
+func mustRolesApart(t testing.TB, token string) *rolesApart {
 	t.Helper()
 	r := &rolesApart{t: t, dir: t.TempDir(), logger: testLogger(t), token: token}
 	r.NATS = &NATSMain{Listen: "127.0.0.1:0", DataDir: r.dir, Roles: true, Logger: r.logger}
@@ -79,7 +83,9 @@ func (r *rolesApart) gateway() (*GatewayMain, string) {
 	r.t.Helper()
 	gc := defaultGatewayConfig()
 	gc.Listen = "127.0.0.1:0"
-	g := &GatewayMain{NATS: roleNATS(r.NATS, natsbus.UserGateway), WorkerToken: r.token, Config: gc, DataDir: filepath.Join(r.dir, "gateway"), Logger: r.logger}
+	r.gateways++
+	dir := filepath.Join(r.dir, fmt.Sprintf("gateway-%d", r.gateways))
+	g := &GatewayMain{NATS: roleNATS(r.NATS, natsbus.UserGateway), WorkerToken: r.token, Config: gc, DataDir: dir, Logger: r.logger}
 	if err := g.Run(context.Background()); err != nil {
 		r.t.Fatal(err)
 	}
