@@ -25,6 +25,11 @@ type Table[T any] struct {
 	kv     jetstream.KeyValue
 	bus    *Bus // runs the watches
 	logger *zap.Logger
+	// volatile: the bucket lives in memory (TableConfig.Memory) and is
+	// lost when its servers restart, its writers putting their keys back
+	// within seconds (heartbeats): a watch that starts over does not
+	// take a key missing meanwhile for deleted.
+	volatile bool
 }
 
 var _ gust.Table[int] = (*Table[int])(nil)
@@ -54,7 +59,7 @@ func OpenTable[T any](ctx context.Context, b *Bus, cfg TableConfig) (*Table[T], 
 	if err != nil {
 		return nil, fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Table[T]{kv: kv, bus: b, logger: b.logger.With(zap.String("bucket", cfg.Bucket))}, nil
+	return &Table[T]{kv: kv, bus: b, logger: b.logger.With(zap.String("bucket", cfg.Bucket)), volatile: cfg.Memory}, nil
 }
 
 // Get implements gust.Table.
@@ -218,7 +223,7 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 					}
 					if resync != nil {
 						for key := range present {
-							if !resync[key] {
+							if !resync[key] && !t.volatile {
 								delete(present, key)
 								fn(gust.Change[T]{Key: key, Deleted: true, Received: time.Now()})
 							}
