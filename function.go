@@ -351,10 +351,10 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 			if perr != nil {
 				return c, Invalidf("limits.memory", "limits.memory %q: %v", s.Limits.Memory, perr)
 			}
-			if b < 6<<20 {
-				return c, Invalidf("limits.memory", "limits.memory %q is below the 6Mi that Docker accepts", s.Limits.Memory)
-			}
-			c.MemoryBytes = b
+			// Below Docker's minimum it is raised to it, not refused:
+			// OpenFaaS functions are deployed with 5Mi (the gateway
+			// says so in the deploy's answer: MemoryRaised).
+			c.MemoryBytes = max(b, DockerMinMemory)
 		}
 		if s.Limits.CPU != "" {
 			n, perr := ParseCPU(s.Limits.CPU)
@@ -686,4 +686,20 @@ func (b Bounds) check(s *FunctionSpec, c FunctionConfig) error {
 		return over(LabelRetryMaxDelay, c.Retry.MaxDelay, b.MaxRetryAge)
 	}
 	return nil
+}
+
+// DockerMinMemory is the smallest memory limit Docker accepts (6 MiB).
+const DockerMinMemory = 6 << 20
+
+// MemoryRaised says, when spec's memory limit is below DockerMinMemory,
+// what it was raised to, for the deployer to read; "" otherwise.
+func (s *FunctionSpec) MemoryRaised() string {
+	if s.Limits == nil || s.Limits.Memory == "" {
+		return ""
+	}
+	b, err := ParseMemory(s.Limits.Memory)
+	if err != nil || b >= DockerMinMemory {
+		return ""
+	}
+	return fmt.Sprintf("limits.memory %q is below the 6Mi Docker accepts: raised to 6Mi", s.Limits.Memory)
 }

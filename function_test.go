@@ -61,7 +61,6 @@ func TestFunctionSpec_Validate(t *testing.T) {
 			s.Labels = map[string]string{gust.LabelHealth: ""}
 		}, "labels." + gust.LabelHealth},
 		{"ErrLimitsMemory", func(s *gust.FunctionSpec) { s.Limits = &gust.FunctionResources{Memory: "lots"} }, "limits.memory"},
-		{"ErrLimitsMemoryBelowDocker", func(s *gust.FunctionSpec) { s.Limits = &gust.FunctionResources{Memory: "1Mi"} }, "limits.memory"},
 		{"ErrLimitsCPU", func(s *gust.FunctionSpec) { s.Limits = &gust.FunctionResources{CPU: "fast"} }, "limits.cpu"},
 		{"ErrRequestsMemory", func(s *gust.FunctionSpec) { s.Requests = &gust.FunctionResources{Memory: "-1"} }, "requests.memory"},
 		{"ErrRequestsCPU", func(s *gust.FunctionSpec) { s.Requests = &gust.FunctionResources{CPU: "0"} }, "requests.cpu"},
@@ -593,5 +592,27 @@ func TestValidateWithin_BelowDefaults(t *testing.T) {
 	s := validSpec()
 	if got, want := gust.ErrorField(s.ValidateWithin(gust.Bounds{MaxMemoryBytes: 64 << 20})), "limits.memory"; got != want {
 		t.Errorf("default memory above a 64Mi bound: field %q, want %q", got, want)
+	}
+}
+
+// TestParseConfig_MemoryBelowDocker: a memory limit below Docker's 6Mi
+// (OpenFaaS functions are deployed with 5Mi) is raised to it, and
+// MemoryRaised says so; at or above it nothing is said.
+func TestParseConfig_MemoryBelowDocker(t *testing.T) {
+	s := validSpec()
+	s.Limits = &gust.FunctionResources{Memory: "5Mi"}
+	c, err := gust.ParseConfig(&s)
+	if err != nil {
+		t.Fatalf("ParseConfig with 5Mi: %v", err)
+	}
+	if c.MemoryBytes != gust.DockerMinMemory {
+		t.Errorf("memory %d bytes, want %d", c.MemoryBytes, gust.DockerMinMemory)
+	}
+	if s.MemoryRaised() == "" {
+		t.Error("MemoryRaised says nothing of 5Mi")
+	}
+	s.Limits.Memory = "6Mi"
+	if w := s.MemoryRaised(); w != "" {
+		t.Errorf("MemoryRaised of 6Mi: %q, want nothing", w)
 	}
 }

@@ -96,3 +96,21 @@ func TestInvoke_StartTime(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploy_MemoryBelowDocker: a deploy with 5Mi, as OpenFaaS functions
+// come, is accepted with 6Mi (Docker's minimum) and says so in
+// X-Gust-Warning.
+func TestDeploy_MemoryBelowDocker(t *testing.T) {
+	e := MustOpenGateway(t, gateway.Config{})
+	st, h, body := MustDo(t, http.MethodPost, e.url("/system/functions"), `{"service":"tiny","image":"img:tiny","limits":{"memory":"5Mi"}}`)
+	if st != http.StatusAccepted && st != http.StatusOK {
+		t.Fatalf("deploy with 5Mi: %d %s, want it accepted", st, body)
+	}
+	if h.Get(gateway.HeaderWarning) == "" {
+		t.Error("no X-Gust-Warning on a deploy whose memory was raised")
+	}
+	fn := MustGetFunction(t, e, gust.FunctionKey(gust.DefaultNamespace, "tiny"))
+	if c := fn.Config(); c.MemoryBytes != gust.DockerMinMemory {
+		t.Errorf("memory %d bytes, want %d", c.MemoryBytes, gust.DockerMinMemory)
+	}
+}

@@ -44,6 +44,10 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+// HeaderWarning carries what a deploy changed of what was asked, such as
+// a memory limit raised to Docker's minimum.
+const HeaderWarning = "X-Gust-Warning"
+
 // labelFaasFunction is the label OpenFaaS providers give every function,
 // its name.
 const labelFaasFunction = "faas_function"
@@ -216,6 +220,10 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, mustExist bool) err
 		return err
 	}
 	spec.Normalize()
+	if warn := spec.MemoryRaised(); warn != "" {
+		w.Header().Set(HeaderWarning, warn)
+		s.logger.Warn("deploy: "+warn, zap.String("function", gust.FunctionKey(spec.Namespace, spec.Service)))
+	}
 	// A deploy waits for its first instance, up to DeployTimeout: longer
 	// than the server's write timeout lets an answer take.
 	httplimits.Extend(w, s.cfg.DeployTimeout+time.Minute)
