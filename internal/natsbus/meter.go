@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -68,6 +67,10 @@ type Meter struct {
 	metrics *metrics.Metrics
 
 	bufs sync.Pool
+	// ackWait bounds the wait for a batch's acknowledgements; the records
+	// not acknowledged by then are sent again (same message ids: the
+	// stream drops those it has).
+	ackWait time.Duration
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -78,7 +81,7 @@ var _ gust.Meter = (*Meter)(nil)
 // NewMeter returns a meter spooling into sp and publishing through b.
 func NewMeter(b *Bus, sp *spool.Spool, m *metrics.Metrics, logger *zap.Logger) *Meter {
 	return &Meter{
-		bus: b, spool: sp, metrics: m, logger: logger.Named("meter"),
+		bus: b, spool: sp, metrics: m, logger: logger.Named("meter"), ackWait: 10 * time.Second,
 		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }},
 	}
 }
@@ -226,8 +229,14 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 		}
 		futures[i] = f
 	}
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
+	// One deadline for the whole batch, and one that stays expired: a
+	// timer's channel fires once, so with it every future after the first
+	// one to time out would be waited for without end. A publish whose
+	// acknowledgement is lost (the stream's leader died with the reply
+	// unsent, while this client stayed connected) never resolves its
+	// future, and such losses come several at a time.
+	wctx, cancel := context.WithTimeout(ctx, m.ackWait)
+	defer cancel()
 	var acked []uint64
 	for i, f := range futures {
 		if f == nil {
@@ -239,10 +248,10 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 		case err := <-f.Err():
 			firstErr = err
 			failed = append(failed, recs[i])
-		case <-timeout.C:
-			firstErr = errors.New("no acknowledgement within 10s")
-			failed = append(failed, recs[i])
-		case <-ctx.Done():
+		case <-wctx.Done():
+			if ctx.Err() == nil {
+				firstErr = fmt.Errorf("no acknowledgement within %s", m.ackWait)
+			}
 			failed = append(failed, recs[i])
 		}
 	}
