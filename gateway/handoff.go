@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sync/atomic"
 
 	"github.com/gustfaas/gust"
@@ -45,6 +46,12 @@ func (rt *Router) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Functi
 	inv, id, err := rt.invoker(r.Context(), fn)
 	if err != nil {
 		return err
+	}
+	if !rt.hasOther(fn.Key(), id) {
+		// No other worker to try (one worker, as in `gust up`): the body
+		// is not kept, the call streams as it comes.
+		r.Header.Del(gust.HeaderHandoff)
+		return inv.Invoke(w, r, fn)
 	}
 	body, err := replayable(r)
 	if err != nil {
@@ -150,3 +157,12 @@ func (c *countingBody) Read(p []byte) (int, error) {
 // Close leaves the body open: a second try may still send it, and the
 // server closes it when the call ends.
 func (c *countingBody) Close() error { return nil }
+
+// hasOther reports whether the placement of key names a worker besides
+// id, which a call id could not take might be sent to.
+func (rt *Router) hasOther(key, id string) bool {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	r := rt.placements[key]
+	return r != nil && slices.ContainsFunc(r.pl.Workers, func(w string) bool { return w != id })
+}
