@@ -89,15 +89,15 @@ func (m *NATSMain) Run(ctx context.Context) error {
 func (m *NATSMain) provision(ctx context.Context) error {
 	pc := m.Server.ProvisionConfig("gust-nats-provision")
 	pc.Replicas = m.Cluster.replicasOrDefault()
-	bus, err := natsbus.ConnectWith(pc, m.Logger)
-	if err != nil {
-		return err
-	}
-	defer bus.Close()
 	if !m.Cluster.clustered() {
+		bus, err := natsbus.ConnectWith(pc, m.Logger)
+		if err != nil {
+			return err
+		}
+		defer bus.Close()
 		return natsbus.Provision(ctx, bus, idempotencyWindow, m.Flags.meterRetention)
 	}
-	if err := natsbus.ProvisionCluster(ctx, bus, idempotencyWindow, m.Flags.meterRetention, clusterProvisionWait); err != nil {
+	if err := natsbus.ProvisionCluster(ctx, pc, m.Logger, idempotencyWindow, m.Flags.meterRetention, clusterProvisionWait); err != nil {
 		return err
 	}
 	m.Logger.Info("streams and buckets provisioned", zap.Int("replicas", pc.Replicas))

@@ -29,6 +29,10 @@ type Bus struct {
 	// provision, replicas: see ClientConfig.Provision and Replicas.
 	provision bool
 	replicas  int
+	// bindOnly: the connection is a role's (gateway, scheduler, worker),
+	// whose permissions do not let it create streams: a missing one is
+	// reported at once rather than after a create nobody answers.
+	bindOnly bool
 	// fabric: the streams of the watched tables (fabric.go).
 	fabric fabric
 }
@@ -130,7 +134,8 @@ func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 	}
 	// The bus's goroutines live as long as the connection, not as long
 	// as anything of the caller's: Close ends them.
-	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background()), provision: cfg.Provision, replicas: cfg.Replicas}, nil
+	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background()), provision: cfg.Provision, replicas: cfg.Replicas,
+		bindOnly: user == UserGateway || user == UserScheduler || user == UserWorker}, nil
 }
 
 // Close stops the watches and consumers the bus runs, lets the requests
@@ -256,6 +261,9 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) erro
 	}
 	_, err := b.JS.Stream(ctx, cfg.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if b.bindOnly {
+			return fmt.Errorf("stream %s does not exist yet (`gust nats` creates it): %w", cfg.Name, err)
+		}
 		_, err = b.JS.CreateStream(ctx, cfg)
 	}
 	return err
@@ -269,6 +277,9 @@ func (b *Bus) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetst
 	}
 	kv, err := b.JS.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if b.bindOnly {
+			return nil, fmt.Errorf("bucket %s does not exist yet (`gust nats` creates it): %w", cfg.Bucket, err)
+		}
 		kv, err = b.JS.CreateKeyValue(ctx, cfg)
 	}
 	return kv, err

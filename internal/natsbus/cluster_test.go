@@ -84,8 +84,20 @@ func TestCluster_R3SurvivesServerLoss(t *testing.T) {
 	defer prov.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := natsbus.ProvisionCluster(ctx, prov, time.Hour, 0, time.Minute); err != nil {
-		t.Fatalf("provision with 3 replicas: %v", err)
+	// Every server provisions, as `gust nats` does: the meta leader
+	// creates, the others wait for it.
+	provErr := make(chan error, 3)
+	for _, s := range []*natsbus.Server{a, b, c} {
+		go func() {
+			pc := s.ProvisionConfig("test-provision")
+			pc.Replicas = 3
+			provErr <- natsbus.ProvisionCluster(ctx, pc, zaptest.NewLogger(t), time.Hour, 0, time.Minute)
+		}()
+	}
+	for range 3 {
+		if err := <-provErr; err != nil {
+			t.Fatalf("provision with 3 replicas: %v", err)
+		}
 	}
 	for _, s := range []string{natsbus.StreamAsync, natsbus.StreamDeadLetters, natsbus.StreamMeter,
 		"KV_" + natsbus.BucketFunctions, "KV_" + natsbus.BucketWorkers, "KV_" + natsbus.BucketStatus, "KV_" + natsbus.BucketSecrets} {
@@ -246,7 +258,7 @@ func TestCluster_LeaderKilledPausesLink(t *testing.T) {
 	defer prov.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := natsbus.ProvisionCluster(ctx, prov, time.Hour, 0, 2*time.Minute); err != nil {
+	if err := natsbus.ProvisionCluster(ctx, pc, zaptest.NewLogger(t), time.Hour, 0, 2*time.Minute); err != nil {
 		t.Fatalf("provision with 3 replicas: %v", err)
 	}
 	// Make c lead the workers' bucket: a stepdown names it preferred.
