@@ -32,6 +32,9 @@ type meterConfig struct {
 	Store     bool // keep a billing store fed from the stream
 	SpoolMax  int64
 	Retention time.Duration
+	// SyncWait > 0: a call's record is in JetStream before its answer
+	// ends, waiting at most this long (natsbus.Meter.SetSync).
+	SyncWait time.Duration
 }
 
 // startMetering opens the spool (and the store) under the data directory
@@ -49,6 +52,9 @@ func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *me
 		return nil, err
 	}
 	mt.Meter = natsbus.NewMeter(bus, sp, m, logger)
+	if cfg.SyncWait > 0 {
+		mt.Meter.SetSync(cfg.SyncWait)
+	}
 	mt.Meter.Start()
 	if cfg.Store {
 		db := filepath.Join(cfg.DataDir, "billing.db")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"time"
 
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/billing"
@@ -209,6 +210,7 @@ var workerCommand = &Command{
 		advertise := fs.String("advertise", "", "base URL gateways reach this worker at (default from --listen)")
 		network := fs.String("network", docker.DefaultNetwork, "Docker network for function containers")
 		data := fs.String("data", defaultDataDir(), "data directory; keeps the worker id ($GUST_DATA)")
+		meterSync := fs.Duration("meter-sync", 5*time.Second, "how long a call's answer may wait for JetStream to acknowledge its metering record, so that an answered call keeps its record if this host is lost (0: answer at once; the record follows from the local spool within milliseconds, or when a killed worker starts again)")
 		cfg := worker.DefaultConfig()
 		fs.StringVar(&cfg.ID, "id", "", "worker id (default: kept in --data)")
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
@@ -240,7 +242,7 @@ var workerCommand = &Command{
 			}
 			return serve(ctx, logger, &WorkerMain{
 				NATS: nc, Listener: worker.ListenerConfig{Token: token, MaxBodyBytes: *maxBody}, TLSCert: *tlsCert, TLSKey: *tlsKey, Listen: *listen, Advertise: *advertise, Network: *network,
-				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf, Isolation: isolation,
+				DataDir: *data, Config: cfg, Logger: logger, SecretsKeyFile: *skf, Isolation: isolation, MeterSync: *meterSync,
 			})
 		}
 	},

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/gustfaas/gust/internal/docker"
 	"github.com/gustfaas/gust/internal/httplimits"
@@ -47,6 +48,8 @@ type WorkerMain struct {
 	// InProcess: only the gateway of this process calls the worker (in
 	// process), so it opens no HTTP listener and advertises no address.
 	InProcess bool
+	// MeterSync: see meterConfig.SyncWait (its own metering only).
+	MeterSync time.Duration
 
 	bus      *natsbus.Bus    // owned: nil when shared
 	rt       *docker.Runtime // owned: nil when shared
@@ -112,7 +115,7 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	}
 	if m.Shared == nil {
 		sh.Metrics = metrics.New()
-		mc := meterConfig{DataDir: m.DataDir, SpoolMax: defaultSpoolMax}
+		mc := meterConfig{DataDir: m.DataDir, SpoolMax: defaultSpoolMax, SyncWait: m.MeterSync}
 		if m.metering, err = startMetering(ctx, sh.Bus, mc, sh.Metrics, m.Logger); err != nil {
 			return err
 		}

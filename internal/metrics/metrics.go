@@ -29,6 +29,8 @@ type Metrics struct {
 	RecordsPublished prometheus.Counter
 	RecordsStored    prometheus.Counter
 	RecordsDropped   prometheus.Counter
+	// RecordsUnsynced: see MeterUnsynced.
+	RecordsUnsynced prometheus.Counter
 	RecordsBuffered  prometheus.Gauge
 
 	AsyncEnqueued  *prometheus.CounterVec // function
@@ -73,6 +75,9 @@ func New() *Metrics {
 		RecordsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gust_meter_records_dropped_total", Help: "Metering records lost because the local spool was full (or undecodable).",
 		}),
+		RecordsUnsynced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gust_meter_records_unsynced_total", Help: "Calls answered before JetStream acknowledged their metering record (a worker with --meter-sync whose wait ran out: the record stays in the local spool).",
+		}),
 		RecordsBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gust_meter_records_buffered", Help: "Metering records in the local spool not yet acknowledged by JetStream.",
 		}),
@@ -101,7 +106,7 @@ func New() *Metrics {
 	r.MustRegister(m.AsyncEnqueued, m.AsyncAttempts, m.EventsReceived, m.EventsDropped, m.Callbacks,
 		m.PlacementFailures, m.SchedulerLeader)
 	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.RecordsSpooled,
-		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsBuffered,
+		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsUnsynced, m.RecordsBuffered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -155,6 +160,15 @@ func (m *Metrics) MeterDropped(spooled bool) {
 	m.RecordsDropped.Inc()
 	if spooled {
 		m.RecordsBuffered.Dec()
+	}
+}
+
+// MeterUnsynced counts a call answered before its record was acknowledged
+// by JetStream, although the meter waits for that (natsbus.Meter's sync
+// mode): NATS did not take it in time.
+func (m *Metrics) MeterUnsynced() {
+	if m != nil {
+		m.RecordsUnsynced.Inc()
 	}
 }
 

@@ -72,11 +72,32 @@ type Meter struct {
 	// stream drops those it has).
 	ackWait time.Duration
 
+	// syncWait, when positive, makes RecordCall return only once JetStream
+	// has acknowledged the record, or syncWait has passed (see SetSync).
+	syncWait time.Duration
+	mu       sync.Mutex
+	waiters  map[uint64]chan struct{} // by spool sequence, guarded by mu
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 var _ gust.Meter = (*Meter)(nil)
+
+// SetSync makes RecordCall wait, up to wait, until JetStream has the
+// record: the worker records a call before the caller sees the end of the
+// answer, so an answered call then has its record in the cluster even if
+// the worker's host is lost the next instant. Without it the record is in
+// the local spool at once and in JetStream some milliseconds later: a
+// worker killed in between publishes it when it starts again, and one
+// whose host never comes back loses it. It costs the call one JetStream
+// round trip (records of concurrent calls share it); a wait that runs out
+// (NATS away) answers the call anyway and leaves the record in the spool.
+// Call it before Start.
+func (m *Meter) SetSync(wait time.Duration) {
+	m.syncWait = wait
+	m.waiters = make(map[uint64]chan struct{})
+}
 
 // NewMeter returns a meter spooling into sp and publishing through b.
 func NewMeter(b *Bus, sp *spool.Spool, m *metrics.Metrics, logger *zap.Logger) *Meter {
@@ -100,9 +121,56 @@ func (m *Meter) RecordCall(rec *gust.CallRecord) {
 	b = append(b, rec.CallID...)
 	b = append(b, ' ')
 	b = rec.AppendJSON(b)
-	m.append(b, rec.CallID)
+	seq, ok := m.append(b, rec.CallID)
 	*bp = b
 	m.bufs.Put(bp)
+	if ok && m.syncWait > 0 {
+		m.waitAcked(seq)
+	}
+}
+
+// waitAcked waits until the publisher has record seq acknowledged, or
+// syncWait passes.
+func (m *Meter) waitAcked(seq uint64) {
+	ch := make(chan struct{})
+	m.mu.Lock()
+	m.waiters[seq] = ch
+	m.mu.Unlock()
+	// Registered first, checked second: a publisher that acknowledged seq
+	// before the registration is seen here; one after it closes ch.
+	if m.spool.Acked(seq) {
+		m.forget(seq)
+		return
+	}
+	t := time.NewTimer(m.syncWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+		m.forget(seq)
+		m.metrics.MeterUnsynced()
+	}
+}
+
+func (m *Meter) forget(seq uint64) {
+	m.mu.Lock()
+	delete(m.waiters, seq)
+	m.mu.Unlock()
+}
+
+// wake releases the calls waiting for the records acked.
+func (m *Meter) wake(acked []uint64) {
+	if m.waiters == nil {
+		return
+	}
+	m.mu.Lock()
+	for _, q := range acked {
+		if ch, ok := m.waiters[q]; ok {
+			close(ch)
+			delete(m.waiters, q)
+		}
+	}
+	m.mu.Unlock()
 }
 
 // RecordInstance implements gust.Meter.
@@ -117,14 +185,16 @@ func (m *Meter) RecordInstance(rec *gust.InstanceRecord) {
 	m.append(b, rec.Instance)
 }
 
-func (m *Meter) append(b []byte, id string) {
-	if err := m.spool.Append(b); err != nil {
+func (m *Meter) append(b []byte, id string) (uint64, bool) {
+	seq, err := m.spool.AppendSeq(b)
+	if err != nil {
 		// Never silent: the record is lost, and an operator must know.
 		m.logger.Error("metering record dropped", zap.String("invocation_id", id), zap.Error(err))
 		m.metrics.MeterDropped(false)
-		return
+		return 0, false
 	}
 	m.metrics.MeterSpooled()
+	return seq, true
 }
 
 // Start runs the publishing loop until Close.
@@ -181,10 +251,14 @@ func (m *Meter) loop(ctx context.Context) {
 		case <-m.spool.Notify():
 		case <-time.After(time.Second): // retry what a failure left
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(linger):
+		// Calls wait for their records in sync mode: no lingering then;
+		// records that arrive during a publish go together in the next.
+		if m.syncWait == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(linger):
+			}
 		}
 		for ctx.Err() == nil {
 			recs := m.spool.Take(512)
@@ -258,6 +332,7 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 	if err := m.spool.Ack(acked...); err != nil {
 		m.logger.Error("acknowledge spooled records", zap.Error(err))
 	}
+	m.wake(acked)
 	m.metrics.MeterPublished(len(acked))
 	if firstErr != nil && ctx.Err() == nil {
 		m.logger.Warn("metering records not published yet; kept in the spool", zap.Int("records", len(failed)), zap.Error(firstErr))

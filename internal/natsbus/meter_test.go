@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/spool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap/zaptest"
 )
@@ -183,5 +186,102 @@ func TestMeterRetriesEveryUnacknowledgedRecord(t *testing.T) {
 	}
 	if k, _ := sp.Len(); k != 0 {
 		t.Errorf("spool holds %d records after they were published", k)
+	}
+}
+
+// TestMeterSyncRecordIsInTheStreamOnReturn: in sync mode RecordCall
+// returns only once the stream holds the record, for each of several
+// concurrent callers; with the server gone it returns after the wait,
+// counting the call as unsynced, and the record is published from the
+// spool when the server is back.
+func TestMeterSyncRecordIsInTheStreamOnReturn(t *testing.T) {
+	logger := zaptest.NewLogger(t)
+	store := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv, err := RunServer(ServerConfig{Listen: addr, StoreDir: store, Users: testUsers}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := ConnectWith(testConfig(srv, "meter-sync"), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.NC.Close()
+	ctx := context.Background()
+	if err := EnsureMeterStream(ctx, bus, 0); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mets := metrics.New()
+	m := NewMeter(bus, sp, mets, logger)
+	const wait = 700 * time.Millisecond
+	m.SetSync(wait)
+	m.Start()
+	rec := func(id string) *gust.CallRecord {
+		now := time.Now()
+		return &gust.CallRecord{CallID: id, Namespace: "ns", Function: "f",
+			Trigger: gust.TriggerHTTP, Start: now, End: now, Status: 200, Outcome: gust.OutcomeOK}
+	}
+	held := func() uint64 {
+		t.Helper()
+		s, err := bus.JS.Stream(ctx, StreamMeter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.Msgs
+	}
+	// One caller at a time: each record is in the stream on return.
+	for i := range 20 {
+		m.RecordCall(rec(fmt.Sprintf("one-%d", i)))
+		if n := held(); n != uint64(i+1) {
+			t.Fatalf("stream holds %d records when RecordCall %d returned, want %d", n, i+1, i+1)
+		}
+	}
+	// Concurrent callers share publishes; each still waits for its own.
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.RecordCall(rec(fmt.Sprintf("many-%d", i)))
+		}()
+	}
+	wg.Wait()
+	if n := held(); n != 60 {
+		t.Fatalf("stream holds %d records when 40 concurrent RecordCalls returned, want 60", n)
+	}
+	if n := testutil.ToFloat64(mets.RecordsUnsynced); n != 0 {
+		t.Errorf("%v calls counted as unsynced with the server up", n)
+	}
+
+	srv.Shutdown()
+	began := time.Now()
+	m.RecordCall(rec("while-down"))
+	if took := time.Since(began); took < wait {
+		t.Errorf("RecordCall returned after %s with the server down, want the wait of %s", took, wait)
+	}
+	if n := testutil.ToFloat64(mets.RecordsUnsynced); n != 1 {
+		t.Errorf("%v calls counted as unsynced, want 1", n)
+	}
+	srv2, err := RunServer(ServerConfig{Listen: addr, StoreDir: store, Users: testUsers}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Shutdown()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := m.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := sp.Len(); k != 0 {
+		t.Errorf("spool holds %d records after the server came back", k)
 	}
 }

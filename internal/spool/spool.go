@@ -122,30 +122,36 @@ func (s *Spool) segPath(first uint64) string {
 // segment: it has reached the kernel when Append returns, so it survives
 // the process being killed.
 func (s *Spool) Append(data []byte) error {
+	_, err := s.AppendSeq(data)
+	return err
+}
+
+// AppendSeq is Append, returning the record's sequence number (for Acked).
+func (s *Spool) AppendSeq(data []byte) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errors.New("spool is closed")
+		return 0, errors.New("spool is closed")
 	}
 	// A record is one line: an empty one or one with a newline would not
 	// read back as itself after a restart.
 	if len(data) == 0 || bytes.IndexByte(data, '\n') >= 0 {
-		return errors.New("spool record is empty or contains a newline")
+		return 0, errors.New("spool record is empty or contains a newline")
 	}
 	n := int64(len(data)) + 1
 	if s.bytes+n > s.maxBytes {
-		return ErrFull
+		return 0, ErrFull
 	}
 	if s.f == nil || s.next-s.segs[len(s.segs)-1] >= s.segRecords {
 		if err := s.rotateLocked(); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	// One write per record: data and newline together.
 	buf := make([]byte, 0, n)
 	buf = append(append(buf, data...), '\n')
 	if _, err := s.f.Write(buf); err != nil {
-		return fmt.Errorf("spool write: %w", err)
+		return 0, fmt.Errorf("spool write: %w", err)
 	}
 	seq := s.next
 	s.next++
@@ -156,7 +162,7 @@ func (s *Spool) Append(data []byte) error {
 	case s.notify <- struct{}{}:
 	default:
 	}
-	return nil
+	return seq, nil
 }
 
 func (s *Spool) rotateLocked() error {
@@ -244,6 +250,13 @@ func (s *Spool) Ack(seqs ...uint64) error {
 		s.segs = s.segs[1:]
 	}
 	return nil
+}
+
+// Acked says whether record seq has been acknowledged.
+func (s *Spool) Acked(seq uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return seq < s.low || s.acked[seq]
 }
 
 // Len returns the number of records not yet acknowledged and their bytes.
