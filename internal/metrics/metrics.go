@@ -31,7 +31,7 @@ type Metrics struct {
 	RecordsDropped   prometheus.Counter
 	// RecordsUnsynced: see MeterUnsynced.
 	RecordsUnsynced prometheus.Counter
-	RecordsBuffered  prometheus.Gauge
+	RecordsBuffered prometheus.Gauge
 
 	AsyncEnqueued  *prometheus.CounterVec // function
 	AsyncAttempts  *prometheus.CounterVec // function, result (succeeded, retried, dead_lettered)

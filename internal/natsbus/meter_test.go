@@ -11,8 +11,8 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/spool"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 )
 
