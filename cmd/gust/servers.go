@@ -210,7 +210,7 @@ var workerCommand = &Command{
 		advertise := fs.String("advertise", "", "base URL gateways reach this worker at (default from --listen)")
 		network := fs.String("network", docker.DefaultNetwork, "Docker network for function containers")
 		data := fs.String("data", defaultDataDir(), "data directory; keeps the worker id ($GUST_DATA)")
-		meterSync := fs.Duration("meter-sync", 5*time.Second, "how long a call's answer may wait for JetStream to acknowledge its metering record, so that an answered call keeps its record if this host is lost (0: answer at once; the record follows from the local spool within milliseconds, or when a killed worker starts again)")
+		meterSync := fs.Duration("meter-sync", 2*time.Second, "how long a call's answer may wait for JetStream to acknowledge its metering record, so that an answered call keeps its record if this host is lost; once a wait runs out, calls do not wait until NATS takes records again (0: answer at once; the record follows from the local spool within milliseconds, or when a killed worker starts again)")
 		cfg := worker.DefaultConfig()
 		fs.StringVar(&cfg.ID, "id", "", "worker id (default: kept in --data)")
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")

@@ -89,6 +89,12 @@ func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// A server that dies with its host (or is killed in a container)
+		// sends no FIN: only unanswered pings tell. nats.go's default, two
+		// minutes, would leave a role on a dead server that long; this
+		// moves it within about six seconds.
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				logger.Warn("nats disconnected", zap.Error(err))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gustfaas/gust"
@@ -75,8 +76,12 @@ type Meter struct {
 	// syncWait, when positive, makes RecordCall return only once JetStream
 	// has acknowledged the record, or syncWait has passed (see SetSync).
 	syncWait time.Duration
-	mu       sync.Mutex
-	waiters  map[uint64]chan struct{} // by spool sequence, guarded by mu
+	// stalled: a wait ran out and no batch has been acknowledged whole
+	// since; calls do not wait then (NATS is away: each would pay the
+	// whole wait), until the publisher gets through again.
+	stalled atomic.Bool
+	mu      sync.Mutex
+	waiters map[uint64]chan struct{} // by spool sequence, guarded by mu
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -92,7 +97,8 @@ var _ gust.Meter = (*Meter)(nil)
 // worker killed in between publishes it when it starts again, and one
 // whose host never comes back loses it. It costs the call one JetStream
 // round trip (records of concurrent calls share it); a wait that runs out
-// (NATS away) answers the call anyway and leaves the record in the spool.
+// (NATS away) answers the call anyway and leaves the record in the spool,
+// and later calls do not wait until a batch gets through again.
 // Call it before Start.
 func (m *Meter) SetSync(wait time.Duration) {
 	m.syncWait = wait
@@ -132,6 +138,10 @@ func (m *Meter) RecordCall(rec *gust.CallRecord) {
 // waitAcked waits until the publisher has record seq acknowledged, or
 // syncWait passes.
 func (m *Meter) waitAcked(seq uint64) {
+	if m.stalled.Load() {
+		m.metrics.MeterUnsynced()
+		return
+	}
 	ch := make(chan struct{})
 	m.mu.Lock()
 	m.waiters[seq] = ch
@@ -148,6 +158,7 @@ func (m *Meter) waitAcked(seq uint64) {
 	case <-ch:
 	case <-t.C:
 		m.forget(seq)
+		m.stalled.Store(true)
 		m.metrics.MeterUnsynced()
 	}
 }
@@ -333,6 +344,9 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 		m.logger.Error("acknowledge spooled records", zap.Error(err))
 	}
 	m.wake(acked)
+	if len(acked) > 0 && len(failed) == 0 {
+		m.stalled.Store(false)
+	}
 	m.metrics.MeterPublished(len(acked))
 	if firstErr != nil && ctx.Err() == nil {
 		m.logger.Warn("metering records not published yet; kept in the spool", zap.Int("records", len(failed)), zap.Error(firstErr))
