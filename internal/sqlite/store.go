@@ -68,13 +68,46 @@ var migrations = []string{
 	// 1 → 2: the caller's own X-Call-Id, which need not be unique.
 	`ALTER TABLE calls ADD COLUMN caller_id TEXT NOT NULL DEFAULT '';
 	CREATE INDEX calls_caller ON calls (caller_id, start_ns) WHERE caller_id != '';`,
+	// 2 → 3: indexes in the order of the invocation listing (start, call id,
+	// both descending) after each filter's equality columns, so that every
+	// page seeks to its cursor and reads no more than a page, whatever the
+	// filters: none, namespace, namespace and function, function alone,
+	// outcome (namespace and outcome use one of the first or the outcome's;
+	// a further index for them would cost every insert). They replace the
+	// indexes on start and on (namespace, function, start), of which they
+	// are extensions. The outcome index leaves out the calls that went
+	// well, most of them: every insert would pay for it, and a listing of
+	// those reads the start index, where nearly every row matches.
+	`DROP INDEX IF EXISTS calls_start;
+	DROP INDEX IF EXISTS calls_function_start;
+	CREATE INDEX IF NOT EXISTS calls_start_id ON calls (start_ns, call_id);
+	CREATE INDEX IF NOT EXISTS calls_namespace_start_id ON calls (namespace, start_ns, call_id);
+	CREATE INDEX IF NOT EXISTS calls_namespace_function_start_id ON calls (namespace, function, start_ns, call_id);
+	CREATE INDEX IF NOT EXISTS calls_function_start_id ON calls (function, start_ns, call_id);
+	CREATE INDEX IF NOT EXISTS calls_outcome_start_id ON calls (outcome, start_ns, call_id) WHERE outcome <> 'ok';`,
 }
+
+// optimizeEvery is how often an open store refreshes the planner's
+// statistics (PRAGMA optimize), which decide between the indexes above
+// as the table grows.
+const optimizeEvery = time.Hour
+
+// analysisLimit bounds the rows ANALYZE reads per index when PRAGMA
+// optimize runs it, so that refreshing statistics on a large store takes
+// milliseconds rather than a scan of the table.
+const analysisLimit = 1000
 
 // Store is a gust.BillingStore in one SQLite file. It is safe for
 // concurrent use, also by several processes on the same file.
 type Store struct {
 	db     *sql.DB
 	logger *zap.Logger
+
+	// stop, called by Close, ends the statistics refresh (and cancels one
+	// under way); optimized is closed when it has returned.
+	stop      context.CancelFunc
+	stopped   context.Context
+	optimized chan struct{}
 }
 
 var _ gust.BillingStore = (*Store)(nil)
@@ -102,14 +135,61 @@ func Open(path string, logger *zap.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open billing db %s: %w", path, err)
 	}
-	s := &Store{db: db, logger: logger}
+	s := &Store{db: db, logger: logger, optimized: make(chan struct{})}
+	s.stopped, s.stop = context.WithCancel(context.Background())
 	version, err := s.migrate(context.Background())
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open billing db %s: %w", path, err)
 	}
+	// A store opened on an existing file (or just migrated) gets
+	// statistics for its indexes before the first listing. Without them
+	// the store still answers, with plans chosen by SQLite's defaults.
+	if err := s.optimize(s.stopped); err != nil {
+		logger.Warn("billing store statistics not refreshed", zap.Error(err))
+	}
+	go s.optimizeLoop()
 	logger.Info("billing store open", zap.String("path", path), zap.Int("schema_version", version))
 	return s, nil
+}
+
+// optimize runs PRAGMA optimize on one connection, with ANALYZE bounded
+// by analysisLimit (a per-connection setting). 0x10002 also considers
+// tables this connection has not queried: a pooled connection may not
+// have.
+func (s *Store) optimize(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("optimize: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	// PRAGMA takes no bound parameters; the value is our own integer.
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA analysis_limit = %d`, analysisLimit)); err != nil {
+		return fmt.Errorf("optimize: set analysis limit: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, `PRAGMA optimize=0x10002`); err != nil {
+		return fmt.Errorf("optimize: %w", err)
+	}
+	return nil
+}
+
+// optimizeLoop refreshes the statistics every optimizeEvery until Close.
+// A failure is logged and retried at the next tick: stale statistics make
+// plans worse, not answers wrong.
+func (s *Store) optimizeLoop() {
+	defer close(s.optimized)
+	tick := time.NewTicker(optimizeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopped.Done():
+			return
+		case <-tick.C:
+			if err := s.optimize(s.stopped); err != nil && s.stopped.Err() == nil {
+				s.logger.Warn("billing store statistics not refreshed", zap.Error(err))
+			}
+		}
+	}
 }
 
 // migrate applies the migrations the file lacks, in one transaction, and
@@ -145,8 +225,10 @@ func (s *Store) migrate(ctx context.Context) (int, error) {
 	return len(migrations), nil
 }
 
-// Close closes the database.
+// Close stops the statistics refresh and closes the database.
 func (s *Store) Close() error {
+	s.stop()
+	<-s.optimized
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close billing db: %w", err)
 	}
@@ -298,19 +380,11 @@ func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord
 	if limit <= 0 {
 		limit = billing.DefaultLimit
 	}
-	where, args := filterWhere(f, `start_ns`, true)
-	if f.Cursor != "" {
-		startNs, callID, err := decodeCursor(f.Cursor)
-		if err != nil {
-			return nil, "", err
-		}
-		where = append(where, `(start_ns < ? OR (start_ns = ? AND call_id < ?))`)
-		args = append(args, startNs, startNs, callID)
+	query, args, err := callsQuery(f, limit)
+	if err != nil {
+		return nil, "", err
 	}
-	// One more than a page tells whether another page follows.
-	args = append(args, limit+1)
-	rows, err := s.db.QueryContext(ctx, `SELECT `+callColumns+` FROM calls`+whereClause(where)+
-		` ORDER BY start_ns DESC, call_id DESC LIMIT ?`, args...)
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list calls: %w", err)
 	}
@@ -337,6 +411,47 @@ func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord
 		next = encodeCursor(unixNano(last.Start), last.CallID)
 	}
 	return recs, next, nil
+}
+
+// callsQuery returns the SQL and arguments of the page of Calls that f
+// asks for: limit+1 rows, as one more than a page tells whether another
+// page follows.
+func callsQuery(f gust.CallFilter, limit int) (string, []any, error) {
+	var (
+		cursor  bool
+		startNs int64
+		callID  string
+	)
+	if f.Cursor != "" {
+		var err error
+		if startNs, callID, err = decodeCursor(f.Cursor); err != nil {
+			return "", nil, err
+		}
+		// Of the two upper bounds, the cursor and To, only the lower one
+		// goes into the query (either implies the other), so that SQLite
+		// seeks the index to it rather than to the other and filters every
+		// row in between.
+		if f.To.IsZero() || startNs < unixNano(f.To) {
+			f.To, cursor = time.Time{}, true
+		}
+	}
+	where, args := filterWhere(f, `start_ns`, true)
+	if f.Outcome != "" && f.Outcome != gust.OutcomeOK {
+		// Implied by outcome = ?, but SQLite uses the partial outcome
+		// index only for a query whose WHERE has its condition.
+		where = append(where, `outcome <> 'ok'`)
+	}
+	if cursor {
+		// A row value, not start_ns < ? OR (start_ns = ? AND call_id < ?):
+		// SQLite seeks an index on (..., start_ns, call_id) to a row value
+		// and reads on from there, where the OR becomes two index
+		// searches, their union and a sort of every older row.
+		where = append(where, `(start_ns, call_id) < (?, ?)`)
+		args = append(args, startNs, callID)
+	}
+	args = append(args, limit+1)
+	return `SELECT ` + callColumns + ` FROM calls` + whereClause(where) +
+		` ORDER BY start_ns DESC, call_id DESC LIMIT ?`, args, nil
 }
 
 // groupExprs are the SQL expressions of the Usage group keys. Time
