@@ -4,7 +4,7 @@ BIN     ?= bin/gust
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export CGO_ENABLED = 0
 
-.PHONY: build up test test-faults test-short bench examples vet clean image compose-up compose-down
+.PHONY: build up test test-faults test-short bench bench-billing examples vet clean image compose-up compose-down
 
 build: ## build the static gust binary
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/gust
@@ -34,8 +34,12 @@ test-faults: build ## the compose cluster under faults, with errors and recovery
 test-short: ## unit tests only: no Docker Engine needed, under a minute
 	$(GO) test -count=1 -short ./...
 
-bench: ## warm-call and cold-start benchmarks against direct Docker baselines
+bench: bench-billing ## every benchmark: warm calls and cold starts against direct Docker, the billing store at 1M and 10M records
 	$(GO) test ./cmd/gust -run '^$$' -bench . -benchtime 1x -count 1 -timeout 20m
+
+BILLING_BENCH_RECORDS ?= 1000000,10000000
+bench-billing: ## the billing store (inserts, reports, pages, lookups) at BILLING_BENCH_RECORDS records, against its baselines
+	GUST_BILLING_BENCH_RECORDS=$(BILLING_BENCH_RECORDS) $(GO) test ./internal/sqlite -run '^TestBillingFigures$$' -count 1 -v -timeout 90m
 
 image: build ## the gust image, FROM scratch, from the static binary
 	docker build -q -t gust:local .

@@ -15,6 +15,39 @@ import (
 	"github.com/gustfaas/gust/internal/billing"
 )
 
+// generateCalls makes the first limit of n call records like a small
+// tenant's month and hands them to add in batches of 1000: 20 namespaces, 500 functions
+// (function i in namespace i%20) of skewed popularity (cube of a uniform
+// draw), over the 30 days of November 2026; 2% errors, 1% timeouts, 2%
+// cold starts. The same n gives the same records.
+func generateCalls(n, limit int, add func([]gust.CallRecord)) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	const functions, namespaces = 500, 20
+	step := 30 * 24 * time.Hour / time.Duration(n)
+	batch := make([]gust.CallRecord, 0, 1000)
+	for i := range min(n, limit) {
+		u := rng.Float64()
+		fn := int(u * u * u * functions)
+		outcome := gust.OutcomeOK
+		switch p := rng.IntN(100); {
+		case p < 2:
+			outcome = gust.OutcomeError
+		case p < 3:
+			outcome = gust.OutcomeTimeout
+		}
+		start := generatedMonth.Add(time.Duration(i)*step + time.Duration(rng.IntN(int(step))))
+		batch = append(batch, rec(fmt.Sprintf("%016x", rng.Uint64()), fmt.Sprintf("ns%02d", fn%namespaces),
+			fmt.Sprintf("fn%03d", fn), start, time.Duration(1+rng.IntN(500))*time.Millisecond, 256, outcome, rng.IntN(50) == 0))
+		if len(batch) == cap(batch) || i == min(n, limit)-1 {
+			add(batch)
+			batch = batch[:0]
+		}
+	}
+}
+
+// generatedMonth is the first instant of generateCalls's month.
+var generatedMonth = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
 // TestListingFigures measures pages 1 and 10 of the invocation listing
 // on a store of GUST_BILLING_LISTING_RECORDS generated records, first with
 // this package's query and indexes, then with the query and indexes of
@@ -29,36 +62,9 @@ func TestListingFigures(t *testing.T) {
 		t.Skip("set GUST_BILLING_LISTING_RECORDS to a record count to measure the listing")
 	}
 	ctx := context.Background()
-	// generate inserts n records into s in batches of 1000 and returns
-	// the time it took: 20 namespaces, 500 functions (function i in
-	// namespace i%20) of skewed popularity (cube of a uniform draw), over
-	// 30 days; 2% errors, 1% timeouts. The same seed gives the same
-	// records.
 	generate := func(s *Store, n int) time.Duration {
-		rng := rand.New(rand.NewPCG(7, 7))
-		const functions, namespaces = 500, 20
-		base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-		step := 30 * 24 * time.Hour / time.Duration(n)
-		batch := make([]gust.CallRecord, 0, 1000)
 		began := time.Now()
-		for i := range n {
-			u := rng.Float64()
-			fn := int(u * u * u * functions)
-			outcome := gust.OutcomeOK
-			switch p := rng.IntN(100); {
-			case p < 2:
-				outcome = gust.OutcomeError
-			case p < 3:
-				outcome = gust.OutcomeTimeout
-			}
-			start := base.Add(time.Duration(i)*step + time.Duration(rng.IntN(int(step))))
-			batch = append(batch, rec(fmt.Sprintf("%016x", rng.Uint64()), fmt.Sprintf("ns%02d", fn%namespaces),
-				fmt.Sprintf("fn%03d", fn), start, time.Duration(1+rng.IntN(500))*time.Millisecond, 256, outcome, rng.IntN(50) == 0))
-			if len(batch) == cap(batch) || i == n-1 {
-				MustAddCalls(t, s, batch...)
-				batch = batch[:0]
-			}
-		}
+		generateCalls(n, n, func(batch []gust.CallRecord) { MustAddCalls(t, s, batch...) })
 		return time.Since(began)
 	}
 	// Insert rate of this schema and of version 2's, on fresh stores of
@@ -187,17 +193,17 @@ func TestListingFigures(t *testing.T) {
 		r[0] = figures{d[0], d[9]}
 		res[fl.name] = r
 	}
-	ms := func(d time.Duration) string {
+	pageMs := func(d time.Duration) string {
 		if d == 0 {
 			return "(fewer than 10 pages)"
 		}
-		return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + " ms"
+		return ms(d)
 	}
 	out := fmt.Sprintf("\n| listing (%d records, %d a page) | page 1 before | page 10 before | page 1 after | page 10 after |\n|---|---|---|---|---|\n",
 		n, billing.DefaultLimit)
 	for _, fl := range filters {
 		r := res[fl.name]
-		out += fmt.Sprintf("| `%s` | %s | %s | %s | %s |\n", fl.name, ms(r[0].p1), ms(r[0].p10), ms(r[1].p1), ms(r[1].p10))
+		out += fmt.Sprintf("| `%s` | %s | %s | %s | %s |\n", fl.name, pageMs(r[0].p1), pageMs(r[0].p10), pageMs(r[1].p1), pageMs(r[1].p10))
 	}
 	t.Log(out)
 }

@@ -6,11 +6,9 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,12 +161,7 @@ func TestStore_CallsPlan(t *testing.T) {
 func TestStore_CallsPaging(t *testing.T) {
 	ctx := context.Background()
 	s, _ := MustOpen(t)
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("GUST_TEST_SEED"); v != "" {
-		seed, _ = strconv.ParseUint(v, 10, 64)
-	}
-	t.Logf("seed %d (GUST_TEST_SEED repeats it)", seed)
-	rng := rand.New(rand.NewPCG(seed, 13))
+	rng := testRNG(t, 13)
 	base := mustTime(t, "2024-05-01T10:00:00Z")
 	all := randomCalls(rng, 3000, base)
 	for i := 0; i < len(all); {

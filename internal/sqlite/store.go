@@ -85,7 +85,58 @@ var migrations = []string{
 	CREATE INDEX IF NOT EXISTS calls_namespace_function_start_id ON calls (namespace, function, start_ns, call_id);
 	CREATE INDEX IF NOT EXISTS calls_function_start_id ON calls (function, start_ns, call_id);
 	CREATE INDEX IF NOT EXISTS calls_outcome_start_id ON calls (outcome, start_ns, call_id) WHERE outcome <> 'ok';`,
+	// 3 → 4: rollups (internal/billing's): sums of calls per hour and per
+	// day, and of instances per hour, backfilled from the records. start_ns
+	// is the bucket's start, so that the reports' filters and time groups
+	// read a rollup as they read the records. The primary keys lead with
+	// the time, as a month-wide report reads them; the second index serves
+	// the reports of one namespace or function.
+	`CREATE TABLE call_hours (` + callRollupColumnsDDL + `) WITHOUT ROWID;
+	CREATE INDEX call_hours_function ON call_hours (namespace, function, start_ns);
+	CREATE TABLE call_days (` + callRollupColumnsDDL + `) WITHOUT ROWID;
+	CREATE INDEX call_days_function ON call_days (namespace, function, start_ns);
+	CREATE TABLE instance_hours (
+		start_ns   INTEGER NOT NULL,
+		namespace  TEXT    NOT NULL,
+		function   TEXT    NOT NULL,
+		memory_mib INTEGER NOT NULL,
+		instances  INTEGER NOT NULL,
+		held_ns    INTEGER NOT NULL,
+		PRIMARY KEY (start_ns, namespace, function, memory_mib)
+	) WITHOUT ROWID;
+	INSERT INTO call_hours (` + callRollupColumns + `)
+		SELECT start_ns - ((start_ns % 3600000000000) + 3600000000000) % 3600000000000,
+			namespace, function, outcome, memory_mib, COUNT(*), SUM(cold_start), SUM(duration_ns),
+			SUM(billed_ns), SUM(memory_mib * (billed_ns / 1000))
+		FROM calls GROUP BY 1, 2, 3, 4, 5;
+	INSERT INTO call_days (` + callRollupColumns + `)
+		SELECT start_ns - ((start_ns % 86400000000000) + 86400000000000) % 86400000000000,
+			namespace, function, outcome, memory_mib, SUM(requests), SUM(cold_starts), SUM(duration_ns),
+			SUM(billed_ns), SUM(mib_micros)
+		FROM call_hours GROUP BY 1, 2, 3, 4, 5;
+	INSERT INTO instance_hours (start_ns, namespace, function, memory_mib, instances, held_ns)
+		SELECT ready_ns - ((ready_ns % 3600000000000) + 3600000000000) % 3600000000000,
+			namespace, function, memory_mib, COUNT(*), SUM(MAX(stopped_ns - ready_ns, 0))
+		FROM instances GROUP BY 1, 2, 3, 4;`,
 }
+
+// The columns of the call rollup tables, call_hours and call_days.
+const (
+	callRollupColumnsDDL = `
+		start_ns    INTEGER NOT NULL,
+		namespace   TEXT    NOT NULL,
+		function    TEXT    NOT NULL,
+		outcome     TEXT    NOT NULL,
+		memory_mib  INTEGER NOT NULL,
+		requests    INTEGER NOT NULL,
+		cold_starts INTEGER NOT NULL,
+		duration_ns INTEGER NOT NULL,
+		billed_ns   INTEGER NOT NULL,
+		mib_micros  INTEGER NOT NULL,
+		PRIMARY KEY (start_ns, namespace, function, outcome, memory_mib)`
+	callRollupColumns = `start_ns, namespace, function, outcome, memory_mib,
+		requests, cold_starts, duration_ns, billed_ns, mib_micros`
+)
 
 // optimizeEvery is how often an open store refreshes the planner's
 // statistics (PRAGMA optimize), which decide between the indexes above
@@ -236,97 +287,220 @@ func (s *Store) Close() error {
 }
 
 // AddCalls implements gust.BillingStore: the batch commits in one
-// transaction, and records whose call id is already stored are skipped.
+// transaction with the rollups of the records it really inserted;
+// records whose call id is already stored are skipped, and so change no
+// rollup.
 func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO calls (`+callColumns+`) VALUES `,
-		`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
-			r := &recs[i]
-			return []any{
-				r.CallID, r.Namespace, r.Function, int64(r.Version), r.Image, r.Worker, r.Instance, r.Trigger,
-				unixNano(r.Start), unixNano(r.End), r.DurationNs, r.BilledNs, r.MemoryMiB,
-				r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut, r.CallerID,
+	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) {
+		ids, err := insertRows(ctx, tx, insertCalls, callRow, ` RETURNING call_id`, len(recs), callArgs(recs))
+		if err != nil || len(ids) == 0 {
+			return 0, err
+		}
+		// The record of each inserted id: its first in the batch, as the
+		// first is the one INSERT OR IGNORE kept.
+		inserted := make([]gust.CallRecord, 0, len(ids))
+		for i := range recs {
+			if _, ok := ids[recs[i].CallID]; ok {
+				inserted = append(inserted, recs[i])
+				delete(ids, recs[i].CallID)
 			}
-		})
+		}
+		for _, t := range []struct {
+			table string
+			width int64
+		}{{"call_hours", billing.HourNs}, {"call_days", billing.DayNs}} {
+			if err := upsertCallRollups(ctx, tx, t.table, billing.RollCalls(inserted, t.width)); err != nil {
+				return 0, err
+			}
+		}
+		return len(inserted), nil
+	})
 	if err != nil {
 		return fmt.Errorf("add calls: %w", err)
 	}
 	if ce := s.logger.Check(zapcore.DebugLevel, "calls committed"); ce != nil {
-		ce.Write(zap.Int("records", len(recs)), zap.Int64("added", added))
+		ce.Write(zap.Int("records", len(recs)), zap.Int("added", added))
 	}
 	return nil
 }
 
 // AddInstances implements gust.BillingStore: the batch commits in one
-// transaction, and records whose instance id is already stored are
-// skipped.
+// transaction with the rollups of the records it really inserted;
+// records whose instance id is already stored are skipped.
 func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	added, err := s.insertBatch(ctx, `INSERT OR IGNORE INTO instances
-		(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns) VALUES `,
-		`(?, ?, ?, ?, ?, ?, ?)`, len(recs), func(i int) []any {
-			r := &recs[i]
-			return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)}
-		})
+	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) {
+		ids, err := insertRows(ctx, tx, `INSERT OR IGNORE INTO instances
+			(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns) VALUES `,
+			`(?, ?, ?, ?, ?, ?, ?)`, ` RETURNING instance`, len(recs), func(i int) []any {
+				r := &recs[i]
+				return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)}
+			})
+		if err != nil || len(ids) == 0 {
+			return 0, err
+		}
+		inserted := make([]gust.InstanceRecord, 0, len(ids))
+		for i := range recs {
+			if _, ok := ids[recs[i].Instance]; ok {
+				inserted = append(inserted, recs[i])
+				delete(ids, recs[i].Instance)
+			}
+		}
+		rows := billing.RollInstances(inserted)
+		keys := make([]billing.InstanceRollupKey, 0, len(rows))
+		for k := range rows {
+			keys = append(keys, k)
+		}
+		_, err = insertRows(ctx, tx, `INSERT INTO instance_hours
+			(start_ns, namespace, function, memory_mib, instances, held_ns) VALUES `, `(?, ?, ?, ?, ?, ?)`,
+			` ON CONFLICT (start_ns, namespace, function, memory_mib) DO UPDATE SET
+				instances = instances + excluded.instances, held_ns = held_ns + excluded.held_ns`,
+			len(keys), func(i int) []any {
+				k := keys[i]
+				r := rows[k]
+				return []any{k.StartNs, k.Namespace, k.Function, k.MemoryMiB, r.Instances, r.HeldNs}
+			})
+		return len(inserted), err
+	})
 	if err != nil {
 		return fmt.Errorf("add instances: %w", err)
 	}
 	if ce := s.logger.Check(zapcore.DebugLevel, "instances committed"); ce != nil {
-		ce.Write(zap.Int("records", len(recs)), zap.Int64("added", added))
+		ce.Write(zap.Int("records", len(recs)), zap.Int("added", added))
 	}
 	return nil
+}
+
+// upsertCallRollups adds rows to the call rollup table.
+func upsertCallRollups(ctx context.Context, tx *sql.Tx, table string, rows map[billing.CallRollupKey]*billing.CallRollup) error {
+	keys := make([]billing.CallRollupKey, 0, len(rows))
+	for k := range rows {
+		keys = append(keys, k)
+	}
+	_, err := insertRows(ctx, tx, `INSERT INTO `+table+` (`+callRollupColumns+`) VALUES `,
+		`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		` ON CONFLICT (start_ns, namespace, function, outcome, memory_mib) DO UPDATE SET
+			requests = requests + excluded.requests, cold_starts = cold_starts + excluded.cold_starts,
+			duration_ns = duration_ns + excluded.duration_ns, billed_ns = billed_ns + excluded.billed_ns,
+			mib_micros = mib_micros + excluded.mib_micros`,
+		len(keys), func(i int) []any {
+			k := keys[i]
+			r := rows[k]
+			return []any{k.StartNs, k.Namespace, k.Function, k.Outcome, k.MemoryMiB,
+				r.Requests, r.ColdStarts, r.DurationNs, r.BilledNs, r.MiBMicros}
+		})
+	if err != nil {
+		return fmt.Errorf("%s: %w", table, err)
+	}
+	return nil
+}
+
+// write runs fn in one write transaction and commits what it did.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) (int, error)) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	n, err := fn(tx)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return n, nil
 }
 
 // rowsPerInsert is how many rows one INSERT statement carries: far
 // fewer statements per batch, well under SQLite's bound on parameters.
 const rowsPerInsert = 50
 
-// insertBatch inserts n rows (head + row repeated, each row's values from
-// args) in one transaction, rowsPerInsert to a statement, and returns how
-// many rows it inserted.
-func (s *Store) insertBatch(ctx context.Context, head, row string, n int, args func(i int) []any) (int64, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
+// insertRows runs head + row repeated + tail for n rows (each row's
+// values from args) in tx, rowsPerInsert to a statement. A tail with a
+// RETURNING clause of one text column has insertRows return the values
+// it returned (with INSERT OR IGNORE: the ids of the rows inserted);
+// otherwise it returns nil.
+func insertRows(ctx context.Context, tx *sql.Tx, head, row, tail string, n int, args func(i int) []any) (map[string]struct{}, error) {
+	returning := strings.Contains(tail, "RETURNING")
+	var ids map[string]struct{}
+	if returning {
+		ids = make(map[string]struct{}, n)
 	}
-	defer func() { _ = tx.Rollback() }()
 	stmts := map[int]*sql.Stmt{}
 	defer func() {
 		for _, st := range stmts {
 			_ = st.Close()
 		}
 	}()
-	var added int64
+	vals := make([]any, 0, rowsPerInsert*strings.Count(row, "?"))
 	for start := 0; start < n; start += rowsPerInsert {
 		k := min(rowsPerInsert, n-start)
 		stmt := stmts[k]
 		if stmt == nil {
-			q := head + row + strings.Repeat(", "+row, k-1)
+			var err error
+			q := head + row + strings.Repeat(", "+row, k-1) + tail
 			if stmt, err = tx.PrepareContext(ctx, q); err != nil {
-				return 0, fmt.Errorf("prepare: %w", err)
+				return nil, fmt.Errorf("prepare: %w", err)
 			}
 			stmts[k] = stmt
 		}
-		var vals []any
+		vals = vals[:0]
 		for i := start; i < start+k; i++ {
 			vals = append(vals, args(i)...)
 		}
-		res, err := stmt.ExecContext(ctx, vals...)
-		if err != nil {
-			return 0, fmt.Errorf("insert records %d to %d: %w", start, start+k-1, err)
+		if !returning {
+			if _, err := stmt.ExecContext(ctx, vals...); err != nil {
+				return nil, fmt.Errorf("insert rows %d to %d: %w", start, start+k-1, err)
+			}
+			continue
 		}
-		if a, err := res.RowsAffected(); err == nil {
-			added += a
+		if err := collect(ctx, stmt, vals, ids); err != nil {
+			return nil, fmt.Errorf("insert rows %d to %d: %w", start, start+k-1, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
+	return ids, nil
+}
+
+// collect runs stmt and adds the one text column of every row it returns
+// to into.
+func collect(ctx context.Context, stmt *sql.Stmt, vals []any, into map[string]struct{}) error {
+	rows, err := stmt.QueryContext(ctx, vals...)
+	if err != nil {
+		return err
 	}
-	return added, nil
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		into[id] = struct{}{}
+	}
+	return rows.Err()
+}
+
+// insertCalls and callRow insert call records; callArgs gives a row's
+// values.
+const (
+	insertCalls = `INSERT OR IGNORE INTO calls (` + callColumns + `) VALUES `
+	callRow     = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
+
+func callArgs(recs []gust.CallRecord) func(i int) []any {
+	return func(i int) []any {
+		r := &recs[i]
+		return []any{
+			r.CallID, r.Namespace, r.Function, int64(r.Version), r.Image, r.Worker, r.Instance, r.Trigger,
+			unixNano(r.Start), unixNano(r.End), r.DurationNs, r.BilledNs, r.MemoryMiB,
+			r.ColdStart, r.InitNs, r.Status, r.Outcome, r.BytesIn, r.BytesOut, r.CallerID,
+		}
+	}
 }
 
 const callColumns = `call_id, namespace, function, version, image, worker, instance, trigger_type,
@@ -454,8 +628,9 @@ func callsQuery(f gust.CallFilter, limit int) (string, []any, error) {
 		` ORDER BY start_ns DESC, call_id DESC LIMIT ?`, args, nil
 }
 
-// groupExprs are the SQL expressions of the Usage group keys. Time
-// buckets are UTC.
+// groupExprs are the SQL expressions of the Usage group keys, on the
+// records and on the rollups alike (both have start_ns). Time buckets are
+// UTC.
 var groupExprs = map[string]string{
 	gust.GroupByNamespace: `namespace`,
 	gust.GroupByFunction:  `namespace || '/' || function`,
@@ -468,13 +643,15 @@ var groupExprs = map[string]string{
 // start time and grouped by (group, namespace), sorted by group then
 // namespace; instances are selected by namespace, function and ready time
 // (f.Outcome does not apply) and grouped by (namespace, function, memory).
+// Whole days and hours of the range are read from the rollups, the
+// partial hours at its edges from the records (billing.Spans).
 // An unknown groupBy is an EINVALID error on field "group_by".
 func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([]gust.UsageRow, []gust.InstanceUsageRow, error) {
 	expr, ok := groupExprs[groupBy]
 	if !ok {
 		return nil, nil, gust.Invalidf("group_by", "unknown grouping %q: want namespace, function, hour, day or month", groupBy)
 	}
-	usage, err := s.callUsage(ctx, f, expr)
+	usage, err := s.callUsage(ctx, f, expr, billing.Spans(f.From, f.To, groupBy != gust.GroupByHour))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -485,26 +662,46 @@ func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([
 	return usage, inst, nil
 }
 
-func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr string) ([]gust.UsageRow, error) {
-	where, args := filterWhere(f, `start_ns`, true)
-	// billed_ns / 1000 is exact: billed durations are whole microseconds
-	// (the billing granularity is). SUM fails on integer overflow rather
-	// than wrapping.
-	rows, err := s.db.QueryContext(ctx, `SELECT `+groupExpr+` AS grp, namespace,
-			COUNT(*),
-			SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END),
-			SUM(cold_start),
-			SUM(duration_ns),
-			SUM(billed_ns),
-			SUM(memory_mib * (billed_ns / 1000))
-		FROM calls`+whereClause(where)+`
+// callSums are the sums of callUsage, on the records and on the rollups.
+// billed_ns / 1000 is exact: billed durations are whole microseconds (the
+// billing granularity is). SUM fails on integer overflow rather than
+// wrapping.
+var callSums = map[billing.Source]struct{ table, sums string }{
+	billing.Raw: {`calls`, `COUNT(*) AS r, SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END) AS e, SUM(cold_start) AS c,
+		SUM(duration_ns) AS d, SUM(billed_ns) AS b, SUM(memory_mib * (billed_ns / 1000)) AS m`},
+	billing.Hours: {`call_hours`, callRollupSums},
+	billing.Days:  {`call_days`, callRollupSums},
+}
+
+const callRollupSums = `SUM(requests) AS r, SUM(CASE WHEN outcome <> 'ok' THEN requests ELSE 0 END) AS e,
+	SUM(cold_starts) AS c, SUM(duration_ns) AS d, SUM(billed_ns) AS b, SUM(mib_micros) AS m`
+
+// callUsage sums the calls of f's filters other than its range over
+// spans.
+func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr string, spans []billing.Span) ([]gust.UsageRow, error) {
+	var (
+		parts []string
+		args  []any
+	)
+	for _, sp := range spans {
+		src := callSums[sp.Source]
+		where, a := spanWhere(f, sp, `start_ns`, true)
+		parts = append(parts, `SELECT `+groupExpr+` AS grp, namespace, `+src.sums+` FROM `+src.table+
+			whereClause(where)+` GROUP BY grp, namespace`)
+		args = append(args, a...)
+	}
+	out := []gust.UsageRow{}
+	if len(parts) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT grp, namespace, SUM(r), SUM(e), SUM(c), SUM(d), SUM(b), SUM(m)
+		FROM (`+strings.Join(parts, ` UNION ALL `)+`)
 		GROUP BY grp, namespace
 		ORDER BY grp, namespace`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
-	out := []gust.UsageRow{}
 	for rows.Next() {
 		var u gust.UsageRow
 		if err := rows.Scan(&u.Group, &u.Namespace, &u.Requests, &u.Errors, &u.ColdStarts,
@@ -520,20 +717,39 @@ func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr stri
 }
 
 func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.InstanceUsageRow, error) {
-	where, args := filterWhere(f, `ready_ns`, false)
-	// A record whose stop precedes its ready time (clock step) holds
-	// nothing rather than a negative amount.
-	rows, err := s.db.QueryContext(ctx, `SELECT namespace, function, memory_mib,
-			COUNT(*),
-			SUM(MAX(stopped_ns - ready_ns, 0))
-		FROM instances`+whereClause(where)+`
+	var (
+		parts []string
+		args  []any
+	)
+	for _, sp := range billing.Spans(f.From, f.To, false) {
+		var where []string
+		var a []any
+		if sp.Source == billing.Raw {
+			// A record whose stop precedes its ready time (clock step)
+			// holds nothing rather than a negative amount.
+			where, a = spanWhere(f, sp, `ready_ns`, false)
+			parts = append(parts, `SELECT namespace, function, memory_mib, COUNT(*) AS n,
+				SUM(MAX(stopped_ns - ready_ns, 0)) AS held FROM instances`+whereClause(where)+
+				` GROUP BY namespace, function, memory_mib`)
+		} else {
+			where, a = spanWhere(f, sp, `start_ns`, false)
+			parts = append(parts, `SELECT namespace, function, memory_mib, SUM(instances) AS n, SUM(held_ns) AS held
+				FROM instance_hours`+whereClause(where)+` GROUP BY namespace, function, memory_mib`)
+		}
+		args = append(args, a...)
+	}
+	out := []gust.InstanceUsageRow{}
+	if len(parts) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT namespace, function, memory_mib, SUM(n), SUM(held)
+		FROM (`+strings.Join(parts, ` UNION ALL `)+`)
 		GROUP BY namespace, function, memory_mib
 		ORDER BY namespace, function, memory_mib`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("instance usage: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
-	out := []gust.InstanceUsageRow{}
 	for rows.Next() {
 		var u gust.InstanceUsageRow
 		if err := rows.Scan(&u.Namespace, &u.Function, &u.MemoryMiB, &u.Instances, &u.HeldNs); err != nil {
@@ -545,6 +761,20 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 		return nil, fmt.Errorf("instance usage: %w", err)
 	}
 	return out, nil
+}
+
+// spanWhere returns the conditions and arguments of f's filters with the
+// time range of sp (on timeCol) in place of f's own.
+func spanWhere(f gust.CallFilter, sp billing.Span, timeCol string, withOutcome bool) ([]string, []any) {
+	f.From, f.To = time.Time{}, time.Time{}
+	where, args := filterWhere(f, timeCol, withOutcome)
+	if sp.From != billing.OpenFrom {
+		where, args = append(where, timeCol+` >= ?`), append(args, sp.From)
+	}
+	if sp.To != billing.OpenTo {
+		where, args = append(where, timeCol+` < ?`), append(args, sp.To)
+	}
+	return where, args
 }
 
 // filterWhere returns the conditions and arguments of f's namespace,
