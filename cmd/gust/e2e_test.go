@@ -218,7 +218,10 @@ type sleepReply struct {
 
 // TestConcurrencyLimitAndScaleUp sends more concurrent calls than one
 // instance takes: the function scales up to its max and no instance ever
-// runs more calls than its concurrency.
+// runs more calls than its concurrency. Each call sleeps long enough
+// (one instance alone would need 9 s for all of them) that the new
+// instances are ready while calls still wait, even when starting a
+// container takes seconds on a loaded machine.
 func TestConcurrencyLimitAndScaleUp(t *testing.T) {
 	m := MustRunUp(t, "")
 	mustDeploy(t, m, "sleepy", imageTag("sleep"), map[string]string{
@@ -248,7 +251,7 @@ func TestConcurrencyLimitAndScaleUp(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, _, out := call(t, "GET", gw(m)+"/function/sleepy?ms=400", "")
+			st, _, out := call(t, "GET", gw(m)+"/function/sleepy?ms=1500", "")
 			statuses[i] = st
 			_ = json.Unmarshal([]byte(out), &replies[i])
 		}()
