@@ -163,6 +163,7 @@ func TestAuth_Matrix(t *testing.T) {
 		"DELETE /system/deadletters":                {"namespaced", "/system/deadletters?namespace=team-a&function=nofn", ""},
 		"GET /system/deadletters/{callId}":          {"namespaced", "/system/deadletters/dla", ""},
 		"POST /system/deadletters/{callId}/redrive": {"namespaced", "/system/deadletters/dla/redrive", ""},
+		"GET /system/logs":                          {"namespaced", "/system/logs?name=fa&namespace=team-a", ""},
 		"POST /system/namespace":                    {"admin", "/system/namespace", `{"name":"team-c"}`},
 		"POST /system/namespace/":                   {"admin", "/system/namespace/", `{"name":"team-d"}`},
 		"GET /system/namespace/{name}":              {"namespaced", "/system/namespace/team-a", ""},
@@ -177,6 +178,10 @@ func TestAuth_Matrix(t *testing.T) {
 		"POST /system/secrets":                      {"namespaced", "/system/secrets", fnBody},
 		"PUT /system/secrets":                       {"namespaced", "/system/secrets", fnBody},
 		"DELETE /system/secrets":                    {"namespaced", "/system/secrets", fnBody},
+		"GET /ui":                                   {"caller", "/ui", ""},
+		"GET /ui/*":                                 {"caller", "/ui/", ""},
+		"GET /ui/api/pools":                         {"namespaced", "/ui/api/pools?namespace=team-a", ""},
+		"GET /ui/api/activity":                      {"namespaced", "/ui/api/activity?namespace=team-a", ""},
 		" /async-function/*":                        {"call", "/async-function/fp.team-a", ""},
 		" /function/*":                              {"call", "/function/fp.team-a", ""},
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/gateway/ui"
 	"github.com/gustfaas/gust/internal/billing"
 	"github.com/gustfaas/gust/internal/httplimits"
 	"github.com/gustfaas/gust/internal/metrics"
@@ -114,6 +115,8 @@ type Server struct {
 	tenancy *gust.Tenancy
 	// quota enforces the namespaces' quotas (quota.go).
 	quota quotaState
+	// logs serves the function logs kept (logs.go); nil: 503.
+	logs *logService
 
 	ln net.Listener
 	// port is the port ln is bound to, for the dispatcher's goroutines
@@ -269,6 +272,8 @@ func (s *Server) routes() []endpoint {
 		{"DELETE", "/system/deadletters", ruleNamespaced(nsQuery), h(s.purgeDeadLetters)},
 		{"GET", "/system/deadletters/{callId}", ruleNamespaced(nsDeadLetter), h(s.getDeadLetter)},
 		{"POST", "/system/deadletters/{callId}/redrive", ruleNamespaced(nsDeadLetter), h(s.redriveDeadLetter)},
+		// Function logs (logs.go).
+		{"GET", "/system/logs", ruleNamespaced(nsQuery), h(s.functionLogs)},
 
 		// Tenancy (namespaces.go, keys.go, secrets.go): 404 without one.
 		{"POST", "/system/namespace", ruleAdmin, h(s.createNamespace)},
@@ -288,10 +293,20 @@ func (s *Server) routes() []endpoint {
 		{"GET", "/system/workers", ruleAdmin, h(s.listWorkers)},
 		{"POST", "/system/workers/{id}/drain", ruleAdmin, h(s.drainWorker)},
 
+		// The dashboard (gateway/ui): its files for any caller (a
+		// browser gets the Basic challenge), its data as the API's.
+		{"GET", "/ui", ruleCaller, ui.Redirect()},
+		{"GET", "/ui/*", ruleCaller, ui.Static()},
+		{"GET", "/ui/api/pools", ruleNamespaced(nsQuery), h(s.dashboard().Pools)},
+		{"GET", "/ui/api/activity", ruleNamespaced(nsQuery), h(s.dashboard().Activity)},
+
 		{"", "/async-function/*", ruleCall, h(s.asyncInvoke)},
 		{"", "/function/*", ruleCall, h(s.invoke)},
 	}
 }
+
+// dashboard is the dashboard's own API over the gateway's state.
+func (s *Server) dashboard() *ui.API { return &ui.API{Status: s.state.Status, Billing: s.billing} }
 
 // handle adapts a handler that returns an error to http.HandlerFunc; the
 // error becomes a JSON answer with the status of its code.
