@@ -1,0 +1,155 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/billing/storetest"
+	"github.com/gustfaas/gust/internal/postgres"
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap/zaptest"
+)
+
+// serverURL returns GUST_POSTGRES_URL, the database the tests may use
+// (scripts/postgres starts a throwaway one). Without it the tests skip,
+// saying so, or fail where GUST_REQUIRE_DOCKER says that every real
+// dependency must be there (CI).
+func serverURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("GUST_POSTGRES_URL")
+	if u == "" {
+		if os.Getenv("GUST_REQUIRE_DOCKER") != "" {
+			t.Fatal("GUST_POSTGRES_URL is unset and GUST_REQUIRE_DOCKER is set: start PostgreSQL (scripts/postgres start)")
+		}
+		t.Skip("SKIPPED: GUST_POSTGRES_URL is unset; run `eval $(scripts/postgres start)` to test the PostgreSQL store")
+	}
+	return u
+}
+
+// MustOpen opens a store in a schema of its own on the test database
+// (its tables are new and empty), and closes the store and drops the
+// schema when the test ends.
+func MustOpen(t *testing.T) (*postgres.Store, string) {
+	t.Helper()
+	ctx := context.Background()
+	base := serverURL(t)
+	schema := fmt.Sprintf("gust_test_%d", time.Now().UnixNano())
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to GUST_POSTGRES_URL: %v", err)
+	}
+	defer func() { _ = admin.Close(ctx) }()
+	if _, err := admin.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("connect to drop schema: %v", err)
+			return
+		}
+		defer func() { _ = admin.Close(ctx) }()
+		if _, err := admin.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	u := withSearchPath(t, base, schema)
+	s, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s, u
+}
+
+// withSearchPath returns the URL base with its connections' search_path
+// set to schema (pgx passes unknown URL parameters on as run-time
+// parameters).
+func withSearchPath(t *testing.T, base, schema string) string {
+	t.Helper()
+	if !strings.Contains(base, "://") {
+		return base + " search_path=" + schema
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("GUST_POSTGRES_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// TestStore_Conformance runs the billing store conformance suite, which
+// internal/sqlite runs too.
+func TestStore_Conformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) gust.BillingStore {
+		s, _ := MustOpen(t)
+		return s
+	})
+}
+
+// TestOpen_Migrations: a second Open of a migrated database changes
+// nothing and keeps the records; several opened at once (gateways
+// started together) migrate once; a schema newer than this program is an
+// error.
+func TestOpen_Migrations(t *testing.T) {
+	ctx := context.Background()
+	s, u := MustOpen(t)
+	storetest.MustAddCalls(t, s, storetest.Rec("c1", "a", "f", time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC),
+		time.Millisecond, 128, gust.OutcomeOK, false))
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			s2, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
+			if err == nil {
+				_, err = s2.Call(ctx, "c1")
+				_ = s2.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var rows, version int
+	if err := conn.QueryRow(ctx, `SELECT COUNT(*), MAX(version) FROM gust_billing_schema`).Scan(&rows, &version); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 || version < 1 {
+		t.Errorf("gust_billing_schema: %d rows, version %d; want one row, version >= 1", rows, version)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE gust_billing_schema SET version = 1000`); err != nil {
+		t.Fatal(err)
+	}
+	if s3, err := postgres.Open(ctx, u, zaptest.NewLogger(t)); err == nil {
+		_ = s3.Close()
+		t.Error("Open of a schema newer than this program succeeded")
+	}
+}
+
+// TestOpen_BadURL: an unparsable URL is an error that does not repeat
+// the URL (it may hold a password).
+func TestOpen_BadURL(t *testing.T) {
+	_, err := postgres.Open(context.Background(), "postgres://u:secret@[::1", nil)
+	if err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("Open(bad URL) = %v, want an error without the password", err)
+	}
+}
