@@ -92,14 +92,26 @@ func (l *listFlag) Set(s string) error {
 
 var buildCommand = &Command{
 	Name:  "build",
-	Usage: "DIR --tag IMAGE",
+	Usage: "DIR --tag IMAGE | -f stack.yml [--filter NAME]",
 	Short: "build a Go function folder into a FROM scratch image",
 	Long: `Compiles the Go main package in DIR (CGO_ENABLED=0) and builds a
 FROM scratch image holding it, through the Docker Engine API: no registry
-and no docker CLI needed.`,
+and no docker CLI needed. With -f, builds every function of a stack file
+(see 'gust new'): each handler folder into its image.`,
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		tag := fs.String("tag", "", "image name and tag, e.g. hello:latest (required)")
+		file := fs.String("f", "", "stack file: build its functions")
+		filter := fs.String("filter", "", "with -f: build only this function")
 		return func(ctx context.Context, args []string) error {
+			if err := stackOnlyFlags(*file, *filter); err != nil {
+				return err
+			}
+			if *file != "" {
+				if len(args) > 0 || *tag != "" {
+					return usagef("-f takes no DIR and no --tag: the stack file names them")
+				}
+				return buildStack(ctx, *file, *filter, os.Stderr, isTerminal(os.Stderr))
+			}
 			if len(args) != 1 {
 				return usagef("want exactly one DIR")
 			}
@@ -122,8 +134,8 @@ and no docker CLI needed.`,
 
 var deployCommand = &Command{
 	Name:  "deploy",
-	Usage: "--name NAME --image IMAGE [--env K=V]... [--label K=V]... [--secret NAME]... [--memory 128Mi]",
-	Short: "deploy (or redeploy) a function",
+	Usage: "--name NAME --image IMAGE [--env K=V]... [--label K=V]... [--secret NAME]... [--memory 128Mi] | -f stack.yml [--filter NAME]",
+	Short: "deploy (or redeploy) a function, or the functions of a stack file",
 	Long: `Scaling labels (see README): com.openfaas.scale.min, com.openfaas.scale.max,
 gust.concurrency, gust.idle-timeout, gust.timeout, gust.health.`,
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
@@ -140,23 +152,40 @@ gust.concurrency, gust.idle-timeout, gust.timeout, gust.health.`,
 		var secrets listFlag
 		fs.Var(&secrets, "secret", "secret of the function's namespace, read as the file /var/openfaas/secrets/NAME (repeatable)")
 		update := fs.Bool("update", false, "fail if the function does not exist (PUT)")
+		file := fs.String("f", "", "stack file: deploy its functions (its provider.gateway is used unless --gateway or $GUST_GATEWAY says otherwise)")
+		filter := fs.String("filter", "", "with -f: deploy only this function")
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef("unexpected arguments: %v", args)
+			}
+			if err := stackOnlyFlags(*file, *filter); err != nil {
+				return err
+			}
+			if *file != "" {
+				if *name != "" || *image != "" {
+					return usagef("-f takes no --name and no --image: the stack file names them")
+				}
+				return deployStack(ctx, cf, *file, *filter, *update)
 			}
 			spec := gust.FunctionSpec{Service: *name, Image: *image, Namespace: cf.namespace,
 				EnvVars: env, Labels: labels, Annotations: annotations, Secrets: secrets}
 			if *memory != "" || *cpu != "" {
 				spec.Limits = &gust.FunctionResources{Memory: *memory, CPU: *cpu}
 			}
-			fmt.Fprintf(os.Stderr, "deploying %s (%s); waiting for its first instance...\n", *name, *image)
-			if err := cf.client().Deploy(ctx, spec, *update); err != nil {
-				return err
-			}
-			fmt.Printf("deployed %s\n", *name)
-			return nil
+			return deployFunction(ctx, cf.client(), spec, *update)
 		}
 	},
+}
+
+// deployFunction deploys spec through c and waits for its first instance,
+// saying so: the deploy of `gust deploy` and of `gust deploy -f`.
+func deployFunction(ctx context.Context, c *gateway.Client, spec gust.FunctionSpec, update bool) error {
+	fmt.Fprintf(os.Stderr, "deploying %s (%s); waiting for its first instance...\n", spec.Service, spec.Image)
+	if err := c.Deploy(ctx, spec, update); err != nil {
+		return err
+	}
+	fmt.Printf("deployed %s\n", spec.Service)
+	return nil
 }
 
 var invokeCommand = &Command{

@@ -38,10 +38,10 @@ var commands []*Command
 func init() {
 	commands = []*Command{
 		upCommand, natsCommand, gatewayCommand, schedulerCommand, workerCommand,
-		buildCommand, deployCommand, invokeCommand, listCommand, describeCommand,
+		newCommand, buildCommand, deployCommand, invokeCommand, listCommand, describeCommand,
 		rmCommand, scaleCommand, billingCommand, invocationsCommand, publishCommand, deadlettersCommand,
 		loginCommand, namespaceCommand, keysCommand, secretCommand, versionCommand,
-		workersCommand,
+		workersCommand, logsCommand,
 	}
 }
 
