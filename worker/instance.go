@@ -38,6 +38,9 @@ type instance struct {
 	suspect bool
 	// retiring instances (older version) get no new calls and stop when idle.
 	retiring bool
+	// calls are its last calls' spans, to tie its log lines to them
+	// (logs.go); they have their own lock.
+	calls callSpans
 }
 
 // containerSpec is the container of one instance.
@@ -124,6 +127,7 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	in.cid, in.addr, in.host = c.ID, "http://"+c.Addr, c.Addr
 	p.mu.Unlock()
 	logger = logger.With(zap.String("container_id", shortID(c.ID)))
+	w.collectLogs(fn, in, c.ID, logger)
 	exited := make(chan gust.Exit, 1)
 	// Not spawned only when the worker is closing: waitHealthy then
 	// returns at once.
@@ -169,6 +173,7 @@ func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust
 		logger.Warn("instance exited", zap.Int("exit_code", exit.Code), zap.Bool("oom_killed", exit.OOMKilled))
 		w.instanceStopped(p, in)
 		w.kickStatus()
+		w.awaitLogs(cid)
 		w.removeContainer(cid, logger)
 	}
 }
@@ -254,6 +259,7 @@ func (w *Worker) stopContainer(cid string, logger *zap.Logger) {
 	if err := w.rt.Stop(ctx, cid, w.cfg.StopGrace); err != nil && !errors.Is(err, gust.ErrInstanceNotFound) {
 		logger.Warn("stop container", zap.Error(err))
 	}
+	w.awaitLogs(cid) // its last lines, before they go with the container
 	w.removeContainer(cid, logger)
 }
 

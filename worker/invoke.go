@@ -125,6 +125,15 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 	defer cancel()
 	defer p.release(in)
+	// The call's span ties the instance's log lines to it (logs.go): it
+	// ends once the function's answer is in (spanEnd), before the caller
+	// has it and may send the next call, or else as the call returns.
+	spanEnd := func() {}
+	if w.logs != nil {
+		slot := in.calls.begin(rec.CallID)
+		spanEnd = func() { in.calls.end(slot) }
+		defer spanEnd()
+	}
 	rec.Instance, rec.ColdStart = in.id, cold
 	if cold {
 		rec.InitNs = int64(in.initDur)
@@ -165,6 +174,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 			return w.failed(h, r, p, in, fn, cfg, ctx, err, rec, body)
 		}
 		w.finish(rec, time.Now(), body.n.Load(), int64(cs.buf.Len()))
+		spanEnd()
 		proxy.CopyHeader(h, resp)
 		setFigures(h, rec, callerID, cold)
 		h.Set(gust.HeaderOutcome, rec.Outcome)
@@ -191,6 +201,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	rw.WriteHeader(resp.StatusCode)
 	n, cerr := proxy.CopyBody(rw, resp)
 	w.finish(rec, time.Now(), body.n.Load(), n)
+	spanEnd()
 	if cerr != nil && r.Context().Err() == nil {
 		// The function broke off its answer (or went past its timeout).
 		rec.Outcome = gust.OutcomeCrashed

@@ -100,6 +100,7 @@ type Worker struct {
 	meter       gust.Meter
 	metrics     *metrics.Metrics
 	secrets     gust.SecretStore // nil: functions with secrets do not start
+	logs        *logCollector    // nil: instances' output is not collected (logs.go)
 	others      *others          // the cluster's other workers (orphans.go)
 	statusKick  chan struct{}
 

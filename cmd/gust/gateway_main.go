@@ -100,6 +100,9 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 	if sh.Tenancy != nil {
 		m.Server.WithTenancy(sh.Tenancy)
 	}
+	if logs := openLogs(ctx, sh.Bus, m.Logger); logs != nil {
+		m.Server.WithLogs(logs)
+	}
 	return m.Server.Open(ctx)
 }
 

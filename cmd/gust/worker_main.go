@@ -126,6 +126,9 @@ func (m *WorkerMain) Run(ctx context.Context) (err error) {
 	if sh.Tenancy != nil {
 		m.Worker.WithSecrets(sh.Tenancy.Secrets)
 	}
+	if logs := openLogs(ctx, sh.Bus, m.Logger); logs != nil {
+		m.Worker.WithLogs(logs)
+	}
 	if err := m.Worker.Start(ctx); err != nil {
 		return err
 	}

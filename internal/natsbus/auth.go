@@ -56,7 +56,7 @@ var reserved = []string{
 // Streams and buckets, by the roles that use them.
 var (
 	// Every Gust stream: only UserGust creates or changes them.
-	gustStreams = []string{StreamAsync, StreamDeadLetters, StreamMeter}
+	gustStreams = []string{StreamAsync, StreamDeadLetters, StreamMeter, StreamLogs}
 	gustBuckets = []string{
 		BucketFunctions, BucketPlacements, BucketWorkers, BucketStatus,
 		BucketCalls, BucketIdempotency, BucketNamespaces, BucketKeys, BucketSecrets,
@@ -135,6 +135,9 @@ func permissions(user string) *server.Permissions {
 		r.pub = append(r.pub, "gust.scheduler.place", "gust.async.>", "gust.dlq.>", "gust.meter.>",
 			"$JS.API.STREAM.MSG.DELETE."+StreamDeadLetters, "$JS.API.STREAM.PURGE."+StreamDeadLetters)
 		r.consume(StreamAsync, StreamDeadLetters, StreamMeter)
+		// Function logs: it reads them (ordered consumers), never
+		// writes them.
+		r.consume(StreamLogs)
 		// Stream triggers: consumers on the operator's own streams. The
 		// API of Gust's streams and buckets is limited above: the denials
 		// keep these wildcards off them.
@@ -170,6 +173,8 @@ func permissions(user string) *server.Permissions {
 		// it roll the bucket up (Nats-Rollup: all), wiping every secret.
 		r.readKV(BucketFunctions, BucketPlacements, BucketSecrets)
 		r.pub = append(r.pub, "gust.meter.>", "$JS.API.STREAM.INFO."+StreamMeter)
+		// Its instances' output, line by line (the log stream).
+		r.pub = append(r.pub, SubjectLogsPrefix+">", "$JS.API.STREAM.INFO."+StreamLogs)
 		r.sub = append(r.sub, "gust.worker.prepare.*", "gust.worker.drain.*")
 		r.responses = true
 	case UserEvents:
