@@ -27,6 +27,9 @@ type GatewayMain struct {
 	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
 	// is kept in DataDir (see secretsKey).
 	SecretsKeyFile string
+	// BillingStore is --billing-store: empty for the SQLite file in
+	// DataDir, or a PostgreSQL URL.
+	BillingStore string
 	// Shared, when set, replaces NATS and DataDir: see Shared.
 	Shared *Shared
 	// Local is the worker of this process, which the gateway calls in
@@ -69,6 +72,7 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 			return err
 		}
 		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}
+		mc.StoreURL = m.BillingStore
 		if m.metering, err = startMetering(ctx, m.bus, mc, sh.Metrics, m.Logger); err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/natsbus"
 	"github.com/gustfaas/gust/internal/spool"
-	"github.com/gustfaas/gust/internal/sqlite"
 	"go.uber.org/zap"
 )
 
@@ -20,7 +19,7 @@ import (
 type Metering struct {
 	Metrics *metrics.Metrics
 	Meter   *natsbus.Meter
-	Store   *sqlite.Store
+	Store   billingStore
 	ingest  *natsbus.Ingest
 	bus     *natsbus.Bus
 	logger  *zap.Logger
@@ -29,7 +28,8 @@ type Metering struct {
 // meterConfig says what a process meters and stores.
 type meterConfig struct {
 	DataDir   string
-	Store     bool // keep a billing store fed from the stream
+	Store     bool   // keep a billing store fed from the stream
+	StoreURL  string // --billing-store: empty for SQLite in DataDir
 	SpoolMax  int64
 	Retention time.Duration
 	// SyncWait > 0: a call's record is in JetStream before its answer
@@ -57,12 +57,7 @@ func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *me
 	}
 	mt.Meter.Start()
 	if cfg.Store {
-		db := filepath.Join(cfg.DataDir, "billing.db")
-		if err := createPrivate(db); err != nil {
-			mt.Close()
-			return nil, err
-		}
-		if mt.Store, err = sqlite.Open(db, logger.Named("billing")); err != nil {
+		if mt.Store, err = openBillingStore(ctx, cfg.DataDir, cfg.StoreURL, logger.Named("billing")); err != nil {
 			mt.Close()
 			return nil, err
 		}

@@ -30,6 +30,9 @@ type UpMain struct {
 	Scheduler  scheduler.Config
 	Worker     worker.Config
 	Pricing    billing.Pricing
+	// BillingStore is --billing-store: empty for the SQLite file in
+	// DataDir, or a PostgreSQL URL.
+	BillingStore string
 	// NoMetering switches metering off (for benchmarks against it).
 	NoMetering bool
 	Logger     *zap.Logger
@@ -89,6 +92,7 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 	m.Worker.BillingGranularity = m.Pricing.Granularity
 	if !m.NoMetering {
 		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax, Retention: m.NATSFlags.meterRetention}
+		mc.StoreURL = m.BillingStore
 		if m.Metering, err = startMetering(ctx, m.bus, mc, m.Metrics, m.Logger); err != nil {
 			return err
 		}
