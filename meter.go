@@ -155,6 +155,21 @@ type BillingStore interface {
 	Usage(ctx context.Context, f CallFilter, groupBy string) ([]UsageRow, []InstanceUsageRow, error)
 }
 
+// PruningStore is a BillingStore that deletes raw call records past an
+// age (retention) while keeping their rollups, from which reports over
+// the pruned range still answer, at the granularity of whole hours.
+type PruningStore interface {
+	BillingStore
+	// Prune deletes the call records that started before the hour that
+	// holds before, in small transactions so that ingest goes on, and
+	// returns how many it deleted.
+	Prune(ctx context.Context, before time.Time) (int64, error)
+	// RawFrom returns the start of the first hour from which call
+	// records are all kept: earlier ones were pruned. It is the zero
+	// time when none were.
+	RawFrom(ctx context.Context) (time.Time, error)
+}
+
 // Report groupings.
 const (
 	GroupByNamespace = "namespace"

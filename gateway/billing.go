@@ -115,6 +115,21 @@ func (s *Server) billingReport(w http.ResponseWriter, r *http.Request) error {
 		to = &f.To
 	}
 	rep := s.pricing.Report(rows, inst, groupBy, from, to)
+	if ps, ok := s.billing.(gust.PruningStore); ok {
+		rawFrom, err := ps.RawFrom(r.Context())
+		if err != nil {
+			return err
+		}
+		if !rawFrom.IsZero() && (f.From.IsZero() || f.From.Before(rawFrom)) {
+			end := rawFrom
+			if !f.To.IsZero() && f.To.Before(end) {
+				end = f.To
+			}
+			rep.AggregateOnly = &billing.Period{From: from, To: &end,
+				Note: "call records before " + rawFrom.Format(time.RFC3339) + " were deleted by retention: this part is summed from hourly rollups, and a partial hour at its edge counts whole"}
+			w.Header().Set("X-Gust-Aggregate-Only", rawFrom.Format(time.RFC3339))
+		}
+	}
 	if format == "csv" {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		return billing.WriteCSV(w, rep)

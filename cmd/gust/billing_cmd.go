@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"text/tabwriter"
@@ -37,12 +40,17 @@ func (f *reportFlags) query(ns string) url.Values {
 
 var billingCommand = &Command{
 	Name:  "billing",
-	Usage: "[--group-by function] [--from T] [--to T] [--function F] [--csv | --json]",
-	Short: "show what calls cost, per namespace, function, hour, day or month",
+	Usage: "[--group-by function] [--from T] [--to T] [--function F] [--csv | --json]\n       gust billing export [--from T] [--to T] [--function F] [--format ndjson|csv] [--output FILE]",
+	Short: "show what calls cost, per namespace, function, hour, day or month; export call records",
 	Long: `Prints the billing report of the gateway: requests, errors, cold starts,
 billed duration, GB-seconds and costs per group, with totals, and the
 capacity each function held (instance-seconds). Prices come from the
-gateway's pricing (see README); the report states its formula.`,
+gateway's pricing (see README); the report states its formula.
+
+gust billing export writes the raw call records of the range (newest
+first) as NDJSON (one record per line, the fields of GET
+/system/invocations) or CSV, for archiving before --billing-retention
+deletes them. It pages through /system/invocations, 1000 records a page.`,
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var cf clientFlags
 		cf.register(fs)
@@ -51,7 +59,12 @@ gateway's pricing (see README); the report states its formula.`,
 		groupBy := fs.String("group-by", "function", "namespace, function, hour, day or month")
 		asCSV := fs.Bool("csv", false, "print CSV")
 		asJSON := fs.Bool("json", false, "print JSON")
+		format := fs.String("format", "ndjson", "export: ndjson or csv")
+		output := fs.String("output", "", "export: write to this file (default: standard output)")
 		return func(ctx context.Context, args []string) error {
+			if len(args) == 1 && args[0] == "export" {
+				return exportCalls(ctx, cf, rf, *format, *output)
+			}
 			if len(args) > 0 {
 				return usagef("unexpected arguments: %v", args)
 			}
@@ -136,4 +149,65 @@ var invocationsCommand = &Command{
 			return nil
 		}
 	},
+}
+
+// exportCalls writes every call record that rf selects to output (or
+// standard output) in format, a page of 1000 at a time, and says on
+// standard error how many it wrote.
+func exportCalls(ctx context.Context, cf clientFlags, rf reportFlags, format, output string) error {
+	if format != "ndjson" && format != "csv" {
+		return usagef("--format %q: want ndjson or csv", format)
+	}
+	var w io.Writer = os.Stdout
+	if output != "" {
+		f, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = f.Close() }()
+		w = f
+	}
+	bw := bufio.NewWriter(w)
+	cw := csv.NewWriter(bw)
+	if format == "csv" {
+		if err := cw.Write(billing.CallColumns); err != nil {
+			return err
+		}
+	}
+	c := cf.client()
+	q := rf.query(cf.namespace)
+	q.Set("limit", "1000")
+	n := 0
+	var line []byte
+	for {
+		recs, next, err := c.Invocations(ctx, q)
+		if err != nil {
+			return fmt.Errorf("after %d records: %w", n, err)
+		}
+		for i := range recs {
+			if format == "csv" {
+				err = cw.Write(billing.CallCells(&recs[i]))
+			} else {
+				line = append(recs[i].AppendJSON(line[:0]), '\n')
+				_, err = bw.Write(line)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		n += len(recs)
+		if next == "" {
+			break
+		}
+		q.Set("cursor", next)
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "exported %d call records\n", n)
+	return nil
 }

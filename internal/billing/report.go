@@ -59,6 +59,17 @@ type Report struct {
 	// held per function and memory size, and what that would cost at the
 	// namespace's perGBSecond. It is shown, not added to the totals.
 	Instances []InstanceRow `json:"instances"`
+	// AggregateOnly, when set, is the part of the report's range whose
+	// raw call records were deleted by retention: its sums come from
+	// hourly rollups, and a partial hour at its edge counts whole.
+	AggregateOnly *Period `json:"aggregateOnly,omitempty"`
+}
+
+// Period is a range of time; a nil bound is open.
+type Period struct {
+	From *time.Time `json:"from,omitempty"`
+	To   *time.Time `json:"to"`
+	Note string     `json:"note"`
 }
 
 // ReportRow is the usage and cost of one group (or the total). Money is
@@ -314,6 +325,9 @@ func WriteTable(w io.Writer, r Report) error {
 		fmt.Fprintf(ew, "  %s: %s per million requests, %s per GB-second\n", k, ps.PerMillionRequests, ps.PerGBSecond)
 	}
 	fmt.Fprintf(ew, "Formula: %s\n", r.Formula)
+	if a := r.AggregateOnly; a != nil {
+		fmt.Fprintf(ew, "Aggregate only up to %s: %s\n", a.To.Format(time.RFC3339), a.Note)
+	}
 	if ew.err != nil {
 		return fmt.Errorf("write table: %w", ew.err)
 	}

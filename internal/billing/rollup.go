@@ -168,6 +168,29 @@ func Spans(from, to time.Time, days bool) []Span {
 	return hourSpans(lo, hi)
 }
 
+// Pruned adapts spans to a store whose call records before rawFrom (an
+// hour's start; 0: none pruned) are gone: the part of a raw span below
+// rawFrom is read from the hourly rollups of the hours it touches, which
+// counts those partial hours whole. Rollup spans are unchanged.
+func Pruned(spans []Span, rawFrom int64) []Span {
+	if rawFrom == 0 {
+		return spans
+	}
+	var out []Span
+	for _, sp := range spans {
+		if sp.Source != Raw || sp.From >= rawFrom {
+			out = append(out, sp)
+			continue
+		}
+		cut := min(sp.To, rawFrom)
+		out = append(out, Span{Hours, floorTo(sp.From, HourNs), ceilTo(cut, HourNs)})
+		if cut < sp.To {
+			out = append(out, Span{Raw, cut, sp.To})
+		}
+	}
+	return out
+}
+
 // hourSpans splits [lo, hi) into whole hours and the raw edges around
 // them; an empty range gives nothing.
 func hourSpans(lo, hi int64) []Span {

@@ -301,7 +301,7 @@ func TestOpen_BackfillsRollups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP TABLE call_hours`, `DROP TABLE call_days`, `DROP TABLE instance_hours`, `PRAGMA user_version = 3`} {
+	for _, q := range []string{`DROP TABLE call_hours`, `DROP TABLE call_days`, `DROP TABLE instance_hours`, `DROP TABLE retention`, `PRAGMA user_version = 3`} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}

@@ -118,6 +118,14 @@ var migrations = []string{
 		SELECT ready_ns - ((ready_ns % 3600000000000) + 3600000000000) % 3600000000000,
 			namespace, function, memory_mib, COUNT(*), SUM(MAX(stopped_ns - ready_ns, 0))
 		FROM instances GROUP BY 1, 2, 3, 4;`,
+	// 4 → 5: retention. raw_from_ns is the hour from which call records
+	// are all kept (Prune deleted earlier ones); one row, 0 before any
+	// pruning.
+	`CREATE TABLE retention (
+		id          INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+		raw_from_ns INTEGER NOT NULL
+	);
+	INSERT INTO retention (id, raw_from_ns) VALUES (1, 0);`,
 }
 
 // The columns of the call rollup tables, call_hours and call_days.
@@ -161,7 +169,7 @@ type Store struct {
 	optimized chan struct{}
 }
 
-var _ gust.BillingStore = (*Store)(nil)
+var _ gust.PruningStore = (*Store)(nil)
 
 // Open opens or creates the SQLite file at path, brings its schema up to
 // date and returns a ready store. A nil logger logs nothing.
@@ -294,7 +302,30 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	skipped := 0
 	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) {
+		// A record from before the retention horizon arrives after its
+		// hour was pruned: whether it was counted then cannot be known
+		// (its id is gone), so it is left out rather than perhaps
+		// counted twice. Only a record older than the retention age,
+		// which the store would delete anyway, can be one.
+		rawFrom, err := rawFromTx(ctx, tx)
+		if err != nil {
+			return 0, err
+		}
+		if rawFrom != 0 {
+			kept := recs[:0:0]
+			for i := range recs {
+				if unixNano(recs[i].Start) >= rawFrom {
+					kept = append(kept, recs[i])
+				}
+			}
+			skipped = len(recs) - len(kept)
+			recs = kept
+		}
+		if len(recs) == 0 {
+			return 0, nil
+		}
 		ids, err := insertRows(ctx, tx, insertCalls, callRow, ` RETURNING call_id`, len(recs), callArgs(recs))
 		if err != nil || len(ids) == 0 {
 			return 0, err
@@ -320,6 +351,9 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	})
 	if err != nil {
 		return fmt.Errorf("add calls: %w", err)
+	}
+	if skipped > 0 {
+		s.logger.Warn("call records older than the retention horizon left out", zap.Int("records", skipped))
 	}
 	if ce := s.logger.Check(zapcore.DebugLevel, "calls committed"); ce != nil {
 		ce.Write(zap.Int("records", len(recs)), zap.Int("added", added))
@@ -651,7 +685,12 @@ func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([
 	if !ok {
 		return nil, nil, gust.Invalidf("group_by", "unknown grouping %q: want namespace, function, hour, day or month", groupBy)
 	}
-	usage, err := s.callUsage(ctx, f, expr, billing.Spans(f.From, f.To, groupBy != gust.GroupByHour))
+	var rawFrom int64
+	if err := s.db.QueryRowContext(ctx, `SELECT raw_from_ns FROM retention`).Scan(&rawFrom); err != nil {
+		return nil, nil, fmt.Errorf("usage: %w", err)
+	}
+	spans := billing.Pruned(billing.Spans(f.From, f.To, groupBy != gust.GroupByHour), rawFrom)
+	usage, err := s.callUsage(ctx, f, expr, spans)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -660,6 +699,60 @@ func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([
 		return nil, nil, err
 	}
 	return usage, inst, nil
+}
+
+// pruneBatch is how many call records one transaction of Prune deletes:
+// small enough that an ingest batch waiting for the write lock waits
+// milliseconds.
+const pruneBatch = 2000
+
+// Prune implements gust.PruningStore: it first moves the horizon (so
+// that reports read rollups below it from then on), then deletes the
+// older call records pruneBatch at a time, each batch its own
+// transaction. The rollups and the instance records stay.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	h := billing.Bucket(unixNano(before), billing.HourNs)
+	if _, err := s.db.ExecContext(ctx, `UPDATE retention SET raw_from_ns = MAX(raw_from_ns, ?)`, h); err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
+	var deleted int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		// The start index finds the oldest rows; deleting by rowid keeps
+		// each statement to one batch.
+		res, err := s.db.ExecContext(ctx, `DELETE FROM calls WHERE rowid IN
+			(SELECT rowid FROM calls WHERE start_ns < ? ORDER BY start_ns LIMIT ?)`, h, pruneBatch)
+		if err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		deleted += n
+		if n < pruneBatch {
+			return deleted, nil
+		}
+	}
+}
+
+// RawFrom implements gust.PruningStore.
+func (s *Store) RawFrom(ctx context.Context) (time.Time, error) {
+	var ns int64
+	if err := s.db.QueryRowContext(ctx, `SELECT raw_from_ns FROM retention`).Scan(&ns); err != nil {
+		return time.Time{}, fmt.Errorf("retention horizon: %w", err)
+	}
+	return fromUnixNano(ns), nil
+}
+
+func rawFromTx(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var ns int64
+	if err := tx.QueryRowContext(ctx, `SELECT raw_from_ns FROM retention`).Scan(&ns); err != nil {
+		return 0, fmt.Errorf("retention horizon: %w", err)
+	}
+	return ns, nil
 }
 
 // callSums are the sums of callUsage, on the records and on the rollups.
