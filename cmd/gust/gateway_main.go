@@ -22,7 +22,9 @@ type GatewayMain struct {
 	Config  gateway.Config
 	DataDir string // the billing store and the spool of rejected calls
 	Pricing billing.Pricing
-	Logger  *zap.Logger
+	// BillingRetention > 0 deletes raw call records older than this.
+	BillingRetention time.Duration
+	Logger           *zap.Logger
 
 	// SecretsKeyFile holds the key secrets are encrypted under; empty, it
 	// is kept in DataDir (see secretsKey).
@@ -71,7 +73,7 @@ func (m *GatewayMain) Run(ctx context.Context) (err error) {
 		if sh.Tenancy, err = openTenancy(ctx, m.bus, m.SecretsKeyFile, m.DataDir, m.Logger); err != nil {
 			return err
 		}
-		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax}
+		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax, KeepRaw: m.BillingRetention}
 		mc.StoreURL = m.BillingStore
 		if m.metering, err = startMetering(ctx, m.bus, mc, sh.Metrics, m.Logger); err != nil {
 			return err

@@ -23,6 +23,9 @@ type Metering struct {
 	ingest  *natsbus.Ingest
 	bus     *natsbus.Bus
 	logger  *zap.Logger
+	// stopPrune ends the retention loop; pruned is closed when it has.
+	stopPrune context.CancelFunc
+	pruned    chan struct{}
 }
 
 // meterConfig says what a process meters and stores.
@@ -35,6 +38,9 @@ type meterConfig struct {
 	// SyncWait > 0: a call's record is in JetStream before its answer
 	// ends, waiting at most this long (natsbus.Meter.SetSync).
 	SyncWait time.Duration
+	// KeepRaw > 0 deletes raw call records older than this from the
+	// store (--billing-retention); rollups stay.
+	KeepRaw time.Duration
 }
 
 // startMetering opens the spool (and the store) under the data directory
@@ -71,6 +77,15 @@ func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *me
 			mt.Close()
 			return nil, err
 		}
+		if cfg.KeepRaw > 0 {
+			var pctx context.Context
+			pctx, mt.stopPrune = context.WithCancel(context.Background())
+			mt.pruned = make(chan struct{})
+			go func() {
+				defer close(mt.pruned)
+				prune(pctx, mt.Store, cfg.KeepRaw, logger.Named("billing"))
+			}()
+		}
 	}
 	return mt, nil
 }
@@ -87,6 +102,10 @@ func (mt *Metering) Close() error {
 	defer cancel()
 	if mt.Meter != nil {
 		errs = append(errs, mt.Meter.Close(ctx))
+	}
+	if mt.stopPrune != nil {
+		mt.stopPrune()
+		<-mt.pruned
 	}
 	if mt.ingest != nil {
 		mt.ingest.Drain(ctx)

@@ -23,6 +23,7 @@ func serve(ctx context.Context, logger *zap.Logger, m interface {
 	if err := m.Run(ctx); err != nil {
 		return err
 	}
+	printWhere(m)
 	logger.Info("ready; stop with Ctrl-C or SIGTERM")
 	<-ctx.Done()
 	logger.Info("shutting down: draining calls in flight")
@@ -63,7 +64,6 @@ NATS takes no anonymous clients: outside publishers use user "events"
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
 		boundsFlags(fs, &gw, &wc)
 		pf := pricingFlags(fs)
-		bs := billingStoreFlag(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
 		iso := isolationFlags(fs)
@@ -93,7 +93,6 @@ NATS takes no anonymous clients: outside publishers use user "events"
 				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
 				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger, Isolation: isolation,
 				SecretsKeyFile: *skf, NATSFlags: nsf,
-				BillingStore: *bs,
 			})
 		}
 	},
@@ -138,7 +137,6 @@ var gatewayCommand = &Command{
 		data := fs.String("data", defaultDataDir(), "data directory: billing store, metering spool ($GUST_DATA)")
 		boundsFlags(fs, &cfg, nil)
 		pf := pricingFlags(fs)
-		bs := billingStoreFlag(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
@@ -166,8 +164,7 @@ var gatewayCommand = &Command{
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, WorkerTLS: wtls, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf,
-				BillingStore: *bs})
+			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, WorkerTLS: wtls, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
 		}
 	},
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/gustfaas/gust/gateway"
 	"github.com/gustfaas/gust/internal/billing"
@@ -33,6 +34,8 @@ type UpMain struct {
 	// BillingStore is --billing-store: empty for the SQLite file in
 	// DataDir, or a PostgreSQL URL.
 	BillingStore string
+	// BillingRetention > 0 deletes raw call records older than this.
+	BillingRetention time.Duration
 	// NoMetering switches metering off (for benchmarks against it).
 	NoMetering bool
 	Logger     *zap.Logger
@@ -91,7 +94,8 @@ func (m *UpMain) Run(ctx context.Context) (err error) {
 	}
 	m.Worker.BillingGranularity = m.Pricing.Granularity
 	if !m.NoMetering {
-		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax, Retention: m.NATSFlags.meterRetention}
+		mc := meterConfig{DataDir: m.DataDir, Store: true, SpoolMax: defaultSpoolMax, Retention: m.NATSFlags.meterRetention,
+			KeepRaw: m.BillingRetention}
 		mc.StoreURL = m.BillingStore
 		if m.Metering, err = startMetering(ctx, m.bus, mc, m.Metrics, m.Logger); err != nil {
 			return err
