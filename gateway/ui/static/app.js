@@ -5,8 +5,8 @@ import { lineChart, barChart } from './chart.js';
 
 const $ = (sel) => document.querySelector(sel);
 const REFRESH_MS = 5000;
-const BILLING_EVERY = 6; // refreshes: billing is reread every 30 s
-const state = { ns: '', fn: '', tick: 0, logs: null, open: new Set(), instances: new Map() };
+const BILLING_EVERY = 3; // refreshes: billing is reread every 15 s
+const state = { ns: '', fn: '', tick: 0, logs: null, open: new Set(), instances: new Map(), armed: null };
 
 // api fetches a path of this gateway and returns its JSON; a refusal
 // throws with the gateway's message and status.
@@ -120,16 +120,19 @@ async function refreshFunctions() {
 }
 
 // deleteButton asks for a second click instead of a dialog (which would
-// block a headless browser and is no kinder to a screen reader).
+// block a headless browser and is no kinder to a screen reader). The
+// armed state outlives the table's redraws.
 function deleteButton(name) {
-  const b = h('button', { type: 'button', class: 'danger' }, 'Delete');
+  const armed = state.armed && state.armed.name === name && Date.now() < state.armed.until;
+  const b = h('button', { type: 'button', class: 'danger', 'data-armed': armed ? 'yes' : null }, armed ? `Delete ${name}?` : 'Delete');
   b.addEventListener('click', async () => {
-    if (b.dataset.armed !== 'yes') {
+    if (!(state.armed && state.armed.name === name && Date.now() < state.armed.until)) {
+      state.armed = { name, until: Date.now() + 5000 };
       b.dataset.armed = 'yes';
       b.textContent = `Delete ${name}?`;
-      setTimeout(() => { b.dataset.armed = ''; b.textContent = 'Delete'; }, 4000);
       return;
     }
+    state.armed = null;
     b.disabled = true;
     try {
       await api('/system/functions', { method: 'DELETE', body: JSON.stringify({ functionName: name, namespace: state.ns }) });

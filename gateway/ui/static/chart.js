@@ -25,7 +25,8 @@ function fmt(v) {
   if (Math.abs(v) >= 1000) return (v / 1000).toFixed(v % 1000 ? 1 : 0) + 'k';
   if (Math.abs(v) >= 10) return v.toFixed(0);
   if (Math.abs(v) >= 1) return v.toFixed(1).replace(/\.0$/, '');
-  return v.toPrecision(2).replace(/0+$/, '');
+  if (Math.abs(v) >= 0.01) return v.toPrecision(2).replace(/0+$/, '');
+  return v.toExponential(1).replace('.0e', 'e'); // costs per hour are tiny
 }
 
 // frame draws the axes, grid and x labels, and returns the SVG and the
