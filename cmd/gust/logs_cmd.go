@@ -100,7 +100,7 @@ func formatLogLine(l gust.LogLine) string {
 // gateway (to read). A stream that cannot be had leaves logs off, loudly,
 // rather than the role down: calls matter more than their output.
 func openLogs(ctx context.Context, bus *natsbus.Bus, logger *zap.Logger) *natsbus.Logs {
-	logs, err := natsbus.OpenLogs(ctx, bus, logger)
+	logs, err := natsbus.OpenLogs(ctx, bus, natsbus.LogLimits{}, logger)
 	if err != nil {
 		logger.Warn("function logs are off: the log stream is not available", zap.Error(err))
 		return nil

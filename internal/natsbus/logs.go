@@ -37,8 +37,30 @@ const logsMaxMsgSize = 8*gust.MaxLogLine + 4096
 // LogSubject is the subject of the lines of function ns.name.
 func LogSubject(ns, name string) string { return SubjectLogsPrefix + ns + "." + name }
 
-// EnsureLogStream creates or updates the log stream.
-func EnsureLogStream(ctx context.Context, b *Bus) error {
+// LogLimits bound the log stream; a zero field takes its default
+// (LogsMaxAge, LogsMaxBytes, LogsMaxPerFunction).
+type LogLimits struct {
+	MaxAge         time.Duration
+	MaxBytes       int64
+	MaxPerFunction int64
+}
+
+func (l LogLimits) withDefaults() LogLimits {
+	if l.MaxAge <= 0 {
+		l.MaxAge = LogsMaxAge
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = LogsMaxBytes
+	}
+	if l.MaxPerFunction <= 0 {
+		l.MaxPerFunction = LogsMaxPerFunction
+	}
+	return l
+}
+
+// EnsureLogStream creates or updates the log stream with lim.
+func EnsureLogStream(ctx context.Context, b *Bus, lim LogLimits) error {
+	lim = lim.withDefaults()
 	err := b.ensureStream(ctx, jetstream.StreamConfig{
 		Name:              StreamLogs,
 		Description:       "Gust function logs (one line per message, per function subject)",
@@ -46,9 +68,9 @@ func EnsureLogStream(ctx context.Context, b *Bus) error {
 		Storage:           jetstream.FileStorage,
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
-		MaxAge:            LogsMaxAge,
-		MaxBytes:          LogsMaxBytes,
-		MaxMsgsPerSubject: LogsMaxPerFunction,
+		MaxAge:            lim.MaxAge,
+		MaxBytes:          lim.MaxBytes,
+		MaxMsgsPerSubject: lim.MaxPerFunction,
 		MaxMsgSize:        logsMaxMsgSize,
 	})
 	if err != nil {
@@ -71,10 +93,10 @@ var (
 	_ gust.LogReader = (*Logs)(nil)
 )
 
-// OpenLogs binds to the log stream (the provisioning connection creates
-// it).
-func OpenLogs(ctx context.Context, b *Bus, logger *zap.Logger) (*Logs, error) {
-	if err := EnsureLogStream(ctx, b); err != nil {
+// OpenLogs binds to the log stream; the provisioning connection creates
+// it, or updates it to lim.
+func OpenLogs(ctx context.Context, b *Bus, lim LogLimits, logger *zap.Logger) (*Logs, error) {
+	if err := EnsureLogStream(ctx, b, lim); err != nil {
 		return nil, err
 	}
 	return &Logs{bus: b, logger: logger.Named("logs")}, nil

@@ -45,7 +45,7 @@ func provisionSteps(b *Bus, idempotencyWindow, meterRetention time.Duration) ([]
 	return []provisionStep{
 		{"stream " + StreamAsync, func(ctx context.Context) error { _, err := OpenAsync(ctx, b, idempotencyWindow); return err }},
 		{"stream " + StreamMeter, func(ctx context.Context) error { return EnsureMeterStream(ctx, b, meterRetention) }},
-		{"stream " + StreamLogs, func(ctx context.Context) error { return EnsureLogStream(ctx, b) }},
+		{"stream " + StreamLogs, func(ctx context.Context) error { return EnsureLogStream(ctx, b, LogLimits{}) }},
 		{"bucket " + namespacesTable.Bucket, func(ctx context.Context) error {
 			_, err := OpenTable[gust.Namespace](ctx, b, namespacesTable)
 			return err

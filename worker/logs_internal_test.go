@@ -1,0 +1,60 @@
+package worker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestCallSpans: a line is tied to the one call that ran when it was
+// written, to none when several or none ran, and to none when the call
+// that ran then may have been forgotten.
+func TestCallSpans(t *testing.T) {
+	var c callSpans
+	before := time.Now()
+	a := c.begin("a")
+	inA := time.Now()
+	c.end(a)
+	c.end(a) // a second end keeps the first
+	afterA := time.Now()
+	if got := c.at(inA); got != "a" {
+		t.Errorf("during a: %q, want a", got)
+	}
+	if got := c.at(before.Add(-time.Second)); got != "" {
+		t.Errorf("before any call: %q, want none", got)
+	}
+
+	b := c.begin("b")
+	x := c.begin("x")
+	both := time.Now()
+	if got := c.at(both); got != "" {
+		t.Errorf("while b and x ran: %q, want none", got)
+	}
+	c.end(b)
+	onlyX := time.Now()
+	if got := c.at(onlyX); got != "x" {
+		t.Errorf("while x alone ran: %q, want x", got)
+	}
+	c.end(x)
+	if got := c.at(time.Now().Add(time.Second)); got != "" {
+		t.Errorf("after every call: %q, want none", got)
+	}
+
+	// Past the spans kept, a time some forgotten call may cover is tied
+	// to none; a later one still is.
+	for i := 0; i < callSpansKept; i++ {
+		c.end(c.begin(fmt.Sprint(i)))
+	}
+	if got := c.at(inA); got != "" {
+		t.Errorf("a forgotten call's time: %q, want none", got)
+	}
+	if got := c.at(afterA); got != "" {
+		t.Errorf("a time between forgotten calls: %q, want none", got)
+	}
+	last := c.begin("last")
+	now := time.Now()
+	if got := c.at(now); got != "last" {
+		t.Errorf("during the last call: %q, want last", got)
+	}
+	c.end(last)
+}
