@@ -64,6 +64,8 @@ NATS takes no anonymous clients: outside publishers use user "events"
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
 		boundsFlags(fs, &gw, &wc)
 		pf := pricingFlags(fs)
+		keep := retentionFlag(fs)
+		bs := billingStoreFlag(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
 		iso := isolationFlags(fs)
@@ -92,7 +94,8 @@ NATS takes no anonymous clients: outside publishers use user "events"
 			return serve(ctx, logger, &UpMain{
 				Listen: *listen, NATSListen: *natsListen, DataDir: *data, Network: *network,
 				Gateway: gw, Scheduler: scheduler.DefaultConfig(), Worker: wc, Pricing: pricing, Logger: logger, Isolation: isolation,
-				SecretsKeyFile: *skf, NATSFlags: nsf,
+				SecretsKeyFile: *skf, NATSFlags: nsf, BillingRetention: time.Duration(*keep),
+				BillingStore: *bs,
 			})
 		}
 	},
@@ -137,6 +140,8 @@ var gatewayCommand = &Command{
 		data := fs.String("data", defaultDataDir(), "data directory: billing store, metering spool ($GUST_DATA)")
 		boundsFlags(fs, &cfg, nil)
 		pf := pricingFlags(fs)
+		keep := retentionFlag(fs)
+		bs := billingStoreFlag(fs)
 		apw := adminPasswordFlag(fs)
 		skf := secretsKeyFlag(fs)
 		return func(ctx context.Context, args []string) error {
@@ -164,7 +169,8 @@ var gatewayCommand = &Command{
 			if err != nil {
 				return err
 			}
-			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, WorkerTLS: wtls, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf})
+			return serve(ctx, logger, &GatewayMain{NATS: nc, WorkerToken: token, WorkerTLS: wtls, Config: cfg, DataDir: *data, Pricing: pricing, Logger: logger, SecretsKeyFile: *skf,
+				BillingRetention: time.Duration(*keep), BillingStore: *bs})
 		}
 	},
 }
