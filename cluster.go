@@ -108,12 +108,18 @@ func Share(total, i, n int) int {
 
 // PoolStatus is what a worker reports about its pool of one function.
 type PoolStatus struct {
-	Worker      string    `json:"worker"`
-	Replicas    int       `json:"replicas"`  // instances starting or ready
-	Available   int       `json:"available"` // instances ready
-	InFlight    int       `json:"inFlight"`
-	Invocations uint64    `json:"invocations"`
-	Updated     time.Time `json:"updated"`
+	Worker      string `json:"worker"`
+	Replicas    int    `json:"replicas"`  // instances starting or ready
+	Available   int    `json:"available"` // instances ready
+	InFlight    int    `json:"inFlight"`
+	Invocations uint64 `json:"invocations"`
+	// Desired is how many instances the pool's decider wants
+	// (internal/autoscale), within the pool's share of min and max; Want
+	// is what it would want without that max: a pool that wants more
+	// than its share makes the scheduler widen the placement.
+	Desired int       `json:"desired"`
+	Want    int       `json:"want,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // Change is one update seen by a Table watch. Value is the zero value when

@@ -32,6 +32,27 @@ const (
 	// image that needs another than the image's own or, when the image
 	// names none, DefaultUser.
 	LabelUser = "gust.user"
+
+	// OpenFaaS Pro's autoscaling labels. LabelScaleType is capacity
+	// (calls in flight per instance), rps (calls per second per
+	// instance) or cpu (millicores per instance); unset, the function
+	// scales as OpenFaaS Community Edition does (by rate, LabelScaleFactor
+	// percent of max a step). LabelScaleZero and LabelScaleZeroDuration
+	// are OpenFaaS's names for Gust's scale to zero (min 0) and
+	// LabelIdleTimeout.
+	LabelScaleType             = "com.openfaas.scale.type"
+	LabelScaleTarget           = "com.openfaas.scale.target"
+	LabelScaleTargetProportion = "com.openfaas.scale.target-proportion"
+	LabelScaleZero             = "com.openfaas.scale.zero"
+	LabelScaleZeroDuration     = "com.openfaas.scale.zero-duration"
+	LabelScaleFactor           = "com.openfaas.scale.factor"
+)
+
+// Scale types (LabelScaleType).
+const (
+	ScaleCapacity = "capacity"
+	ScaleRPS      = "rps"
+	ScaleCPU      = "cpu"
 )
 
 // Defaults for the scaling labels.
@@ -113,9 +134,17 @@ type Function struct {
 	// Version counts deployments of this name; instances of an older
 	// version are replaced.
 	Version uint64 `json:"version"`
-	// MinOverride is the warm minimum set by scale-function, if any. It
-	// holds until the next deploy.
-	MinOverride *int `json:"minOverride,omitempty"`
+	// Scaled is the last order of scale-function, if any: the number of
+	// instances wanted from then on, as OpenFaaS sets replicas. It is not
+	// a minimum: autoscaling moves the function within its min and max
+	// afterwards (internal/autoscale). A deploy clears it.
+	Scaled *ScaleOrder `json:"scaled,omitempty"`
+}
+
+// ScaleOrder is one scale-function order.
+type ScaleOrder struct {
+	Replicas int       `json:"replicas"`
+	At       time.Time `json:"at"`
 }
 
 // Key is the registry key of the function: "namespace.name".
@@ -129,12 +158,6 @@ func FunctionKey(namespace, name string) string { return namespace + "." + name 
 // label that no longer parses keeps its default.
 func (f *Function) Config() FunctionConfig {
 	c, _ := ParseConfig(&f.Spec)
-	if f.MinOverride != nil {
-		c.Min = *f.MinOverride
-		if c.Min > c.Max {
-			c.Max = c.Min
-		}
-	}
 	return c
 }
 
@@ -157,6 +180,17 @@ type FunctionConfig struct {
 	// Stream and StreamFilter name a JetStream stream that triggers the
 	// function durably.
 	Stream, StreamFilter string
+	// Autoscaling (internal/autoscale): ScaleType is "" (OpenFaaS CE's
+	// rate rule) or a Scale* constant; ScaleTarget per instance (0: the
+	// decider's default), ScaleProportion of it (0: 0.9), ScaleFactor
+	// percent of max per step of the rate rule. ScaleToZero allows the
+	// pool to stop its last instance after IdleTimeout without calls:
+	// min 0, or com.openfaas.scale.zero=true.
+	ScaleType       string
+	ScaleTarget     float64
+	ScaleProportion float64
+	ScaleFactor     int
+	ScaleToZero     bool
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -215,6 +249,68 @@ func (s *FunctionSpec) ValidateWithin(b Bounds) error {
 	return b.check(s, c)
 }
 
+// parseScaleLabels parses OpenFaaS Pro's autoscaling labels into c, whose
+// Min and IdleTimeout are parsed already.
+func parseScaleLabels(labels map[string]string, c *FunctionConfig) error {
+	c.ScaleFactor = 20 // OpenFaaS's default
+	c.ScaleToZero = c.Min == 0
+	if v, ok := labels[LabelScaleType]; ok {
+		switch t := strings.TrimSpace(v); t {
+		case ScaleCapacity, ScaleRPS, ScaleCPU:
+			c.ScaleType = t
+		default:
+			return Invalidf("labels."+LabelScaleType, "label %s=%q: want capacity, rps or cpu", LabelScaleType, v)
+		}
+	}
+	if v, ok := labels[LabelScaleTarget]; ok {
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(n > 0) || math.IsInf(n, 0) {
+			return Invalidf("labels."+LabelScaleTarget, "label %s=%q: want a number > 0 (per instance: calls in flight, calls per second or CPU millicores)", LabelScaleTarget, v)
+		}
+		c.ScaleTarget = n
+		if c.ScaleType == "" {
+			c.ScaleType = ScaleRPS // OpenFaaS Pro's default type
+		}
+	}
+	if v, ok := labels[LabelScaleTargetProportion]; ok {
+		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(n > 0 && n <= 1) {
+			return Invalidf("labels."+LabelScaleTargetProportion, "label %s=%q: want a number above 0 and at most 1, such as 0.9", LabelScaleTargetProportion, v)
+		}
+		c.ScaleProportion = n
+	}
+	if v, ok := labels[LabelScaleFactor]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > 100 {
+			return Invalidf("labels."+LabelScaleFactor, "label %s=%q: want a whole percent of max from 0 to 100 (0: the rate never scales up)", LabelScaleFactor, v)
+		}
+		c.ScaleFactor = n
+	}
+	if v, ok := labels[LabelScaleZero]; ok {
+		z, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return Invalidf("labels."+LabelScaleZero, "label %s=%q: want true or false", LabelScaleZero, v)
+		}
+		if !z && c.Min == 0 {
+			c.Min = 1 // no scale to zero: keep one
+		}
+		c.ScaleToZero = z
+	}
+	if v, ok := labels[LabelScaleZeroDuration]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return Invalidf("labels."+LabelScaleZeroDuration, "label %s=%q: want a positive Go duration such as 30s or 15m", LabelScaleZeroDuration, v)
+		}
+		if o, ok := labels[LabelIdleTimeout]; ok {
+			if od, _ := time.ParseDuration(strings.TrimSpace(o)); od != d {
+				return Invalidf("labels."+LabelScaleZeroDuration, "label %s=%q and its alias %s=%q disagree: set one", LabelScaleZeroDuration, v, LabelIdleTimeout, o)
+			}
+		}
+		c.IdleTimeout = d
+	}
+	return nil
+}
+
 // ParseConfig parses the scaling labels and resource limits of a spec.
 func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 	c := FunctionConfig{
@@ -265,6 +361,9 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 	durLabel(LabelIdleTimeout, &c.IdleTimeout)
 	durLabel(LabelTimeout, &c.Timeout)
 	if err != nil {
+		return c, err
+	}
+	if err := parseScaleLabels(s.Labels, &c); err != nil {
 		return c, err
 	}
 	if c.Retry.MinDelay > c.Retry.MaxDelay {

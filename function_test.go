@@ -1,6 +1,7 @@
 package gust_test
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -132,6 +133,7 @@ func TestParseConfig(t *testing.T) {
 			MemoryBytes: gust.DefaultMemory,
 			NanoCPUs:    0,
 			HealthPath:  gust.DefaultHealthPath,
+			ScaleFactor: 20, ScaleToZero: true,
 			Retry: gust.RetryPolicy{
 				MaxAttempts: 3, MinDelay: time.Second, MaxDelay: time.Minute, MaxAge: 24 * time.Hour,
 				On5xx: true, On429: true, OnTimeout: true, OnCrash: true,
@@ -179,6 +181,7 @@ func TestParseConfig(t *testing.T) {
 				MaxAge: time.Hour, On5xx: true, OnTimeout: true},
 			Topics: []string{"orders.created", "orders.*.paid", "audit.>"},
 			Stream: "ORDERS", StreamFilter: "orders.>",
+			ScaleFactor: 20,
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseConfig() = %+v, want %+v", got, want)
@@ -337,27 +340,106 @@ func TestParseCPU_Exact(t *testing.T) {
 }
 
 func TestFunction_Config(t *testing.T) {
-	intp := func(n int) *int { return &n }
+	// A scale-function order is a count wanted now, not a minimum nor a
+	// new max: the config keeps the labels' min and max.
 	for _, tt := range []struct {
-		name     string
-		labels   map[string]string
-		override *int
-		wantMin  int
-		wantMax  int
+		name    string
+		labels  map[string]string
+		order   *gust.ScaleOrder
+		wantMin int
+		wantMax int
 	}{
-		{name: "NoOverride", wantMin: gust.DefaultScaleMin, wantMax: gust.DefaultScaleMax},
+		{name: "NoOrder", wantMin: gust.DefaultScaleMin, wantMax: gust.DefaultScaleMax},
 		{name: "Labels", labels: map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "4"}, wantMin: 1, wantMax: 4},
-		{name: "OverrideBelowMax", labels: map[string]string{gust.LabelScaleMax: "4"}, override: intp(3), wantMin: 3, wantMax: 4},
-		{name: "OverrideRaisesMax", labels: map[string]string{gust.LabelScaleMax: "4"}, override: intp(9), wantMin: 9, wantMax: 9},
-		{name: "OverrideAboveDefaultMax", override: intp(30), wantMin: 30, wantMax: 30},
-		{name: "OverrideZero", labels: map[string]string{gust.LabelScaleMin: "2"}, override: intp(0), wantMin: 0, wantMax: gust.DefaultScaleMax},
+		{name: "Order", labels: map[string]string{gust.LabelScaleMax: "4"}, order: &gust.ScaleOrder{Replicas: 3}, wantMin: 0, wantMax: 4},
+		{name: "OrderZero", labels: map[string]string{gust.LabelScaleMin: "2"}, order: &gust.ScaleOrder{}, wantMin: 2, wantMax: gust.DefaultScaleMax},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			fn := gust.Function{Spec: validSpec(), MinOverride: tt.override}
+			fn := gust.Function{Spec: validSpec(), Scaled: tt.order}
 			fn.Spec.Labels = tt.labels
 			c := fn.Config()
 			if c.Min != tt.wantMin || c.Max != tt.wantMax {
 				t.Errorf("Config() Min, Max = %d, %d, want %d, %d", c.Min, c.Max, tt.wantMin, tt.wantMax)
+			}
+		})
+	}
+}
+
+// TestParseConfig_ScaleLabels: OpenFaaS Pro's autoscaling labels parse,
+// and a bad one is refused with an error naming it.
+func TestParseConfig_ScaleLabels(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		labels    map[string]string
+		wantField string
+		check     func(c gust.FunctionConfig) string
+	}{
+		{name: "Defaults", check: func(c gust.FunctionConfig) string {
+			if c.ScaleType != "" || c.ScaleFactor != 20 || !c.ScaleToZero || c.ScaleProportion != 0 {
+				return fmt.Sprintf("got type %q factor %d zero %v proportion %v, want \"\" 20 true 0", c.ScaleType, c.ScaleFactor, c.ScaleToZero, c.ScaleProportion)
+			}
+			return ""
+		}},
+		{name: "Capacity", labels: map[string]string{gust.LabelScaleType: "capacity", gust.LabelScaleTarget: "5", gust.LabelScaleTargetProportion: "0.7"}, check: func(c gust.FunctionConfig) string {
+			if c.ScaleType != gust.ScaleCapacity || c.ScaleTarget != 5 || c.ScaleProportion != 0.7 {
+				return fmt.Sprintf("got %q %v %v", c.ScaleType, c.ScaleTarget, c.ScaleProportion)
+			}
+			return ""
+		}},
+		{name: "TargetAloneIsRPS", labels: map[string]string{gust.LabelScaleTarget: "50"}, check: func(c gust.FunctionConfig) string {
+			if c.ScaleType != gust.ScaleRPS {
+				return fmt.Sprintf("type %q, want rps (OpenFaaS Pro's default)", c.ScaleType)
+			}
+			return ""
+		}},
+		{name: "ZeroFalseKeepsOne", labels: map[string]string{gust.LabelScaleZero: "false"}, check: func(c gust.FunctionConfig) string {
+			if c.Min != 1 || c.ScaleToZero {
+				return fmt.Sprintf("min %d zero %v, want 1 false", c.Min, c.ScaleToZero)
+			}
+			return ""
+		}},
+		{name: "ZeroTrueWithMin", labels: map[string]string{gust.LabelScaleZero: "true", gust.LabelScaleMin: "2"}, check: func(c gust.FunctionConfig) string {
+			if c.Min != 2 || !c.ScaleToZero {
+				return fmt.Sprintf("min %d zero %v, want 2 true", c.Min, c.ScaleToZero)
+			}
+			return ""
+		}},
+		{name: "ZeroDurationIsIdleTimeout", labels: map[string]string{gust.LabelScaleZeroDuration: "15m"}, check: func(c gust.FunctionConfig) string {
+			if c.IdleTimeout != 15*time.Minute {
+				return fmt.Sprintf("idle timeout %s, want 15m", c.IdleTimeout)
+			}
+			return ""
+		}},
+		{name: "Factor", labels: map[string]string{gust.LabelScaleFactor: "0"}, check: func(c gust.FunctionConfig) string {
+			if c.ScaleFactor != 0 {
+				return fmt.Sprintf("factor %d, want 0", c.ScaleFactor)
+			}
+			return ""
+		}},
+		{name: "ErrType", labels: map[string]string{gust.LabelScaleType: "memory"}, wantField: "labels." + gust.LabelScaleType},
+		{name: "ErrTarget", labels: map[string]string{gust.LabelScaleTarget: "-1"}, wantField: "labels." + gust.LabelScaleTarget},
+		{name: "ErrTargetNaN", labels: map[string]string{gust.LabelScaleTarget: "NaN"}, wantField: "labels." + gust.LabelScaleTarget},
+		{name: "ErrProportion", labels: map[string]string{gust.LabelScaleTargetProportion: "1.5"}, wantField: "labels." + gust.LabelScaleTargetProportion},
+		{name: "ErrFactor", labels: map[string]string{gust.LabelScaleFactor: "120"}, wantField: "labels." + gust.LabelScaleFactor},
+		{name: "ErrZero", labels: map[string]string{gust.LabelScaleZero: "maybe"}, wantField: "labels." + gust.LabelScaleZero},
+		{name: "ErrZeroDuration", labels: map[string]string{gust.LabelScaleZeroDuration: "15"}, wantField: "labels." + gust.LabelScaleZeroDuration},
+		{name: "ErrZeroDurationDisagrees", labels: map[string]string{gust.LabelScaleZeroDuration: "15m", gust.LabelIdleTimeout: "5m"}, wantField: "labels." + gust.LabelScaleZeroDuration},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := validSpec()
+			spec.Labels = tt.labels
+			c, err := gust.ParseConfig(&spec)
+			if tt.wantField != "" {
+				if got := gust.ErrorField(err); got != tt.wantField {
+					t.Fatalf("error %v naming %q, want one naming %q", err, got, tt.wantField)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := tt.check(c); msg != "" {
+				t.Error(msg)
 			}
 		})
 	}

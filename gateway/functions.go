@@ -113,10 +113,20 @@ func statusOf(fn *gust.Function, pools []gust.PoolStatus) gust.FunctionStatus {
 		Annotations: annotations, Limits: sp.Limits, Requests: sp.Requests,
 		ReadOnlyRootFilesystem: sp.ReadOnlyRootFilesystem, CreatedAt: fn.CreatedAt,
 	}
+	var latest time.Time
 	for _, p := range pools {
 		st.Replicas += uint64(p.Replicas)
 		st.AvailableReplicas += uint64(p.Available)
 		st.InvocationCount += float64(p.Invocations)
+		if p.Updated.After(latest) {
+			latest = p.Updated
+		}
+	}
+	if o := fn.Scaled; o != nil && !latest.After(o.At) {
+		// No pool has reported since the last scale-function: its count
+		// is what the pools are moving to, and what an OpenFaaS client
+		// that scaled reads back at once.
+		st.Replicas = uint64(o.Replicas)
 	}
 	return st
 }
@@ -355,8 +365,11 @@ type scaleRequest struct {
 	Replicas    *int64 `json:"replicas"`
 }
 
-// scaleFunction answers POST /system/scale-function/{name}: the number of
-// replicas becomes the function's warm minimum until its next deploy.
+// scaleFunction answers POST /system/scale-function/{name}: the function
+// gets that many instances now, as OpenFaaS sets replicas (0 stops its idle
+// instances at once; calls in flight finish, and the next call starts it
+// from zero). It is an order, not a minimum: autoscaling moves the function
+// within its min and max afterwards. A count above its max is its max.
 func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 	var req scaleRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -387,8 +400,8 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		old = *fn
-		n := int(*req.Replicas)
-		fn.MinOverride = &n
+		n := min(int(*req.Replicas), fn.Config().Max)
+		fn.Scaled = &gust.ScaleOrder{Replicas: n, At: time.Now()}
 		release, err := s.holdQuota(ctx, fn, "scale")
 		if err != nil {
 			return err
@@ -403,9 +416,9 @@ func (s *Server) scaleFunction(w http.ResponseWriter, r *http.Request) error {
 		}
 		break
 	}
-	// Re-place: a larger minimum may spread the function over more
+	// Re-place: more instances may spread the function over more
 	// workers. The caller waits for the placement to be decided, not for
-	// its instances to start; a minimum no worker has room for is
+	// its instances to start; a count no worker has room for is
 	// refused and put back (unless the function changed meanwhile).
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.DeployTimeout)
 	defer cancel()

@@ -309,8 +309,7 @@ func TestDeploy(t *testing.T) {
 
 	t.Run("Redeploy", func(t *testing.T) {
 		first := MustGetFunction(t, e, key)
-		three := 3
-		first.MinOverride = &three
+		first.Scaled = &gust.ScaleOrder{Replicas: 3, At: time.Now()}
 		if _, err := e.state.Functions.Put(ctx, key, first); err != nil {
 			t.Fatal(err)
 		}
@@ -331,8 +330,8 @@ func TestDeploy(t *testing.T) {
 		if fn.UpdatedAt.Before(first.UpdatedAt) {
 			t.Errorf("UpdatedAt = %v, want >= %v", fn.UpdatedAt, first.UpdatedAt)
 		}
-		if fn.MinOverride != nil {
-			t.Errorf("MinOverride = %d, want nil after a deploy", *fn.MinOverride)
+		if fn.Scaled != nil {
+			t.Errorf("Scaled = %+v, want nil after a deploy", *fn.Scaled)
 		}
 	})
 
@@ -661,12 +660,18 @@ func TestScaleFunction(t *testing.T) {
 		if status != http.StatusAccepted {
 			t.Fatalf("status = %d %s, want 202", status, body)
 		}
+		// Above its max of 2: its max. An order, not a minimum.
 		fn := MustGetFunction(t, e, "openfaas-fn.hello")
-		if fn.MinOverride == nil || *fn.MinOverride != 3 {
-			t.Fatalf("MinOverride = %v, want 3", fn.MinOverride)
+		if fn.Scaled == nil || fn.Scaled.Replicas != 2 || fn.Scaled.At.IsZero() {
+			t.Fatalf("Scaled = %+v, want 2 replicas with a time", fn.Scaled)
 		}
-		if c := fn.Config(); c.Min != 3 || c.Max != 3 {
-			t.Errorf("Config Min, Max = %d, %d, want 3, 3", c.Min, c.Max)
+		if c := fn.Config(); c.Min != 0 || c.Max != 2 {
+			t.Errorf("Config Min, Max = %d, %d, want 0, 2 (unchanged)", c.Min, c.Max)
+		}
+		// Status shows the count at once, before any pool reports it.
+		status, _, body = MustDo(t, http.MethodGet, e.url("/system/function/hello"), "")
+		if st := MustDecode[gust.FunctionStatus](t, body); status != http.StatusOK || st.Replicas != 2 {
+			t.Errorf("status %d replicas %d, want 200 and 2 at once", status, st.Replicas)
 		}
 		if fn.Version != 1 {
 			t.Errorf("Version = %d, want 1 (scaling is not a deploy)", fn.Version)
@@ -685,8 +690,8 @@ func TestScaleFunction(t *testing.T) {
 		if status != http.StatusAccepted {
 			t.Fatalf("status = %d %s, want 202", status, body)
 		}
-		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.MinOverride == nil || *fn.MinOverride != 0 {
-			t.Errorf("MinOverride = %v, want 0", fn.MinOverride)
+		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.Scaled == nil || fn.Scaled.Replicas != 0 {
+			t.Errorf("Scaled = %+v, want 0", fn.Scaled)
 		}
 		if len(e.sched.requests()) <= n {
 			t.Errorf("no place request after scale")
@@ -700,8 +705,8 @@ func TestScaleFunction(t *testing.T) {
 		defer e.sched.setReply(placeOK)
 		status, _, body := MustDo(t, http.MethodPost, e.url("/system/scale-function/hello"), `{"replicas":2}`)
 		wantError(t, status, body, http.StatusServiceUnavailable, gust.EUNAVAILABLE, "memory")
-		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.MinOverride == nil || *fn.MinOverride != 0 {
-			t.Errorf("MinOverride = %v, want 0 (as before the refused scale)", fn.MinOverride)
+		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.Scaled == nil || fn.Scaled.Replicas != 0 {
+			t.Errorf("Scaled = %+v, want 0 (as before the refused scale)", fn.Scaled)
 		}
 	})
 
@@ -1099,8 +1104,8 @@ func TestClient(t *testing.T) {
 		if err := c.Scale(ctx, "", "hello", 4); err != nil {
 			t.Fatal(err)
 		}
-		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.MinOverride == nil || *fn.MinOverride != 4 {
-			t.Errorf("MinOverride = %v, want 4", fn.MinOverride)
+		if fn := MustGetFunction(t, e, "openfaas-fn.hello"); fn.Scaled == nil || fn.Scaled.Replicas != 4 {
+			t.Errorf("Scaled = %+v, want 4", fn.Scaled)
 		}
 		wantGustError(t, c.Scale(ctx, "", "hello", -2), gust.EINVALID, "replicas")
 		wantGustError(t, c.Scale(ctx, "", "nope", 1), gust.ENOTFOUND, "")

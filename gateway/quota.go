@@ -222,8 +222,13 @@ type usage struct {
 
 func (u *usage) add(fn *gust.Function) {
 	c := fn.Config()
-	u.instances += c.Min
-	u.memory += int64(c.Min) * c.MemoryBytes
+	n := c.Min
+	if fn.Scaled != nil {
+		// A scale-function order starts that many now.
+		n = max(n, fn.Scaled.Replicas)
+	}
+	u.instances += n
+	u.memory += int64(n) * c.MemoryBytes
 }
 
 // holdQuota checks that next, replacing whatever version of its function

@@ -263,8 +263,8 @@ func TestQuota_Scale(t *testing.T) {
 	status, body = e.scale("team-s", "s2", 2) // 128Mi + 1Gi
 	wantError(t, status, body, http.StatusForbidden, gust.EFORBIDDEN, "quota.memory")
 	for _, name := range []string{"s1", "s2"} {
-		if fn := e.get("team-s." + name); fn.MinOverride != nil {
-			t.Errorf("%s: MinOverride = %d after a refused scale, want none", name, *fn.MinOverride)
+		if fn := e.get("team-s." + name); fn.Scaled != nil {
+			t.Errorf("%s: Scaled = %+v after a refused scale, want none", name, *fn.Scaled)
 		}
 	}
 	if status, body := e.scale("team-s", "s1", 3); status != http.StatusAccepted {

@@ -133,8 +133,7 @@ func TestScheduler_PlaceSpread(t *testing.T) {
 	}
 	// Three warm instances on three workers, one each, none on w0.
 	fn, _, _ := st.Functions.Get(ctx, key)
-	three := 3
-	fn.MinOverride = &three
+	fn.Scaled = &gust.ScaleOrder{Replicas: 3, At: time.Now()}
 	fn.Version++
 	MustPut(t, st.Functions, key, fn)
 	if got, want := fmt.Sprint(mustPlace(t, s, key)), "[w2 w3 w1]"; got != want {

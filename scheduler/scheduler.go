@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/autoscale"
 	"github.com/gustfaas/gust/internal/metrics"
 	"go.uber.org/zap"
 )
@@ -386,10 +387,16 @@ func (s *Scheduler) alive() []gust.WorkerInfo {
 }
 
 // widthRange is how many workers a placement of fn spans: at least its
-// warm minimum's (one per instance), at least one, at most its max.
-func widthRange(cfg gust.FunctionConfig) (lo, hi int) {
+// warm minimum's (one per instance), or a fresh scale-function order's, at
+// least one, at most its max.
+func widthRange(fn *gust.Function, now time.Time) (lo, hi int) {
+	cfg := fn.Config()
 	hi = max(1, cfg.Max)
-	return min(max(1, cfg.Min), hi), hi
+	floor := cfg.Min
+	if o := fn.Scaled; o != nil && now.Sub(o.At) < autoscale.StableWindow {
+		floor = max(floor, o.Replicas)
+	}
+	return min(max(1, floor), hi), hi
 }
 
 // decide chooses the workers of key's placement and writes it.
@@ -412,7 +419,7 @@ func (s *Scheduler) decide(ctx context.Context, key string, width int) (gust.Fun
 	if width == 0 {
 		width = len(cur.Workers)
 	}
-	lo, hi := widthRange(fn.Config())
+	lo, hi := widthRange(&fn, time.Now())
 	workers, err := s.placer.Place(&fn, min(max(width, lo), hi), cur.Workers, cands)
 	if err != nil {
 		if gust.ErrorField(err) == "memory" {
@@ -561,9 +568,8 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 		}
 		width := 0
 		if ok && pl.Version == fn.Version && allAlive(pl.Workers, alive) {
-			cfg := fn.Config()
-			lo, hi := widthRange(cfg)
-			want := min(wantWidth(key, cfg, pl, sts), len(alive))
+			lo, hi := widthRange(&fn, time.Now())
+			want := min(wantWidth(key, &fn, pl, sts), len(alive))
 			if want == len(pl.Workers) && want >= min(lo, len(alive)) && want <= hi {
 				continue
 			}
@@ -589,19 +595,22 @@ func (s *Scheduler) reconcile(ctx context.Context) error {
 // wantWidth is how many workers the placement pl of a function should
 // span by its demand, as its pools last reported (sts, by FunctionKey +
 // "." + worker id). When every pool holds its share of the max and
-// every slot is busy, the function grows onto one more worker, which
+// every slot is busy (or its decider wants more than that share:
+// internal/autoscale), the function grows onto one more worker, which
 // takes its share of the max (and the others give theirs up: the
 // gateways spread calls over the workers of the placement). When no pool
 // holds more than its share of the minimum and none has a call, the
 // demand is gone and the placement narrows by one, down to the width of
 // the warm minimum.
-func wantWidth(key string, cfg gust.FunctionConfig, pl gust.Placement, sts map[string]gust.PoolStatus) int {
+func wantWidth(key string, fn *gust.Function, pl gust.Placement, sts map[string]gust.PoolStatus) int {
+	cfg := fn.Config()
 	k := len(pl.Workers)
-	lo, hi := widthRange(cfg)
+	lo, hi := widthRange(fn, time.Now())
 	full, idle := k > 0, true
 	for i, id := range pl.Workers {
 		st, ok := sts[key+"."+id]
-		if !ok || st.Replicas < max(1, gust.Share(cfg.Max, i, k)) || st.InFlight < st.Replicas*cfg.Concurrency {
+		share := max(1, gust.Share(cfg.Max, i, k))
+		if !ok || st.Replicas < share || st.InFlight < st.Replicas*cfg.Concurrency && st.Want <= share {
 			full = false
 		}
 		if ok && (st.InFlight > 0 || st.Replicas > gust.Share(cfg.Min, i, k)) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/autoscale"
 	"go.uber.org/zap"
 )
 
@@ -32,6 +33,19 @@ type pool struct {
 	inflight    int
 	invocations uint64
 	closed      bool
+	// scaler decides how many instances the pool wants (autoscale), fed
+	// a sample every reap tick; want is its last answer without max.
+	scaler *autoscale.Decider
+	want   int
+	// orderAt and orderShare are the last scale-function order applied
+	// and this worker's share of it.
+	orderAt    time.Time
+	orderShare int
+	// ordered is when this pool applied the last order: for a stable
+	// window from then the idle timeout does not take the pool below it
+	// (the decider holds it as long), so that an order of more instances
+	// than the minimum is not undone as soon as it is carried out.
+	ordered time.Time
 }
 
 func newPool(w *Worker, fn *gust.Function) *pool {
@@ -43,12 +57,26 @@ func newPool(w *Worker, fn *gust.Function) *pool {
 	}
 	p.fn = fn
 	p.cfg = fn.Config()
+	p.scaler = autoscale.New(policyOf(p.cfg), 0)
+	if p.cfg.Min == 0 {
+		// Nothing started yet, and nothing needed before a call.
+		p.scaler.Lower(time.Now(), 0, 0)
+	}
 	return p
 }
 
+// policyOf is the autoscaling policy of a pool's config (its share).
+func policyOf(c gust.FunctionConfig) autoscale.Policy {
+	return autoscale.Policy{
+		Type: c.ScaleType, Target: c.ScaleTarget, Proportion: c.ScaleProportion, Factor: c.ScaleFactor,
+		Min: c.Min, Max: c.Max, Concurrency: c.Concurrency,
+	}
+}
+
 // setFunctionLocked applies a new function record and this worker's share
-// of its scale. Instances of an older version retire.
-func (p *pool) setFunctionLocked(fn *gust.Function, minShare, maxShare int) {
+// of its scale and of its last scale-function order. Instances of an older
+// version retire.
+func (p *pool) setFunctionLocked(fn *gust.Function, minShare, maxShare, orderShare int) {
 	if fn.Version != p.fn.Version {
 		for _, in := range p.instances {
 			if in.version != fn.Version {
@@ -64,6 +92,19 @@ func (p *pool) setFunctionLocked(fn *gust.Function, minShare, maxShare int) {
 	}
 	if p.cfg.Min > p.cfg.Max {
 		p.cfg.Min = p.cfg.Max
+	}
+	p.scaler.SetPolicy(policyOf(p.cfg))
+	now := time.Now()
+	if o := fn.Scaled; o != nil {
+		// A new order applies at once; a fresh one applies again when
+		// this worker's share of it changes (the placement widened for
+		// it). An order older than a stable window has been acted on.
+		fresh := now.Sub(o.At) < autoscale.StableWindow
+		if fresh && (o.At.After(p.orderAt) || o.At.Equal(p.orderAt) && orderShare != p.orderShare) {
+			p.scaler.Set(now, orderShare, p.invocations)
+			p.ordered = now
+		}
+		p.orderAt, p.orderShare = o.At, orderShare
 	}
 	p.broadcastLocked()
 }
@@ -226,23 +267,42 @@ func (p *pool) liveLocked() (starting, ready int) {
 func (p *pool) scaleUpLocked() bool {
 	starting, ready := p.liveLocked()
 	need := (p.waiting + p.cfg.Concurrency - 1) / p.cfg.Concurrency
+	started := false
 	for starting < need && starting+ready < p.cfg.Max {
 		if p.startLocked() == nil {
 			return false
 		}
 		starting++
+		started = true
+	}
+	if started || p.scaler.Asleep() {
+		// gust.concurrency is the hard limit: the decider follows, and
+		// scales down from here only after its stable window.
+		p.scaler.Raise(time.Now(), starting+ready)
 	}
 	return true
 }
 
-// ensureMinLocked starts instances until the pool holds its minimum.
-func (p *pool) ensureMinLocked() {
+// ensureDesiredLocked starts instances until the pool holds what its
+// decider wants (at least its minimum while awake).
+func (p *pool) ensureDesiredLocked() {
 	starting, ready := p.liveLocked()
-	for n := starting + ready; n < p.cfg.Min; n++ {
+	for n := starting + ready; n < min(p.scaler.Desired(), p.cfg.Max); n++ {
 		if p.startLocked() == nil {
 			return
 		}
 	}
+}
+
+// autoscaleLocked feeds the decider what the pool measures now and starts
+// what it wants; reapLocked stops what it no longer wants.
+func (p *pool) autoscaleLocked(now time.Time) {
+	_, ready := p.liveLocked()
+	_, p.want = p.scaler.Observe(autoscale.Sample{
+		At: now, InFlight: p.inflight + p.waiting, Calls: p.invocations, Ready: ready,
+		CPU: -1, // the runtime reports no CPU use yet (see README: scaling)
+	})
+	p.ensureDesiredLocked()
 }
 
 // startLocked adds a starting instance and starts its container in a
@@ -315,23 +375,40 @@ func (p *pool) removeLocked(in *instance) bool {
 	return false
 }
 
-// reapLocked returns the instances to stop now: retiring or surplus idle
-// ones (above the minimum, idle longer than the idle timeout). It never
-// picks an instance with a call in flight.
+// reapLocked returns the instances to stop now: retiring ones, idle ones
+// above what the decider wants (it scaled down, or an order did), and idle
+// surplus (above the minimum, idle longer than the idle timeout; with
+// scale to zero, all of them once every one is). It never picks an
+// instance with a call in flight.
 func (p *pool) reapLocked(now time.Time) []*instance {
 	var out []*instance
 	starting, ready := p.liveLocked()
 	live := starting + ready
+	desired := p.scaler.Desired()
+	idle := func(in *instance) bool { return now.Sub(in.lastUsed) >= p.cfg.IdleTimeout }
+	held := 0 // what a fresh order holds
+	if now.Sub(p.ordered) < autoscale.StableWindow {
+		held = p.orderShare
+	}
+	floor := max(p.cfg.Min, held)
+	allIdle := p.cfg.ScaleToZero && held == 0 && p.inflight == 0 && p.waiting == 0 && starting == 0
+	for _, in := range p.instances {
+		if !in.retiring && in.state != stateStopping && !idle(in) {
+			allIdle = false
+		}
+	}
+	idled := false
 	for _, in := range p.instances {
 		if in.state != stateReady || in.inflight > 0 {
 			continue
 		}
 		switch {
 		case p.closed, in.retiring:
-		case live > p.cfg.Min && now.Sub(in.lastUsed) >= p.cfg.IdleTimeout:
+		case live > desired, live > p.cfg.Max:
 			live--
-		case live > p.cfg.Max:
+		case live > floor && idle(in), allIdle:
 			live--
+			idled = true
 		default:
 			continue
 		}
@@ -340,6 +417,11 @@ func (p *pool) reapLocked(now time.Time) []*instance {
 	}
 	for _, in := range out {
 		p.removeLocked(in)
+	}
+	if idled && !p.closed {
+		// Unused for the idle timeout: the decider follows the pool
+		// down (to sleep at zero) rather than start them again.
+		p.scaler.Lower(now, live, p.invocations)
 	}
 	return out
 }
@@ -354,6 +436,8 @@ func (p *pool) status() gust.PoolStatus {
 		Available:   ready,
 		InFlight:    p.inflight,
 		Invocations: p.invocations,
+		Desired:     p.scaler.Desired(),
+		Want:        p.want,
 	}
 }
 
@@ -393,7 +477,8 @@ func (p *pool) waitReady(ctx context.Context) error {
 	}
 }
 
-// reap stops idle surplus instances and keeps minimums in every pool.
+// reap runs every pool's decider, stops what no pool wants and starts
+// what they want.
 func (w *Worker) reap() {
 	w.mu.Lock()
 	pools := make([]*pool, 0, len(w.pools))
@@ -403,14 +488,14 @@ func (w *Worker) reap() {
 	draining := w.draining
 	w.mu.Unlock()
 	for _, p := range pools {
-		w.reapPool(p)
 		if !draining {
 			p.mu.Lock()
 			if !p.closed {
-				p.ensureMinLocked()
+				p.autoscaleLocked(time.Now())
 			}
 			p.mu.Unlock()
 		}
+		w.reapPool(p)
 	}
 }
 

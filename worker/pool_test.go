@@ -483,19 +483,17 @@ func TestPool_Redeploy(t *testing.T) {
 	}
 }
 
-// TestPool_ScaleOverride: a new warm minimum of the same version (as
-// scale-function sets) applies at once: instances start with no call, and
-// go again when it drops back.
-func TestPool_ScaleOverride(t *testing.T) {
+// TestPool_ScaleOrder: a scale-function order of the same version applies
+// at once: instances start with no call, and an order of 0 stops them
+// (here with an idle timeout of an hour: the order does not wait for it).
+func TestPool_ScaleOrder(t *testing.T) {
 	e := newEnv(t, nil)
-	fn := e.deploy("scaled", map[string]string{gust.LabelIdleTimeout: "20ms"})
+	fn := e.deploy("scaled", map[string]string{gust.LabelIdleTimeout: "1h"})
 	e.place(fn)
-	two := 2
-	fn.MinOverride = &two
+	fn.Scaled = &gust.ScaleOrder{Replicas: 2, At: time.Now()}
 	e.put(fn)
 	e.running(2)
-	zero := 0
-	fn.MinOverride = &zero
+	fn.Scaled = &gust.ScaleOrder{Replicas: 0, At: time.Now()}
 	e.put(fn)
 	e.running(0)
 	if got := e.rt.Starts(); got != 2 {

@@ -64,16 +64,21 @@ func (w *Worker) configurePoolLocked(p *pool) {
 	}
 	cfg := fn.Config()
 	minShare, maxShare := 0, cfg.Max
+	orderShare := 0
+	if fn.Scaled != nil {
+		orderShare = fn.Scaled.Replicas
+	}
 	if pl, ok := w.placements[p.key]; ok {
 		if i := slicesIndex(pl.Workers, w.cfg.ID); i >= 0 {
 			minShare = gust.Share(cfg.Min, i, len(pl.Workers))
 			maxShare = gust.Share(cfg.Max, i, len(pl.Workers))
+			orderShare = gust.Share(orderShare, i, len(pl.Workers))
 		}
 	}
 	p.mu.Lock()
-	p.setFunctionLocked(fn, minShare, maxShare)
+	p.setFunctionLocked(fn, minShare, maxShare, orderShare)
 	if !w.draining {
-		p.ensureMinLocked()
+		p.ensureDesiredLocked()
 	}
 	p.mu.Unlock()
 }

@@ -116,15 +116,15 @@ func (e *testEnv) put(fn *gust.Function) {
 	check.For(e.t, testWait, testPoll, func() error {
 		e.w.mu.Lock()
 		defer e.w.mu.Unlock()
-		if got := e.w.functions[fn.Key()]; got == nil || got.Version != fn.Version || !sameMin(got.MinOverride, fn.MinOverride) {
+		if got := e.w.functions[fn.Key()]; got == nil || got.Version != fn.Version || !sameOrder(got.Scaled, fn.Scaled) {
 			return fmt.Errorf("worker has not seen %s version %d", fn.Key(), fn.Version)
 		}
 		return nil
 	})
 }
 
-func sameMin(a, b *int) bool {
-	return a == nil && b == nil || a != nil && b != nil && *a == *b
+func sameOrder(a, b *gust.ScaleOrder) bool {
+	return a == nil && b == nil || a != nil && b != nil && a.Replicas == b.Replicas && a.At.Equal(b.At)
 }
 
 // place puts fn on this worker alone, as the scheduler would: the worker

@@ -93,7 +93,7 @@ func TestCLI(t *testing.T) {
 		{"InvokeUnknown", "", []string{"invoke", "nosuch"}, 1, "not found"},
 		{"List", "", []string{"list"}, 0, "clihello"},
 		{"Describe", "", []string{"describe", "clihello"}, 0, `"memory": "64Mi"`},
-		{"Scale", "", []string{"scale", "clihello", "2"}, 0, "minimum of 2"},
+		{"Scale", "", []string{"scale", "clihello", "2"}, 0, "to 2 instances"},
 		{"ScaleBadN", "", []string{"scale", "clihello", "two"}, 2, "whole number"},
 		{"Remove", "", []string{"rm", "clihello"}, 0, "removed clihello"},
 		{"RemoveAgain", "", []string{"rm", "clihello"}, 1, "not found"},

@@ -342,7 +342,7 @@ var rmCommand = &Command{
 var scaleCommand = &Command{
 	Name:  "scale",
 	Usage: "NAME N",
-	Short: "keep N instances of a function warm (until its next deploy)",
+	Short: "give a function N instances now, as OpenFaaS sets replicas (autoscaling moves it within min and max afterwards; 0 stops its idle instances)",
 	Flags: func(fs *flag.FlagSet) func(context.Context, []string) error {
 		var cf clientFlags
 		cf.register(fs)
@@ -357,7 +357,7 @@ var scaleCommand = &Command{
 			if err := cf.client().Scale(ctx, cf.namespace, args[0], n); err != nil {
 				return err
 			}
-			fmt.Printf("scaled %s to a minimum of %d\n", args[0], n)
+			fmt.Printf("scaled %s to %d instances\n", args[0], n)
 			return nil
 		}
 	},
