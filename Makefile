@@ -4,7 +4,7 @@ BIN     ?= bin/gust
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export CGO_ENABLED = 0
 
-.PHONY: build up test test-faults test-short bench bench-billing examples vet clean image compose-up compose-down
+.PHONY: build up test test-faults test-postgres test-short bench bench-billing examples vet clean image compose-up compose-down
 
 build: ## build the static gust binary
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/gust
@@ -30,6 +30,11 @@ test: ## run every test with the race detector, the Docker ones included, then t
 # gateway killed, a drain, each under load, with figures per fault.
 test-faults: build ## the compose cluster under faults, with errors and recovery per fault (scripts/faults)
 	scripts/faults
+
+test-postgres: ## the PostgreSQL billing store's tests on a throwaway server (apt-get install postgresql)
+	@eval "$$(scripts/postgres start)" && trap 'scripts/postgres stop "$$GUST_POSTGRES_DIR"' EXIT && \
+		GUST_REQUIRE_DOCKER=1 $(GO) test -count=1 ./internal/postgres/... && \
+		GUST_REQUIRE_DOCKER=1 $(GO) test -count=1 -run '^TestNoLossKillUpPostgres$$' ./cmd/gust
 
 test-short: ## unit tests only: no Docker Engine needed, under a minute
 	$(GO) test -count=1 -short ./...

@@ -725,7 +725,10 @@ func logMeterState(t *testing.T, natsURL, base string) {
 // 200 before the kill has exactly one record; no call is recorded twice;
 // the billing report counts the records; the restarted worker removes the
 // containers the dead one left.
-func TestNoLossKillUp(t *testing.T) {
+func TestNoLossKillUp(t *testing.T) { noLossKillUp(t) }
+
+// noLossKillUp is TestNoLossKillUp with extra flags for gust up.
+func noLossKillUp(t *testing.T, extra ...string) {
 	MustImages(t)
 	var workerID string
 	cleanupWorker(t, &workerID)
@@ -735,6 +738,7 @@ func TestNoLossKillUp(t *testing.T) {
 	natsListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	base := "http://" + listen
 	args := []string{"up", "--listen", listen, "--nats-listen", natsListen, "--data", data, "--network", testNetwork}
+	args = append(args, extra...)
 	c := killClient()
 	defer c.CloseIdleConnections()
 

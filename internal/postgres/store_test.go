@@ -2,9 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,55 +9,17 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/billing/storetest"
 	"github.com/gustfaas/gust/internal/postgres"
+	"github.com/gustfaas/gust/internal/postgres/pgtest"
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap/zaptest"
 )
 
-// serverURL returns GUST_POSTGRES_URL, the database the tests may use
-// (scripts/postgres starts a throwaway one). Without it the tests skip,
-// saying so, or fail where GUST_REQUIRE_DOCKER says that every real
-// dependency must be there (CI).
-func serverURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("GUST_POSTGRES_URL")
-	if u == "" {
-		if os.Getenv("GUST_REQUIRE_DOCKER") != "" {
-			t.Fatal("GUST_POSTGRES_URL is unset and GUST_REQUIRE_DOCKER is set: start PostgreSQL (scripts/postgres start)")
-		}
-		t.Skip("SKIPPED: GUST_POSTGRES_URL is unset; run `eval $(scripts/postgres start)` to test the PostgreSQL store")
-	}
-	return u
-}
-
-// MustOpen opens a store in a schema of its own on the test database
-// (its tables are new and empty), and closes the store and drops the
-// schema when the test ends.
+// MustOpen opens a store in a schema of its own (pgtest.MustSchema) and
+// closes it when the test ends; it returns the store and its URL.
 func MustOpen(t *testing.T) (*postgres.Store, string) {
 	t.Helper()
-	ctx := context.Background()
-	base := serverURL(t)
-	schema := fmt.Sprintf("gust_test_%d", time.Now().UnixNano())
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to GUST_POSTGRES_URL: %v", err)
-	}
-	defer func() { _ = admin.Close(ctx) }()
-	if _, err := admin.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		admin, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("connect to drop schema: %v", err)
-			return
-		}
-		defer func() { _ = admin.Close(ctx) }()
-		if _, err := admin.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	u := withSearchPath(t, base, schema)
-	s, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
+	u := pgtest.MustSchema(t)
+	s, err := postgres.Open(context.Background(), u, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -70,24 +29,6 @@ func MustOpen(t *testing.T) (*postgres.Store, string) {
 		}
 	})
 	return s, u
-}
-
-// withSearchPath returns the URL base with its connections' search_path
-// set to schema (pgx passes unknown URL parameters on as run-time
-// parameters).
-func withSearchPath(t *testing.T, base, schema string) string {
-	t.Helper()
-	if !strings.Contains(base, "://") {
-		return base + " search_path=" + schema
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("GUST_POSTGRES_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // TestStore_Conformance runs the billing store conformance suite, which
