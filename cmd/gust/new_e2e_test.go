@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // gustIn runs the gust binary in dir with env added and returns its exit
@@ -32,10 +34,19 @@ func gustIn(tb testing.TB, dir string, env []string, args ...string) (int, strin
 // file, builds them with gust build -f and deploys them with gust deploy
 // -f against a real gust up, then calls each (issue 12, point 3).
 func TestNewBuildDeploy(t *testing.T) {
-	m := MustRunUp(t, "")
+	// With an admin password, as gust up has: the CLI sends it from
+	// $GUST_PASSWORD, and the functions answer anonymous calls.
+	var password string
+	m := MustRunUp(t, "", func(m *UpMain) {
+		var err error
+		if password, err = adminPassword("", "", m.DataDir, zap.NewNop()); err != nil {
+			t.Fatal(err)
+		}
+		m.Gateway.AdminPassword = password
+	})
 	dir := t.TempDir()
 	// The stack's gateway is the one used: no $GUST_GATEWAY.
-	env := []string{"GUST_GATEWAY=", "TERM=dumb"}
+	env := []string{"GUST_GATEWAY=", "TERM=dumb", "GUST_PASSWORD=" + password, "GUST_KEY="}
 	langs := templateLangs()
 	for _, lang := range langs {
 		name := "tmpl-" + lang
@@ -81,7 +92,7 @@ func TestNewBuildDeploy(t *testing.T) {
 		t.Errorf("build --filter nosuch: exit %d\n%s", code, out)
 	}
 	for _, lang := range langs {
-		if code, out := gustIn(t, dir, []string{"GUST_GATEWAY=" + gw(m)}, "rm", "tmpl-"+lang); code != 0 {
+		if code, out := gustIn(t, dir, append(env, "GUST_GATEWAY="+gw(m)), "rm", "tmpl-"+lang); code != 0 {
 			t.Errorf("rm: %d %s", code, out)
 		}
 	}
