@@ -7,7 +7,8 @@
 // transaction for the rows really inserted, and reports that read the
 // rollups for whole hours and days and the records for the edges
 // (internal/billing's RollCalls, RollInstances and Spans: one place for
-// that logic). Its answers equal SQLite's to the unit, group keys and
+// that logic), and retention (Prune) that deletes old records and keeps
+// their rollups. Its answers equal SQLite's to the unit, group keys and
 // order included; internal/billing/storetest checks both. It is the only
 // package that links the PostgreSQL driver (pgx).
 package postgres
@@ -93,6 +94,14 @@ var migrations = []string{
 		held_ns    bigint NOT NULL,
 		PRIMARY KEY (start_ns, namespace, function, memory_mib)
 	);`,
+	// 1 → 2: retention, as SQLite's schema version 5: raw_from_ns is the
+	// hour from which call records are all kept (Prune deleted earlier
+	// ones); one row, 0 before any pruning.
+	`CREATE TABLE retention (
+		id          integer NOT NULL PRIMARY KEY CHECK (id = 1),
+		raw_from_ns bigint  NOT NULL
+	);
+	INSERT INTO retention (id, raw_from_ns) VALUES (1, 0);`,
 }
 
 const callRollupColumnsDDL = `
@@ -127,7 +136,7 @@ type Store struct {
 	logger *zap.Logger
 }
 
-var _ gust.BillingStore = (*Store)(nil)
+var _ gust.PruningStore = (*Store)(nil)
 
 // Open connects to the database at url (postgres://… or a key=value
 // connection string), brings its schema up to date and returns a ready
@@ -252,7 +261,33 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	// store keeps (as SQLite's INSERT OR IGNORE does), and transactions
 	// that take the rows' locks in one order cannot deadlock on them.
 	batch := firstOfEach(recs, func(r *gust.CallRecord) string { return r.CallID })
+	skipped := 0
 	added, err := s.write(ctx, func(tx pgx.Tx) (int, error) {
+		// A record from before the retention horizon arrives after its
+		// hour was pruned: whether it was counted then cannot be known
+		// (its id is gone), so it is left out rather than perhaps counted
+		// twice, as SQLite's store does. FOR SHARE holds Prune's move of
+		// the horizon until this transaction ends, so that no record
+		// below a horizon is inserted after its older copy was deleted;
+		// ingest transactions do not wait for each other on it.
+		var rawFrom int64
+		if err := tx.QueryRow(ctx, `SELECT raw_from_ns FROM retention FOR SHARE`).Scan(&rawFrom); err != nil {
+			return 0, fmt.Errorf("retention horizon: %w", err)
+		}
+		kept := batch
+		if rawFrom != 0 {
+			kept = make([]gust.CallRecord, 0, len(batch))
+			for i := range batch {
+				if unixNano(batch[i].Start) >= rawFrom {
+					kept = append(kept, batch[i])
+				}
+			}
+		}
+		skipped = len(batch) - len(kept)
+		if len(kept) == 0 {
+			return 0, nil
+		}
+		batch := kept
 		ids, err := insertCalls(ctx, tx, batch)
 		if err != nil || len(ids) == 0 {
 			return 0, err
@@ -275,6 +310,9 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	})
 	if err != nil {
 		return fmt.Errorf("add calls: %w", err)
+	}
+	if skipped > 0 {
+		s.logger.Warn("call records older than the retention horizon left out", zap.Int("records", skipped))
 	}
 	if ce := s.logger.Check(zapcore.DebugLevel, "calls committed"); ce != nil {
 		ce.Write(zap.Int("records", len(recs)), zap.Int("added", added))
@@ -617,7 +655,12 @@ func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([
 	if !ok {
 		return nil, nil, gust.Invalidf("group_by", "unknown grouping %q: want namespace, function, hour, day or month", groupBy)
 	}
-	usage, err := s.callUsage(ctx, f, expr, billing.Spans(f.From, f.To, groupBy != gust.GroupByHour))
+	var rawFrom int64
+	if err := s.pool.QueryRow(ctx, `SELECT raw_from_ns FROM retention`).Scan(&rawFrom); err != nil {
+		return nil, nil, fmt.Errorf("usage: %w", err)
+	}
+	spans := billing.Pruned(billing.Spans(f.From, f.To, groupBy != gust.GroupByHour), rawFrom)
+	usage, err := s.callUsage(ctx, f, expr, spans)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -626,6 +669,48 @@ func (s *Store) Usage(ctx context.Context, f gust.CallFilter, groupBy string) ([
 		return nil, nil, err
 	}
 	return usage, inst, nil
+}
+
+// pruneBatch is how many call records one transaction of Prune deletes:
+// few enough that the locks and the write-ahead log of one stay small
+// while ingest goes on.
+const pruneBatch = 2000
+
+// Prune implements gust.PruningStore, as SQLite's store: it first moves
+// the horizon (so that reports read rollups below it from then on), then
+// deletes the older call records pruneBatch at a time, each batch its
+// own transaction. The rollups and the instance records stay.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	h := billing.Bucket(unixNano(before), billing.HourNs)
+	if _, err := s.pool.Exec(ctx, `UPDATE retention SET raw_from_ns = GREATEST(raw_from_ns, $1)`, h); err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
+	var deleted int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		// The start index finds the oldest rows, the key deletes them.
+		tag, err := s.pool.Exec(ctx, `DELETE FROM calls WHERE call_id IN
+			(SELECT call_id FROM calls WHERE start_ns < $1 ORDER BY start_ns LIMIT $2)`, h, pruneBatch)
+		if err != nil {
+			return deleted, fmt.Errorf("prune: %w", err)
+		}
+		n := tag.RowsAffected()
+		deleted += n
+		if n < pruneBatch {
+			return deleted, nil
+		}
+	}
+}
+
+// RawFrom implements gust.PruningStore.
+func (s *Store) RawFrom(ctx context.Context) (time.Time, error) {
+	var ns int64
+	if err := s.pool.QueryRow(ctx, `SELECT raw_from_ns FROM retention`).Scan(&ns); err != nil {
+		return time.Time{}, fmt.Errorf("retention horizon: %w", err)
+	}
+	return fromUnixNano(ns), nil
 }
 
 // callSums are the sums of callUsage, on the records and on the rollups.

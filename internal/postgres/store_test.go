@@ -94,3 +94,32 @@ func TestOpen_BadURL(t *testing.T) {
 		t.Errorf("Open(bad URL) = %v, want an error without the password", err)
 	}
 }
+
+// TestOpen_MigratesRetention: a database of schema version 1 (before
+// retention) gets the retention table when opened, with no horizon, and
+// keeps its records.
+func TestOpen_MigratesRetention(t *testing.T) {
+	ctx := context.Background()
+	s, u := MustOpen(t)
+	start := time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
+	storetest.MustAddCalls(t, s, storetest.Rec("c1", "a", "f", start, time.Millisecond, 128, gust.OutcomeOK, false))
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(ctx, `DROP TABLE retention; UPDATE gust_billing_schema SET version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s2.Close() }()
+	if from, err := s2.RawFrom(ctx); err != nil || !from.IsZero() {
+		t.Errorf("RawFrom after migration = %v, %v; want the zero time", from, err)
+	}
+	if _, err := s2.Call(ctx, "c1"); err != nil {
+		t.Errorf("record after migration: %v", err)
+	}
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 	t.Run("CallsPaging", func(t *testing.T) { testCallsPaging(t, open) })
 	t.Run("Usage", func(t *testing.T) { testUsage(t, open) })
 	t.Run("UsageOracle", func(t *testing.T) { testUsageOracle(t, open) })
+	t.Run("Prune", func(t *testing.T) { testPrune(t, open) })
 }
 
 // Rec builds a call record that ran for dur, billed per millisecond (or
@@ -837,5 +838,91 @@ func CheckUsage(t testing.TB, rng *rand.Rand, s gust.BillingStore, calls []gust.
 				t.Fatalf("Usage(%+v, %s) instances:\ngot  %+v\nwant %+v", f, g, gotInst, wantInst)
 			}
 		}
+	}
+}
+
+// testPrune, for a store that prunes (gust.PruningStore): Prune deletes
+// the call records before the hour of its argument and no others, and
+// moves the horizon there (never back); listings no longer show them;
+// reports over whole hours still count them, from the rollups; records
+// from before the horizon delivered again change nothing.
+func testPrune(t *testing.T, open func(t *testing.T) gust.BillingStore) {
+	ctx := context.Background()
+	s, ok := open(t).(gust.PruningStore)
+	if !ok {
+		t.Skip("the store does not prune")
+	}
+	rng := RNG(t, 23)
+	calls, insts := RandomRecords(rng, 2000)
+	AddRedelivered(t, rng, s, calls, insts)
+	calls = FirstByID(calls, func(r *gust.CallRecord) string { return r.CallID })
+	insts = FirstByID(insts, func(r *gust.InstanceRecord) string { return r.Instance })
+
+	if from, err := s.RawFrom(ctx); err != nil || !from.IsZero() {
+		t.Fatalf("RawFrom before pruning = %v, %v; want the zero time", from, err)
+	}
+	horizon := randomInstant(rng).Truncate(time.Hour)
+	var older int64
+	var kept []gust.CallRecord
+	for _, r := range calls {
+		if r.Start.Before(horizon) {
+			older++
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	n, err := s.Prune(ctx, horizon.Add(30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != older {
+		t.Errorf("Prune deleted %d records, want %d (those before %s)", n, older, horizon)
+	}
+	if n, err := s.Prune(ctx, horizon.Add(-48*time.Hour)); err != nil || n != 0 {
+		t.Errorf("Prune before the horizon = %d, %v; want 0, nil", n, err)
+	}
+	if from, err := s.RawFrom(ctx); err != nil || !from.Equal(horizon) {
+		t.Fatalf("RawFrom = %v, %v; want %v (never moved back)", from, err, horizon)
+	}
+	listed, next, err := s.Calls(ctx, gust.CallFilter{Limit: len(calls) + 1})
+	if err != nil || next != "" {
+		t.Fatalf("Calls: cursor %q, %v", next, err)
+	}
+	if len(listed) != len(kept) {
+		t.Errorf("listing after Prune has %d records, want the %d kept", len(listed), len(kept))
+	}
+	for _, r := range listed {
+		if r.Start.Before(horizon) {
+			t.Fatalf("record %s of %s listed after Prune before %s", r.CallID, r.Start, horizon)
+		}
+	}
+	// Over ranges of whole hours (or open), reports count the pruned
+	// records too, to the unit; a partial hour below the horizon would
+	// be counted whole.
+	check := func() {
+		t.Helper()
+		for range 60 {
+			f := randomUsageFilter(rng)
+			f.From, f.To = f.From.Truncate(time.Hour), f.To.Truncate(time.Hour)
+			for _, g := range groupings {
+				got, gotInst, err := s.Usage(ctx, f, g)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, wantInst := UsageOf(calls, insts, f, g)
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("Usage(%+v, %s) after Prune:\ngot  %+v\nwant %+v", f, g, got, want)
+				}
+				if !reflect.DeepEqual(gotInst, wantInst) {
+					t.Fatalf("Usage(%+v, %s) instances after Prune:\ngot  %+v\nwant %+v", f, g, gotInst, wantInst)
+				}
+			}
+		}
+	}
+	check()
+	MustAddCalls(t, s, calls...)
+	check()
+	if got := countCalls(t, s); got != int64(len(calls)) {
+		t.Errorf("report counts %d calls after redelivery, want %d", got, len(calls))
 	}
 }
