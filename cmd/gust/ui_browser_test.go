@@ -50,6 +50,7 @@ func chromium(tb testing.TB) string {
 // screenshot of the page (GUST_UI_SCREENSHOT names where, else the
 // test's temporary directory) must not be blank.
 func TestUI_Browser(t *testing.T) {
+	MustDocker(t) // first: in -short mode the test skips, Chromium or not
 	exe := chromium(t)
 	m := MustRunUp(t, "")
 	base := gw(m)

@@ -12,11 +12,11 @@ function el(name, attrs = {}, parent) {
   return e;
 }
 
-// niceMax rounds a maximum up to 1, 2 or 5 times a power of ten.
+// niceMax rounds a maximum up to 1, 2, 4, 6 or 8 times a power of ten.
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+  for (const m of [1, 2, 4, 6, 8, 10]) if (v <= m * p) return m * p; // quarters read well
   return 10 * p;
 }
 
@@ -48,7 +48,9 @@ function frame(container, { title, xs, ymax, xfmt }) {
   const ticks = Math.min(6, xs.length);
   for (let i = 0; i < ticks; i++) {
     const x = xs[Math.round(i * (xs.length - 1) / Math.max(ticks - 1, 1))];
-    const t = el('text', { x: sx(x), y: H - 8, 'text-anchor': 'middle' }, grid);
+    // The first and last labels align inward, so neither is cut off.
+    const anchor = ticks > 1 && i === 0 ? 'start' : ticks > 1 && i === ticks - 1 ? 'end' : 'middle';
+    const t = el('text', { x: sx(x), y: H - 8, 'text-anchor': anchor }, grid);
     t.textContent = xfmt(x);
   }
   return { svg, sx, sy };
