@@ -93,7 +93,7 @@ func (l *listFlag) Set(s string) error {
 var buildCommand = &Command{
 	Name:  "build",
 	Usage: "DIR --tag IMAGE | -f stack.yml [--filter NAME]",
-	Short: "build a Go function folder into a FROM scratch image",
+	Short: "build a Go function folder, or the functions of a stack file, into FROM scratch images",
 	Long: `Compiles the Go main package in DIR (CGO_ENABLED=0) and builds a
 FROM scratch image holding it, through the Docker Engine API: no registry
 and no docker CLI needed. With -f, builds every function of a stack file
