@@ -229,6 +229,7 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) (int, error)) (int
 		if err == nil || !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
 			return n, err
 		}
+		s.logger.Debug("billing store transaction retried", zap.String("sqlstate", pgErr.Code), zap.Error(err))
 	}
 	return 0, err
 }

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +123,90 @@ func TestOpen_MigratesRetention(t *testing.T) {
 	if _, err := s2.Call(ctx, "c1"); err != nil {
 		t.Errorf("record after migration: %v", err)
 	}
+}
+
+// TestStore_SharedByGateways: two stores on one database (two gateways)
+// add overlapping batches at once, in orders of their own, with
+// redeliveries: every record is stored once and the reports, read from
+// the rollups both upserted, equal the records' sums.
+func TestStore_SharedByGateways(t *testing.T) {
+	ctx := context.Background()
+	s1, u := MustOpen(t)
+	s2, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s2.Close() }()
+	rng := storetest.RNG(t, 29)
+	calls, insts := storetest.RandomRecords(rng, 3000)
+	const writers = 6
+	errs := make(chan error, writers)
+	for w := range writers {
+		// Each writer adds every record, shuffled, in batches: all
+		// overlap with all.
+		order := rng.Perm(len(calls))
+		iorder := rng.Perm(len(insts))
+		seed := rng.Uint64()
+		store := []*postgres.Store{s1, s2}[w%2]
+		go func() {
+			wrng := rand.New(rand.NewPCG(seed, 1))
+			var err error
+			for i := 0; i < len(order) && err == nil; {
+				n := min(1+wrng.IntN(400), len(order)-i)
+				batch := make([]gust.CallRecord, n)
+				for j := range batch {
+					batch[j] = calls[order[i+j]]
+				}
+				err = store.AddCalls(ctx, batch)
+				i += n
+			}
+			for i := 0; i < len(iorder) && err == nil; {
+				n := min(1+wrng.IntN(50), len(iorder)-i)
+				batch := make([]gust.InstanceRecord, n)
+				for j := range batch {
+					batch[j] = insts[iorder[i+j]]
+				}
+				err = store.AddInstances(ctx, batch)
+				i += n
+			}
+			errs <- err
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Which copy of a duplicated id won depends on which writer came
+	// first: take the stored ones as the records.
+	var stored []gust.CallRecord
+	f := gust.CallFilter{Limit: 1000}
+	for {
+		recs, next, err := s1.Calls(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, recs...)
+		if next == "" {
+			break
+		}
+		f.Cursor = next
+	}
+	if want := len(storetest.FirstByID(calls, func(r *gust.CallRecord) string { return r.CallID })); len(stored) != want {
+		t.Fatalf("stored %d calls, want %d distinct ids", len(stored), want)
+	}
+	// Instances: each distinct id once. Their copies differ and the
+	// store lists no instance records, so only the count is checked.
+	_, iu, err := s2.Usage(ctx, gust.CallFilter{}, gust.GroupByNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var instances int64
+	for _, r := range iu {
+		instances += r.Instances
+	}
+	if want := len(storetest.FirstByID(insts, func(r *gust.InstanceRecord) string { return r.Instance })); instances != int64(want) {
+		t.Errorf("instance report counts %d, want %d distinct ids", instances, want)
+	}
+	storetest.CheckCallUsage(t, rng, s2, stored, 60)
 }
