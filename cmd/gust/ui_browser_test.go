@@ -46,7 +46,8 @@ func chromium(tb testing.TB) string {
 // `gust up`: the browser meets the Basic challenge and answers it, the
 // page deploys a function through its form, calls made to it show up as
 // the function's instance, its invocation records and points of the
-// charts, its logs follow live, and the page deletes it again. A
+// charts, its logs follow live, and the page deletes it again; a dead
+// letter shows and is redriven from the page. A
 // screenshot of the page (GUST_UI_SCREENSHOT names where, else the
 // test's temporary directory) must not be blank.
 func TestUI_Browser(t *testing.T) {
@@ -240,6 +241,22 @@ func TestUI_Browser(t *testing.T) {
 	if st, _, body := call(t, http.MethodGet, base+"/system/function/"+name, ""); st != http.StatusNotFound {
 		t.Errorf("after the page's delete: GET /system/function/%s answered %d %s, want 404", name, st, body)
 	}
+	// A dead letter, redriven from the page: an async call of a function
+	// that answers 500 and is tried once.
+	const dead = "uideadletter"
+	mustDeploy(t, m, dead, imageTag("misbehave"), map[string]string{"gust.retry.max-attempts": "1"})
+	st, h, body := call(t, http.MethodPost, base+"/async-function/"+dead+"?status=500", "")
+	if st != http.StatusAccepted {
+		t.Fatalf("async call: %d %s", st, body)
+	}
+	dlRow := fmt.Sprintf(`#deadletters tr[data-call=%q]`, h.Get(gust.HeaderCallID))
+	waitJS("dead letter row", fmt.Sprintf(`!!document.querySelector(%q)`, dlRow))
+	jsClick("redrive", dlRow+` button`)
+	waitJS("redriven", fmt.Sprintf(`(() => { const r = document.querySelector(%q); return !r || r.textContent.includes('Queued'); })()`, dlRow))
+	// The redriven call fails again and comes back as a dead letter of
+	// its second attempt.
+	waitJS("dead letter of the second attempt", fmt.Sprintf(`(() => { const r = document.querySelector(%q); return !!r && r.cells[3].textContent === '2'; })()`, dlRow))
+
 	mu.Lock()
 	defer mu.Unlock()
 	if len(jsErrors) > 0 {

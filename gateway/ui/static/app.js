@@ -88,6 +88,7 @@ function poolCell(pools) {
     if (busy) parts.push(h('span', { class: 'st st-busy' }, `${busy} busy`));
     if (p.paused) parts.push(h('span', { class: 'st st-paused' }, `${p.paused} paused`));
     if (p.inFlight) parts.push(h('span', { class: 'muted' }, `${p.inFlight} in flight`));
+    if (p.desired != null && p.desired !== p.replicas) parts.push(h('span', { class: 'muted' }, `wants ${p.desired}`));
     return h('li', {}, h('span', { class: 'worker' }, short(p.worker)), ' ', ...parts.flatMap((x) => [x, ' ']));
   }));
 }
@@ -251,7 +252,7 @@ async function refreshDeadLetters() {
     throw e;
   }
   dls = dls || [];
-  $('#deadletters tbody').replaceChildren(...dls.map((d) => h('tr', {},
+  $('#deadletters tbody').replaceChildren(...dls.map((d) => h('tr', { 'data-call': d.request.callId },
     h('td', {}, time(d.failed)),
     h('td', {}, d.request.function),
     h('td', { class: 'mono' }, short(d.request.callId)),
