@@ -165,24 +165,39 @@ func (c *callSpans) end(n uint64) {
 	c.mu.Unlock()
 }
 
-// at returns the id of the one call that ran at ts, or "".
+// callGrace is how long after a call's end a line may still be its: the
+// Engine stamps a line when it reads it from the container's output,
+// which can come after the worker has the answer of a short call.
+const callGrace = 20 * time.Millisecond
+
+// at returns the id of the one call that ran at ts, or "". A line in no
+// call's span goes to the one call that ended at most callGrace before
+// it, if only one did.
 func (c *callSpans) at(ts time.Time) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.forgotten.IsZero() && !ts.After(c.forgotten) {
+	if !c.forgotten.IsZero() && !ts.After(c.forgotten.Add(callGrace)) {
 		return ""
 	}
-	found, n := "", 0
+	in, inN, after, afterN := "", 0, "", 0
 	kept := min(c.next, callSpansKept)
 	for i := uint64(0); i < kept; i++ {
 		s := &c.spans[i]
-		if ts.Before(s.start) || !s.end.IsZero() && ts.After(s.end) {
-			continue
-		}
-		found = s.id
-		if n++; n > 1 {
-			return ""
+		switch {
+		case ts.Before(s.start):
+		case s.end.IsZero() || !ts.After(s.end):
+			in = s.id
+			inN++
+		case !ts.After(s.end.Add(callGrace)):
+			after = s.id
+			afterN++
 		}
 	}
-	return found
+	switch {
+	case inN == 1:
+		return in
+	case inN == 0 && afterN == 1:
+		return after
+	}
+	return ""
 }

@@ -70,6 +70,9 @@ func TestFunctionLogs(t *testing.T) {
 	mustDeploy(t, m, "talker", imageTag("misbehave"), map[string]string{gust.LabelIdleTimeout: "2s"})
 	var ids []string
 	for i := 0; i < 3; i++ {
+		// Apart, so that no line of one call is read by the Engine
+		// after the next one began (each is then tied to its call).
+		time.Sleep(100 * time.Millisecond)
 		st, h, body := call(t, "GET", gw(m)+"/function/talker/say", "")
 		if st != http.StatusOK {
 			t.Fatalf("call: %d %s", st, body)
@@ -239,4 +242,44 @@ func TestFunctionLogs(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFunctionLogs_Restart: the lines of a call are still there after
+// `gust up` restarts, and `gust logs` prints them.
+func TestFunctionLogs_Restart(t *testing.T) {
+	dir := t.TempDir()
+	m := MustRunUp(t, dir)
+	mustDeploy(t, m, "keeplog", imageTag("misbehave"), nil)
+	st, h, body := call(t, "GET", gw(m)+"/function/keeplog/before", "")
+	if st != http.StatusOK {
+		t.Fatalf("call: %d %s", st, body)
+	}
+	id := h.Get(gust.HeaderCallID)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m2 := MustRunUp(t, dir)
+	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if _, ok := lineOf(readLogs(t, m2, "keeplog", ""), "call "+id); !ok {
+			return fmt.Errorf("no line of call %s after the restart", id)
+		}
+		return nil
+	})
+	code, out, errOut := gustCLI(t, gw(m2), "", "logs", "keeplog", "--since", "1h")
+	if code != 0 {
+		t.Fatalf("gust logs: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, " "+id+" call "+id+" attempt") {
+		t.Errorf("gust logs printed %q, want the line of call %s tied to it", out, id)
+	}
+	code, out, errOut = gustCLI(t, gw(m2), "", "logs", "keeplog", "--json", "--tail", "1")
+	if code != 0 {
+		t.Fatalf("gust logs --json: exit %d: %s", code, errOut)
+	}
+	if n := strings.Count(out, "\n"); n != 1 || !strings.Contains(out, `"name":"keeplog"`) {
+		t.Errorf("gust logs --json --tail 1 printed %q, want one JSON line", out)
+	}
+	if code, _, errOut := gustCLI(t, gw(m2), "", "logs", "nosuchfn"); code != 1 || !strings.Contains(errOut, "nosuchfn") {
+		t.Errorf("gust logs of an unknown function: exit %d %q, want 1 and a message naming it", code, errOut)
+	}
 }

@@ -41,7 +41,7 @@ func init() {
 		newCommand, buildCommand, deployCommand, invokeCommand, listCommand, describeCommand,
 		rmCommand, scaleCommand, billingCommand, invocationsCommand, publishCommand, deadlettersCommand,
 		loginCommand, namespaceCommand, keysCommand, secretCommand, versionCommand,
-		workersCommand,
+		workersCommand, logsCommand,
 	}
 }
 

@@ -2,11 +2,18 @@ package docker
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
 )
 
 // frame is one frame of the Engine's multiplexed log stream.
@@ -60,5 +67,53 @@ func TestDemuxLines_TruncatedStream(t *testing.T) {
 	err := demuxLines(bytes.NewReader(b[:len(b)-3]), 1024, func(string, time.Time, string) {})
 	if err == nil {
 		t.Error("a stream cut inside a frame: no error")
+	}
+}
+
+// TestFollowLogs: a container's lines come as it writes them, and the
+// follow ends, with the last line read, when the container exits.
+func TestFollowLogs(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	inst, err := r.Start(ctx, testSpec(t))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	var mu sync.Mutex
+	var lines []string
+	done := make(chan error, 1)
+	go func() {
+		done <- r.FollowLogs(ctx, inst.ID, time.Time{}, func(stream string, ts time.Time, text string) {
+			mu.Lock()
+			lines = append(lines, stream+":"+text)
+			mu.Unlock()
+		})
+	}()
+	MustHealthy(t, inst)
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "fn: listening on :8080") }) {
+			return fmt.Errorf("lines so far: %q", lines)
+		}
+		return nil
+	})
+	get("http://" + inst.Addr + "/?exit=1") // the function exits mid-answer
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("FollowLogs: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("FollowLogs did not end when the container exited")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasSuffix(l, "fn: exiting with code 3") }) {
+		t.Errorf("lines %q: the last one is missing", lines)
+	}
+	if err := r.FollowLogs(ctx, "no-such-container", time.Time{}, func(string, time.Time, string) {}); !errors.Is(err, gust.ErrInstanceNotFound) {
+		t.Errorf("FollowLogs of an unknown container: %v, want ErrInstanceNotFound", err)
 	}
 }
