@@ -21,7 +21,7 @@ test: ## run every test with the race detector, the Docker ones included, then t
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 45m ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 5m ./testdata/functions/misbehave
 	@if [ -d $(ACCEPTANCE) ]; then \
-		for check in core metering events cluster cluster-faults hardening; do $(ACCEPTANCE)/$$check || exit 1; done; \
+		for check in core metering events cluster cluster-faults hardening experience; do $(ACCEPTANCE)/$$check || exit 1; done; \
 		scripts/acceptance-access $(ACCEPTANCE) || exit 1; \
 	else echo "($(ACCEPTANCE) not found: acceptance checks skipped)"; fi
 
