@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 
 	"github.com/gustfaas/gust"
@@ -73,7 +74,7 @@ func stackError(file, field, format string, args ...any) error {
 // each. file names the file in errors.
 func ParseStack(file string, data []byte) (*Stack, error) {
 	var s Stack
-	if err := yaml.Unmarshal(data, &s); err != nil {
+	if err := yaml.Unmarshal(expandEnv(data), &s); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	switch s.Provider.Name {
@@ -93,6 +94,23 @@ func ParseStack(file string, data []byte) (*Stack, error) {
 		}
 	}
 	return &s, nil
+}
+
+// envRef is ${NAME} or ${NAME:-default} in a stack file.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// expandEnv replaces ${NAME} with the variable's value and ${NAME:-word}
+// with it or, when it is unset or empty, word: the substitution faas-cli
+// makes in stack files (image tags per environment, gateway URLs). A bare
+// $NAME is left alone, so a value may hold a dollar sign.
+func expandEnv(data []byte) []byte {
+	return envRef.ReplaceAllFunc(data, func(ref []byte) []byte {
+		m := envRef.FindSubmatch(ref)
+		if v := os.Getenv(string(m[1])); v != "" || len(m[2]) == 0 {
+			return []byte(v)
+		}
+		return m[3]
+	})
 }
 
 // ReadStack reads and parses the stack file at path.
@@ -268,8 +286,11 @@ func appendFunction(file string, old []byte, name, entry string) ([]byte, error)
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
-	if _, err := ParseStack(file, buf.Bytes()); err != nil {
-		return nil, err
+	// The rest of the file is checked by build and deploy, with the
+	// environment they run in; here only that the entry landed.
+	var check Stack
+	if err := yaml.Unmarshal(buf.Bytes(), &check); err != nil || check.Functions[name].Image == "" {
+		return nil, fmt.Errorf("%s: adding %s did not give a stack file (%v)", file, name, err)
 	}
 	return buf.Bytes(), nil
 }

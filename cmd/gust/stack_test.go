@@ -75,6 +75,28 @@ functions:
 	}
 }
 
+func TestStackEnv(t *testing.T) {
+	t.Setenv("GUST_TEST_TAG", "1.2")
+	t.Setenv("GUST_TEST_EMPTY", "")
+	s, err := ParseStack("stack.yml", []byte(`provider: {name: gust, gateway: "${GUST_TEST_GW:-http://gw:8080}"}
+functions:
+  f:
+    image: team/f:${GUST_TEST_TAG}
+    environment: {A: "${GUST_TEST_EMPTY:-dflt}", B: "${GUST_TEST_UNSET}", C: "$GUST_TEST_TAG", D: "x$y"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Provider.Gateway; got != "http://gw:8080" {
+		t.Errorf("gateway %q", got)
+	}
+	f := s.Functions["f"]
+	want := map[string]string{"A": "dflt", "B": "", "C": "$GUST_TEST_TAG", "D": "x$y"}
+	if f.Image != "team/f:1.2" || !reflect.DeepEqual(f.Environment, want) {
+		t.Errorf("image %q, environment %v; want team/f:1.2, %v", f.Image, f.Environment, want)
+	}
+}
+
 func TestStackSelected(t *testing.T) {
 	s := &Stack{Functions: map[string]StackFunction{"b": {}, "a": {}}}
 	if got, _ := s.Selected("f", ""); !reflect.DeepEqual(got, []string{"a", "b"}) {
@@ -122,7 +144,7 @@ version: 1.0
 functions:
   old:
     lang: dockerfile # built elsewhere
-    image: team/old:2
+    image: team/old:${GUST_TEST_UNSET_TAG:-2}
 provider:
   name: openfaas
   gateway: http://gw:9
