@@ -365,10 +365,17 @@ func (p *pool) release(in *instance) {
 	}
 }
 
+// removeLocked takes in out of the pool. The decider follows the pool
+// down (an instance that exited, crashed or failed to start is not
+// replaced before a call or the load asks for it, as before autoscaling),
+// except below a minimum, which is kept.
 func (p *pool) removeLocked(in *instance) bool {
 	for i, x := range p.instances {
 		if x == in {
 			p.instances = append(p.instances[:i], p.instances[i+1:]...)
+			if starting, ready := p.liveLocked(); starting+ready > 0 || p.cfg.Min == 0 {
+				p.scaler.Lower(time.Now(), starting+ready, p.invocations)
+			}
 			return true
 		}
 	}
@@ -462,9 +469,14 @@ func (p *pool) waitReady(ctx context.Context) error {
 			p.mu.Unlock()
 			return err
 		}
-		if starting == 0 && p.startLocked() == nil {
-			p.mu.Unlock()
-			return gust.ErrDraining
+		if starting == 0 {
+			if p.startLocked() == nil {
+				p.mu.Unlock()
+				return gust.ErrDraining
+			}
+			// The deploy's instance stays until the idle timeout, as
+			// one a call started would.
+			p.scaler.Raise(time.Now(), 1)
 		}
 		ch := p.changed
 		p.mu.Unlock()
