@@ -43,3 +43,20 @@ func openBillingStore(ctx context.Context, dataDir, url string, logger *zap.Logg
 	// Not the URL itself: it may hold a password.
 	return nil, fmt.Errorf("--billing-store: want empty (SQLite in the data directory) or a postgres:// URL")
 }
+
+// ingestConsumer names the JetStream consumer that fills store. A store
+// of this process alone (SQLite) has a consumer of its own, named by an
+// id kept in dataDir. Gateways sharing one PostgreSQL store share one
+// consumer, named after the database: JetStream hands each record to one
+// of them, so that a record is written once, not once per gateway (which
+// would be correct, as the store is idempotent, and N times the work).
+func ingestConsumer(store billingStore, dataDir string) (string, error) {
+	if s, ok := store.(*postgres.Store); ok {
+		return "billing-" + s.ConsumerID(), nil
+	}
+	id, err := localID(dataDir, "billing-id")
+	if err != nil {
+		return "", err
+	}
+	return "billing-" + id, nil
+}

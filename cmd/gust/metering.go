@@ -67,12 +67,12 @@ func startMetering(ctx context.Context, bus *natsbus.Bus, cfg meterConfig, m *me
 			mt.Close()
 			return nil, err
 		}
-		id, err := localID(cfg.DataDir, "billing-id")
+		durable, err := ingestConsumer(mt.Store, cfg.DataDir)
 		if err != nil {
 			mt.Close()
 			return nil, err
 		}
-		mt.ingest = natsbus.NewIngest(bus, mt.Store, "billing-"+id, m, logger)
+		mt.ingest = natsbus.NewIngest(bus, mt.Store, durable, m, logger)
 		if err := mt.ingest.Start(ctx); err != nil {
 			mt.Close()
 			return nil, err

@@ -16,6 +16,8 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -134,6 +136,7 @@ const writeAttempts = 5
 type Store struct {
 	pool   *pgxpool.Pool
 	logger *zap.Logger
+	id     string
 }
 
 var _ gust.PruningStore = (*Store)(nil)
@@ -154,7 +157,7 @@ func Open(ctx context.Context, url string, logger *zap.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open billing store %s: %w", redacted(cfg), err)
 	}
-	s := &Store{pool: pool, logger: logger}
+	s := &Store{pool: pool, logger: logger, id: databaseID(cfg)}
 	version, err := s.migrate(ctx)
 	if err != nil {
 		pool.Close()
@@ -162,6 +165,20 @@ func Open(ctx context.Context, url string, logger *zap.Logger) (*Store, error) {
 	}
 	logger.Info("billing store open", zap.String("postgres", redacted(cfg)), zap.Int("schema_version", version))
 	return s, nil
+}
+
+// ConsumerID names the database the store is in, the same for every
+// process that opens it (by host, port, database and search_path; not
+// by user or password): a name for what the processes sharing it share,
+// such as the JetStream consumer that fills it. It is hex: a valid NATS
+// name.
+func (s *Store) ConsumerID() string { return s.id }
+
+func databaseID(cfg *pgxpool.Config) string {
+	c := cfg.ConnConfig
+	h := sha256.Sum256([]byte(c.Host + "\x00" + strconv.Itoa(int(c.Port)) + "\x00" + c.Database + "\x00" +
+		c.RuntimeParams["search_path"]))
+	return "pg-" + hex.EncodeToString(h[:8])
 }
 
 // redacted names the database for logs and errors, without credentials.

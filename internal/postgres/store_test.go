@@ -137,6 +137,13 @@ func TestStore_SharedByGateways(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = s2.Close() }()
+	// The gateways share one ingest consumer, named after the database.
+	if s1.ConsumerID() != s2.ConsumerID() {
+		t.Errorf("ConsumerID = %q and %q on one database, want equal", s1.ConsumerID(), s2.ConsumerID())
+	}
+	if other, _ := MustOpen(t); other.ConsumerID() == s1.ConsumerID() {
+		t.Errorf("ConsumerID %q on another schema too, want another", other.ConsumerID())
+	}
 	rng := storetest.RNG(t, 29)
 	calls, insts := storetest.RandomRecords(rng, 3000)
 	const writers = 6
