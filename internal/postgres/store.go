@@ -125,6 +125,9 @@ const callRollupColumnsDDL = `
 // "gustbill".
 const migrationLock = 0x6775737462696c6c
 
+// connectTimeout bounds a connection attempt when the URL sets none.
+const connectTimeout = 10 * time.Second
+
 // writeAttempts bounds how often a write transaction is tried when the
 // server aborts it for a deadlock or a serialization failure (possible
 // when gateways add overlapping batches at once); the retry is safe as
@@ -152,6 +155,12 @@ func Open(ctx context.Context, url string, logger *zap.Logger) (*Store, error) {
 	if err != nil {
 		// The parse error may quote the URL, password included.
 		return nil, errors.New("open billing store: invalid PostgreSQL URL")
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// Without connect_timeout in the URL, a server that does not
+		// answer (a dropped SYN) would hold Open, and every query after
+		// it, for as long as the kernel retries.
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
