@@ -23,6 +23,10 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
+// walCheckpointPages is the WAL size, in pages, past which a commit
+// copies it back into the database file (PRAGMA wal_autocheckpoint).
+const walCheckpointPages = 10000
+
 // busyTimeout is how long a connection waits for a lock held by another
 // connection or process before it fails with SQLITE_BUSY.
 const busyTimeout = 5 * time.Second
@@ -188,8 +192,15 @@ func Open(path string, logger *zap.Logger) (*Store, error) {
 	// a write transaction take the write lock at BEGIN, so concurrent
 	// writers wait for each other (busy_timeout) instead of failing when
 	// they upgrade a read lock.
+	// wal_autocheckpoint: the WAL is copied back into the database every
+	// walCheckpointPages pages rather than SQLite's 1000. A page that many
+	// batches touch (the hot end of each index, a rollup row) is then
+	// written back once per checkpoint instead of once per thousand pages:
+	// measured here, inserts of a 10M-a-month store ran about 1.5× faster
+	// (docs/benchmarks.md), for a WAL file of up to ~40 MiB.
 	dsn := path + "?_busy_timeout=" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) +
-		"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate"
+		"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate" +
+		"&_pragma=wal_autocheckpoint(" + strconv.Itoa(walCheckpointPages) + ")"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open billing db %s: %w", path, err)
