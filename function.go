@@ -46,6 +46,10 @@ const (
 	LabelScaleZero             = "com.openfaas.scale.zero"
 	LabelScaleZeroDuration     = "com.openfaas.scale.zero-duration"
 	LabelScaleFactor           = "com.openfaas.scale.factor"
+	// LabelScaleWindow is the stable window of a scale type, 6s to 1h
+	// (60s by default), as Knative's autoscaling.knative.dev/window; the
+	// panic window is a tenth of it.
+	LabelScaleWindow = "gust.scale.window"
 )
 
 // Scale types (LabelScaleType).
@@ -191,6 +195,7 @@ type FunctionConfig struct {
 	ScaleProportion float64
 	ScaleFactor     int
 	ScaleToZero     bool
+	ScaleWindow     time.Duration // 0: the default (60 s)
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -285,6 +290,13 @@ func parseScaleLabels(labels map[string]string, c *FunctionConfig) error {
 			return Invalidf("labels."+LabelScaleFactor, "label %s=%q: want a whole percent of max from 0 to 100 (0: the rate never scales up)", LabelScaleFactor, v)
 		}
 		c.ScaleFactor = n
+	}
+	if v, ok := labels[LabelScaleWindow]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 6*time.Second || d > time.Hour {
+			return Invalidf("labels."+LabelScaleWindow, "label %s=%q: want a Go duration from 6s to 1h, such as 60s", LabelScaleWindow, v)
+		}
+		c.ScaleWindow = d
 	}
 	if v, ok := labels[LabelScaleZero]; ok {
 		z, err := strconv.ParseBool(strings.TrimSpace(v))

@@ -416,6 +416,13 @@ func TestParseConfig_ScaleLabels(t *testing.T) {
 			}
 			return ""
 		}},
+		{name: "Window", labels: map[string]string{gust.LabelScaleWindow: "30s"}, check: func(c gust.FunctionConfig) string {
+			if c.ScaleWindow != 30*time.Second {
+				return fmt.Sprintf("window %s, want 30s", c.ScaleWindow)
+			}
+			return ""
+		}},
+		{name: "ErrWindow", labels: map[string]string{gust.LabelScaleWindow: "2s"}, wantField: "labels." + gust.LabelScaleWindow},
 		{name: "ErrType", labels: map[string]string{gust.LabelScaleType: "memory"}, wantField: "labels." + gust.LabelScaleType},
 		{name: "ErrTarget", labels: map[string]string{gust.LabelScaleTarget: "-1"}, wantField: "labels." + gust.LabelScaleTarget},
 		{name: "ErrTargetNaN", labels: map[string]string{gust.LabelScaleTarget: "NaN"}, wantField: "labels." + gust.LabelScaleTarget},

@@ -69,7 +69,7 @@ func newPool(w *Worker, fn *gust.Function) *pool {
 func policyOf(c gust.FunctionConfig) autoscale.Policy {
 	return autoscale.Policy{
 		Type: c.ScaleType, Target: c.ScaleTarget, Proportion: c.ScaleProportion, Factor: c.ScaleFactor,
-		Min: c.Min, Max: c.Max, Concurrency: c.Concurrency,
+		Min: c.Min, Max: c.Max, Concurrency: c.Concurrency, Window: c.ScaleWindow,
 	}
 }
 
@@ -394,7 +394,7 @@ func (p *pool) reapLocked(now time.Time) []*instance {
 	desired := p.scaler.Desired()
 	idle := func(in *instance) bool { return now.Sub(in.lastUsed) >= p.cfg.IdleTimeout }
 	held := 0 // what a fresh order holds
-	if now.Sub(p.ordered) < autoscale.StableWindow {
+	if now.Sub(p.ordered) < max(p.cfg.ScaleWindow, autoscale.StableWindow) {
 		held = p.orderShare
 	}
 	floor := max(p.cfg.Min, held)

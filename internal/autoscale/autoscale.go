@@ -81,6 +81,10 @@ type Policy struct {
 	Proportion float64 // DefaultProportion when 0
 	Factor     int     // percent of Max per step of the CE rule
 	Min, Max   int
+	// Window is the stable window (gust.scale.window, as Knative's
+	// autoscaling.knative.dev/window); StableWindow when 0. The panic
+	// window is a tenth of it.
+	Window time.Duration
 	// Concurrency is gust.concurrency, the hard limit per instance:
 	// whatever the rule, the pool does not go below what the calls in
 	// flight over the stable window fill at that limit, so that a slow
@@ -130,6 +134,17 @@ func New(p Policy, current int) *Decider {
 	d.desired = d.clamp(current)
 	return d
 }
+
+// stable is the policy's stable window.
+func (d *Decider) stable() time.Duration {
+	if d.p.Window > 0 {
+		return d.p.Window
+	}
+	return StableWindow
+}
+
+// panicWindow is a tenth of the stable window, as Knative's default.
+func (d *Decider) panicWindow() time.Duration { return d.stable() / 10 }
 
 // SetPolicy applies new labels or a new share; history is kept.
 func (d *Decider) SetPolicy(p Policy) {
@@ -228,7 +243,7 @@ func (d *Decider) Observe(s Sample) (desired, want int) {
 
 // trim drops what is older than the stable window.
 func (d *Decider) trim(now time.Time) {
-	cut := now.Add(-StableWindow)
+	cut := now.Add(-d.stable())
 	i := 0
 	for i < len(d.samples)-1 && d.samples[i].At.Before(cut) {
 		i++
@@ -253,7 +268,7 @@ func (d *Decider) need(now time.Time) int {
 	if d.p.Concurrency <= 0 {
 		return 0
 	}
-	return int(math.Ceil(d.metricOf(TypeCapacity, now, StableWindow) / float64(d.p.Concurrency)))
+	return int(math.Ceil(d.metricOf(TypeCapacity, now, d.stable()) / float64(d.p.Concurrency)))
 }
 
 func (d *Decider) metricOf(typ string, now time.Time, window time.Duration) float64 {
@@ -309,12 +324,12 @@ func (d *Decider) perInstance() float64 {
 
 func (d *Decider) observeTarget(s Sample) int {
 	per := d.perInstance()
-	stable := int(math.Ceil(d.metric(s.At, StableWindow) / per))
-	panicWant := int(math.Ceil(d.metric(s.At, PanicWindow) / per))
+	stable := int(math.Ceil(d.metric(s.At, d.stable()) / per))
+	panicWant := int(math.Ceil(d.metric(s.At, d.panicWindow()) / per))
 	if float64(panicWant) >= PanicThreshold*float64(max(s.Ready, 1)) && panicWant > s.Ready {
 		// A burst: panic from now until a stable window passes
 		// without another.
-		d.panicUntil = s.At.Add(StableWindow)
+		d.panicUntil = s.At.Add(d.stable())
 	}
 	want := stable
 	panicking := s.At.Before(d.panicUntil)

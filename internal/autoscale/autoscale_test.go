@@ -114,6 +114,17 @@ func TestRPS_TargetAndStableWindow(t *testing.T) {
 	}
 }
 
+func TestWindow(t *testing.T) {
+	// A stable window of 20 s (gust.scale.window): down 20 s after the
+	// load, not 60; the panic window is 2 s.
+	s := newSim(t, Policy{Type: TypeRPS, Target: 10, Proportion: 0.9, Max: 10, Concurrency: 100, Window: 20 * time.Second}, 3)
+	s.run(30*time.Second, 25, 1, -1)
+	down := s.run(40*time.Second, 0, 0, -1)
+	if at := firstAt(down, 1); at < 20 || at > 23 {
+		t.Errorf("after the load: back to 1 after %d s, want 20-23 s: %v", at, down)
+	}
+}
+
 func TestCapacity_TargetProportion(t *testing.T) {
 	// 9 calls in flight, target 5 × 0.9 = 4.5 per instance: 2 instances;
 	// with proportion 0.5 (2.5 per instance): 4.
