@@ -190,6 +190,44 @@ func TestScheduler_GrowsUnderLoad(t *testing.T) {
 	placedOn("[w1]")
 }
 
+// TestScheduler_GrowsByDecider: a pool that holds its whole share of the
+// max and whose decider (internal/autoscale) wants more than that share
+// grows the placement onto another worker, though its slots are not all
+// busy (a target scales before gust.concurrency is reached).
+func TestScheduler_GrowsByDecider(t *testing.T) {
+	ctx := context.Background()
+	st, bus := natsbustest.MustOpenState(t)
+	MustFakeWorkerInfo(t, st, bus, gust.WorkerInfo{ID: "w1", MemoryBytes: 1 << 30}, gust.Reply{})
+	MustFakeWorkerInfo(t, st, bus, gust.WorkerInfo{ID: "w2", MemoryBytes: 1 << 30}, gust.Reply{})
+	labels := scale(1, 4)
+	labels[gust.LabelScaleType] = gust.ScaleRPS
+	key := MustDeploySized(t, st, "f", "128Mi", labels)
+	s := MustStartScheduler(t, st, bus)
+	if got, want := fmt.Sprint(mustPlace(t, s, key)), "[w1]"; got != want {
+		t.Fatalf("placed on %s, want %s", got, want)
+	}
+	// Its whole share, wanting no more: stays.
+	MustPut(t, st.Status, key+".w1", gust.PoolStatus{Worker: "w1", Replicas: 4, Available: 4, InFlight: 4, Desired: 4, Want: 4})
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pl, _, _ := st.Placements.Get(ctx, key); fmt.Sprint(pl.Workers) != "[w1]" {
+		t.Fatalf("placement %v, want [w1] (the pool wants no more than its share)", pl.Workers)
+	}
+	// Wanting 6 of a share of 4: onto w2.
+	MustPut(t, st.Status, key+".w1", gust.PoolStatus{Worker: "w1", Replicas: 4, Available: 4, InFlight: 4, Desired: 4, Want: 6})
+	check.For(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if err := s.Reconcile(ctx); err != nil {
+			return err
+		}
+		pl, _, err := st.Placements.Get(ctx, key)
+		if got := fmt.Sprint(pl.Workers); err != nil || got != "[w1 w2]" {
+			return fmt.Errorf("placement %s (%v), want [w1 w2]", got, err)
+		}
+		return nil
+	})
+}
+
 // TestScheduler_ReplacesDeadWorker: when a worker of a placement stops
 // beating, the reconcile loop gives its share of the warm minimum to
 // another worker.
