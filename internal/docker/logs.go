@@ -21,8 +21,8 @@ var _ gust.LogFollower = (*Runtime)(nil)
 // (GET /containers/{id}/logs?follow=1&timestamps=1). The stream ends
 // when the container stops; a container that runs again (a restart) is
 // followed on from the last line's time, so that no line is read twice.
-// A stream that breaks while the container runs is opened again the same
-// way, a few times.
+// A stream that breaks (the Engine restarting) is opened again the same
+// way, for about 30 s.
 func (r *Runtime) FollowLogs(ctx context.Context, id string, since time.Time, fn func(stream string, ts time.Time, text string)) error {
 	last, skip := since, time.Time{}
 	failures := 0
@@ -49,13 +49,15 @@ func (r *Runtime) FollowLogs(ctx context.Context, id string, since time.Time, fn
 			if errors.Is(err, gust.ErrInstanceNotFound) {
 				return err
 			}
-			if failures++; failures > 5 {
+			// The Engine restarting, or a broken connection: try again
+			// for a while (the lines wait in the container's log file).
+			if failures++; failures > followRetries {
 				return err
 			}
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(time.Duration(failures) * 200 * time.Millisecond):
+			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 2*time.Second)):
 			}
 			continue
 		}
@@ -77,6 +79,10 @@ func (r *Runtime) FollowLogs(ctx context.Context, id string, since time.Time, fn
 		failures = 0
 	}
 }
+
+// followRetries bounds the attempts to open a broken log stream again in
+// a row: about 30 s in all.
+const followRetries = 20
 
 // followOnce reads one log stream of the container until it ends.
 func (r *Runtime) followOnce(ctx context.Context, id string, since time.Time, fn func(stream string, ts time.Time, text string)) error {
