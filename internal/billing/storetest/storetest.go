@@ -617,17 +617,17 @@ func testUsageOracle(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 	CheckUsage(t, rng, s, calls, insts, 150)
 }
 
-// window is where RandomRecords puts its records: six days across the
+// Window is where RandomRecords puts its records: six days across the
 // end of February of a leap year and into March.
-var window = struct{ from, to time.Time }{
+var Window = struct{ From, To time.Time }{
 	time.Date(2024, 2, 27, 0, 0, 0, 0, time.UTC), time.Date(2024, 3, 4, 0, 0, 0, 0, time.UTC),
 }
 
-// randomInstant returns a time in window: often exactly on an hour or a
+// RandomInstant returns a time in Window: often exactly on an hour or a
 // day boundary, or a nanosecond either side of one, otherwise anywhere.
-func randomInstant(rng *rand.Rand) time.Time {
-	span := window.to.Sub(window.from)
-	t := window.from.Add(time.Duration(rng.Int64N(int64(span))))
+func RandomInstant(rng *rand.Rand) time.Time {
+	span := Window.To.Sub(Window.From)
+	t := Window.From.Add(time.Duration(rng.Int64N(int64(span))))
 	switch rng.IntN(8) {
 	case 0:
 		return t.Truncate(time.Hour)
@@ -657,7 +657,7 @@ func RandomRecords(rng *rand.Rand, n int) ([]gust.CallRecord, []gust.InstanceRec
 		// Durations of any nanosecond count; billed per millisecond or
 		// per microsecond, as the granularity may be either.
 		dur := time.Duration(1 + rng.Int64N(int64(3*time.Second)))
-		r := Rec(id, fmt.Sprintf("ns%d", rng.IntN(3)), fmt.Sprintf("fn%d", rng.IntN(4)), randomInstant(rng), dur,
+		r := Rec(id, fmt.Sprintf("ns%d", rng.IntN(3)), fmt.Sprintf("fn%d", rng.IntN(4)), RandomInstant(rng), dur,
 			mems[rng.IntN(len(mems))], outcomes[rng.IntN(len(outcomes))], rng.IntN(7) == 0)
 		if rng.IntN(2) == 0 && r.BilledNs > 0 {
 			r.BilledNs = int64(gust.BilledDuration(dur, time.Microsecond))
@@ -670,7 +670,7 @@ func RandomRecords(rng *rand.Rand, n int) ([]gust.CallRecord, []gust.InstanceRec
 		if i > 0 && rng.IntN(20) == 0 {
 			id = insts[rng.IntN(i)].Instance
 		}
-		ready := randomInstant(rng)
+		ready := RandomInstant(rng)
 		insts[i] = gust.InstanceRecord{Instance: id, Namespace: fmt.Sprintf("ns%d", rng.IntN(3)),
 			Function: fmt.Sprintf("fn%d", rng.IntN(4)), Worker: "w1", MemoryMiB: mems[rng.IntN(len(mems))],
 			Ready: ready, Stopped: ready.Add(time.Duration(rng.Int64N(int64(3*time.Hour))) - 10*time.Minute)}
@@ -791,16 +791,16 @@ func UsageOf(calls []gust.CallRecord, insts []gust.InstanceRecord, f gust.CallFi
 	return rows, irows
 }
 
-// randomUsageFilter returns a filter with a random range (open, on a
+// RandomUsageFilter returns a filter with a random range (open, on a
 // boundary, or anywhere; sometimes empty or reversed) and random
 // namespace, function and outcome filters.
-func randomUsageFilter(rng *rand.Rand) gust.CallFilter {
+func RandomUsageFilter(rng *rand.Rand) gust.CallFilter {
 	var f gust.CallFilter
 	if rng.IntN(5) > 0 {
-		f.From = randomInstant(rng).Add(-12 * time.Hour)
+		f.From = RandomInstant(rng).Add(-12 * time.Hour)
 	}
 	if rng.IntN(5) > 0 {
-		f.To = randomInstant(rng).Add(12 * time.Hour)
+		f.To = RandomInstant(rng).Add(12 * time.Hour)
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && f.To.Before(f.From) && rng.IntN(4) > 0 {
 		f.From, f.To = f.To, f.From
@@ -817,7 +817,8 @@ func randomUsageFilter(rng *rand.Rand) gust.CallFilter {
 	return f
 }
 
-var groupings = []string{gust.GroupByNamespace, gust.GroupByFunction, gust.GroupByHour, gust.GroupByDay, gust.GroupByMonth}
+// Groupings are every Usage grouping.
+var Groupings = []string{gust.GroupByNamespace, gust.GroupByFunction, gust.GroupByHour, gust.GroupByDay, gust.GroupByMonth}
 
 // CheckCallUsage compares the call rows of s.Usage with the oracle
 // (UsageOf) on n random filters and every grouping, for stores whose
@@ -825,8 +826,8 @@ var groupings = []string{gust.GroupByNamespace, gust.GroupByFunction, gust.Group
 func CheckCallUsage(t testing.TB, rng *rand.Rand, s gust.BillingStore, calls []gust.CallRecord, n int) {
 	t.Helper()
 	for range n {
-		f := randomUsageFilter(rng)
-		for _, g := range groupings {
+		f := RandomUsageFilter(rng)
+		for _, g := range Groupings {
 			got, _, err := s.Usage(context.Background(), f, g)
 			if err != nil {
 				t.Fatal(err)
@@ -843,8 +844,8 @@ func CheckCallUsage(t testing.TB, rng *rand.Rand, s gust.BillingStore, calls []g
 func CheckUsage(t testing.TB, rng *rand.Rand, s gust.BillingStore, calls []gust.CallRecord, insts []gust.InstanceRecord, n int) {
 	t.Helper()
 	for range n {
-		f := randomUsageFilter(rng)
-		for _, g := range groupings {
+		f := RandomUsageFilter(rng)
+		for _, g := range Groupings {
 			got, gotInst, err := s.Usage(context.Background(), f, g)
 			if err != nil {
 				t.Fatal(err)
@@ -880,7 +881,7 @@ func testPrune(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 	if from, err := s.RawFrom(ctx); err != nil || !from.IsZero() {
 		t.Fatalf("RawFrom before pruning = %v, %v; want the zero time", from, err)
 	}
-	horizon := randomInstant(rng).Truncate(time.Hour)
+	horizon := RandomInstant(rng).Truncate(time.Hour)
 	var older int64
 	var kept []gust.CallRecord
 	for _, r := range calls {
@@ -921,9 +922,9 @@ func testPrune(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 	check := func() {
 		t.Helper()
 		for range 60 {
-			f := randomUsageFilter(rng)
+			f := RandomUsageFilter(rng)
 			f.From, f.To = f.From.Truncate(time.Hour), f.To.Truncate(time.Hour)
-			for _, g := range groupings {
+			for _, g := range Groupings {
 				got, gotInst, err := s.Usage(ctx, f, g)
 				if err != nil {
 					t.Fatal(err)
