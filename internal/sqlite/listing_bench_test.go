@@ -127,7 +127,7 @@ func TestListingFigures(t *testing.T) {
 	before := func(f gust.CallFilter) ([]gust.CallRecord, string) {
 		where, args := filterWhere(f, `start_ns`, true)
 		if f.Cursor != "" {
-			startNs, callID, err := decodeCursor(f.Cursor)
+			startNs, callID, err := billing.DecodeCursor(f.Cursor)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +153,7 @@ func TestListingFigures(t *testing.T) {
 			return nil, ""
 		}
 		last := recs[len(recs)-1]
-		return recs, encodeCursor(unixNano(last.Start), last.CallID)
+		return recs, billing.EncodeCursor(unixNano(last.Start), last.CallID)
 	}
 	type figures struct{ p1, p10 time.Duration }
 	res := map[string][2]figures{}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/billing"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -99,7 +100,7 @@ func TestStore_CallsPlan(t *testing.T) {
 	base := mustTime(t, "2024-05-01T10:00:00Z")
 	MustAddCalls(t, s, randomCalls(rand.New(rand.NewPCG(1, 2)), 2000, base)...)
 	check := func(t *testing.T, s *Store) {
-		cursor := encodeCursor(unixNano(base.Add(time.Second)), "c8")
+		cursor := billing.EncodeCursor(unixNano(base.Add(time.Second)), "c8")
 		for _, tt := range listingFilters {
 			for _, timed := range []bool{false, true} {
 				for _, c := range []string{"", cursor} {
@@ -212,7 +213,7 @@ func TestStore_CallsPaging(t *testing.T) {
 				// A cursor past To (To narrowed between pages) still
 				// honours To: the first page.
 				c := f
-				c.Cursor = encodeCursor(unixNano(f.To.Add(time.Millisecond)), "c")
+				c.Cursor = billing.EncodeCursor(unixNano(f.To.Add(time.Millisecond)), "c")
 				recs, _, err := s.Calls(ctx, c)
 				if err != nil {
 					t.Fatal(err)

@@ -8,7 +8,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -627,7 +626,7 @@ func (s *Store) Calls(ctx context.Context, f gust.CallFilter) ([]gust.CallRecord
 	next := ""
 	if more {
 		last := recs[len(recs)-1]
-		next = encodeCursor(unixNano(last.Start), last.CallID)
+		next = billing.EncodeCursor(unixNano(last.Start), last.CallID)
 	}
 	return recs, next, nil
 }
@@ -643,7 +642,7 @@ func callsQuery(f gust.CallFilter, limit int) (string, []any, error) {
 	)
 	if f.Cursor != "" {
 		var err error
-		if startNs, callID, err = decodeCursor(f.Cursor); err != nil {
+		if startNs, callID, err = billing.DecodeCursor(f.Cursor); err != nil {
 			return "", nil, err
 		}
 		// Of the two upper bounds, the cursor and To, only the lower one
@@ -912,28 +911,6 @@ func whereClause(conds []string) string {
 		return ""
 	}
 	return ` WHERE ` + strings.Join(conds, ` AND `)
-}
-
-// encodeCursor makes the opaque cursor "continue after the record that
-// started at startNs with this call id".
-func encodeCursor(startNs int64, callID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(startNs, 10) + ":" + callID))
-}
-
-func decodeCursor(c string) (int64, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil {
-		return 0, "", gust.Invalidf("cursor", "cursor is not one this server returned")
-	}
-	ns, id, ok := strings.Cut(string(b), ":")
-	if !ok || id == "" {
-		return 0, "", gust.Invalidf("cursor", "cursor is not one this server returned")
-	}
-	startNs, err := strconv.ParseInt(ns, 10, 64)
-	if err != nil {
-		return 0, "", gust.Invalidf("cursor", "cursor is not one this server returned")
-	}
-	return startNs, id, nil
 }
 
 // unixNano stores a time as Unix nanoseconds; the zero time is 0.
