@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/gustfaas/gust"
 )
 
 // The images scripts/watchdog-images builds from checkouts of the real
@@ -100,7 +102,7 @@ func TestRealClassicWatchdog_Up(t *testing.T) {
 
 // TestRealOfWatchdog_Up: of-watchdog, built from its source by
 // scripts/watchdog-images, on `gust up` with real Docker, in modes http
-// (a Go upstream server), streaming and serializing: fprocess from
+// (a Go upstream server), streaming, serializing and static: fprocess from
 // envProcess, the image's user and working directory, a writable /tmp,
 // every verb, and in http mode a 302 from the upstream reaching the
 // caller unfollowed.
@@ -110,7 +112,20 @@ func TestRealOfWatchdog_Up(t *testing.T) {
 	verbs := []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions}
 
 	t.Run("http", func(t *testing.T) {
-		url := deployWatchdog(t, m, "ofhttp", ofWatchdogImage, "/upstream", map[string]string{"mode": "http", "upstream_url": "http://127.0.0.1:8082"})
+		// of-watchdog answers /_/health as soon as it wrote its lock
+		// file, before the upstream it forked listens: a call at once
+		// then gets its 500 (seen here: every call of a run failed).
+		// Its /_/ready with ready_path asks the upstream too, so the
+		// readiness check is pointed there (label gust.health).
+		spec := map[string]any{
+			"service": "ofhttp", "image": ofWatchdogImage, "envProcess": "/upstream", "readOnlyRootFilesystem": true,
+			"envVars": map[string]string{"mode": "http", "upstream_url": "http://127.0.0.1:8082", "ready_path": "/ready"},
+			"labels":  map[string]string{gust.LabelHealth: "/_/ready"},
+		}
+		if st, body := deploy(t, m, http.MethodPost, spec); st != http.StatusAccepted {
+			t.Fatalf("deploy ofhttp: %d %s, want 202", st, body)
+		}
+		url := gw(m) + "/function/ofhttp"
 		for _, verb := range verbs {
 			st, h, out := call(t, verb, url+"/some/path?a=1", "hello stdin", "X-Test-Header", "yes")
 			if st != http.StatusOK {
@@ -142,6 +157,15 @@ func TestRealOfWatchdog_Up(t *testing.T) {
 		t.Logf("redirect: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
 		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/elsewhere" {
 			t.Errorf("redirect: %d Location %q, want 302 Location /elsewhere", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+
+	t.Run("static", func(t *testing.T) {
+		url := deployWatchdog(t, m, "ofstatic", ofWatchdogImage, "", map[string]string{"mode": "static"})
+		st, _, out := call(t, http.MethodGet, url+"/index.html", "")
+		t.Logf("GET /index.html: %d %q", st, out)
+		if st != http.StatusOK || out != "static from of-watchdog\n" {
+			t.Errorf("GET /index.html: %d %q, want 200 and the file the image holds", st, out)
 		}
 	})
 
