@@ -86,3 +86,13 @@ type Runtime interface {
 type LogTailer interface {
 	TailLogs(ctx context.Context, id string, lines int) (string, error)
 }
+
+// CPUSampler is an optional Runtime ability: the CPU time a container has
+// used since it started (user and system, all its processes, all cores),
+// a counter that only grows while the container runs. The worker samples
+// it every few seconds for functions scaled by CPU
+// (com.openfaas.scale.type=cpu) and turns the deltas into millicores.
+// Unknown ids give an error wrapping ErrInstanceNotFound.
+type CPUSampler interface {
+	CPUUsage(ctx context.Context, id string) (time.Duration, error)
+}

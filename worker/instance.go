@@ -38,6 +38,9 @@ type instance struct {
 	suspect bool
 	// retiring instances (older version) get no new calls and stop when idle.
 	retiring bool
+	// cpuTotal is its cumulative CPU time read at cpuAt (cpu.go).
+	cpuTotal time.Duration
+	cpuAt    time.Time
 	// calls are its last calls' spans, to tie its log lines to them
 	// (logs.go); they have their own lock.
 	calls callSpans

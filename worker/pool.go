@@ -46,6 +46,13 @@ type pool struct {
 	// (the decider holds it as long), so that an order of more instances
 	// than the minimum is not undone as soon as it is carried out.
 	ordered time.Time
+	// cpu is the pool's CPU use in millicores, read at cpuAt, for a pool
+	// scaled by CPU (cpu.go); cpuBegun is when the last reading round
+	// began, cpuSampling whether one runs.
+	cpu         float64
+	cpuAt       time.Time
+	cpuBegun    time.Time
+	cpuSampling bool
 }
 
 func newPool(w *Worker, fn *gust.Function) *pool {
@@ -300,7 +307,7 @@ func (p *pool) autoscaleLocked(now time.Time) {
 	_, ready := p.liveLocked()
 	_, p.want = p.scaler.Observe(autoscale.Sample{
 		At: now, InFlight: p.inflight + p.waiting, Calls: p.invocations, Ready: ready,
-		CPU: -1, // the runtime reports no CPU use yet (see README: scaling)
+		CPU: p.cpuLocked(now), // -1 (none) unless scaled by CPU (cpu.go)
 	})
 	p.ensureDesiredLocked()
 }
@@ -506,6 +513,7 @@ func (w *Worker) reap() {
 				p.autoscaleLocked(time.Now())
 			}
 			p.mu.Unlock()
+			w.startCPUSampling(p, time.Now())
 		}
 		w.reapPool(p)
 	}

@@ -27,8 +27,9 @@ import (
 )
 
 var (
-	_ gust.Runtime   = (*Runtime)(nil)
-	_ gust.LogTailer = (*Runtime)(nil)
+	_ gust.Runtime    = (*Runtime)(nil)
+	_ gust.LogTailer  = (*Runtime)(nil)
+	_ gust.CPUSampler = (*Runtime)(nil)
 )
 
 // Exit codes the fake reports, as Docker does for a Go function killed by
@@ -64,6 +65,9 @@ type Runtime struct {
 	RemoveFn      func(ctx context.Context, id string) error
 	ListFn        func(ctx context.Context, labels map[string]string) ([]gust.Instance, error)
 	TailLogsFn    func(ctx context.Context, id string, lines int) (string, error)
+	// CPUUsageFn is gust.CPUSampler's; the default reports no CPU used
+	// (0) for a known container.
+	CPUUsageFn func(ctx context.Context, id string) (time.Duration, error)
 
 	handler func(spec gust.ContainerSpec) http.Handler
 
@@ -120,7 +124,20 @@ func NewRuntime(handler func(spec gust.ContainerSpec) http.Handler) *Runtime {
 	r.RemoveFn = r.remove
 	r.ListFn = r.list
 	r.TailLogsFn = r.tailLogs
+	r.CPUUsageFn = r.cpuUsage
 	return r
+}
+
+// CPUUsage calls CPUUsageFn.
+func (r *Runtime) CPUUsage(ctx context.Context, id string) (time.Duration, error) {
+	return r.CPUUsageFn(ctx, id)
+}
+
+func (r *Runtime) cpuUsage(_ context.Context, id string) (time.Duration, error) {
+	if _, err := r.lookup("cpu usage", id); err != nil {
+		return 0, err
+	}
+	return 0, nil
 }
 
 // EnsureImage calls EnsureImageFn.
