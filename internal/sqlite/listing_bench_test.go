@@ -73,7 +73,7 @@ func TestListingFigures(t *testing.T) {
 	for round := range 2 {
 		v3, _ := MustOpen(t)
 		d3 := generate(v3, m)
-		v2 := openSchema2(t)
+		v2 := openSchema2(t, true)
 		began := time.Now()
 		generateCalls(m, m, func(b []gust.CallRecord) { insertRawCalls(t, v2, b) })
 		d2 := time.Since(began)

@@ -22,6 +22,11 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
+// writerCacheKiB is the page cache of the writing connection: the hot
+// pages of the call id index and of the time-ordered indexes of a busy
+// store.
+const writerCacheKiB = 64 << 10
+
 // walCheckpointPages is the WAL size, in pages, past which a commit
 // copies it back into the database file (PRAGMA wal_autocheckpoint).
 const walCheckpointPages = 10000
@@ -162,7 +167,14 @@ const analysisLimit = 1000
 // Store is a gust.BillingStore in one SQLite file. It is safe for
 // concurrent use, also by several processes on the same file.
 type Store struct {
-	db     *sql.DB
+	db *sql.DB // reads: listings, lookups, reports
+	// wdb is the one connection that writes (inserts, pruning). SQLite
+	// takes one writer at a time anyway; a single connection keeps its
+	// page cache, sized writerCacheKiB, warm across batches, where the
+	// pool handed each batch the connection idle longest, whose cache
+	// held none of the index pages a random call id lands on: measured,
+	// inserts ran about twice as fast (docs/benchmarks.md).
+	wdb    *sql.DB
 	logger *zap.Logger
 
 	// stop, called by Close, ends the statistics refresh (and cancels one
@@ -195,8 +207,9 @@ func Open(path string, logger *zap.Logger) (*Store, error) {
 	// walCheckpointPages pages rather than SQLite's 1000. A page that many
 	// batches touch (the hot end of each index, a rollup row) is then
 	// written back once per checkpoint instead of once per thousand pages:
-	// measured here, inserts of a 10M-a-month store ran about 1.5× faster
-	// (docs/benchmarks.md), for a WAL file of up to ~40 MiB.
+	// measured here, with the single writing connection below, inserts of
+	// a 10M-a-month store ran about 1.5× faster (docs/benchmarks.md), for
+	// a WAL file of up to ~40 MiB.
 	dsn := path + "?_busy_timeout=" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) +
 		"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate" +
 		"&_pragma=wal_autocheckpoint(" + strconv.Itoa(walCheckpointPages) + ")"
@@ -204,11 +217,18 @@ func Open(path string, logger *zap.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open billing db %s: %w", path, err)
 	}
-	s := &Store{db: db, logger: logger, optimized: make(chan struct{})}
+	wdb, err := sql.Open("sqlite", dsn+"&_pragma=cache_size(-"+strconv.Itoa(writerCacheKiB)+")")
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open billing db %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	s := &Store{db: db, wdb: wdb, logger: logger, optimized: make(chan struct{})}
 	s.stopped, s.stop = context.WithCancel(context.Background())
 	version, err := s.migrate(context.Background())
 	if err != nil {
 		_ = db.Close()
+		_ = wdb.Close()
 		return nil, fmt.Errorf("open billing db %s: %w", path, err)
 	}
 	// A store opened on an existing file (or just migrated) gets
@@ -264,7 +284,7 @@ func (s *Store) optimizeLoop() {
 // migrate applies the migrations the file lacks, in one transaction, and
 // returns the schema version.
 func (s *Store) migrate(ctx context.Context) (int, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin migration: %w", err)
 	}
@@ -298,7 +318,7 @@ func (s *Store) migrate(ctx context.Context) (int, error) {
 func (s *Store) Close() error {
 	s.stop()
 	<-s.optimized
-	if err := s.db.Close(); err != nil {
+	if err := errors.Join(s.wdb.Close(), s.db.Close()); err != nil {
 		return fmt.Errorf("close billing db: %w", err)
 	}
 	return nil
@@ -446,7 +466,7 @@ func upsertCallRollups(ctx context.Context, tx *sql.Tx, table string, rows map[b
 
 // write runs fn in one write transaction and commits what it did.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) (int, error)) (int, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
@@ -722,7 +742,7 @@ const pruneBatch = 2000
 // transaction. The rollups and the instance records stay.
 func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 	h := billing.Bucket(unixNano(before), billing.HourNs)
-	if _, err := s.db.ExecContext(ctx, `UPDATE retention SET raw_from_ns = MAX(raw_from_ns, ?)`, h); err != nil {
+	if _, err := s.wdb.ExecContext(ctx, `UPDATE retention SET raw_from_ns = MAX(raw_from_ns, ?)`, h); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
 	var deleted int64
@@ -732,7 +752,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		}
 		// The start index finds the oldest rows; deleting by rowid keeps
 		// each statement to one batch.
-		res, err := s.db.ExecContext(ctx, `DELETE FROM calls WHERE rowid IN
+		res, err := s.wdb.ExecContext(ctx, `DELETE FROM calls WHERE rowid IN
 			(SELECT rowid FROM calls WHERE start_ns < ? ORDER BY start_ns LIMIT ?)`, h, pruneBatch)
 		if err != nil {
 			return deleted, fmt.Errorf("prune: %w", err)
