@@ -15,6 +15,10 @@
 //	?stream=N   write N lines "line 1\n" ... "line N\n", one every 100ms,
 //	            flushing after each (N from 0 to 10000)
 //	?status=N   answer with status N (200 to 599) and its status text
+//	?print=N    print N bytes to stdout as fast as it can, in lines of
+//	            &line=L bytes (default 1024, from 64 to 16384, newline
+//	            included; N from 0 to 1 GiB), then "print end <X-Call-Id>
+//	            lines <n>" as the last line, and answer "printed <n>"
 //
 // Otherwise it answers 200 "ok". A bad N gets 400. Before any of these,
 // ?fail-until=N answers 500 while the call's X-Gust-Attempt is below N (a
@@ -34,6 +38,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,6 +64,14 @@ const streamEvery = 100 * time.Millisecond
 
 // maxStream is the most lines ?stream=N writes.
 const maxStream = 10000
+
+// The bounds of ?print=N&line=L.
+const (
+	maxPrint         = 1 << 30
+	defaultPrintLine = 1024
+	minPrintLine     = 64
+	maxPrintLine     = 16 << 10
+)
 
 func main() {
 	if os.Getenv("MISBEHAVE_UNHEALTHY") == "1" {
@@ -109,6 +122,19 @@ func misbehave(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		stream(w, r, n)
+	case q.Has("print"):
+		n, err1 := strconv.Atoi(q.Get("print"))
+		size, err2 := defaultPrintLine, error(nil)
+		if q.Has("line") {
+			size, err2 = strconv.Atoi(q.Get("line"))
+		}
+		if err1 != nil || err2 != nil || n < 0 || n > maxPrint || size < minPrintLine || size > maxPrintLine {
+			http.Error(w, fmt.Sprintf("print must be a whole number from 0 to %d, line from %d to %d", maxPrint, minPrintLine, maxPrintLine), http.StatusBadRequest)
+			return
+		}
+		lines := printLines(n, size, r.Header.Get("X-Call-Id"))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "printed %d", lines)
 	case q.Has("status"):
 		n, err := strconv.Atoi(q.Get("status"))
 		if err != nil || n < 200 || n > 599 {
@@ -158,4 +184,34 @@ func stream(w http.ResponseWriter, r *http.Request, n int) {
 			return
 		}
 	}
+}
+
+// printLines prints n bytes to stdout in lines of size bytes (a last,
+// shorter one for the rest), numbered so a reader can tell which were
+// kept, then the end line naming the call. Buffered: a write per line
+// would measure the system call, not the platform's log path. It returns
+// the lines printed, the end line included.
+func printLines(n, size int, id string) int {
+	bw := bufio.NewWriterSize(os.Stdout, 64<<10)
+	fill := make([]byte, size)
+	for i := range fill {
+		fill[i] = 'x'
+	}
+	lines := 0
+	for n > 0 {
+		l := min(size, n)
+		lines++
+		head := fmt.Sprintf("print %d ", lines)
+		if len(head)+1 > l {
+			head = head[:l-1]
+		}
+		bw.WriteString(head)
+		bw.Write(fill[:l-1-len(head)])
+		bw.WriteByte('\n')
+		n -= l
+	}
+	lines++
+	fmt.Fprintf(bw, "print end %s lines %d\n", id, lines)
+	bw.Flush()
+	return lines
 }

@@ -280,3 +280,36 @@ func checkFor(tb testing.TB, total, every time.Duration, f func() error) {
 		time.Sleep(every)
 	}
 }
+
+// TestPrintLines: ?print=N&line=L prints N bytes in lines of L, then the
+// end line; a bad N or L gets 400.
+func TestPrintLines(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/?print=1000&line=100", nil)
+	req.Header.Set("X-Call-Id", "c1")
+	misbehave(rec, req)
+	os.Stdout = stdout
+	w.Close()
+	out, _ := io.ReadAll(r)
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	// The "call"/"done" lines around it, 10 lines of 100 bytes, the end line.
+	if len(lines) != 13 || !strings.HasPrefix(lines[1], "print 1 ") || len(lines[1]) != 99 || lines[11] != "print end c1 lines 11" {
+		t.Errorf("printed %d lines: %q", len(lines), out)
+	}
+	if rec.Code != 200 || rec.Body.String() != "printed 11" {
+		t.Errorf("answer %d %q", rec.Code, rec.Body)
+	}
+	for _, q := range []string{"print=-1", "print=x", "print=10&line=10", "print=10&line=100000"} {
+		rec := httptest.NewRecorder()
+		misbehave(rec, httptest.NewRequest(http.MethodGet, "/?"+q, nil))
+		if rec.Code != 400 {
+			t.Errorf("?%s: %d, want 400", q, rec.Code)
+		}
+	}
+}
