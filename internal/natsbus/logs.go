@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
@@ -129,6 +130,10 @@ func (l *Logs) Dropped() uint64 { return l.dropped.Load() }
 // stamps a line when it stores it, a little after the line's own time.
 const sinceSlack = 5 * time.Second
 
+// backlogWait is how long ReadLogs waits for the next stored line
+// before it asks the consumer whether any is still pending.
+const backlogWait = 2 * time.Second
+
 // ReadLogs implements gust.LogReader with an ordered consumer (no state
 // kept on the server) filtered to the function's subject. With a Tail,
 // the lines stored when the query starts are read through a ring of Tail
@@ -165,7 +170,36 @@ func (l *Logs) ReadLogs(ctx context.Context, q gust.LogQuery, fn func(*gust.LogL
 	defer context.AfterFunc(ctx, it.Stop)()
 	tail := newLogRing(q.Tail)
 	for {
-		msg, err := it.Next()
+		var (
+			msg jetstream.Msg
+			err error
+		)
+		if backlog {
+			// The stream's limits may delete the lines still pending
+			// (a function printing past its bound while we read): then
+			// no message says "none pending" and Next would wait for
+			// ever. A quiet backlogWait asks the consumer instead.
+			msg, err = it.Next(jetstream.NextMaxWait(backlogWait))
+			if errors.Is(err, nats.ErrTimeout) {
+				info, ierr := oc.Info(ctx)
+				if ierr != nil {
+					return fmt.Errorf("read logs: %w", ierr)
+				}
+				if info.NumPending > 0 {
+					continue
+				}
+				backlog = false
+				if err := tail.each(fn); err != nil {
+					return err
+				}
+				if !q.Follow {
+					return nil
+				}
+				continue
+			}
+		} else {
+			msg, err = it.Next()
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
