@@ -80,3 +80,29 @@ func (l *Liveness) Silent(id string, d time.Duration) bool {
 	}
 	return now.Sub(last) > d
 }
+
+// Beats carries workers' heartbeats as plain messages of the fabric (core
+// NATS), besides their advertisement in the workers' table. A table write
+// needs its stream's leader: in a NATS cluster that lost the server
+// leading it, writes and watches stall until the others elect a new one
+// (4 to 9 s of silence before they campaign, then the watches start over),
+// long enough to make every worker look gone. A plain message reaches
+// every listener while any server stands, so liveness is judged by both.
+type Beats interface {
+	// Beat tells every listener that worker id is alive now.
+	Beat(id string) error
+	// OnBeat calls fn with the worker's id for each beat heard, until the
+	// returned stop is called.
+	OnBeat(fn func(id string)) (stop func() error, err error)
+}
+
+// HearBeats makes l hear the plain heartbeats of the fabric src when src
+// carries them (implements Beats; a test's in-process fabric need not),
+// each as received now. It returns how to stop hearing them.
+func (l *Liveness) HearBeats(src any) (stop func() error, err error) {
+	b, ok := src.(Beats)
+	if !ok {
+		return func() error { return nil }, nil
+	}
+	return b.OnBeat(func(id string) { l.Heard(id, l.now()) })
+}

@@ -137,6 +137,12 @@ func (rt *Router) Start(ctx context.Context) error {
 		})
 	}
 	if err == nil {
+		var stop func() error
+		if stop, err = rt.live.HearBeats(rt.reqs); err == nil {
+			rt.tasks.Go(func(ctx context.Context) { <-ctx.Done(); _ = stop() })
+		}
+	}
+	if err == nil {
 		err = started()
 	}
 	if err != nil {

@@ -296,3 +296,37 @@ func value(tb testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestScheduler_HearsPlainBeats: a worker whose entry in the workers'
+// table is not rewritten (in a NATS cluster, while the table's stream
+// elects a new leader) stays alive as long as its plain beats arrive
+// (gust.Beats), and is gone once they stop too.
+func TestScheduler_HearsPlainBeats(t *testing.T) {
+	st, bus := natsbustest.MustOpenState(t)
+	MustFakeWorkerInfo(t, st, bus, gust.WorkerInfo{ID: "w1", MemoryBytes: 1 << 30}, gust.Reply{})
+	s := mustStartScheduler(t, st, bus, staleAfter)
+	beating := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(staleAfter / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-beating:
+				return
+			case <-tick.C:
+				_ = bus.Beat("w1")
+			}
+		}
+	}()
+	time.Sleep(3 * staleAfter)
+	key := MustDeploySized(t, st, "f", "128Mi", scale(1, 1))
+	if got := fmt.Sprint(mustPlace(t, s, key)); got != "[w1]" {
+		t.Errorf("placed on %s while w1 beat, want [w1]", got)
+	}
+	close(beating)
+	time.Sleep(3 * staleAfter)
+	other := MustDeploySized(t, st, "g", "128Mi", scale(1, 1))
+	if _, err := s.Place(context.Background(), other); gust.ErrorCode(err) != gust.EUNAVAILABLE {
+		t.Errorf("Place with w1 silent = %v, want EUNAVAILABLE", err)
+	}
+}

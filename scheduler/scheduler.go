@@ -160,6 +160,11 @@ func (s *Scheduler) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("watch workers: %w", err)
 	}
+	stopBeats, err := s.live.HearBeats(s.reqs)
+	if err != nil {
+		return err
+	}
+	s.stops = append(s.stops, stopBeats)
 	// Every scheduler takes its turn in the queue group; a standby hands
 	// the request to the leader (handlePlace).
 	stop, err := s.reqs.Handle(s.ctx, gust.SubjectPlace, "gust-scheduler", s.handlePlace)

@@ -192,6 +192,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.state.Workers.Watch(w.ctx, ">", w.onWorker); err != nil {
 		return fmt.Errorf("watch workers: %w", err)
 	}
+	stopBeats, err := w.others.live.HearBeats(w.reqs)
+	if err != nil {
+		return err
+	}
+	w.tasks.Go(func(ctx context.Context) { <-ctx.Done(); _ = stopBeats() })
 	stop, err := w.reqs.Handle(w.ctx, gust.SubjectPreparePrefix+w.cfg.ID, "", w.handlePrepare)
 	if err != nil {
 		return err
@@ -202,6 +207,18 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	if err := w.heartbeat(ctx); err != nil {
 		return err
+	}
+	if b, ok := w.reqs.(gust.Beats); ok {
+		// Plain beats on a loop of their own: a table write may wait for
+		// a stream's new leader for seconds (liveness.go, gust.Beats).
+		_ = b.Beat(w.cfg.ID)
+		w.tasks.Go(func(context.Context) {
+			w.loop(w.cfg.Heartbeat, func() {
+				if err := b.Beat(w.cfg.ID); err != nil && w.ctx.Err() == nil {
+					w.logger.Warn("beat", zap.Error(err))
+				}
+			})
+		})
 	}
 	w.tasks.Go(func(context.Context) {
 		w.loop(w.cfg.Heartbeat, func() {

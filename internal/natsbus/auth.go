@@ -50,7 +50,7 @@ func inboxPrefix(user string) string {
 // the server's, and the reply subjects.
 var reserved = []string{
 	"gust.>", "$KV.>", "$JS.>", "$SYS.>", "$O.>", "$NRG.>", "$MQTT.>", "$G.>",
-	"_INBOX.>", InboxPrefix + ".>", "_R_.>",
+	"_INBOX.>", InboxPrefix + ".>", "_R_.>", BeatPrefix + ">",
 }
 
 // Streams and buckets, by the roles that use them.
@@ -130,6 +130,8 @@ func permissions(user string) *server.Permissions {
 		// Gust's own, and answers event requests (responses).
 		r.writeKV(BucketFunctions, BucketPlacements, BucketNamespaces, BucketKeys, BucketSecrets, BucketCalls, BucketIdempotency)
 		r.readKV(BucketWorkers, BucketStatus)
+		// The workers' plain heartbeats (beats.go).
+		r.sub = append(r.sub, BeatPrefix+"*")
 		// The admin's drain of a worker: a request to it.
 		r.pub = append(r.pub, "gust.worker.drain.*")
 		r.pub = append(r.pub, "gust.scheduler.place", "gust.async.>", "gust.dlq.>", "gust.meter.>",
@@ -162,7 +164,7 @@ func permissions(user string) *server.Permissions {
 		r.writeKV(BucketPlacements, BucketWorkers, BucketLeader)
 		r.readKV(BucketFunctions, BucketStatus)
 		r.pub = append(r.pub, "gust.worker.prepare.*", "gust.scheduler.leader.place")
-		r.sub = append(r.sub, "gust.scheduler.place", "gust.scheduler.leader.place")
+		r.sub = append(r.sub, "gust.scheduler.place", "gust.scheduler.leader.place", BeatPrefix+"*")
 		r.responses = true
 	case UserWorker:
 		// Runs calls: heartbeats and pool status, reads the registry,
@@ -176,6 +178,9 @@ func permissions(user string) *server.Permissions {
 		// Its instances' output, line by line (the log stream).
 		r.pub = append(r.pub, SubjectLogsPrefix+">", "$JS.API.STREAM.INFO."+StreamLogs)
 		r.sub = append(r.sub, "gust.worker.prepare.*", "gust.worker.drain.*")
+		// Its plain heartbeats, and the others' (orphans.go).
+		r.pub = append(r.pub, BeatPrefix+"*")
+		r.sub = append(r.sub, BeatPrefix+"*")
 		r.responses = true
 	case UserEvents:
 		r.pub = []string{">"}

@@ -16,7 +16,8 @@ import (
 // nats-server's Raft waits 4 to 9 s of silence before it campaigns, so a
 // stream may stall for ten seconds while every server this process talks
 // to is up. Heartbeats written into such a stream are not lost to a dead
-// worker but to the fabric. The bus therefore watches the streams of the
+// worker but to the fabric (which is why workers also beat over core NATS,
+// beats.go). The bus therefore watches the streams of the
 // tables it watches: while one has no leader, LinkState reports the link
 // down (Liveness then judges nobody), and when the stream is back it
 // counts as the link coming back (Liveness counts silence from then; the

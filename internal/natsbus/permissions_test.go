@@ -285,8 +285,32 @@ func TestPermissions_Roles(t *testing.T) {
 			t.Errorf("worker publishes a metering record: %v", err)
 		}
 
+		// The worker's plain heartbeat reaches the scheduler and the
+		// gateway (gust.Beats).
+		heard := make(chan string, 2)
+		for _, b := range []*natsbus.Bus{gw, sc} {
+			stop, err := b.OnBeat(func(id string) { heard <- id })
+			if err != nil {
+				t.Fatalf("hear beats: %v", err)
+			}
+			defer stop()
+		}
+		if err := wk.Beat("w1"); err != nil {
+			t.Fatalf("worker beats: %v", err)
+		}
+		for range 2 {
+			select {
+			case id := <-heard:
+				if id != "w1" {
+					t.Errorf("heard a beat of %q, want w1", id)
+				}
+			case <-ctx.Done():
+				t.Fatal("a beat was not heard")
+			}
+		}
+
 		mustRefuse(t, srv, natsbus.UserScheduler,
-			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_keys.k", "gust.meter.call", "gust.async.openfaas-fn.f", "$JS.API.STREAM.DELETE.KV_gust_placements"},
+			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_keys.k", "gust.meter.call", natsbus.BeatPrefix + "w1", "gust.async.openfaas-fn.f", "$JS.API.STREAM.DELETE.KV_gust_placements"},
 			[]string{"gust.worker.prepare.w1", "_GUST_INBOX.gateway.>", "orders.new"})
 		mustRefuse(t, srv, natsbus.UserWorker,
 			[]string{"$KV.gust_functions.openfaas-fn.f", "$KV.gust_placements.openfaas-fn.f", "$KV.gust_leader.scheduler", "gust.scheduler.leader.place", "$KV.gust_keys.k", "$KV.gust_secrets.openfaas-fn.s", "$KV.gust_secrets._keycheck",
@@ -338,7 +362,7 @@ func TestPermissions_Events(t *testing.T) {
 	mustRefuse(t, srv, natsbus.UserEvents,
 		[]string{"gust.meter.call", "gust.meter.instance", "gust.async.openfaas-fn.f", "gust.scheduler.place", "gust.worker.prepare.w1",
 			"$KV.gust_functions.openfaas-fn.f", "$JS.API.STREAM.INFO.GUST_METER", "$JS.API.CONSUMER.CREATE.GUST_METER",
-			"$SYS.REQ.SERVER.PING", "_INBOX.someone", "_GUST_INBOX.gateway.x"},
+			"$SYS.REQ.SERVER.PING", "_INBOX.someone", "_GUST_INBOX.gateway.x", natsbus.BeatPrefix + "w1"},
 		[]string{"gust.>", ">", "orders.new", "$KV.>", "$JS.>", "_GUST_INBOX.>", "_GUST_INBOX.gateway.x", "$SYS.>"})
 }
 
