@@ -107,6 +107,10 @@ type InstanceRecord struct {
 	MemoryMiB int64     `json:"memoryMiB"`
 	Ready     time.Time `json:"ready"`
 	Stopped   time.Time `json:"stopped"`
+	// PausedMs is how much of the time from Ready to Stopped the instance
+	// spent paused (the paused tier: frozen, it holds its memory but
+	// uses no CPU), in milliseconds.
+	PausedMs int64 `json:"pausedMs,omitempty"`
 }
 
 // Meter takes the records a worker makes. Record must be cheap and must
