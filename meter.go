@@ -200,13 +200,17 @@ type UsageRow struct {
 }
 
 // InstanceUsageRow is the held capacity of one function at one memory
-// size: Σ (stopped - ready).
+// size: Σ (stopped - ready), and the part of it spent paused.
 type InstanceUsageRow struct {
 	Namespace string `json:"namespace"`
 	Function  string `json:"function"`
 	MemoryMiB int64  `json:"memoryMiB"`
 	Instances int64  `json:"instances"`
 	HeldNs    int64  `json:"heldNs"`
+	// PausedNs is the part of HeldNs the instances spent paused (holding
+	// memory, using no CPU): Σ PausedMs in nanoseconds, each record's at
+	// most its own held time (internal/billing's PausedNs).
+	PausedNs int64 `json:"pausedNs"`
 }
 
 // AppendJSON appends r as JSON (the same document encoding/json makes of

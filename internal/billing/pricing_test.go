@@ -3,6 +3,7 @@ package billing
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -295,7 +296,8 @@ func TestReport_TotalOfRoundedRows(t *testing.T) {
 func TestReport_Instances(t *testing.T) {
 	inst := []gust.InstanceUsageRow{
 		{Namespace: "b", Function: "h", MemoryMiB: 512, Instances: 1, HeldNs: int64(2 * time.Hour)},
-		{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 2, HeldNs: int64(690 * time.Second)},
+		{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 2, HeldNs: int64(690 * time.Second),
+			PausedNs: int64(600*time.Second + time.Millisecond)},
 	}
 	r := DefaultPricing().Report(nil, inst, gust.GroupByFunction, nil, nil)
 	if len(r.Instances) != 2 || r.Instances[0].Namespace != "a" {
@@ -306,11 +308,17 @@ func TestReport_Instances(t *testing.T) {
 	assertDec(t, "instanceSeconds", a.InstanceSeconds, "690")
 	assertDec(t, "gbSeconds", a.GBSeconds, "86.25")
 	assertDec(t, "cost", a.Cost, "0.001438")
+	// Paused: 600.001 s of the 690 held; 0.125 GiB × 600.001 s = 75.000125 GB-s.
+	// The held figures and the cost include them.
+	assertDec(t, "pausedSeconds", a.PausedSeconds, "600.001")
+	assertDec(t, "pausedGBSeconds", a.PausedGBSeconds, "75.000125")
 	if a.Instances != 2 || a.MemoryMiB != 128 {
 		t.Errorf("row = %+v", a)
 	}
 	// 0.5 GiB × 7200 s = 3600 GB-s; × 0.0000166667 = 0.06000012.
 	assertDec(t, "b cost", r.Instances[1].Cost, "0.060000")
+	assertDec(t, "b pausedSeconds", r.Instances[1].PausedSeconds, "0")
+	assertDec(t, "b pausedGBSeconds", r.Instances[1].PausedGBSeconds, "0")
 	if r.Total.Requests != 0 || !r.Total.TotalCost.IsZero() {
 		t.Errorf("held capacity leaked into the totals: %+v", r.Total)
 	}
@@ -321,7 +329,7 @@ func TestReport_Instances(t *testing.T) {
 func TestReport_JSON(t *testing.T) {
 	from := time.Date(2024, 2, 1, 9, 0, 0, 0, time.FixedZone("X", 9*3600))
 	r := DefaultPricing().Report(exampleUsage(), []gust.InstanceUsageRow{
-		{Namespace: "ns", Function: "f", MemoryMiB: 128, Instances: 7, HeldNs: 1e9},
+		{Namespace: "ns", Function: "f", MemoryMiB: 128, Instances: 7, HeldNs: 1e9, PausedNs: 0.25e9},
 	}, gust.GroupByNamespace, &from, nil)
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -347,6 +355,13 @@ func TestReport_JSON(t *testing.T) {
 		"gbSeconds", "requestCost", "computeCost", "totalCost"} {
 		if _, ok := total[k]; !ok {
 			t.Errorf("total lacks %q", k)
+		}
+	}
+	inst := doc["instances"].([]any)[0].(map[string]any)
+	for k, want := range map[string]string{"instanceSeconds": "1", "gbSeconds": "0.125",
+		"pausedSeconds": "0.25", "pausedGBSeconds": "0.03125"} {
+		if got := fmt.Sprint(inst[k]); got != want {
+			t.Errorf("instances[0].%s = %#v, want %s", k, inst[k], want)
 		}
 	}
 	if total["requests"] != float64(3) {
@@ -411,7 +426,8 @@ TOTAL,8,1,3,1.603500000,1.604000000,0.288375,0.000001,0.000005,0.000006
 
 func TestWriteTable(t *testing.T) {
 	r := DefaultPricing().Report(exampleUsage(), []gust.InstanceUsageRow{
-		{Namespace: "ns", Function: "f", MemoryMiB: 128, Instances: 2, HeldNs: int64(690 * time.Second)},
+		{Namespace: "ns", Function: "f", MemoryMiB: 128, Instances: 2, HeldNs: int64(690 * time.Second),
+			PausedNs: int64(600 * time.Second)},
 	}, gust.GroupByNamespace, nil, nil)
 	var buf bytes.Buffer
 	if err := WriteTable(&buf, r); err != nil {
@@ -422,7 +438,12 @@ func TestWriteTable(t *testing.T) {
 	if !totalLine.MatchString(out) {
 		t.Errorf("no aligned totals line in:\n%s", out)
 	}
-	for _, s := range []string{"NAMESPACE", "TOTAL COST (USD)", "0.001438", "default: 0.2 per million requests", "Formula: cost = "} {
+	instLine := regexp.MustCompile(`(?m)^ns +f +128 +2 +690\.000000000 +600\.000000000 +86\.250000 +75\.000000 +0\.001438$`)
+	if !instLine.MatchString(out) {
+		t.Errorf("no held capacity line with its paused part (held, paused, GB-s, paused GB-s, cost) in:\n%s", out)
+	}
+	for _, s := range []string{"NAMESPACE", "TOTAL COST (USD)", "PAUSED (s)", "PAUSED GB-s", "default: 0.2 per million requests",
+		"Formula: cost = ", "paused, which holds memory and no CPU"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}

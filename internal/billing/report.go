@@ -56,8 +56,9 @@ type Report struct {
 	Groups []ReportRow       `json:"groups"`
 	Total  ReportRow         `json:"total"`
 	// Instances is the held capacity: instance-seconds and GB-seconds
-	// held per function and memory size, and what that would cost at the
-	// namespace's perGBSecond. It is shown, not added to the totals.
+	// held per function and memory size, the part of them spent paused,
+	// and what the held GB-seconds would cost at the namespace's
+	// perGBSecond. It is shown, not added to the totals.
 	Instances []InstanceRow `json:"instances"`
 	// AggregateOnly, when set, is the part of the report's range whose
 	// raw call records were deleted by retention: its sums come from
@@ -88,6 +89,9 @@ type ReportRow struct {
 }
 
 // InstanceRow is the capacity one function held at one memory size.
+// InstanceSeconds, GBSeconds and Cost are the whole time held, from ready
+// to stopped, paused or not (as before there was a paused tier, so that
+// a client that reads only them reads what it always did).
 type InstanceRow struct {
 	Namespace       string          `json:"namespace"`
 	Function        string          `json:"function"`
@@ -95,6 +99,12 @@ type InstanceRow struct {
 	Instances       int64           `json:"instances"`
 	InstanceSeconds decimal.Decimal `json:"instanceSeconds"`
 	GBSeconds       decimal.Decimal `json:"gbSeconds"`
+	// PausedSeconds and PausedGBSeconds are the part of InstanceSeconds
+	// and GBSeconds that the instances spent paused: a paused instance
+	// holds its memory but uses no CPU, so a price for held capacity may
+	// want to tell the two apart.
+	PausedSeconds   decimal.Decimal `json:"pausedSeconds"`
+	PausedGBSeconds decimal.Decimal `json:"pausedGBSeconds"`
 	Cost            decimal.Decimal `json:"cost"`
 }
 
@@ -190,7 +200,8 @@ func (p Pricing) Report(rows []gust.UsageRow, inst []gust.InstanceUsageRow, grou
 
 	for _, u := range inst {
 		ps := usePrices(u.Namespace)
-		gbs := decimal.NewFromInt(u.MemoryMiB).Mul(decimal.NewFromInt(u.HeldNs)).Mul(mibNsToG)
+		mem := decimal.NewFromInt(u.MemoryMiB)
+		gbs := mem.Mul(decimal.NewFromInt(u.HeldNs)).Mul(mibNsToG)
 		r.Instances = append(r.Instances, InstanceRow{
 			Namespace:       u.Namespace,
 			Function:        u.Function,
@@ -198,6 +209,8 @@ func (p Pricing) Report(rows []gust.UsageRow, inst []gust.InstanceUsageRow, grou
 			Instances:       u.Instances,
 			InstanceSeconds: decimal.NewFromInt(u.HeldNs).Mul(nsToSeconds),
 			GBSeconds:       gbs.Round(gbSecondsPlaces),
+			PausedSeconds:   decimal.NewFromInt(u.PausedNs).Mul(nsToSeconds),
+			PausedGBSeconds: mem.Mul(decimal.NewFromInt(u.PausedNs)).Mul(mibNsToG).Round(gbSecondsPlaces),
 			Cost:            gbs.Mul(ps.PerGBSecond).Round(moneyPlaces),
 		})
 	}
@@ -218,7 +231,10 @@ func (p Pricing) formula() string {
 	return "cost = requests × perMillionRequests / 1e6 + GB-seconds × perGBSecond, at the prices of each call's namespace; " +
 		"GB-seconds = Σ memory MiB / 1024 × billed seconds; " +
 		"billed duration = duration rounded up to " + p.Granularity.String() + "; " +
-		"money rounded half-up to 6 decimals (micro-units) per row; totals are sums of the exact values, then rounded"
+		"money rounded half-up to 6 decimals (micro-units) per row; totals are sums of the exact values, then rounded; " +
+		"held capacity (instances, not in the totals): GB-seconds = Σ memory MiB / 1024 × seconds from ready to stopped, " +
+		"cost = GB-seconds × perGBSecond; pausedSeconds and pausedGBSeconds are the part of it spent paused, " +
+		"which holds memory and no CPU"
 }
 
 func utcPtr(t *time.Time) *time.Time {
@@ -293,16 +309,18 @@ func WriteTable(w io.Writer, r Report) error {
 	_ = tw.Flush()
 
 	if len(r.Instances) > 0 {
-		fmt.Fprintf(ew, "\nHeld capacity (not in the totals above):\n")
+		fmt.Fprintf(ew, "\nHeld capacity (not in the totals above; paused: part of held, memory and no CPU):\n")
 		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "NAMESPACE\tFUNCTION\tMEMORY (MiB)\tINSTANCES\tHELD (s)\tGB-s\tCOST (%s)\n", cur)
+		fmt.Fprintf(tw, "NAMESPACE\tFUNCTION\tMEMORY (MiB)\tINSTANCES\tHELD (s)\tPAUSED (s)\tGB-s\tPAUSED GB-s\tCOST (%s)\n", cur)
 		for _, in := range r.Instances {
 			writeTabRow(tw, []string{
 				in.Namespace, in.Function,
 				strconv.FormatInt(in.MemoryMiB, 10),
 				strconv.FormatInt(in.Instances, 10),
 				in.InstanceSeconds.StringFixed(secondsPlaces),
+				in.PausedSeconds.StringFixed(secondsPlaces),
 				in.GBSeconds.StringFixed(gbSecondsPlaces),
+				in.PausedGBSeconds.StringFixed(gbSecondsPlaces),
 				in.Cost.StringFixed(moneyPlaces),
 			})
 		}

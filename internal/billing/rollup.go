@@ -92,9 +92,33 @@ type InstanceRollupKey struct {
 // InstanceRollup is the sums of one instance rollup row.
 type InstanceRollup struct {
 	Instances int64
-	// HeldNs is Σ max(stopped - ready, 0): a record whose stop precedes
-	// its ready time (clock step) holds nothing.
+	// HeldNs is Σ HeldNs(record).
 	HeldNs int64
+	// PausedNs is Σ PausedNs(record): the part of HeldNs spent paused.
+	PausedNs int64
+}
+
+// HeldNs is the time r held its instance: max(stopped - ready, 0), as a
+// record whose stop precedes its ready time (clock step) holds nothing.
+func HeldNs(r *gust.InstanceRecord) int64 {
+	return max(unixNano(r.Stopped)-unixNano(r.Ready), 0)
+}
+
+// PausedNs is the part of HeldNs(r) that r spent paused, in nanoseconds:
+// r.PausedMs, none if negative, and at most the held time, so that the
+// active part (held - paused) is never negative when the pause count and
+// the ready and stop times disagree (a clock step, a bad record). The
+// comparison comes before the multiplication, so that no PausedMs
+// overflows. The stores' SQL over raw records computes the same.
+func PausedNs(r *gust.InstanceRecord) int64 {
+	held := HeldNs(r)
+	switch {
+	case r.PausedMs <= 0:
+		return 0
+	case r.PausedMs > held/int64(time.Millisecond):
+		return held
+	}
+	return r.PausedMs * int64(time.Millisecond)
 }
 
 // RollInstances sums recs into hourly rollup rows.
@@ -110,7 +134,8 @@ func RollInstances(recs []gust.InstanceRecord) map[InstanceRollupKey]*InstanceRo
 			out[k] = sum
 		}
 		sum.Instances++
-		sum.HeldNs += max(unixNano(r.Stopped)-unixNano(r.Ready), 0)
+		sum.HeldNs += HeldNs(r)
+		sum.PausedNs += PausedNs(r)
 	}
 	return out
 }

@@ -1,9 +1,12 @@
 package billing
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/gustfaas/gust"
 )
 
 func TestBucket(t *testing.T) {
@@ -81,5 +84,66 @@ func TestSpans(t *testing.T) {
 				t.Errorf("Spans = %+v\nwant    %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPausedNs: the paused part of an instance's held time is its
+// PausedMs, none if negative, and never more than the time it held, also
+// for counts that would overflow in nanoseconds.
+func TestPausedNs(t *testing.T) {
+	ready := time.Date(2024, 2, 1, 10, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name     string
+		stopped  time.Time
+		pausedMs int64
+		held     int64
+		paused   int64
+	}{
+		{"none", ready.Add(time.Minute), 0, int64(time.Minute), 0},
+		{"part", ready.Add(time.Minute), 45_250, int64(time.Minute), int64(45250 * time.Millisecond)},
+		{"all", ready.Add(time.Minute), 60_000, int64(time.Minute), int64(time.Minute)},
+		{"more than held", ready.Add(time.Minute + 500*time.Microsecond), 60_001, int64(time.Minute + 500*time.Microsecond),
+			int64(time.Minute + 500*time.Microsecond)},
+		{"negative", ready.Add(time.Minute), -5, int64(time.Minute), 0},
+		{"overflowing", ready.Add(time.Minute), math.MaxInt64, int64(time.Minute), int64(time.Minute)},
+		{"stopped before ready", ready.Add(-time.Second), 500, 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := gust.InstanceRecord{Ready: ready, Stopped: tt.stopped, PausedMs: tt.pausedMs}
+			if got := HeldNs(&r); got != tt.held {
+				t.Errorf("HeldNs = %d, want %d", got, tt.held)
+			}
+			if got := PausedNs(&r); got != tt.paused {
+				t.Errorf("PausedNs = %d, want %d", got, tt.paused)
+			}
+		})
+	}
+}
+
+// TestRollInstances: instances sum per hour of their ready time,
+// function and memory, with their held and paused times.
+func TestRollInstances(t *testing.T) {
+	h := time.Date(2024, 2, 1, 10, 0, 0, 0, time.UTC)
+	rec := func(id string, ready time.Time, held time.Duration, pausedMs int64) gust.InstanceRecord {
+		return gust.InstanceRecord{Instance: id, Namespace: "a", Function: "f", Worker: "w1", MemoryMiB: 128,
+			Ready: ready, Stopped: ready.Add(held), PausedMs: pausedMs}
+	}
+	got := RollInstances([]gust.InstanceRecord{
+		rec("i1", h.Add(time.Minute), 10*time.Minute, 240_000),
+		rec("i2", h.Add(59*time.Minute), 2*time.Hour, 0),
+		rec("i3", h.Add(time.Hour), time.Minute, 90_000), // paused longer than held: counts the held minute
+	})
+	key := func(start time.Time) InstanceRollupKey {
+		return InstanceRollupKey{StartNs: start.UnixNano(), Namespace: "a", Function: "f", MemoryMiB: 128}
+	}
+	want := map[InstanceRollupKey]*InstanceRollup{
+		key(h):                {Instances: 2, HeldNs: int64(2*time.Hour + 10*time.Minute), PausedNs: int64(4 * time.Minute)},
+		key(h.Add(time.Hour)): {Instances: 1, HeldNs: int64(time.Minute), PausedNs: int64(time.Minute)},
+	}
+	if !reflect.DeepEqual(got, want) {
+		for k, v := range got {
+			t.Logf("got %+v: %+v", k, *v)
+		}
+		t.Errorf("RollInstances differs from %+v", want)
 	}
 }
