@@ -104,6 +104,13 @@ var migrations = []string{
 		raw_from_ns bigint  NOT NULL
 	);
 	INSERT INTO retention (id, raw_from_ns) VALUES (1, 0);`,
+	// 2 → 3: the paused tier, as SQLite's schema version 6: paused_ms is
+	// the record's PausedMs, as sent; paused_ns in the rollup is Σ its
+	// part of held_ns (billing.PausedNs). Records stored before had no
+	// pauses: 0 in both is their truth, so nothing is backfilled (and
+	// the constant default adds the columns without rewriting a table).
+	`ALTER TABLE instances ADD COLUMN paused_ms bigint NOT NULL DEFAULT 0;
+	ALTER TABLE instance_hours ADD COLUMN paused_ns bigint NOT NULL DEFAULT 0;`,
 }
 
 const callRollupColumnsDDL = `
@@ -468,15 +475,17 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 	added, err := s.write(ctx, func(tx pgx.Tx) (int, error) {
 		n := len(batch)
 		id, ns, fn, worker := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		mem, ready, stopped := make([]int64, n), make([]int64, n), make([]int64, n)
+		mem, ready, stopped, paused := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		for i := range batch {
 			r := &batch[i]
 			id[i], ns[i], fn[i], worker[i] = text(r.Instance), text(r.Namespace), text(r.Function), text(r.Worker)
-			mem[i], ready[i], stopped[i] = r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)
+			mem[i], ready[i], stopped[i], paused[i] = r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped), r.PausedMs
 		}
-		rows, err := tx.Query(ctx, `INSERT INTO instances (instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
-			ON CONFLICT (instance) DO NOTHING RETURNING instance`, id, ns, fn, worker, mem, ready, stopped)
+		rows, err := tx.Query(ctx, `INSERT INTO instances (instance, namespace, function, worker, memory_mib, ready_ns,
+				stopped_ns, paused_ms)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
+				$8::bigint[])
+			ON CONFLICT (instance) DO NOTHING RETURNING instance`, id, ns, fn, worker, mem, ready, stopped, paused)
 		if err != nil {
 			return 0, fmt.Errorf("insert: %w", err)
 		}
@@ -519,18 +528,21 @@ func upsertInstanceRollups(ctx context.Context, tx pgx.Tx, rows map[billing.Inst
 			strings.Compare(a.Function, b.Function), cmp.Compare(a.MemoryMiB, b.MemoryMiB))
 	})
 	n := len(keys)
-	start, mem, count, held := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	start, mem, count, held, paused := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n),
+		make([]int64, n)
 	ns, fn := make([]string, n), make([]string, n)
 	for i, k := range keys {
 		r := rows[k]
-		start[i], ns[i], fn[i], mem[i], count[i], held[i] = k.StartNs, text(k.Namespace), text(k.Function),
-			k.MemoryMiB, r.Instances, r.HeldNs
+		start[i], ns[i], fn[i], mem[i], count[i], held[i], paused[i] = k.StartNs, text(k.Namespace), text(k.Function),
+			k.MemoryMiB, r.Instances, r.HeldNs, r.PausedNs
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO instance_hours AS t (start_ns, namespace, function, memory_mib, instances, held_ns)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+	_, err := tx.Exec(ctx, `INSERT INTO instance_hours AS t (start_ns, namespace, function, memory_mib, instances, held_ns,
+			paused_ns)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
 		ON CONFLICT (start_ns, namespace, function, memory_mib) DO UPDATE SET
-			instances = t.instances + excluded.instances, held_ns = t.held_ns + excluded.held_ns`,
-		start, ns, fn, mem, count, held)
+			instances = t.instances + excluded.instances, held_ns = t.held_ns + excluded.held_ns,
+			paused_ns = t.paused_ns + excluded.paused_ns`,
+		start, ns, fn, mem, count, held, paused)
 	if err != nil {
 		return fmt.Errorf("instance_hours: %w", err)
 	}
@@ -792,6 +804,19 @@ func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr stri
 	return out, nil
 }
 
+// heldExpr and pausedExpr are billing.HeldNs and billing.PausedNs of an
+// instance record, in SQL, as SQLite's store has them: a record whose
+// stop precedes its ready time (clock step) holds nothing rather than a
+// negative amount, and its paused part is at least none and at most its
+// held time, compared in milliseconds before the multiplication (which
+// would fail with bigint overflow past it: CASE evaluates only the branch
+// it takes).
+const (
+	heldExpr   = `GREATEST(stopped_ns - ready_ns, 0)`
+	pausedExpr = `CASE WHEN paused_ms <= 0 THEN 0 WHEN paused_ms > ` + heldExpr + ` / 1000000 THEN ` + heldExpr +
+		` ELSE paused_ms * 1000000 END`
+)
+
 func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.InstanceUsageRow, error) {
 	var (
 		q     query
@@ -799,23 +824,22 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 	)
 	for _, sp := range billing.Spans(f.From, f.To, false) {
 		if sp.Source == billing.Raw {
-			// A record whose stop precedes its ready time (clock step)
-			// holds nothing rather than a negative amount.
 			where := q.span(f, sp, `ready_ns`, false)
 			parts = append(parts, `SELECT namespace, function, memory_mib, COUNT(*) AS n,
-				SUM(GREATEST(stopped_ns - ready_ns, 0)) AS held FROM instances`+where+
+				SUM(`+heldExpr+`) AS held, SUM(`+pausedExpr+`) AS paused FROM instances`+where+
 				` GROUP BY namespace, function, memory_mib`)
 		} else {
 			where := q.span(f, sp, `start_ns`, false)
-			parts = append(parts, `SELECT namespace, function, memory_mib, SUM(instances) AS n, SUM(held_ns) AS held
-				FROM instance_hours`+where+` GROUP BY namespace, function, memory_mib`)
+			parts = append(parts, `SELECT namespace, function, memory_mib, SUM(instances) AS n, SUM(held_ns) AS held,
+				SUM(paused_ns) AS paused FROM instance_hours`+where+` GROUP BY namespace, function, memory_mib`)
 		}
 	}
 	out := []gust.InstanceUsageRow{}
 	if len(parts) == 0 {
 		return out, nil
 	}
-	rows, err := s.pool.Query(ctx, q.sql(`SELECT namespace, function, memory_mib, SUM(n)::bigint, SUM(held)::bigint
+	rows, err := s.pool.Query(ctx, q.sql(`SELECT namespace, function, memory_mib, SUM(n)::bigint, SUM(held)::bigint,
+			SUM(paused)::bigint
 		FROM (`+strings.Join(parts, ` UNION ALL `)+`) AS parts
 		GROUP BY namespace, function, memory_mib
 		ORDER BY namespace COLLATE "C", function COLLATE "C", memory_mib`), q.args...)
@@ -823,7 +847,7 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 		return nil, fmt.Errorf("instance usage: %w", err)
 	}
 	var u gust.InstanceUsageRow
-	_, err = pgx.ForEachRow(rows, []any{&u.Namespace, &u.Function, &u.MemoryMiB, &u.Instances, &u.HeldNs}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&u.Namespace, &u.Function, &u.MemoryMiB, &u.Instances, &u.HeldNs, &u.PausedNs}, func() error {
 		out = append(out, u)
 		return nil
 	})

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -109,7 +110,8 @@ func TestOpen_MigratesRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = conn.Close(ctx) }()
-	if _, err := conn.Exec(ctx, `DROP TABLE retention; UPDATE gust_billing_schema SET version = 1`); err != nil {
+	if _, err := conn.Exec(ctx, `DROP TABLE retention; ALTER TABLE instances DROP COLUMN paused_ms;
+		ALTER TABLE instance_hours DROP COLUMN paused_ns; UPDATE gust_billing_schema SET version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	s2, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
@@ -122,6 +124,51 @@ func TestOpen_MigratesRetention(t *testing.T) {
 	}
 	if _, err := s2.Call(ctx, "c1"); err != nil {
 		t.Errorf("record after migration: %v", err)
+	}
+}
+
+// TestOpen_MigratesPaused: a database of schema version 2 (before the
+// paused tier) gets the paused columns when opened, its instances and
+// rollups paused for none of their time, and stores and reports pauses
+// from then on.
+func TestOpen_MigratesPaused(t *testing.T) {
+	ctx := context.Background()
+	s, u := MustOpen(t)
+	ready := time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)
+	inst := func(id string, at time.Duration, pausedMs int64) gust.InstanceRecord {
+		return gust.InstanceRecord{Instance: id, Namespace: "a", Function: "f", Worker: "w1", MemoryMiB: 128,
+			Ready: ready.Add(at), Stopped: ready.Add(at + time.Minute), PausedMs: pausedMs}
+	}
+	storetest.MustAddInstances(t, s, inst("i1", 0, 0))
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(ctx, `ALTER TABLE instances DROP COLUMN paused_ms;
+		ALTER TABLE instance_hours DROP COLUMN paused_ns; UPDATE gust_billing_schema SET version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := postgres.Open(ctx, u, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s2.Close() }()
+	storetest.MustAddInstances(t, s2, inst("i2", 30*time.Minute, 15_000))
+	// Whole hours from the rollups, a partial one from the records.
+	for _, f := range []gust.CallFilter{{}, {From: ready.Add(time.Nanosecond), To: ready.Add(time.Hour)}} {
+		_, got, err := s2.Usage(ctx, f, gust.GroupByNamespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []gust.InstanceUsageRow{{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 2,
+			HeldNs: int64(2 * time.Minute), PausedNs: int64(15 * time.Second)}}
+		if !f.From.IsZero() {
+			want[0].Instances, want[0].HeldNs = 1, int64(time.Minute)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("instance usage %+v after migration = %+v, want %+v", f, got, want)
+		}
 	}
 }
 

@@ -81,12 +81,17 @@ func TestOpen_BackfillsRollups(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Back to version 3: the records without rollups.
+	// Back to version 3: the records without rollups, and without the
+	// pauses that version did not have.
 	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP TABLE call_hours`, `DROP TABLE call_days`, `DROP TABLE instance_hours`, `DROP TABLE retention`, `PRAGMA user_version = 3`} {
+	for i := range insts {
+		insts[i].PausedMs = 0
+	}
+	for _, q := range []string{`DROP TABLE call_hours`, `DROP TABLE call_days`, `DROP TABLE instance_hours`, `DROP TABLE retention`,
+		`ALTER TABLE instances DROP COLUMN paused_ms`, `PRAGMA user_version = 3`} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -104,4 +109,69 @@ func TestOpen_BackfillsRollups(t *testing.T) {
 		t.Fatalf("call_hours after migration: %d rows, %v", hours, err)
 	}
 	checkUsage(t, rng, s, calls, insts, 50)
+}
+
+// TestOpen_MigratesPaused: a store of schema version 5 (before the paused
+// tier) gets the paused columns when it opens, its records and rollups
+// paused for none of their time, and stores and reports pauses from
+// then on, from the records and the rollups alike.
+func TestOpen_MigratesPaused(t *testing.T) {
+	rng := testRNG(t, 31)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "billing.db")
+	s, err := Open(path, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls, insts := rollupRecords(rng, 2000)
+	for i := range insts {
+		insts[i].PausedMs = 0
+	}
+	older, newer := insts[:len(insts)/2], insts[len(insts)/2:]
+	addRedelivered(t, rng, s, calls, older)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`ALTER TABLE instances DROP COLUMN paused_ms`, `ALTER TABLE instance_hours DROP COLUMN paused_ns`,
+		`PRAGMA user_version = 5`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	var paused int64
+	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT COALESCE(SUM(paused_ms), 0) FROM instances) +
+		(SELECT COALESCE(SUM(paused_ns), 0) FROM instance_hours)`).Scan(&paused); err != nil || paused != 0 {
+		t.Fatalf("paused after migration: %d, %v; want 0", paused, err)
+	}
+	// From now on, instances pause.
+	for i := range newer {
+		newer[i].PausedMs = rng.Int64N(max(newer[i].Stopped.Sub(newer[i].Ready).Milliseconds(), 0) + 2)
+	}
+	storetest.AddRedelivered(t, rng, s, nil, newer)
+	calls = firstByID(calls, func(r *gust.CallRecord) string { return r.CallID })
+	all := firstByID(insts, func(r *gust.InstanceRecord) string { return r.Instance })
+	checkUsage(t, rng, s, calls, all, 50)
+	_, iu, err := s.Usage(ctx, gust.CallFilter{}, gust.GroupByFunction)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, u := range iu {
+		sum += u.PausedNs
+	}
+	if sum == 0 {
+		t.Error("no paused time reported after the migration")
+	}
 }

@@ -134,6 +134,12 @@ var migrations = []string{
 		raw_from_ns INTEGER NOT NULL
 	);
 	INSERT INTO retention (id, raw_from_ns) VALUES (1, 0);`,
+	// 5 → 6: the paused tier. paused_ms is the record's PausedMs, as
+	// sent; paused_ns in the rollup is Σ its part of held_ns
+	// (billing.PausedNs). Records stored before had no pauses: 0 in both
+	// is their truth, so nothing is backfilled.
+	`ALTER TABLE instances ADD COLUMN paused_ms INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE instance_hours ADD COLUMN paused_ns INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // The columns of the call rollup tables, call_hours and call_days.
@@ -400,10 +406,11 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 	}
 	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) {
 		ids, err := insertRows(ctx, tx, `INSERT OR IGNORE INTO instances
-			(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns) VALUES `,
-			`(?, ?, ?, ?, ?, ?, ?)`, ` RETURNING instance`, len(recs), func(i int) []any {
+			(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns, paused_ms) VALUES `,
+			`(?, ?, ?, ?, ?, ?, ?, ?)`, ` RETURNING instance`, len(recs), func(i int) []any {
 				r := &recs[i]
-				return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready), unixNano(r.Stopped)}
+				return []any{r.Instance, r.Namespace, r.Function, r.Worker, r.MemoryMiB, unixNano(r.Ready),
+					unixNano(r.Stopped), r.PausedMs}
 			})
 		if err != nil || len(ids) == 0 {
 			return 0, err
@@ -421,13 +428,14 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 			keys = append(keys, k)
 		}
 		_, err = insertRows(ctx, tx, `INSERT INTO instance_hours
-			(start_ns, namespace, function, memory_mib, instances, held_ns) VALUES `, `(?, ?, ?, ?, ?, ?)`,
+			(start_ns, namespace, function, memory_mib, instances, held_ns, paused_ns) VALUES `, `(?, ?, ?, ?, ?, ?, ?)`,
 			` ON CONFLICT (start_ns, namespace, function, memory_mib) DO UPDATE SET
-				instances = instances + excluded.instances, held_ns = held_ns + excluded.held_ns`,
+				instances = instances + excluded.instances, held_ns = held_ns + excluded.held_ns,
+				paused_ns = paused_ns + excluded.paused_ns`,
 			len(keys), func(i int) []any {
 				k := keys[i]
 				r := rows[k]
-				return []any{k.StartNs, k.Namespace, k.Function, k.MemoryMiB, r.Instances, r.HeldNs}
+				return []any{k.StartNs, k.Namespace, k.Function, k.MemoryMiB, r.Instances, r.HeldNs, r.PausedNs}
 			})
 		return len(inserted), err
 	})
@@ -839,6 +847,18 @@ func (s *Store) callUsage(ctx context.Context, f gust.CallFilter, groupExpr stri
 	return out, nil
 }
 
+// heldExpr and pausedExpr are billing.HeldNs and billing.PausedNs of an
+// instance record, in SQL: a record whose stop precedes its ready time
+// (clock step) holds nothing rather than a negative amount, and its
+// paused part is at least none and at most its held time, compared in
+// milliseconds before the multiplication (which would overflow past
+// it).
+const (
+	heldExpr   = `MAX(stopped_ns - ready_ns, 0)`
+	pausedExpr = `CASE WHEN paused_ms <= 0 THEN 0 WHEN paused_ms > ` + heldExpr + ` / 1000000 THEN ` + heldExpr +
+		` ELSE paused_ms * 1000000 END`
+)
+
 func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.InstanceUsageRow, error) {
 	var (
 		parts []string
@@ -848,16 +868,14 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 		var where []string
 		var a []any
 		if sp.Source == billing.Raw {
-			// A record whose stop precedes its ready time (clock step)
-			// holds nothing rather than a negative amount.
 			where, a = spanWhere(f, sp, `ready_ns`, false)
 			parts = append(parts, `SELECT namespace, function, memory_mib, COUNT(*) AS n,
-				SUM(MAX(stopped_ns - ready_ns, 0)) AS held FROM instances`+whereClause(where)+
+				SUM(`+heldExpr+`) AS held, SUM(`+pausedExpr+`) AS paused FROM instances`+whereClause(where)+
 				` GROUP BY namespace, function, memory_mib`)
 		} else {
 			where, a = spanWhere(f, sp, `start_ns`, false)
-			parts = append(parts, `SELECT namespace, function, memory_mib, SUM(instances) AS n, SUM(held_ns) AS held
-				FROM instance_hours`+whereClause(where)+` GROUP BY namespace, function, memory_mib`)
+			parts = append(parts, `SELECT namespace, function, memory_mib, SUM(instances) AS n, SUM(held_ns) AS held,
+				SUM(paused_ns) AS paused FROM instance_hours`+whereClause(where)+` GROUP BY namespace, function, memory_mib`)
 		}
 		args = append(args, a...)
 	}
@@ -865,7 +883,7 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 	if len(parts) == 0 {
 		return out, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT namespace, function, memory_mib, SUM(n), SUM(held)
+	rows, err := s.db.QueryContext(ctx, `SELECT namespace, function, memory_mib, SUM(n), SUM(held), SUM(paused)
 		FROM (`+strings.Join(parts, ` UNION ALL `)+`)
 		GROUP BY namespace, function, memory_mib
 		ORDER BY namespace, function, memory_mib`, args...)
@@ -875,7 +893,7 @@ func (s *Store) instanceUsage(ctx context.Context, f gust.CallFilter) ([]gust.In
 	defer func() { _ = rows.Close() }()
 	for rows.Next() {
 		var u gust.InstanceUsageRow
-		if err := rows.Scan(&u.Namespace, &u.Function, &u.MemoryMiB, &u.Instances, &u.HeldNs); err != nil {
+		if err := rows.Scan(&u.Namespace, &u.Function, &u.MemoryMiB, &u.Instances, &u.HeldNs, &u.PausedNs); err != nil {
 			return nil, fmt.Errorf("instance usage: scan: %w", err)
 		}
 		out = append(out, u)

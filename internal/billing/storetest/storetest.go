@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -32,6 +33,7 @@ import (
 func Run(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 	t.Run("AddCalls", func(t *testing.T) { testAddCalls(t, open) })
 	t.Run("AddInstances", func(t *testing.T) { testAddInstances(t, open) })
+	t.Run("Paused", func(t *testing.T) { testPaused(t, open) })
 	t.Run("Call", func(t *testing.T) { testCall(t, open) })
 	t.Run("Calls", func(t *testing.T) { testCalls(t, open) })
 	t.Run("CallsPaging", func(t *testing.T) { testCallsPaging(t, open) })
@@ -224,17 +226,18 @@ func testAddInstances(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 	s := open(t)
 	ready := mustTime(t, "2024-05-01T10:00:00Z")
 	i1 := gust.InstanceRecord{Instance: "i1", Namespace: "a", Function: "f", Worker: "w1", MemoryMiB: 128,
-		Ready: ready, Stopped: ready.Add(10 * time.Second)}
+		Ready: ready, Stopped: ready.Add(10 * time.Second), PausedMs: 4000}
 	i2 := i1
-	i2.Instance, i2.Stopped = "i2", ready.Add(5*time.Second)
+	i2.Instance, i2.Stopped, i2.PausedMs = "i2", ready.Add(5*time.Second), 0
 	MustAddInstances(t, s, i1)
 	changed := i1
-	changed.Stopped = ready.Add(time.Hour)
+	changed.Stopped, changed.PausedMs = ready.Add(time.Hour), 50_000
 	i2dup := i2
-	i2dup.Stopped = ready.Add(time.Hour)
+	i2dup.Stopped, i2dup.PausedMs = ready.Add(time.Hour), 1000
 	MustAddInstances(t, s, changed, i2, i2dup)
 	MustAddInstances(t, s, i1, i2)
-	want := []gust.InstanceUsageRow{{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 2, HeldNs: int64(15 * time.Second)}}
+	want := []gust.InstanceUsageRow{{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 2,
+		HeldNs: int64(15 * time.Second), PausedNs: int64(4 * time.Second)}}
 	for _, f := range []gust.CallFilter{{}, {From: ready, To: ready.Add(time.Hour)}} {
 		_, got, err := s.Usage(ctx, f, gust.GroupByNamespace)
 		if err != nil {
@@ -244,6 +247,79 @@ func testAddInstances(t *testing.T, open func(t *testing.T) gust.BillingStore) {
 			t.Errorf("instance usage %+v = %+v, want %+v", f, got, want)
 		}
 	}
+}
+
+// testPaused: the paused part of held capacity (the paused tier: memory
+// held, no CPU) sums per function and memory size, each record's bounded
+// by its held time, alike from the records (a range with partial hours)
+// and from the hourly rollups (whole hours, or open), and a priced report
+// shows it in seconds and GB-seconds.
+func testPaused(t *testing.T, open func(t *testing.T) gust.BillingStore) {
+	ctx := context.Background()
+	s := open(t)
+	ready := mustTime(t, "2024-05-01T10:00:00Z")
+	inst := func(id, fn string, mem int64, at, held time.Duration, pausedMs int64) gust.InstanceRecord {
+		return gust.InstanceRecord{Instance: id, Namespace: map[string]string{"f": "a", "g": "b"}[fn], Function: fn,
+			Worker: "w1", MemoryMiB: mem, Ready: ready.Add(at), Stopped: ready.Add(at + held), PausedMs: pausedMs}
+	}
+	MustAddInstances(t, s,
+		inst("p1", "f", 128, 0, 10*time.Minute, 420_000),                   // 7 of 10 minutes paused
+		inst("p2", "f", 128, 20*time.Minute, 5*time.Minute, 0),             // never paused
+		inst("p3", "f", 128, 30*time.Minute, time.Minute, 61_000),          // past its held minute: the minute
+		inst("p4", "f", 128, 40*time.Minute, -time.Second, 1000),           // stopped before ready: nothing
+		inst("p5", "f", 128, 50*time.Minute, 2*time.Minute, math.MaxInt64), // overflows in ns: its 2 minutes
+		inst("p6", "f", 128, 55*time.Minute, time.Minute, -5),              // negative: nothing
+		inst("p7", "g", 1024, 75*time.Minute, time.Hour, 1_800_500),        // the next hour: 1800.5 s
+	)
+	whole := []gust.InstanceUsageRow{
+		{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 6, HeldNs: int64(19 * time.Minute), PausedNs: int64(10 * time.Minute)},
+		{Namespace: "b", Function: "g", MemoryMiB: 1024, Instances: 1, HeldNs: int64(time.Hour), PausedNs: int64(1800500 * time.Millisecond)},
+	}
+	for _, tt := range []struct {
+		name string
+		f    gust.CallFilter
+		want []gust.InstanceUsageRow
+	}{
+		{"Open", gust.CallFilter{}, whole},
+		{"WholeHours", gust.CallFilter{From: ready, To: ready.Add(2 * time.Hour)}, whole},
+		// Partial hours, from the records: p1 (ready on the hour) is out.
+		{"Records", gust.CallFilter{From: ready.Add(time.Nanosecond), To: ready.Add(90 * time.Minute)}, []gust.InstanceUsageRow{
+			{Namespace: "a", Function: "f", MemoryMiB: 128, Instances: 5, HeldNs: int64(9 * time.Minute), PausedNs: int64(3 * time.Minute)},
+			whole[1],
+		}},
+		{"Function", gust.CallFilter{Namespace: "b", Function: "g", From: ready, To: ready.Add(80 * time.Minute)}, whole[1:]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, got, err := s.Usage(ctx, tt.f, gust.GroupByFunction)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("instance usage = %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+	t.Run("Report", func(t *testing.T) {
+		_, iu, err := s.Usage(ctx, gust.CallFilter{From: ready, To: ready.Add(2 * time.Hour)}, gust.GroupByFunction)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := billing.DefaultPricing().Report(nil, iu, gust.GroupByFunction, nil, nil)
+		// a/f: 600 s of 1140 paused, 0.125 GiB: 75 of 142.5 GB-s.
+		// b/g: 1800.5 s of 3600 paused, 1 GiB: 1800.5 of 3600 GB-s.
+		want := [][4]string{{"1140", "600", "142.5", "75"}, {"3600", "1800.5", "3600", "1800.5"}}
+		if len(r.Instances) != len(want) {
+			t.Fatalf("report instances = %+v, want %d rows", r.Instances, len(want))
+		}
+		for i, row := range r.Instances {
+			got := [4]string{row.InstanceSeconds.String(), row.PausedSeconds.String(), row.GBSeconds.String(),
+				row.PausedGBSeconds.String()}
+			if got != want[i] {
+				t.Errorf("%s/%s: instance, paused seconds, GB-s, paused GB-s = %v, want %v",
+					row.Namespace, row.Function, got, want[i])
+			}
+		}
+	})
 }
 
 func testCall(t *testing.T, open func(t *testing.T) gust.BillingStore) {
@@ -674,6 +750,19 @@ func RandomRecords(rng *rand.Rand, n int) ([]gust.CallRecord, []gust.InstanceRec
 		insts[i] = gust.InstanceRecord{Instance: id, Namespace: fmt.Sprintf("ns%d", rng.IntN(3)),
 			Function: fmt.Sprintf("fn%d", rng.IntN(4)), Worker: "w1", MemoryMiB: mems[rng.IntN(len(mems))],
 			Ready: ready, Stopped: ready.Add(time.Duration(rng.Int64N(int64(3*time.Hour))) - 10*time.Minute)}
+		// Paused for none, part or all of the held time, and counts the
+		// stores must bound: past the held time, negative.
+		heldMs := max(insts[i].Stopped.Sub(ready).Milliseconds(), 0)
+		switch rng.IntN(6) {
+		case 1, 2:
+			insts[i].PausedMs = rng.Int64N(heldMs + 1)
+		case 3:
+			insts[i].PausedMs = heldMs
+		case 4:
+			insts[i].PausedMs = heldMs + 1 + rng.Int64N(int64(time.Hour/time.Millisecond))
+		case 5:
+			insts[i].PausedMs = -1 - rng.Int64N(1000)
+		}
 	}
 	return calls, insts
 }
@@ -778,7 +867,18 @@ func UsageOf(calls []gust.CallRecord, insts []gust.InstanceRecord, f gust.CallFi
 			isums[k] = u
 		}
 		u.Instances++
-		u.HeldNs += max(int64(r.Stopped.Sub(r.Ready)), 0)
+		held := max(int64(r.Stopped.Sub(r.Ready)), 0)
+		u.HeldNs += held
+		// Paused: PausedMs, at least none and at most the held time
+		// (compared in milliseconds, as a count past it may overflow in
+		// nanoseconds).
+		switch ms := int64(time.Millisecond); {
+		case r.PausedMs <= 0:
+		case r.PausedMs > held/ms:
+			u.PausedNs += held
+		default:
+			u.PausedNs += r.PausedMs * ms
+		}
 	}
 	irows := []gust.InstanceUsageRow{}
 	for _, u := range isums {
