@@ -20,7 +20,13 @@ const (
 	LabelScaleMax    = "com.openfaas.scale.max"
 	LabelConcurrency = "gust.concurrency"
 	LabelIdleTimeout = "gust.idle-timeout"
-	LabelTimeout     = "gust.timeout"
+	// LabelPauseAfter is the idle time after which an instance above the
+	// warm minimum is paused (frozen: it keeps its memory, uses no CPU,
+	// and a call thaws it in milliseconds instead of a cold start); it is
+	// stopped after LabelIdleTimeout as before. "0" never pauses, and so
+	// does a pause-after at or past the idle timeout.
+	LabelPauseAfter = "gust.pause-after"
+	LabelTimeout    = "gust.timeout"
 	// LabelHealth selects the readiness check: an HTTP path (default
 	// "/_/health") or "tcp" for a plain TCP connect.
 	LabelHealth = "gust.health"
@@ -65,8 +71,14 @@ const (
 	DefaultScaleMax    = 20
 	DefaultConcurrency = 100 // Knative's default target
 	DefaultIdleTimeout = 5 * time.Minute
-	DefaultTimeout     = 60 * time.Second
-	DefaultHealthPath  = "/_/health"
+	// DefaultPauseAfter: calls that come back within 30 s of each other
+	// never wait for a thaw (about 10 ms, docs/benchmarks.md "Paused
+	// tier"), while an instance left idle stops using CPU long before the
+	// idle timeout stops it. OpenWhisk pauses after 50 ms, which makes
+	// bursty traffic pay the thaw again and again.
+	DefaultPauseAfter = 30 * time.Second
+	DefaultTimeout    = 60 * time.Second
+	DefaultHealthPath = "/_/health"
 	// DefaultPidsLimit is set on every container so a fork bomb stays inside.
 	DefaultPidsLimit = 1024
 	// DefaultMemory is the memory limit of a function that sets none. It is
@@ -171,6 +183,8 @@ type FunctionConfig struct {
 	Max         int
 	Concurrency int
 	IdleTimeout time.Duration
+	// PauseAfter is LabelPauseAfter; 0 never pauses.
+	PauseAfter  time.Duration
 	Timeout     time.Duration
 	MemoryBytes int64 // container memory limit; DefaultMemory when unset
 	NanoCPUs    int64 // 0: no CPU limit set (runtimes apply DefaultNanoCPUs)
@@ -330,6 +344,7 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 		Max:         DefaultScaleMax,
 		Concurrency: DefaultConcurrency,
 		IdleTimeout: DefaultIdleTimeout,
+		PauseAfter:  DefaultPauseAfter,
 		Timeout:     DefaultTimeout,
 		MemoryBytes: DefaultMemory,
 		HealthPath:  DefaultHealthPath,
@@ -372,6 +387,17 @@ func ParseConfig(s *FunctionSpec) (FunctionConfig, error) {
 	intLabel(LabelConcurrency, &c.Concurrency, 1)
 	durLabel(LabelIdleTimeout, &c.IdleTimeout)
 	durLabel(LabelTimeout, &c.Timeout)
+	if v, ok := s.Labels[LabelPauseAfter]; ok && err == nil {
+		d, perr := time.ParseDuration(strings.TrimSpace(v))
+		if strings.TrimSpace(v) == "0" {
+			d, perr = 0, nil
+		}
+		if perr != nil || d < 0 {
+			err = Invalidf("labels."+LabelPauseAfter, "label %s=%q: want a Go duration such as 30s, or 0 to never pause", LabelPauseAfter, v)
+		} else {
+			c.PauseAfter = d
+		}
+	}
 	if err != nil {
 		return c, err
 	}

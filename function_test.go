@@ -97,6 +97,7 @@ func TestFunctionSpec_Validate_ScalingLabels(t *testing.T) {
 		gust.LabelScaleMax:    {"x", "0", "-3", ""},
 		gust.LabelConcurrency: {"x", "0", "-1"},
 		gust.LabelIdleTimeout: {"x", "0s", "-5s", "30"},
+		gust.LabelPauseAfter:  {"x", "-5s", "30", ""},
 		gust.LabelTimeout:     {"x", "0s", "-1m", "10"},
 		gust.LabelUser:        {"", "root", "nobody:nogroup", "1000:", ":1000", "-1", "1000:-1", "2147483648", "1:2:3", " 1000", "1e3"},
 	}
@@ -129,6 +130,7 @@ func TestParseConfig(t *testing.T) {
 			Max:         gust.DefaultScaleMax,
 			Concurrency: gust.DefaultConcurrency,
 			IdleTimeout: gust.DefaultIdleTimeout,
+			PauseAfter:  gust.DefaultPauseAfter,
 			Timeout:     gust.DefaultTimeout,
 			MemoryBytes: gust.DefaultMemory,
 			NanoCPUs:    0,
@@ -150,6 +152,7 @@ func TestParseConfig(t *testing.T) {
 			gust.LabelScaleMax:      "7",
 			gust.LabelConcurrency:   "3",
 			gust.LabelIdleTimeout:   "90s",
+			gust.LabelPauseAfter:    "0",
 			gust.LabelTimeout:       "5m",
 			gust.LabelHealth:        "/ready",
 			gust.LabelRetryAttempts: "5",

@@ -96,3 +96,14 @@ type LogTailer interface {
 type CPUSampler interface {
 	CPUUsage(ctx context.Context, id string) (time.Duration, error)
 }
+
+// Pauser is an optional Runtime ability: freezing every process of a
+// running container (the cgroup freezer) and thawing them. A paused
+// container keeps its memory and its address and uses no CPU; a call
+// reaches it again as soon as Unpause returns. The worker's paused tier
+// (gust.pause-after) needs it. Unknown ids give an error wrapping
+// ErrInstanceNotFound.
+type Pauser interface {
+	Pause(ctx context.Context, id string) error
+	Unpause(ctx context.Context, id string) error
+}

@@ -13,11 +13,16 @@ import (
 	"go.uber.org/zap"
 )
 
-// Instance states.
+// Instance states. An idle instance above the warm minimum may go ready
+// → pausing → paused (pause.go); a call it is needed for takes it through
+// resuming back to ready.
 const (
 	stateStarting = iota
 	stateReady
 	stateStopping
+	statePausing
+	statePaused
+	stateResuming
 )
 
 // instance is one container of one function version in a pool. Its fields
@@ -38,6 +43,12 @@ type instance struct {
 	suspect bool
 	// retiring instances (older version) get no new calls and stop when idle.
 	retiring bool
+	// pausedAt is when it was last paused (zero while it is not);
+	// pausedFor sums its earlier pauses, for its instance record. wake
+	// asks a pause in progress to resume at once (a call needs it).
+	pausedAt  time.Time
+	pausedFor time.Duration
+	wake      bool
 	// cpuTotal is its cumulative CPU time read at cpuAt (cpu.go).
 	cpuTotal time.Duration
 	cpuAt    time.Time
@@ -166,7 +177,7 @@ func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust
 	p.mu.Lock()
 	// An instance still starting is the starter's to clean up: it reads
 	// the exit from the channel and records the failed start.
-	live := in.state == stateReady && p.removeLocked(in)
+	live := in.state != stateStarting && in.state != stateStopping && p.removeLocked(in)
 	if live {
 		in.state = stateStopping
 		p.broadcastLocked()
@@ -240,17 +251,22 @@ func (w *Worker) probe(ctx context.Context, base string, cfg gust.FunctionConfig
 // instanceStopped meters the life of an instance that was ready: the
 // capacity its function held from ready until now.
 func (w *Worker) instanceStopped(p *pool, in *instance) {
+	now := time.Now()
 	p.mu.Lock()
 	readyAt := in.readyAt
 	mib := p.cfg.MemoryBytes >> 20
 	fn := p.fn
+	paused := in.pausedFor
+	if !in.pausedAt.IsZero() {
+		paused += now.Sub(in.pausedAt)
+	}
 	p.mu.Unlock()
 	if readyAt.IsZero() || w.meter == nil {
 		return
 	}
 	w.meter.RecordInstance(&gust.InstanceRecord{
 		Instance: in.id, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Worker: w.cfg.ID,
-		MemoryMiB: mib, Ready: readyAt.UTC(), Stopped: time.Now().UTC(),
+		MemoryMiB: mib, Ready: readyAt.UTC(), Stopped: now.UTC(), PausedMs: paused.Milliseconds(),
 	})
 }
 

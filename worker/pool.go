@@ -240,10 +240,12 @@ func (p *pool) pickLocked() *instance {
 	return best
 }
 
+// readyCountLocked counts the instances that serve calls now or after a
+// thaw.
 func (p *pool) readyCountLocked() int {
 	n := 0
 	for _, in := range p.instances {
-		if in.state == stateReady {
+		if in.state != stateStarting && in.state != stateStopping {
 			n++
 		}
 	}
@@ -251,16 +253,18 @@ func (p *pool) readyCountLocked() int {
 }
 
 // liveLocked counts instances that count towards max: starting or ready,
-// not retiring.
+// not retiring. A paused instance counts as ready (it serves after a
+// thaw); one resuming, or pausing but asked to wake, as starting (calls
+// wait for it).
 func (p *pool) liveLocked() (starting, ready int) {
 	for _, in := range p.instances {
 		if in.retiring || in.state == stateStopping {
 			continue
 		}
-		switch in.state {
-		case stateStarting:
+		switch {
+		case in.state == stateStarting, in.state == stateResuming, in.state == statePausing && in.wake:
 			starting++
-		case stateReady:
+		default:
 			ready++
 		}
 	}
@@ -274,6 +278,17 @@ func (p *pool) liveLocked() (starting, ready int) {
 func (p *pool) scaleUpLocked() bool {
 	starting, ready := p.liveLocked()
 	need := (p.waiting + p.cfg.Concurrency - 1) / p.cfg.Concurrency
+	// A paused instance is thawed in milliseconds: wake those first.
+	for starting < need {
+		in := p.pausedLocked()
+		if in == nil {
+			break
+		}
+		if !p.resumeLocked(in) {
+			return false
+		}
+		starting, ready = starting+1, ready-1
+	}
 	started := false
 	for starting < need && starting+ready < p.cfg.Max {
 		if p.startLocked() == nil {
@@ -393,8 +408,9 @@ func (p *pool) removeLocked(in *instance) bool {
 // above what the decider wants (it scaled down, or an order did), and idle
 // surplus (above the minimum, idle longer than the idle timeout; with
 // scale to zero, all of them once every one is). It never picks an
-// instance with a call in flight.
-func (p *pool) reapLocked(now time.Time) []*instance {
+// instance with a call in flight. It also returns the idle instances to
+// pause now (pausesLocked), marked pausing.
+func (p *pool) reapLocked(now time.Time) (stops, pauses []*instance) {
 	var out []*instance
 	starting, ready := p.liveLocked()
 	live := starting + ready
@@ -413,7 +429,7 @@ func (p *pool) reapLocked(now time.Time) []*instance {
 	}
 	idled := false
 	for _, in := range p.instances {
-		if in.state != stateReady || in.inflight > 0 {
+		if in.state != stateReady && in.state != statePaused || in.inflight > 0 {
 			continue
 		}
 		switch {
@@ -437,7 +453,7 @@ func (p *pool) reapLocked(now time.Time) []*instance {
 		// down (to sleep at zero) rather than start them again.
 		p.scaler.Lower(now, live, p.invocations)
 	}
-	return out
+	return out, p.pausesLocked(now, floor)
 }
 
 // status reports the pool for the status table.
@@ -521,7 +537,12 @@ func (w *Worker) reap() {
 
 func (w *Worker) reapPool(p *pool) {
 	p.mu.Lock()
-	victims := p.reapLocked(time.Now())
+	victims, pauses := p.reapLocked(time.Now())
+	for _, in := range pauses {
+		if !w.tasks.Go(func(context.Context) { w.pauseInstance(p, in) }) {
+			in.state = stateReady // draining: it is stopped with the rest
+		}
+	}
 	type stop struct{ id, cid string }
 	stops := make([]stop, 0, len(victims))
 	for _, in := range victims {

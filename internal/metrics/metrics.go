@@ -25,6 +25,7 @@ type Metrics struct {
 	Duration         *prometheus.HistogramVec // function
 	ColdStarts       *prometheus.CounterVec   // function
 	InstanceStarts   *prometheus.CounterVec   // function, result
+	InstancePauses   *prometheus.CounterVec   // function, event
 	RecordsSpooled   prometheus.Counter
 	RecordsPublished prometheus.Counter
 	RecordsStored    prometheus.Counter
@@ -63,6 +64,9 @@ func New() *Metrics {
 		InstanceStarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gust_instance_starts_total", Help: "Instance starts by function and result (ok, failed).",
 		}, []string{"function", "result"}),
+		InstancePauses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gust_instance_pauses_total", Help: "Idle instances paused, and paused ones resumed for a call, by function and event (paused, resumed).",
+		}, []string{"function", "event"}),
 		RecordsSpooled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gust_meter_records_spooled_total", Help: "Metering records written to the local spool.",
 		}),
@@ -105,7 +109,7 @@ func New() *Metrics {
 	})
 	r.MustRegister(m.AsyncEnqueued, m.AsyncAttempts, m.EventsReceived, m.EventsDropped, m.Callbacks,
 		m.PlacementFailures, m.SchedulerLeader)
-	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.RecordsSpooled,
+	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.InstancePauses, m.RecordsSpooled,
 		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsUnsynced, m.RecordsBuffered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -140,6 +144,13 @@ func (m *Metrics) Call(fn string, status int, outcome string, d time.Duration, c
 func (m *Metrics) InstanceStart(fn, result string) {
 	if m != nil {
 		m.InstanceStarts.WithLabelValues(fn, result).Inc()
+	}
+}
+
+// InstancePause counts an instance of fn paused or resumed (event).
+func (m *Metrics) InstancePause(fn, event string) {
+	if m != nil {
+		m.InstancePauses.WithLabelValues(fn, event).Inc()
 	}
 }
 

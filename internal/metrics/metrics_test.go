@@ -15,6 +15,7 @@ func record(m *metrics.Metrics) {
 	m.Call("default.hello", 200, gust.OutcomeOK, time.Millisecond, true)
 	m.Call("default.hello", 503, gust.OutcomeRejected, time.Millisecond, false)
 	m.InstanceStart("default.hello", "ok")
+	m.InstancePause("default.hello", "paused")
 	m.MeterSpooled()
 	m.MeterSpooled()
 	m.MeterDropped(true)
@@ -68,6 +69,7 @@ func TestRecord(t *testing.T) {
 		"gust_invocation_duration_seconds":        1, // a rejected call has no duration
 		"gust_cold_starts_total":                  1,
 		"gust_instance_starts_total":              1,
+		"gust_instance_pauses_total":              1,
 		"gust_meter_records_spooled_total":        2,
 		"gust_meter_records_dropped_total":        2,
 		"gust_meter_records_buffered":             0, // set to 1, then 1 published

@@ -68,6 +68,10 @@ type Runtime struct {
 	// CPUUsageFn is gust.CPUSampler's; the default reports no CPU used
 	// (0) for a known container.
 	CPUUsageFn func(ctx context.Context, id string) (time.Duration, error)
+	// PauseFn and UnpauseFn are gust.Pauser's. A paused fake container
+	// takes connections but answers nothing until it is unpaused, as a
+	// frozen process.
+	PauseFn, UnpauseFn func(ctx context.Context, id string) error
 
 	handler func(spec gust.ContainerSpec) http.Handler
 
@@ -96,6 +100,9 @@ type container struct {
 	exited  chan struct{} // closed when it stops running
 	logs    []string
 	stopped bool
+	// thawed is closed while the container is not paused; a paused one
+	// has a fresh open channel, closed when it is unpaused.
+	thawed chan struct{}
 	// secrets is the temporary directory holding the files of
 	// spec.Secrets (what the container sees at gust.SecretsDir); "" when
 	// it has none. Removed with the container, or by Close.
@@ -125,7 +132,75 @@ func NewRuntime(handler func(spec gust.ContainerSpec) http.Handler) *Runtime {
 	r.ListFn = r.list
 	r.TailLogsFn = r.tailLogs
 	r.CPUUsageFn = r.cpuUsage
+	r.PauseFn = r.pause
+	r.UnpauseFn = r.unpause
 	return r
+}
+
+// Pause calls PauseFn.
+func (r *Runtime) Pause(ctx context.Context, id string) error { return r.PauseFn(ctx, id) }
+
+// Unpause calls UnpauseFn.
+func (r *Runtime) Unpause(ctx context.Context, id string) error { return r.UnpauseFn(ctx, id) }
+
+// Paused reports whether container id is paused.
+func (r *Runtime) Paused(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.containers[id]
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c.thawed:
+		return false
+	default:
+		return true
+	}
+}
+
+// pause freezes a running container; pausing a paused one is an error,
+// as with Docker.
+func (r *Runtime) pause(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pause container: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.containers[id]
+	switch {
+	case c == nil:
+		return fmt.Errorf("pause container: %w: %s", gust.ErrInstanceNotFound, id)
+	case c.stopped:
+		return fmt.Errorf("pause container: container %s is not running", id)
+	}
+	select {
+	case <-c.thawed:
+		c.thawed = make(chan struct{})
+		return nil
+	default:
+		return fmt.Errorf("pause container: container %s is already paused", id)
+	}
+}
+
+// unpause thaws a paused container.
+func (r *Runtime) unpause(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("unpause container: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.containers[id]
+	if c == nil {
+		return fmt.Errorf("unpause container: %w: %s", gust.ErrInstanceNotFound, id)
+	}
+	select {
+	case <-c.thawed:
+		return fmt.Errorf("unpause container: container %s is not paused", id)
+	default:
+		close(c.thawed)
+		return nil
+	}
 }
 
 // CPUUsage calls CPUUsageFn.
@@ -326,6 +401,7 @@ func (r *Runtime) start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 		image:   spec.Image,
 		env:     slices.Clone(spec.Env),
 		exited:  make(chan struct{}),
+		thawed:  closedChan(),
 		logs:    []string{"mock: starting " + spec.Image},
 		secrets: secrets,
 	}
@@ -339,8 +415,14 @@ func (r *Runtime) start(ctx context.Context, spec gust.ContainerSpec) (gust.Inst
 				panic(http.ErrAbortHandler)
 			}
 			r.wg.Add(1)
+			thawed := c.thawed
 			r.mu.Unlock()
 			defer r.wg.Done()
+			select {
+			case <-thawed:
+			case <-c.exited:
+				panic(http.ErrAbortHandler)
+			}
 			h.ServeHTTP(w, req)
 		}),
 		BaseContext: func(net.Listener) context.Context {
@@ -544,6 +626,12 @@ func DefaultHandler() http.Handler {
 			}
 		}
 	})
+}
+
+func closedChan() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
 }
 
 func newID() string {
