@@ -44,7 +44,8 @@ var billingCommand = &Command{
 	Short: "show what calls cost, per namespace, function, hour, day or month; export call records",
 	Long: `Prints the billing report of the gateway: requests, errors, cold starts,
 billed duration, GB-seconds and costs per group, with totals, and the
-capacity each function held (instance-seconds). Prices come from the
+capacity each function held (instance-seconds and GB-seconds, and the part
+of them spent paused: memory held, no CPU). Prices come from the
 gateway's pricing (see README); the report states its formula.
 
 gust billing export writes the raw call records of the range (newest

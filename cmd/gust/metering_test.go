@@ -273,7 +273,10 @@ type repInstance struct {
 	Instances       int64           `json:"instances"`
 	InstanceSeconds decimal.Decimal `json:"instanceSeconds"`
 	GBSeconds       decimal.Decimal `json:"gbSeconds"`
-	Cost            decimal.Decimal `json:"cost"`
+	// Pointers: a report without the paused part decodes as nil.
+	PausedSeconds   *decimal.Decimal `json:"pausedSeconds"`
+	PausedGBSeconds *decimal.Decimal `json:"pausedGBSeconds"`
+	Cost            decimal.Decimal  `json:"cost"`
 }
 
 type repJSON struct {
@@ -561,11 +564,17 @@ func TestMeteringExact(t *testing.T) {
 		t.Errorf("csv total %v, json total %v", got, rep.Total.cells())
 	}
 
-	// The idle-stopped sleep instance shows as held capacity.
+	// The idle-stopped sleep instance shows as held capacity, with the
+	// part of it paused (none or some, never more than held).
 	check.For(t, 10*time.Second, 100*time.Millisecond, func() error {
 		rep, _ := getReport(t, m, "group_by=function")
 		for _, in := range rep.Instances {
 			if in.Function == sleepFn && in.Namespace == gust.DefaultNamespace && in.MemoryMiB == 128 && in.Instances >= 1 && in.InstanceSeconds.IsPositive() {
+				if in.PausedSeconds == nil || in.PausedGBSeconds == nil || in.PausedSeconds.IsNegative() ||
+					in.PausedSeconds.GreaterThan(in.InstanceSeconds) || in.PausedGBSeconds.GreaterThan(in.GBSeconds) {
+					t.Fatalf("held capacity of %s: paused %v s, %v GB-s of %s s, %s GB-s; want both, within the held",
+						sleepFn, in.PausedSeconds, in.PausedGBSeconds, in.InstanceSeconds, in.GBSeconds)
+				}
 				return nil
 			}
 		}

@@ -52,7 +52,7 @@ func FuzzMeterRecord(f *testing.F) {
 			InitNs: int64(durNs) / 3, Status: status, Outcome: outcome, BytesIn: bytes, BytesOut: -bytes,
 		}
 		inst := gust.InstanceRecord{Instance: instance, Namespace: ns, Function: fn, Worker: wk, MemoryMiB: bytes,
-			Ready: start, Stopped: rec.End}
+			Ready: start, Stopped: rec.End, PausedMs: int64(durNs) / 2}
 		m.RecordCall(&rec)
 		m.RecordInstance(&inst)
 		spooled := sp.Take(10)
@@ -113,7 +113,7 @@ func FuzzMeterRecord(f *testing.F) {
 			t.Fatalf("instance record %s does not decode: %v", data, err)
 		}
 		if !gotInst.Ready.Equal(inst.Ready) || !gotInst.Stopped.Equal(inst.Stopped) || gotInst.Instance != inst.Instance ||
-			gotInst.MemoryMiB != inst.MemoryMiB || gotInst.Namespace != want.Namespace {
+			gotInst.MemoryMiB != inst.MemoryMiB || gotInst.PausedMs != inst.PausedMs || gotInst.Namespace != want.Namespace {
 			t.Fatalf("instance record round trip: got %+v, want %+v", gotInst, inst)
 		}
 	})
