@@ -1,7 +1,9 @@
 package gust
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -295,4 +297,199 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 	}
 	return append(b, '"')
+}
+
+// DecodeJSON sets r to the record the JSON document b holds, as
+// json.Unmarshal does into a zero record, errors included. Documents in
+// AppendJSON's form (no spaces, no escapes, fields known by their exact
+// names) are decoded without reflection: the billing ingest decodes every
+// record of every call, and encoding/json costs several times as much.
+// Any other document goes to encoding/json.
+func (r *CallRecord) DecodeJSON(b []byte) error {
+	*r = CallRecord{}
+	if r.decodeFast(b) {
+		return nil
+	}
+	*r = CallRecord{}
+	return json.Unmarshal(b, r)
+}
+
+// decodeFast decodes a document in AppendJSON's form and says whether b
+// was one; if not, r is left half set.
+func (r *CallRecord) decodeFast(b []byte) bool {
+	if len(b) < 2 || b[0] != '{' {
+		return false
+	}
+	if b[1] == '}' {
+		return len(b) == 2
+	}
+	i := 1
+	for {
+		key, j, ok := fastJSONString(b, i)
+		if !ok || j >= len(b) || b[j] != ':' {
+			return false
+		}
+		i = j + 1
+		var n int64
+		switch string(key) {
+		case "callId":
+			r.CallID, i, ok = fastJSONText(b, i)
+		case "callerId":
+			r.CallerID, i, ok = fastJSONText(b, i)
+		case "namespace":
+			r.Namespace, i, ok = fastJSONText(b, i)
+		case "function":
+			r.Function, i, ok = fastJSONText(b, i)
+		case "version":
+			if i < len(b) && b[i] == '-' {
+				return false
+			}
+			var u uint64
+			var digits []byte
+			if digits, i, ok = fastJSONDigits(b, i); ok {
+				var err error
+				u, err = strconv.ParseUint(string(digits), 10, 64)
+				ok = err == nil
+			}
+			r.Version = u
+		case "image":
+			r.Image, i, ok = fastJSONText(b, i)
+		case "worker":
+			r.Worker, i, ok = fastJSONText(b, i)
+		case "instance":
+			r.Instance, i, ok = fastJSONText(b, i)
+		case "trigger":
+			r.Trigger, i, ok = fastJSONText(b, i)
+		case "start":
+			i, ok = fastJSONTime(b, i, &r.Start)
+		case "end":
+			i, ok = fastJSONTime(b, i, &r.End)
+		case "durationNs":
+			r.DurationNs, i, ok = fastJSONInt(b, i)
+		case "billedNs":
+			r.BilledNs, i, ok = fastJSONInt(b, i)
+		case "memoryMiB":
+			r.MemoryMiB, i, ok = fastJSONInt(b, i)
+		case "coldStart":
+			switch {
+			case bytes.HasPrefix(b[i:], []byte("true")):
+				r.ColdStart, i = true, i+4
+			case bytes.HasPrefix(b[i:], []byte("false")):
+				r.ColdStart, i = false, i+5
+			default:
+				return false
+			}
+		case "initNs":
+			r.InitNs, i, ok = fastJSONInt(b, i)
+		case "status":
+			n, i, ok = fastJSONInt(b, i)
+			r.Status = int(n)
+			ok = ok && int64(r.Status) == n
+		case "outcome":
+			r.Outcome, i, ok = fastJSONText(b, i)
+		case "bytesIn":
+			r.BytesIn, i, ok = fastJSONInt(b, i)
+		case "bytesOut":
+			r.BytesOut, i, ok = fastJSONInt(b, i)
+		default:
+			return false
+		}
+		if !ok || i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case ',':
+			i++
+		case '}':
+			return i+1 == len(b)
+		default:
+			return false
+		}
+	}
+}
+
+// fastJSONString returns the content of the JSON string at b[i] and the
+// index past it, if it is printable ASCII without escapes.
+func fastJSONString(b []byte, i int) ([]byte, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
+			return nil, i, false
+		}
+	}
+	return nil, i, false
+}
+
+// fastJSONText is fastJSONString as a Go string; the values metering
+// repeats on every record are shared, not copied.
+func fastJSONText(b []byte, i int) (string, int, bool) {
+	s, j, ok := fastJSONString(b, i)
+	if !ok {
+		return "", i, false
+	}
+	switch string(s) {
+	case "":
+		return "", j, true
+	case TriggerHTTP:
+		return TriggerHTTP, j, true
+	case TriggerAsync:
+		return TriggerAsync, j, true
+	case TriggerEvent:
+		return TriggerEvent, j, true
+	case OutcomeOK:
+		return OutcomeOK, j, true
+	case OutcomeError:
+		return OutcomeError, j, true
+	case OutcomeTimeout:
+		return OutcomeTimeout, j, true
+	case OutcomeCrashed:
+		return OutcomeCrashed, j, true
+	case OutcomeRejected:
+		return OutcomeRejected, j, true
+	}
+	return string(s), j, true
+}
+
+// fastJSONDigits returns the JSON integer at b[i] (an optional minus, no
+// leading zero, no fraction or exponent) and the index past it.
+func fastJSONDigits(b []byte, i int) ([]byte, int, bool) {
+	j := i
+	if j < len(b) && b[j] == '-' {
+		j++
+	}
+	d := j
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	if j == d || b[d] == '0' && j-d > 1 {
+		return nil, i, false
+	}
+	if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+		return nil, i, false
+	}
+	return b[i:j], j, true
+}
+
+func fastJSONInt(b []byte, i int) (int64, int, bool) {
+	digits, j, ok := fastJSONDigits(b, i)
+	if !ok {
+		return 0, i, false
+	}
+	n, err := strconv.ParseInt(string(digits), 10, 64)
+	return n, j, err == nil
+}
+
+// fastJSONTime parses the RFC 3339 string at b[i] into t as
+// time.Time.UnmarshalJSON does (the same strict parser).
+func fastJSONTime(b []byte, i int, t *time.Time) (int, bool) {
+	s, j, ok := fastJSONString(b, i)
+	if !ok || t.UnmarshalText(s) != nil {
+		return i, false
+	}
+	return j, true
 }
