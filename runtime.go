@@ -107,3 +107,18 @@ type Pauser interface {
 	Pause(ctx context.Context, id string) error
 	Unpause(ctx context.Context, id string) error
 }
+
+// Preparer is an optional Runtime ability: a container made ready ahead
+// of need, everything a Start does but starting it (for Docker: created,
+// in a network namespace of its own, not started), so that a cold start
+// is only the start. A later Start of the same spec (same Name and every
+// other field) starts the prepared container; a Start of a spec that
+// differs removes it and starts afresh. A prepared container carries the
+// spec's labels, so a worker's reconcile by label removes it after a
+// crash. Unprepare removes the container prepared under name, if it was
+// not started; an unknown name is not an error. Specs with Secrets are
+// not prepared (an EINVALID error): they are read at each start.
+type Preparer interface {
+	Prepare(ctx context.Context, spec ContainerSpec) error
+	Unprepare(ctx context.Context, name string) error
+}

@@ -162,6 +162,8 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	in.initDur = time.Since(t0)
 	p.mu.Unlock()
 	logger.Info("instance ready", zap.Duration("start", time.Since(t0)))
+	// The next start of this pool finds its container ready (prepare.go).
+	w.tasks.Go(func(context.Context) { w.prepareNext(p, fn, cfg) })
 	return nil
 }
 
@@ -192,12 +194,23 @@ func (w *Worker) watchExit(p *pool, in *instance, cid string, exited chan<- gust
 	}
 }
 
+// Readiness polling: every readyPoll for the first readyFast, then less
+// and less often, up to every 50 ms. A container started in a network
+// holder has its address before its process runs, so a probe that comes
+// too early is refused at once and costs little; polling fast while a
+// start usually ends is what keeps a cold start's first answer early.
+const (
+	readyPoll = 2 * time.Millisecond
+	readyFast = time.Second
+)
+
 // waitHealthy polls the readiness check until it passes, the container
 // exits or the ready timeout passes.
 func (w *Worker) waitHealthy(ctx context.Context, base string, cfg gust.FunctionConfig, exited <-chan gust.Exit) error {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.ReadyTimeout)
 	defer cancel()
-	delay := 2 * time.Millisecond
+	t0 := time.Now()
+	delay := readyPoll
 	for {
 		if w.probe(ctx, base, cfg) == nil {
 			return nil
@@ -215,7 +228,7 @@ func (w *Worker) waitHealthy(ctx context.Context, base string, cfg gust.Function
 			return fmt.Errorf("no answer on %s within %s", cfg.HealthPath, w.cfg.ReadyTimeout)
 		case <-time.After(delay):
 		}
-		if delay < 50*time.Millisecond {
+		if delay < 50*time.Millisecond && time.Since(t0) > readyFast {
 			delay += delay / 2
 		}
 	}

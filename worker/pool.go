@@ -331,7 +331,7 @@ func (p *pool) autoscaleLocked(now time.Time) {
 // goroutine of the worker's. It returns nil, and starts nothing, once the
 // worker has stopped starting goroutines (Drain).
 func (p *pool) startLocked() *instance {
-	in := &instance{id: newID(), version: p.fn.Version, state: stateStarting}
+	in := &instance{id: p.w.instanceIDLocked(p), version: p.fn.Version, state: stateStarting}
 	fn := p.fn
 	cfg := p.cfg
 	if !p.w.tasks.Go(func(context.Context) { p.w.startInstance(p, in, fn, cfg) }) {

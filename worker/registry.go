@@ -166,6 +166,7 @@ func (w *Worker) closePool(p *pool) {
 	p.closed = true
 	p.broadcastLocked()
 	p.mu.Unlock()
+	w.dropPrepared(p)
 	w.reapPool(p)
 	w.mu.Lock()
 	delete(w.published, p.key)

@@ -102,6 +102,7 @@ type Worker struct {
 	secrets     gust.SecretStore // nil: functions with secrets do not start
 	logs        *logCollector    // nil: instances' output is not collected (logs.go)
 	others      *others          // the cluster's other workers (orphans.go)
+	prep        preparedSet      // the pools' prepared instances (prepare.go)
 	statusKick  chan struct{}
 
 	// tasks owns every goroutine the worker starts (see LOCKS.md); ctx

@@ -41,7 +41,7 @@ const (
 	benchClients     = 16               // concurrent clients of the throughput phase
 	benchPhase       = 3 * time.Second  // length of one throughput phase
 	benchPhaseMax    = 500_000          // bound on calls per client and phase
-	benchColdRuns    = 10               // cold starts per side
+	benchColdRuns    = 20               // cold starts per side
 	benchGoneLimit   = 30 * time.Second // bound on waiting for a scale to zero
 	benchPollEvery   = time.Millisecond // readiness polling of the bare baseline
 	benchReadyLimit  = 15 * time.Second // bound on one bare start
@@ -270,16 +270,18 @@ func benchThroughput(c *http.Client, u string) (int64, time.Duration, error) {
 // BenchmarkColdStart measures the first call of a function at zero
 // instances, from the call to its answer through the gateway, against bare
 // Docker in the same run: create + start of the same image with the
-// internal/docker Runtime, then polling GET / every benchPollEvery until
-// the first 200. The two sides alternate, each measured while nothing
-// else of the benchmark runs on Docker.
+// internal/docker Runtime without network holders (a plain docker create
+// + start + inspect), then polling GET / every benchPollEvery until the
+// first 200. The two sides alternate, each measured while nothing else of
+// the benchmark runs on Docker. Issue 11 asks for Gust's p50 at most
+// 100 ms and at most 0.5 × the bare p50.
 func BenchmarkColdStart(b *testing.B) {
 	m := benchUp(b)
 	const name = "bench-cold"
 	benchDeploy(b, m, name, map[string]string{
 		gust.LabelScaleMin: "0", gust.LabelScaleMax: "1", gust.LabelIdleTimeout: "1s",
 	})
-	rt, err := docker.New(docker.Config{Network: testNetwork}, zap.NewNop())
+	rt, err := docker.New(docker.Config{Network: testNetwork, Holders: -1}, zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -349,6 +351,8 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(benchMS(g.Max-bs.Max), "diff-max-ms")
 	b.ReportMetric(benchMS(pd), "paired-diff-p50-ms")
 	b.ReportMetric(benchMS(bb.P50), "docker-start-p50-ms")
+	ratio := float64(g.P50) / float64(bs.P50)
+	b.ReportMetric(ratio, "gust/docker-p50")
 
 	var t strings.Builder
 	fmt.Fprintf(&t, "cold start to first answer, hello, %d runs per side (alternating)\n", g.N)
@@ -358,6 +362,7 @@ func BenchmarkColdStart(b *testing.B) {
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "  of which create+start", benchMS(bb.P50), benchMS(bb.Max))
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "difference", benchMS(g.P50-bs.P50), benchMS(g.Max-bs.Max))
 	fmt.Fprintf(&t, "%-28s %8.1f\n", "median of paired differences", benchMS(pd))
+	fmt.Fprintf(&t, "%-28s %8.2f   (issue 11: at most 0.50, and gust p50 at most 100 ms)\n", "gust p50 / bare p50", ratio)
 	fmt.Fprintf(&t, "gust samples ms: %s\n", benchList(gustCold))
 	fmt.Fprintf(&t, "bare samples ms: %s\n", benchList(bare))
 	b.Log("\n" + t.String())

@@ -3,6 +3,7 @@ package docker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -31,8 +32,11 @@ const removeTimeout = 30 * time.Second
 // Start creates and starts a container for spec, attached only to the
 // network of its namespace (label gust.namespace; NetworkOf), which is
 // created on first use, and returns it with Addr set to its IP on that
-// network and spec.Port. No port is published on the host. If the
-// container cannot be started it is removed before Start returns the
+// network and spec.Port. No port is published on the host. The container
+// joins the network namespace of an idle network holder when one is
+// ready (holder.go: Addr is then the holder's IP, known ahead), and a
+// container prepared for this very spec (Prepare) is only started. If
+// the container cannot be started it is removed before Start returns the
 // error. Secrets are files in a read-only bind mount of a host tmpfs
 // (secrets.go). The Engine calls of a Start take at most CallTimeout.
 func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.Instance, err error) {
@@ -47,6 +51,9 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 	}
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
+	if inst, ok := r.startPrepared(ctx, spec); ok {
+		return inst, nil
+	}
 	if spec.User == "" {
 		// Not root when the image names no user (gust.DefaultUser).
 		imageUser, err := r.imageUser(ctx, spec.Image)
@@ -59,7 +66,8 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 			spec.User = imageUser
 		}
 	}
-	netName, nw, err := r.ensureNetwork(ctx, spec.Labels[gust.LabelNamespace])
+	ns := spec.Labels[gust.LabelNamespace]
+	netName, nw, err := r.ensureNetwork(ctx, ns)
 	if err != nil {
 		return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
 	}
@@ -82,6 +90,20 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 				}
 			}
 		}()
+	}
+	if h, ok := r.holderFor(netName, ns, nw, spec.Labels); ok {
+		inst, err := r.startInHolder(ctx, spec, cfg, host, h)
+		if err == nil {
+			created = inst.ID
+			r.logger.Debug("started container in a network holder", zap.String("container_id", inst.ID), zap.String("addr", inst.Addr))
+			return inst, nil
+		}
+		if errors.Is(err, gust.ErrConflict) || ctx.Err() != nil {
+			return gust.Instance{}, err
+		}
+		// The holder may have gone (an Engine restart, a removal by
+		// hand): attach the container to the network itself.
+		r.logger.Warn("start in a network holder failed; starting on the network", zap.String("container", spec.Name), zap.Error(err))
 	}
 	resp, err := r.client.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
 	if err != nil {
@@ -110,6 +132,71 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 	}
 	logger.Debug("started container", zap.String("addr", inst.Addr))
 	return inst, nil
+}
+
+// startInHolder creates and starts the container of spec in the network
+// namespace of holder h (createInHolder) and returns it. On failure the
+// container and the holder are removed, but not the secrets' directory:
+// the caller may start the container without a holder.
+func (r *Runtime) startInHolder(ctx context.Context, spec gust.ContainerSpec, cfg *container.Config, host *container.HostConfig, h holder) (gust.Instance, error) {
+	inst, err := r.createInHolder(ctx, spec, cfg, host, h)
+	if err != nil {
+		return gust.Instance{}, err
+	}
+	if err := r.client.ContainerStart(ctx, inst.ID, container.StartOptions{}); err != nil {
+		r.removeTried(ctx, inst.ID, h.id)
+		return gust.Instance{}, fmt.Errorf("start container: %w", err)
+	}
+	inst.Running, inst.Created = true, time.Now()
+	return inst, nil
+}
+
+// createInHolder creates the container of spec in the network namespace
+// of holder h, with every other setting of cfg and host, and returns it
+// with h's address: no inspect is needed. The container shares h's
+// /etc/hosts (Docker refuses host names of its own there). On failure the
+// container and the holder are removed, but not the secrets' directory.
+func (r *Runtime) createInHolder(ctx context.Context, spec gust.ContainerSpec, cfg *container.Config, host *container.HostConfig, h holder) (gust.Instance, error) {
+	hcfg := *cfg
+	hcfg.Labels = make(map[string]string, len(cfg.Labels)+2)
+	for k, v := range cfg.Labels {
+		hcfg.Labels[k] = v
+	}
+	hcfg.Labels[labelHolderOf] = h.id
+	hcfg.Labels[labelIP] = h.ip
+	hhost := *host
+	hhost.NetworkMode = container.NetworkMode("container:" + h.id)
+	hhost.ExtraHosts = nil
+	resp, err := r.client.ContainerCreate(ctx, &hcfg, &hhost, nil, nil, spec.Name)
+	if err != nil {
+		r.removeTried(ctx, "", h.id)
+		if cerrdefs.IsConflict(err) {
+			return gust.Instance{}, fmt.Errorf("create container %s: %w: %w", spec.Name, gust.ErrConflict, err)
+		}
+		return gust.Instance{}, fmt.Errorf("create container %s: %w", spec.Name, err)
+	}
+	for _, w := range resp.Warnings {
+		r.logger.Warn("create container", zap.String("container_id", resp.ID), zap.String("warning", w))
+	}
+	return gust.Instance{
+		ID:     resp.ID,
+		Name:   spec.Name,
+		Labels: hcfg.Labels,
+		Addr:   net.JoinHostPort(h.ip, strconv.Itoa(spec.Port)),
+	}, nil
+}
+
+// removeTried removes container id (if not "") and holder hid after a
+// failed try, leaving the secrets' directory alone.
+func (r *Runtime) removeTried(ctx context.Context, id, hid string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+	defer cancel()
+	if id != "" {
+		if err := r.client.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			r.logger.Error("remove container after failed start", zap.String("container_id", id), zap.Error(err))
+		}
+	}
+	r.removeHolder(rctx, hid)
 }
 
 func (r *Runtime) start(ctx context.Context, id, netName string, port int) (gust.Instance, error) {
@@ -273,24 +360,39 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (err
 	return nil
 }
 
-// Remove removes the container, its anonymous volumes and its secrets'
-// directory, killing it if it runs. Removing a container that does not
-// exist, or that is already being removed, is not an error.
+// Remove removes the container, its anonymous volumes, its secrets'
+// directory and the network holder it was started in (holder.go),
+// killing it if it runs. Removing a container that does not exist, or
+// that is already being removed, is not an error.
 func (r *Runtime) Remove(ctx context.Context, id string) (err error) {
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
-	secrets, err := r.secretsDirOf(ctx, id)
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	var secrets, holderID string
+	c, err := r.client.ContainerInspect(ctx, id)
+	switch {
+	case err == nil:
+		secrets = r.ownSecretsDir(c.Mounts)
+		if c.Config != nil {
+			holderID = c.Config.Labels[labelHolderOf]
+		}
+	case !cerrdefs.IsNotFound(err):
 		return fmt.Errorf("remove container: %w", err)
 	}
 	err = r.client.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	switch {
 	case err == nil, cerrdefs.IsNotFound(err):
 	case cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress"):
-		// The other removal removes the directory too.
+		// The other removal removes the directory and the holder too.
 		return nil
 	default:
 		return fmt.Errorf("remove container: %w", err)
+	}
+	if holderID != "" {
+		// After the container: the namespace is the holder's.
+		err := r.client.ContainerRemove(ctx, holderID, container.RemoveOptions{Force: true})
+		if err != nil && !cerrdefs.IsNotFound(err) && !(cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress")) {
+			return fmt.Errorf("remove network holder: %w", err)
+		}
 	}
 	if secrets != "" {
 		return removeSecretsDir(secrets)
@@ -323,11 +425,17 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) (_ []gust.
 		if len(c.Names) > 0 {
 			inst.Name = strings.TrimPrefix(c.Names[0], "/")
 		}
-		if inst.Running && c.NetworkSettings != nil {
-			ep := c.NetworkSettings.Networks[r.NetworkOf(c.Labels[gust.LabelNamespace])]
-			port := c.Labels[labelPort]
-			if ep != nil && ep.IPAddress != "" && port != "" {
-				inst.Addr = net.JoinHostPort(ep.IPAddress, port)
+		if port := c.Labels[labelPort]; inst.Running && port != "" {
+			// A container started in a network holder has no network
+			// settings of its own: its label has the holder's address.
+			ip := c.Labels[labelIP]
+			if c.NetworkSettings != nil {
+				if ep := c.NetworkSettings.Networks[r.NetworkOf(c.Labels[gust.LabelNamespace])]; ep != nil && ep.IPAddress != "" {
+					ip = ep.IPAddress
+				}
+			}
+			if ip != "" {
+				inst.Addr = net.JoinHostPort(ip, port)
 			}
 		}
 		out = append(out, inst)

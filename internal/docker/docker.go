@@ -52,6 +52,12 @@ type Config struct {
 	// DefaultSecretsRoot. A runtime in a container must see it at the
 	// same path as the Engine.
 	SecretsRoot string
+	// Holders is how many idle network-namespace holders the runtime
+	// keeps ready per namespace network and worker (holder.go), so that
+	// a cold start skips the set-up of the container's network; default
+	// DefaultHolders, negative for none (each start then attaches its
+	// container to the network itself).
+	Holders int
 }
 
 // Runtime runs function containers on the Docker Engine that the
@@ -72,6 +78,8 @@ type Runtime struct {
 	mu       sync.Mutex
 	networks map[string]netInfo // networks known to exist, by name; guarded by mu
 	self     string             // id of the worker's own container (Attach); guarded by mu
+
+	holders holders // network-namespace holders (holder.go)
 }
 
 var (
@@ -100,6 +108,9 @@ func New(cfg Config, logger *zap.Logger) (*Runtime, error) {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = DefaultCallTimeout
 	}
+	if cfg.Holders == 0 {
+		cfg.Holders = DefaultHolders
+	}
 	if cfg.SecretsRoot == "" {
 		cfg.SecretsRoot = DefaultSecretsRoot
 	}
@@ -122,6 +133,7 @@ func New(cfg Config, logger *zap.Logger) (*Runtime, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		networks: make(map[string]netInfo),
+		holders:  holders{pools: map[holderKey]*holderPool{}, prepared: map[string]*prepared{}},
 	}, nil
 }
 
@@ -157,9 +169,11 @@ func (r *Runtime) Open(ctx context.Context) (err error) {
 	return err
 }
 
-// Close stops pulls in flight and releases the client. Containers keep
+// Close stops pulls in flight, removes the idle network holders (after
+// those being made) and releases the client. Function containers keep
 // running.
 func (r *Runtime) Close() error {
+	r.closeHolders()
 	r.cancel()
 	if err := r.client.Close(); err != nil {
 		return fmt.Errorf("close docker client: %w", err)

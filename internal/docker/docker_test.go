@@ -98,6 +98,12 @@ func cleanupRun() error {
 	ns, err := c.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", "gust-test-"+runID))})
 	errs = append(errs, err)
 	for _, n := range ns {
+		// Network holders left on it (holder.go) carry no test label.
+		hs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("network", n.ID), filters.Arg("label", labelHolderRole+"=true"))})
+		errs = append(errs, err)
+		for _, h := range hs {
+			errs = append(errs, c.ContainerRemove(ctx, h.ID, container.RemoveOptions{Force: true}))
+		}
 		errs = append(errs, c.NetworkRemove(ctx, n.ID))
 	}
 	if imageRef != "" {

@@ -277,12 +277,14 @@ func (r *Runtime) ownNetworks(ctx context.Context) ([]network.Inspect, error) {
 
 // RemoveNetwork removes the function networks of this runtime that carry
 // gust.managed=true (the configured one and every namespace's), first
-// disconnecting the worker's own container (Attach). Networks that are
+// removing the idle network holders (holder.go) and disconnecting the
+// worker's own container (Attach). Networks that are
 // missing or not Gust's are left alone; one that still has containers is
 // kept, and named in the error.
 func (r *Runtime) RemoveNetwork(ctx context.Context) (err error) {
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
+	r.removeIdleHolders(ctx, true)
 	r.netMu.Lock()
 	defer r.netMu.Unlock()
 	r.mu.Lock()

@@ -224,6 +224,7 @@ func TestSecrets_FailedStart(t *testing.T) {
 	if err := r.Remove(ctx, inst.ID); err != nil {
 		t.Fatal(err)
 	}
+	r.removeIdleHolders(ctx, true) // they keep the network in use
 	if err := r.client.NetworkRemove(ctx, r.Network()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,351 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
+)
+
+// TestHolderELF checks the hand-assembled holder program: a valid static
+// amd64 executable whose one segment holds the whole file and whose entry
+// point is the pause loop.
+func TestHolderELF(t *testing.T) {
+	f, err := elf.NewFile(bytes.NewReader(holderELF))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC || f.Data != elf.ELFDATA2LSB {
+		t.Errorf("header: class %v machine %v type %v data %v", f.Class, f.Machine, f.Type, f.Data)
+	}
+	if len(f.Progs) != 1 {
+		t.Fatalf("program headers: got %d, want 1", len(f.Progs))
+	}
+	p := f.Progs[0]
+	if p.Type != elf.PT_LOAD || p.Flags != elf.PF_R|elf.PF_X || p.Off != 0 || p.Filesz != uint64(len(holderELF)) || p.Memsz != p.Filesz {
+		t.Errorf("segment: %+v", p.ProgHeader)
+	}
+	if f.Entry < p.Vaddr || f.Entry >= p.Vaddr+p.Filesz {
+		t.Fatalf("entry %#x outside the segment", f.Entry)
+	}
+	code := holderELF[f.Entry-p.Vaddr:]
+	// mov eax, 34 (pause); syscall; jmp back to the mov.
+	want := []byte{0xb8, 0x22, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7}
+	if !bytes.Equal(code, want) {
+		t.Errorf("code: got % x, want % x", code, want)
+	}
+	if !strings.HasPrefix(holderImage, "gust-holder:") {
+		t.Errorf("image tag %q", holderImage)
+	}
+}
+
+// waitHolders waits until r has n idle holders for the key of spec.
+func waitHolders(t *testing.T, r *Runtime, spec gust.ContainerSpec, n int) []holder {
+	t.Helper()
+	ns := spec.Labels[gust.LabelNamespace]
+	key := holderKey{network: r.NetworkOf(ns), ns: ns, worker: spec.Labels[gust.LabelWorker]}
+	var idle []holder
+	check.For(t, time.Minute, 20*time.Millisecond, func() error {
+		r.holders.mu.Lock()
+		defer r.holders.mu.Unlock()
+		p := r.holders.pools[key]
+		if p == nil || len(p.idle) < n {
+			return fmt.Errorf("idle holders: want %d", n)
+		}
+		idle = append([]holder(nil), p.idle...)
+		return nil
+	})
+	return idle
+}
+
+// TestHolderStart: a start through a network holder keeps every sandbox
+// setting, answers on the holder's address, resolves the gateway host
+// names, is listed with that address; the holder is sandboxed and carries
+// the worker's label; holders are made again after use; removing the
+// instance removes its holder, and Close removes the idle ones.
+func TestHolderStart(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	worker := "holder-test-" + runID
+	spec := func() gust.ContainerSpec {
+		s := testSpec(t)
+		s.Labels[gust.LabelWorker] = worker
+		s.ReadOnly = true
+		s.MemoryBytes = 64 << 20
+		s.PidsLimit = 50
+		s.Secrets = map[string][]byte{"token": []byte("held")}
+		return s
+	}
+	// The first start of a key finds no holder: it attaches itself, and
+	// the runtime makes holders for the next.
+	first, err := r.Start(ctx, spec())
+	if err != nil {
+		t.Fatalf("first Start: %v", err)
+	}
+	defer r.Remove(ctx, first.ID)
+	if first.Labels[labelHolderOf] != "" {
+		t.Errorf("first start used a holder: none should have been ready")
+	}
+	s := spec()
+	idle := waitHolders(t, r, s, DefaultHolders)
+
+	inst, err := r.Start(ctx, s)
+	if err != nil {
+		t.Fatalf("Start in a holder: %v", err)
+	}
+	hid := inst.Labels[labelHolderOf]
+	if hid == "" {
+		t.Fatalf("Start did not use a holder: labels %v", inst.Labels)
+	}
+	var h holder
+	for _, x := range idle {
+		if x.id == hid {
+			h = x
+		}
+	}
+	if want := h.ip + ":8080"; inst.Addr != want {
+		t.Errorf("Addr: got %s, want the holder's %s", inst.Addr, want)
+	}
+	MustHealthy(t, inst)
+
+	// The function's sandbox is the one of any start.
+	c, err := r.client.ContainerInspect(ctx, inst.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := c.HostConfig
+	if got := string(hc.NetworkMode); got != "container:"+hid {
+		t.Errorf("network mode: got %s", got)
+	}
+	if len(hc.CapDrop) != 1 || hc.CapDrop[0] != "ALL" || len(hc.CapAdd) != 0 || hc.Privileged {
+		t.Errorf("capabilities: drop %v add %v privileged %v", hc.CapDrop, hc.CapAdd, hc.Privileged)
+	}
+	if !strings.Contains(strings.Join(hc.SecurityOpt, ","), "no-new-privileges") {
+		t.Errorf("security options: %v", hc.SecurityOpt)
+	}
+	if !hc.ReadonlyRootfs || hc.Tmpfs["/tmp"] == "" || hc.Memory != 64<<20 || hc.MemorySwap != 64<<20 ||
+		hc.PidsLimit == nil || *hc.PidsLimit != 50 || hc.NanoCPUs != gust.DefaultNanoCPUs {
+		t.Errorf("limits: ro %v tmpfs %v mem %d swap %d pids %v cpus %d", hc.ReadonlyRootfs, hc.Tmpfs, hc.Memory, hc.MemorySwap, hc.PidsLimit, hc.NanoCPUs)
+	}
+	if hc.LogConfig.Type != "json-file" || hc.LogConfig.Config["max-size"] != logMaxSize {
+		t.Errorf("log config: %+v", hc.LogConfig)
+	}
+	for _, l := range []string{gust.LabelManaged, gust.LabelWorker, gust.LabelInstance, labelPort, labelIP} {
+		if c.Config.Labels[l] == "" {
+			t.Errorf("label %s missing: %v", l, c.Config.Labels)
+		}
+	}
+	if code, body, err := get("http://" + inst.Addr + "/?caps=1"); err != nil || code != 200 || body != "0000000000000000" {
+		t.Errorf("?caps=1: got %d %q, %v, want no capability", code, body, err)
+	}
+	if code, body, err := get("http://" + inst.Addr + "/?file=" + gust.SecretsDir + "/token"); err != nil || code != 200 || body != "held" {
+		t.Errorf("secret: got %d %q, %v", code, body, err)
+	}
+	if code, _, err := get("http://" + inst.Addr + "/?write=/etc/x"); err != nil || code/100 == 2 {
+		t.Errorf("write to the read-only root: got %d, %v, want a refusal", code, err)
+	}
+	if code, body, err := get("http://" + inst.Addr + "/?file=/etc/hosts"); err != nil || code != 200 || !strings.Contains(body, "gateway.openfaas") {
+		t.Errorf("/etc/hosts: got %d %q, %v, want the gateway host names", code, body, err)
+	}
+
+	// The holder: no capability, no new privileges, tiny limits, the
+	// worker's label.
+	hcn, err := r.client.ContainerInspect(ctx, hid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hh := hcn.HostConfig
+	if len(hh.CapDrop) != 1 || hh.CapDrop[0] != "ALL" || !strings.Contains(strings.Join(hh.SecurityOpt, ","), "no-new-privileges") ||
+		hh.Memory != holderMemory || hh.PidsLimit == nil || *hh.PidsLimit != holderPids || !hh.ReadonlyRootfs || hh.Privileged {
+		t.Errorf("holder sandbox: drop %v sec %v mem %d pids %v ro %v", hh.CapDrop, hh.SecurityOpt, hh.Memory, hh.PidsLimit, hh.ReadonlyRootfs)
+	}
+	if l := hcn.Config.Labels; l[gust.LabelManaged] != "true" || l[gust.LabelWorker] != worker || l[labelHolderRole] != "true" {
+		t.Errorf("holder labels: %v", l)
+	}
+	if hcn.Config.User != holderUser {
+		t.Errorf("holder user: got %q", hcn.Config.User)
+	}
+
+	// Listed with its address; the worker's label finds the holders too
+	// (what a worker's leftovers and orphans removal relies on).
+	list, err := r.List(ctx, map[string]string{gust.LabelInstance: s.Labels[gust.LabelInstance]})
+	if err != nil || len(list) != 1 || list[0].Addr != inst.Addr {
+		t.Errorf("List: got %+v, %v, want it with Addr %s", list, err, inst.Addr)
+	}
+	byWorker, err := r.List(ctx, map[string]string{gust.LabelWorker: worker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range byWorker {
+		found = found || l.ID == hid
+	}
+	if !found {
+		t.Errorf("List by worker label: holder %s missing", hid)
+	}
+
+	// Refilled after use.
+	waitHolders(t, r, s, DefaultHolders)
+
+	// Removing the instance removes its holder.
+	if err := r.Remove(ctx, inst.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := r.client.ContainerInspect(ctx, hid); err == nil {
+		t.Errorf("holder %s left after its instance was removed", hid)
+	}
+	if err := r.Remove(ctx, first.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+
+	// Close removes the idle holders (MustRuntime's cleanup closes again,
+	// which is harmless).
+	r.closeHolders()
+	left, err := r.List(ctx, map[string]string{gust.LabelWorker: worker})
+	if err != nil || len(left) != 0 {
+		t.Errorf("containers of the worker after closing: got %d, %v, want none", len(left), err)
+	}
+}
+
+// TestHolderStart_HolderGone: a start whose holder was removed behind the
+// runtime's back still starts, attached to the network itself, and leaves
+// no container of the failed try.
+func TestHolderStart_HolderGone(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	first, err := r.Start(ctx, testSpec(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, first.ID)
+	s := testSpec(t)
+	for _, h := range waitHolders(t, r, s, DefaultHolders) {
+		r.removeHolder(ctx, h.id)
+	}
+	inst, err := r.Start(ctx, s)
+	if err != nil {
+		t.Fatalf("Start with its holder gone: %v", err)
+	}
+	defer r.Remove(ctx, inst.ID)
+	if inst.Labels[labelHolderOf] != "" {
+		t.Errorf("started in a holder that was gone")
+	}
+	MustHealthy(t, inst)
+	list, err := r.List(ctx, map[string]string{gust.LabelInstance: s.Labels[gust.LabelInstance]})
+	if err != nil || len(list) != 1 {
+		t.Errorf("List: got %+v, %v, want the one container", list, err)
+	}
+}
+
+// TestPrepare: a prepared container is created in a holder and not
+// started; a Start of the same spec starts it (same id, address known),
+// and it answers; a Start of a different spec under that name removes it
+// and starts afresh; Unprepare removes one not started, with its holder;
+// a spec with secrets is not prepared.
+func TestPrepare(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	spec := testSpec(t)
+	spec.Labels[gust.LabelWorker] = "prepare-test-" + runID
+	spec.ReadOnly = true
+	if err := r.Prepare(ctx, spec); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	r.holders.mu.Lock()
+	p := r.holders.prepared[spec.Name]
+	r.holders.mu.Unlock()
+	if p == nil {
+		t.Fatal("nothing prepared")
+	}
+	c, err := r.client.ContainerInspect(ctx, p.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State.Running || c.State.Status != "created" || !strings.HasPrefix(string(c.HostConfig.NetworkMode), "container:") ||
+		c.Config.Labels[gust.LabelWorker] != spec.Labels[gust.LabelWorker] || !c.HostConfig.ReadonlyRootfs || c.HostConfig.CapDrop[0] != "ALL" {
+		t.Errorf("prepared container: status %s mode %s labels %v", c.State.Status, c.HostConfig.NetworkMode, c.Config.Labels)
+	}
+	// The environment in another order is the same spec.
+	again := spec
+	again.Env = append([]string{"B=2"}, spec.Env...)
+	spec.Env = append(spec.Env, "B=2")
+	if err := r.Prepare(ctx, spec); err != nil {
+		t.Fatalf("Prepare again: %v", err)
+	}
+	r.holders.mu.Lock()
+	p2 := r.holders.prepared[spec.Name]
+	r.holders.mu.Unlock()
+	if _, err := r.client.ContainerInspect(ctx, p.id); err == nil {
+		t.Errorf("preparing a name again left the first container")
+	}
+	inst, err := r.Start(ctx, again)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer r.Remove(ctx, inst.ID)
+	if inst.ID != p2.id || !inst.Running || inst.Addr == "" {
+		t.Errorf("Start: got %+v, want the prepared container %s running", inst, p2.id)
+	}
+	MustHealthy(t, inst)
+
+	// A different spec under a prepared name: the prepared one goes.
+	other := testSpec(t)
+	if err := r.Prepare(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	r.holders.mu.Lock()
+	p3 := r.holders.prepared[other.Name]
+	r.holders.mu.Unlock()
+	changed := other
+	changed.Env = append(slicesClone(other.Env), "CHANGED=1")
+	inst2, err := r.Start(ctx, changed)
+	if err != nil {
+		t.Fatalf("Start of a changed spec: %v", err)
+	}
+	defer r.Remove(ctx, inst2.ID)
+	if inst2.ID == p3.id {
+		t.Errorf("a changed spec started the container prepared for another")
+	}
+	MustHealthy(t, inst2)
+	if code, body, err := get("http://" + inst2.Addr + "/?env=CHANGED"); err == nil && code == 200 && body != "1" {
+		t.Logf("?env=CHANGED: %d %q", code, body)
+	}
+
+	// Unprepare removes the container and its holder.
+	third := testSpec(t)
+	if err := r.Prepare(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	r.holders.mu.Lock()
+	p4 := r.holders.prepared[third.Name]
+	r.holders.mu.Unlock()
+	c4, err := r.client.ContainerInspect(ctx, p4.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Unprepare(ctx, third.Name); err != nil {
+		t.Fatalf("Unprepare: %v", err)
+	}
+	for _, id := range []string{p4.id, c4.Config.Labels[labelHolderOf]} {
+		if _, err := r.client.ContainerInspect(ctx, id); err == nil {
+			t.Errorf("container %s left after Unprepare", id)
+		}
+	}
+
+	secret := testSpec(t)
+	secret.Secrets = map[string][]byte{"a": []byte("b")}
+	if err := r.Prepare(ctx, secret); gust.ErrorCode(err) != gust.EINVALID {
+		t.Errorf("Prepare with secrets: got %v, want EINVALID", err)
+	}
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }

@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/check"
+	"github.com/gustfaas/gust/internal/mock"
+	"github.com/gustfaas/gust/internal/natsbus/natsbustest"
+	"go.uber.org/zap/zaptest"
+)
+
+// preparingRuntime is the fake runtime with gust.Preparer: it records
+// what is prepared and which starts found their container prepared.
+type preparingRuntime struct {
+	*mock.Runtime
+	mu           sync.Mutex
+	prepared     map[string]gust.ContainerSpec
+	fromPrepared []string // names started from a prepared container
+	unprepared   []string
+}
+
+func (r *preparingRuntime) Prepare(_ context.Context, spec gust.ContainerSpec) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.prepared[spec.Name] = spec
+	return nil
+}
+
+func (r *preparingRuntime) Unprepare(_ context.Context, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.prepared[name]; ok {
+		r.unprepared = append(r.unprepared, name)
+	}
+	delete(r.prepared, name)
+	return nil
+}
+
+func (r *preparingRuntime) Start(ctx context.Context, spec gust.ContainerSpec) (gust.Instance, error) {
+	r.mu.Lock()
+	if _, ok := r.prepared[spec.Name]; ok {
+		r.fromPrepared = append(r.fromPrepared, spec.Name)
+		delete(r.prepared, spec.Name)
+	}
+	r.mu.Unlock()
+	return r.Runtime.Start(ctx, spec)
+}
+
+func (r *preparingRuntime) names() (prepared []string, from []string, un []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for n := range r.prepared {
+		prepared = append(prepared, n)
+	}
+	return prepared, append([]string(nil), r.fromPrepared...), append([]string(nil), r.unprepared...)
+}
+
+// TestPrepared: on a runtime that prepares, a pool keeps its next
+// instance's container prepared after a start; the next start (here,
+// after its instance exits) uses it; deleting the function removes what
+// was prepared.
+func TestPrepared(t *testing.T) {
+	state, bus := natsbustest.MustOpenState(t)
+	rt := &preparingRuntime{Runtime: mock.NewRuntime(nil), prepared: map[string]gust.ContainerSpec{}}
+	t.Cleanup(rt.Runtime.Close)
+	cfg := DefaultConfig()
+	cfg.ID = "w-" + randomID()
+	cfg.Addr = "http://127.0.0.1:1"
+	cfg.ReadyTimeout = 10 * time.Second
+	cfg.StopGrace = 0
+	cfg.Heartbeat = 50 * time.Millisecond
+	cfg.ReapInterval = 5 * time.Millisecond
+	w := New(cfg, rt, state, bus, zaptest.NewLogger(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("close worker: %v", err)
+		}
+	})
+	e := &testEnv{t: t, rt: rt.Runtime, state: state, w: w}
+
+	fn := e.deploy("prep", nil)
+	if res := e.call(fn, "/"); res.code != http.StatusOK {
+		t.Fatalf("first call: %d %v", res.code, res.err)
+	}
+	var name string
+	check.For(t, testWait, testPoll, func() error {
+		p, _, _ := rt.names()
+		if len(p) != 1 {
+			return fmt.Errorf("prepared: %v, want one", p)
+		}
+		name = p[0]
+		return nil
+	})
+	rt.mu.Lock()
+	spec := rt.prepared[name]
+	rt.mu.Unlock()
+	if spec.Labels[gust.LabelWorker] != cfg.ID || spec.Labels[gust.LabelVersion] != "1" || !strings.HasSuffix(name, spec.Labels[gust.LabelInstance]) {
+		t.Errorf("prepared spec: %+v", spec)
+	}
+	// The instance exits: the next call starts the prepared container.
+	running := e.rt.Running()
+	if len(running) != 1 || !e.rt.Exit(running[0].ID, 1) {
+		t.Fatalf("running: %+v", running)
+	}
+	check.For(t, testWait, testPoll, func() error {
+		p := e.pool(fn)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if s, r := p.liveLocked(); s+r != 0 {
+			return fmt.Errorf("instance still in the pool")
+		}
+		return nil
+	})
+	if res := e.call(fn, "/"); res.code != http.StatusOK {
+		t.Fatalf("second call: %d %v", res.code, res.err)
+	}
+	_, from, _ := rt.names()
+	if len(from) != 1 || from[0] != name {
+		t.Errorf("started from prepared: %v, want [%s]", from, name)
+	}
+	// Prepared again for the start after.
+	var next string
+	check.For(t, testWait, testPoll, func() error {
+		p, _, _ := rt.names()
+		if len(p) != 1 || p[0] == name {
+			return fmt.Errorf("prepared: %v, want a new one", p)
+		}
+		next = p[0]
+		return nil
+	})
+	// Deleting the function removes it.
+	e.remove(fn)
+	check.For(t, testWait, testPoll, func() error {
+		if _, _, un := rt.names(); len(un) != 1 || un[0] != next {
+			return fmt.Errorf("unprepared: %v, want [%s]", un, next)
+		}
+		return nil
+	})
+}
