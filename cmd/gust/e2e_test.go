@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 	os.Setenv("GUST_ADMIN_PASSWORD", testAdminPassword)
 	os.Setenv("GUST_PASSWORD", testAdminPassword)
 	code := m.Run()
+	printBenchTableAtExit()
 	// Remove the per-binary Docker network the tests used.
 	if rt, err := docker.New(docker.Config{Network: testNetwork}, zap.NewNop()); err == nil {
 		_ = rt.RemoveNetwork(context.Background())
