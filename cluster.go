@@ -109,8 +109,9 @@ func Share(total, i, n int) int {
 // PoolStatus is what a worker reports about its pool of one function.
 type PoolStatus struct {
 	Worker      string `json:"worker"`
-	Replicas    int    `json:"replicas"`  // instances starting or ready
-	Available   int    `json:"available"` // instances ready
+	Replicas    int    `json:"replicas"`         // instances starting or ready
+	Available   int    `json:"available"`        // instances ready (paused ones included: a call thaws them)
+	Paused      int    `json:"paused,omitempty"` // of Available, those paused (worker/pause.go)
 	InFlight    int    `json:"inFlight"`
 	Invocations uint64 `json:"invocations"`
 	// Desired is how many instances the pool's decider wants

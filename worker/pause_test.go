@@ -150,6 +150,18 @@ func TestPool_ThawsForCall(t *testing.T) {
 	}
 }
 
+// TestPool_StatusCountsPaused: the pool status says how many of its
+// available instances are paused (the dashboard shows them).
+func TestPool_StatusCountsPaused(t *testing.T) {
+	e := newEnv(t, nil)
+	fn := e.deploy("pstatus", map[string]string{gust.LabelScaleMin: "0", gust.LabelPauseAfter: "20ms"})
+	wantOK(t, e.call(fn, "/"))
+	e.waitPaused(e.rt.Running()[0].ID)
+	if st := e.pool(fn).status(); st.Replicas != 1 || st.Available != 1 || st.Paused != 1 {
+		t.Errorf("status of a pool whose one instance is paused: %+v, want 1 replica, 1 available, 1 paused", st)
+	}
+}
+
 // TestPool_NoPause: pause-after 0, or at or past the idle timeout, never
 // pauses.
 func TestPool_NoPause(t *testing.T) {

@@ -461,9 +461,16 @@ func (p *pool) status() gust.PoolStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	starting, ready := p.liveLocked()
+	paused := 0
+	for _, in := range p.instances {
+		if !in.retiring && (in.state == statePaused || in.state == statePausing && !in.wake) {
+			paused++
+		}
+	}
 	return gust.PoolStatus{
 		Replicas:    starting + ready,
 		Available:   ready,
+		Paused:      paused,
 		InFlight:    p.inflight,
 		Invocations: p.invocations,
 		Desired:     p.scaler.Desired(),

@@ -71,7 +71,7 @@ func (w *Worker) publishStatus() {
 		w.mu.Lock()
 		prev, ok := w.published[p.key]
 		w.mu.Unlock()
-		if ok && prev.Replicas == st.Replicas && prev.Available == st.Available && prev.Invocations == st.Invocations && prev.InFlight == st.InFlight && prev.Desired == st.Desired && prev.Want == st.Want && time.Since(prev.Updated) < 30*time.Second {
+		if ok && prev.Replicas == st.Replicas && prev.Available == st.Available && prev.Paused == st.Paused && prev.Invocations == st.Invocations && prev.InFlight == st.InFlight && prev.Desired == st.Desired && prev.Want == st.Want && time.Since(prev.Updated) < 30*time.Second {
 			continue
 		}
 		st.Updated = time.Now()

@@ -84,7 +84,8 @@ function poolCell(pools) {
     const busy = Math.min(p.inFlight, p.available);
     const parts = [];
     if (starting) parts.push(h('span', { class: 'st st-starting' }, `${starting} starting`));
-    parts.push(h('span', { class: 'st st-ready' }, `${p.available - busy} ready`));
+    const paused = p.paused || 0;
+    parts.push(h('span', { class: 'st st-ready' }, `${Math.max(p.available - busy - paused, 0)} ready`));
     if (busy) parts.push(h('span', { class: 'st st-busy' }, `${busy} busy`));
     if (p.paused) parts.push(h('span', { class: 'st st-paused' }, `${p.paused} paused`));
     if (p.inFlight) parts.push(h('span', { class: 'muted' }, `${p.inFlight} in flight`));
