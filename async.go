@@ -104,6 +104,15 @@ type AsyncRequest struct {
 	// attempts after it are numbered on (and metered under ids of their
 	// own).
 	AttemptOffset int `json:"attemptOffset,omitempty"`
+	// StatusRev is the revision of the "queued" status written just
+	// before the call was enqueued (0 when none is known). The
+	// dispatcher marks the call running only if its status is still at
+	// that revision: one conditional write that is at once the check
+	// that no attempt has started before (a redelivery after a crash)
+	// and the "running" status. When it fails, the dispatcher reads the
+	// status and decides as without it. It is the last field: the
+	// gateway appends it to the call it has already encoded.
+	StatusRev uint64 `json:"statusRev,omitempty"`
 }
 
 // Async call states.

@@ -114,10 +114,12 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	now := time.Now().UTC()
-	if _, err := s.async.Calls.Put(ctx, callID, gust.AsyncStatus{CallID: callID, Namespace: req.Namespace, Function: req.Function,
-		State: gust.AsyncQueued, Enqueued: now, Updated: now}); err != nil {
+	rev, err := s.async.Calls.Put(ctx, callID, gust.AsyncStatus{CallID: callID, Namespace: req.Namespace, Function: req.Function,
+		State: gust.AsyncQueued, Enqueued: now, Updated: now})
+	if err != nil {
 		return err
 	}
+	data = withStatusRev(data, rev)
 	if err := s.async.Queue.Enqueue(ctx, gust.SubjectAsyncPrefix+fn.Key(), callID, data); err != nil {
 		// Not queued: leave no trace of it, even if the caller has gone.
 		rctx := context.WithoutCancel(ctx)
@@ -131,6 +133,21 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set(gust.HeaderCallID, callID)
 	w.WriteHeader(http.StatusAccepted)
 	return nil
+}
+
+// withStatusRev adds StatusRev to a call encoded without it, so the call
+// is encoded once: the revision is known only once the "queued" status
+// is written, after the call's size was checked. StatusRev is
+// AsyncRequest's last field, and an encoded struct ends in '}'. The
+// at most 33 bytes it adds fit in the room a message keeps for its
+// headers (messageHeaderRoom, of which the message id takes under 100).
+func withStatusRev(data []byte, rev uint64) []byte {
+	if rev == 0 || len(data) == 0 || data[len(data)-1] != '}' {
+		return data
+	}
+	data = append(data[:len(data)-1], `,"statusRev":`...)
+	data = strconv.AppendUint(data, rev, 10)
+	return append(data, '}')
 }
 
 // callStatus is the answer of GET /system/invocations/{callId} for an
@@ -239,14 +256,16 @@ func (s *Server) redriveDeadLetter(w http.ResponseWriter, r *http.Request) error
 		return gust.Errorf(gust.ECONFLICT, "function %s no longer exists; deploy it before redriving", gust.FunctionKey(req.Namespace, req.Function))
 	}
 	req.AttemptOffset += dl.Attempts
-	data, err := json.Marshal(req)
+	ctx := r.Context()
+	now := time.Now().UTC()
+	rev, err := s.async.Calls.Put(ctx, req.CallID, gust.AsyncStatus{CallID: req.CallID, Namespace: req.Namespace,
+		Function: req.Function, State: gust.AsyncQueued, Attempts: req.AttemptOffset, Enqueued: req.Enqueued, Updated: now})
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	now := time.Now().UTC()
-	if _, err := s.async.Calls.Put(ctx, req.CallID, gust.AsyncStatus{CallID: req.CallID, Namespace: req.Namespace,
-		Function: req.Function, State: gust.AsyncQueued, Attempts: req.AttemptOffset, Enqueued: req.Enqueued, Updated: now}); err != nil {
+	req.StatusRev = rev
+	data, err := json.Marshal(req)
+	if err != nil {
 		return err
 	}
 	msgID := req.CallID + "-redrive-" + strconv.FormatUint(dl.Seq, 10)

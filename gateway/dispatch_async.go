@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/gustfaas/gust"
@@ -77,31 +78,47 @@ func (d *Dispatcher) runAsync(key string, dl gust.Delivery) {
 // attempt runs one attempt of a queued call and settles the delivery.
 func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	key := gust.FunctionKey(req.Namespace, req.Function)
-	logger := d.logger.With(zap.String("function", key), zap.String("invocation_id", req.CallID))
+	// The logger with the call's fields is built only when something is
+	// logged: most attempts log nothing.
+	logger := lazyLogger{base: d.logger, key: key, id: req.CallID}
 	ctx := d.ctx
 	try := dl.Attempt()                // delivery of this queue message
 	attempt := req.AttemptOffset + try // attempt of the call, across redrives
-	// A redelivery of a call that already finished (the process died
-	// before acknowledging, or the ack was lost) does not run it again.
-	// Even a first delivery may be one: after a crash JetStream may not
-	// have kept that it delivered the message. A redrive resets the
-	// status (to its attempt offset) before it enqueues.
-	if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil &&
-		(st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts > req.AttemptOffset {
-		_ = dl.Ack()
-		return
-	}
 	fn := d.router.Function(req.Namespace, req.Function)
-	if fn == nil {
-		d.deadLetter(req, dl, attempt, 0, "function "+key+" does not exist", logger)
-		return
+	var cfg gust.FunctionConfig
+	if fn != nil {
+		cfg = fn.Config()
 	}
-	cfg := fn.Config()
-	if age := time.Since(req.Enqueued); try > 1 && age > cfg.Retry.MaxAge {
-		d.deadLetter(req, dl, attempt-1, 0, fmt.Sprintf("older than gust.retry.max-age %s", cfg.Retry.MaxAge), logger)
-		return
+	tooOld := func() bool { return try > 1 && time.Since(req.Enqueued) > cfg.Retry.MaxAge }
+	// On the first delivery of a call whose "queued" status the gateway
+	// wrote just before enqueueing it, one conditional write marks it
+	// running: it succeeds only if nothing has written the status since,
+	// and every attempt writes "running" before it runs, so no attempt
+	// has started. That is the redelivery check below without its read.
+	claimed := req.StatusRev != 0 && try == 1 && fn != nil &&
+		d.claim(req, attempt) == nil
+	if !claimed {
+		// A redelivery of a call that already finished (the process died
+		// before acknowledging, or the ack was lost) does not run it
+		// again. Even a first delivery may be one: after a crash
+		// JetStream may not have kept that it delivered the message. A
+		// redrive resets the status (to its attempt offset) before it
+		// enqueues.
+		if st, _, err := d.async.Calls.Get(ctx, req.CallID); err == nil &&
+			(st.State == gust.AsyncSucceeded || st.State == gust.AsyncDeadLettered) && st.Attempts > req.AttemptOffset {
+			_ = dl.Ack()
+			return
+		}
+		if fn == nil {
+			d.deadLetter(req, dl, attempt, 0, "function "+key+" does not exist", logger.get())
+			return
+		}
+		if tooOld() {
+			d.deadLetter(req, dl, attempt-1, 0, fmt.Sprintf("older than gust.retry.max-age %s", cfg.Retry.MaxAge), logger.get())
+			return
+		}
+		d.setStatus(req, gust.AsyncRunning, attempt, 0, "", nil)
 	}
-	d.setStatus(req, gust.AsyncRunning, attempt, 0, "", nil)
 	stopBeat := d.heartbeat(dl)
 	res := d.run(ctx, fn, req, attempt)
 	stopBeat()
@@ -112,19 +129,48 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	case res.status < 400:
 		d.setStatus(req, gust.AsyncSucceeded, attempt, res.status, "", nil)
 		d.metrics.AsyncAttempt(key, "succeeded")
-		d.callback(req, res, logger)
+		if req.CallbackURL != "" {
+			d.callback(req, res, logger.get())
+		}
 		_ = dl.Ack()
 	case cfg.Retry.Retryable(res.status, res.outcome) && try < cfg.Retry.MaxAttempts:
 		delay := cfg.Retry.Backoff(try, rand.Float64())
 		next := time.Now().Add(delay)
 		d.setStatus(req, gust.AsyncFailed, attempt, res.status, res.err, &next)
 		d.metrics.AsyncAttempt(key, "retried")
-		logger.Info("async call failed; will retry", zap.Int("attempt", attempt), zap.Int("status", res.status), zap.Duration("delay", delay))
+		logger.get().Info("async call failed; will retry", zap.Int("attempt", attempt), zap.Int("status", res.status), zap.Duration("delay", delay))
 		_ = dl.Retry(delay)
 	default:
-		d.deadLetter(req, dl, attempt, res.status, res.err, logger)
-		d.callback(req, res, logger)
+		l := logger.get()
+		d.deadLetter(req, dl, attempt, res.status, res.err, l)
+		d.callback(req, res, l)
 	}
+}
+
+// claim writes the "running" status of a call's attempt on the condition
+// that the status is still the "queued" one at req.StatusRev; an error
+// (ErrConflict when something wrote it since) says it did not.
+func (d *Dispatcher) claim(req *gust.AsyncRequest, attempt int) error {
+	_, err := d.async.Calls.Update(d.ctx, req.CallID, gust.AsyncStatus{
+		CallID: req.CallID, Namespace: req.Namespace, Function: req.Function, State: gust.AsyncRunning,
+		Attempts: attempt, Enqueued: req.Enqueued, Updated: time.Now().UTC(),
+	}, req.StatusRev)
+	return err
+}
+
+// lazyLogger is the dispatcher's logger with a call's fields, made on
+// first use.
+type lazyLogger struct {
+	base    *zap.Logger
+	key, id string
+	l       *zap.Logger
+}
+
+func (l *lazyLogger) get() *zap.Logger {
+	if l.l == nil {
+		l.l = l.base.With(zap.String("function", l.key), zap.String("invocation_id", l.id))
+	}
+	return l.l
 }
 
 // ackWait is how long a delivery may go without word before JetStream
@@ -133,28 +179,29 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 const ackWait = 30 * time.Second
 
 // heartbeat tells the queue, while a call runs, that its delivery is still
-// being worked on. It returns the function that stops it and waits for it:
-// the goroutine belongs to the delivery, which the consumer's stop (and so
-// the dispatcher's Close) waits for.
+// being worked on. It returns the function that stops it; once that has
+// returned, no heartbeat is sent. A timer, not a goroutine: most calls end
+// long before the first beat.
 func (d *Dispatcher) heartbeat(dl gust.Delivery) func() {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(ackWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = dl.InProgress()
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	t = time.AfterFunc(ackWait/3, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
+		_ = dl.InProgress()
+		t.Reset(ackWait / 3)
+	})
+	mu.Unlock()
 	return func() {
-		close(done)
-		<-exited
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
 	}
 }
 
