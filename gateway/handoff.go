@@ -43,11 +43,12 @@ const maxReplayBody = 1 << 20
 // (EFUNCTION, 502). When no worker metered the call (no gust.HeaderOutcome
 // on w), the error says so to the caller, who meters it.
 func (rt *Router) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Function) error {
-	inv, id, err := rt.invoker(r.Context(), fn)
+	key := fn.Key() // once per call: it is built by concatenation
+	inv, id, err := rt.invoker(r.Context(), key)
 	if err != nil {
 		return err
 	}
-	if !rt.hasOther(fn.Key(), id) {
+	if !rt.hasOther(key, id) {
 		// No other worker to try (one worker, as in `gust up`): the body
 		// is not kept, the call streams as it comes.
 		r.Header.Del(gust.HeaderHandoff)
@@ -68,7 +69,7 @@ func (rt *Router) Invoke(w http.ResponseWriter, r *http.Request, fn *gust.Functi
 	if !rt.handedOff(w, err) || !body.again(r) {
 		return err
 	}
-	next, nextID := rt.pick(fn.Key(), nil, id)
+	next, nextID := rt.pick(key, nil, id)
 	if next == nil {
 		return err
 	}

@@ -20,7 +20,11 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	// When the gateway received the call, on every answer, as OpenFaaS's
 	// gateway sets it.
 	arrived := time.Now()
-	w.Header().Set(gust.HeaderStartTime, strconv.FormatInt(arrived.UnixNano(), 10))
+	// The values of the headers set here share one slice, each capped at
+	// its length (an Add copies it); the keys are canonical already.
+	hv := make([]string, 4)
+	hv[0] = strconv.FormatInt(arrived.UnixNano(), 10)
+	w.Header()[gust.HeaderStartTime] = hv[0:1:1]
 	fn, sub, err := s.target(r, "/function/")
 	if err != nil {
 		return err
@@ -29,13 +33,16 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	// may take: past the server's read and write timeouts.
 	httplimits.Extend(w, callDeadline(fn))
 	callID := newID(16)
-	r.Header.Set(gust.HeaderGustCallID, callID) // a caller's value is overwritten
+	hv[1] = callID
+	r.Header[gust.HeaderGustCallID] = hv[1:2:2] // a caller's value is overwritten
 	callerID := r.Header.Get(gust.HeaderCallID)
 	if callerID == "" {
 		callerID = callID
-		r.Header.Set(gust.HeaderCallID, callID)
+		hv[3] = callID
+		r.Header[gust.HeaderCallID] = hv[3:4:4]
 	}
-	w.Header().Set(gust.HeaderCallID, callerID)
+	hv[2] = callerID
+	w.Header()[gust.HeaderCallID] = hv[2:3:3]
 	r.Header.Del(gust.HeaderTrigger) // set by Gust's own dispatchers only
 	r.Header.Del(gust.HeaderAttempt)
 	if r.ContentLength > s.cfg.MaxBodyBytes {
@@ -67,8 +74,11 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	r2.URL = &u
 	// The limit goes on the copy: net/http must still see the server's
 	// own body, to know whether it was read to its end before reusing
-	// the connection.
-	r2.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	// the connection. A call without a body (net/http's NoBody) has
+	// nothing to limit.
+	if r.Body != http.NoBody {
+		r2.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	}
 	// The router picks the worker, and another when the first could not
 	// take the call (handoff.go).
 	if err := s.router.Invoke(w, r2, fn); err != nil {

@@ -175,21 +175,25 @@ func (rt *Router) Close() {
 
 // Function returns the function ns.name as last seen, or nil.
 func (rt *Router) Function(ns, name string) *gust.Function {
+	// The key is built in a buffer on the stack: a map index by
+	// string(bytes) does not allocate, and this runs on every call.
+	var buf [128]byte
+	key := append(append(append(buf[:0], ns...), '.'), name...)
 	rt.mu.RLock()
 	defer rt.mu.RUnlock()
-	return rt.functions[gust.FunctionKey(ns, name)]
+	return rt.functions[string(key)]
 }
 
 // Invoker returns the invoker of a live worker that holds fn, activating
 // fn when it has none.
 func (rt *Router) Invoker(ctx context.Context, fn *gust.Function) (gust.Invoker, error) {
-	inv, _, err := rt.invoker(ctx, fn)
+	inv, _, err := rt.invoker(ctx, fn.Key())
 	return inv, err
 }
 
-// invoker is Invoker that also names the worker picked.
-func (rt *Router) invoker(ctx context.Context, fn *gust.Function) (gust.Invoker, string, error) {
-	key := fn.Key()
+// invoker is Invoker, for the function of key, that also names the
+// worker picked.
+func (rt *Router) invoker(ctx context.Context, key string) (gust.Invoker, string, error) {
 	if inv, id := rt.pick(key, nil, ""); inv != nil {
 		return inv, id, nil
 	}

@@ -348,7 +348,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // newID returns n random bytes in hex. The generator is math/rand/v2's
 // (ChaCha8, seeded per process): ids must be unique, not secret.
 func newID(n int) string {
-	b := make([]byte, n+8)
+	// On the stack for the ids of calls and errors (n ≤ 24): this runs
+	// on every call.
+	var buf [32]byte
+	b := buf[:]
+	if n+8 > len(buf) {
+		b = make([]byte, n+8)
+	}
 	for i := 0; i < n; i += 8 {
 		binary.LittleEndian.PutUint64(b[i:], rand.Uint64())
 	}

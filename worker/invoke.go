@@ -55,6 +55,15 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 func (c *countingReader) Close() error { return c.r.Close() }
 
+// N is the count of bytes read; a nil reader (a call without a body)
+// read none.
+func (c *countingReader) N() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.n.Load()
+}
+
 // Invoke runs one call of fn in a free slot of a warm instance, starting
 // one if needed, and streams the function's answer to rw. r.URL.Path is
 // the path the function sees. The call gets the function's timeout once it
@@ -142,9 +151,11 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 
 	deadline, _ := ctx.Deadline()
 	// Not pooled: the transport may still read and close the body after
-	// RoundTrip returns (a function that answers before reading it).
-	body := &countingReader{r: r.Body}
+	// RoundTrip returns (a function that answers before reading it). Nil
+	// for a call without a body: nothing to count.
+	var body *countingReader
 	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingReader{r: r.Body}
 		r.Body = body
 	}
 	out, err := proxy.Outbound(ctx, r, in.host, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery)
@@ -173,11 +184,10 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 		if _, err := cs.buf.ReadFrom(resp.Body); err != nil {
 			return w.failed(h, r, p, in, fn, cfg, ctx, err, rec, body)
 		}
-		w.finish(rec, time.Now(), body.n.Load(), int64(cs.buf.Len()))
+		w.finish(rec, time.Now(), body.N(), int64(cs.buf.Len()))
 		spanEnd()
 		proxy.CopyHeader(h, resp)
 		setFigures(h, rec, callerID, cold)
-		h.Set(gust.HeaderOutcome, rec.Outcome)
 		// Record before writing: a large answer may reach the caller
 		// whole before this handler returns.
 		w.meterCall(rec, p.key)
@@ -200,7 +210,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	h.Add("Trailer", gust.HeaderOutcome)
 	rw.WriteHeader(resp.StatusCode)
 	n, cerr := proxy.CopyBody(rw, resp)
-	w.finish(rec, time.Now(), body.n.Load(), n)
+	w.finish(rec, time.Now(), body.N(), n)
 	spanEnd()
 	if cerr != nil && r.Context().Err() == nil {
 		// The function broke off its answer (or went past its timeout).
@@ -214,7 +224,6 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	}
 	proxy.CopyTrailer(h, resp)
 	setFigures(h, rec, callerID, cold)
-	h.Set(gust.HeaderOutcome, rec.Outcome)
 	w.meterCall(rec, p.key)
 	return nil
 }
@@ -228,15 +237,28 @@ func (w *Worker) finish(rec *gust.CallRecord, end time.Time, in, out int64) {
 }
 
 // setFigures writes Gust's headers of a call that ran: its call id, cold
-// start, duration and billed duration (after the function's own headers,
-// which cannot forge them).
+// start, duration, billed duration and outcome (after the function's own
+// headers, which cannot forge them). It runs on every call, so the values
+// share one slice and the two figures one string; the keys are canonical
+// already (what Header.Set would make them).
 func setFigures(h http.Header, rec *gust.CallRecord, callerID string, cold bool) {
-	h.Set(gust.HeaderCallID, callerID)
+	var buf [64]byte
+	b := strconv.AppendFloat(buf[:0], float64(rec.DurationNs)/1e9, 'f', 9, 64)
+	cut := len(b)
+	b = strconv.AppendFloat(b, float64(rec.BilledNs)/1e9, 'f', 9, 64)
+	figures := string(b)
+	v := make([]string, 5)
+	v[0], v[1], v[2], v[3] = callerID, figures[:cut], figures[cut:], rec.Outcome
+	// Each value is capped at its length: an Add to one of them copies
+	// it instead of writing over the next.
+	h[gust.HeaderCallID] = v[0:1:1]
+	h[gust.HeaderDuration] = v[1:2:2]
+	h[gust.HeaderBilled] = v[2:3:3]
+	h[gust.HeaderOutcome] = v[3:4:4]
 	if cold {
-		h.Set(gust.HeaderColdStart, "true")
+		v[4] = "true"
+		h[gust.HeaderColdStart] = v[4:5:5]
 	}
-	h.Set(gust.HeaderDuration, strconv.FormatFloat(float64(rec.DurationNs)/1e9, 'f', 9, 64))
-	h.Set(gust.HeaderBilled, strconv.FormatFloat(float64(rec.BilledNs)/1e9, 'f', 9, 64))
 }
 
 // refuse turns away, unmetered, a call that may go to another worker:
@@ -303,7 +325,7 @@ func (w *Worker) failed(h http.Header, r *http.Request, p *pool, in *instance, f
 	default:
 		out = gust.Errorf(gust.EFUNCTION, "function %s failed to answer: %s", fn.Key(), transportFailure(err))
 	}
-	w.finish(rec, time.Now(), body.n.Load(), 0)
+	w.finish(rec, time.Now(), body.N(), 0)
 	rec.Status, rec.Outcome = 499, outcome
 	if out != nil {
 		rec.Status = gust.HTTPStatus(out)
@@ -319,7 +341,6 @@ func (w *Worker) failed(h http.Header, r *http.Request, p *pool, in *instance, f
 		p.logger.Warn("call failed", zap.String("invocation_id", rec.CallID), zap.String("instance_id", in.id), zap.Int("status", rec.Status), zap.Error(err))
 	}
 	setFigures(h, rec, h.Get(gust.HeaderCallID), rec.ColdStart)
-	h.Set(gust.HeaderOutcome, outcome)
 	w.meterCall(rec, p.key)
 	return out
 }

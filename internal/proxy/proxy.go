@@ -53,7 +53,9 @@ func Outbound(ctx context.Context, r *http.Request, host, path, rawPath, rawQuer
 	if err != nil {
 		return nil, err
 	}
-	out.URL = &url.URL{Scheme: "http", Host: host, Path: path, RawQuery: rawQuery}
+	// The request's own (empty) URL is filled in rather than replaced:
+	// one allocation less per call.
+	*out.URL = url.URL{Scheme: "http", Host: host, Path: path, RawQuery: rawQuery}
 	if rawPath != path {
 		out.URL.RawPath = rawPath
 	}
