@@ -85,7 +85,8 @@ func benchDeploy(b *testing.B, m *UpMain, name string, labels map[string]string)
 
 // benchContainers is Containers with Addr set: it lists with a runtime on
 // the test network (Containers' runtime looks for addresses on the default
-// network "gust").
+// network "gust"). Like Containers, it leaves out the network holders and
+// the containers prepared ahead and not started.
 func benchContainers(b *testing.B, labels map[string]string) []gust.Instance {
 	b.Helper()
 	rt, err := docker.New(docker.Config{Network: testNetwork}, zap.NewNop())
@@ -97,7 +98,13 @@ func benchContainers(b *testing.B, labels map[string]string) []gust.Instance {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return cs
+	out := cs[:0]
+	for _, c := range cs {
+		if (c.Running || c.Labels[docker.LabelPrepared] != "true") && c.Labels[docker.LabelHolder] != "true" {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // benchClient is a kept-alive client tuned like Gust's own transports.

@@ -136,8 +136,24 @@ func testLogger(tb testing.TB) *zap.Logger {
 	return zaptest.NewLogger(tb, zaptest.Level(zap.InfoLevel))
 }
 
-// Containers lists the containers carrying labels.
+// Containers lists the containers carrying labels that are instances:
+// all but the network holders (docker.LabelHolder) and those a worker
+// prepared ahead for a function's next cold start and has not started
+// (docker.LabelPrepared), which are sandboxes made ahead, not instances.
+// MustNoContainers sees those too.
 func Containers(tb testing.TB, labels map[string]string) []gust.Instance {
+	tb.Helper()
+	var out []gust.Instance
+	for _, c := range allContainers(tb, labels) {
+		if (c.Running || c.Labels[docker.LabelPrepared] != "true") && c.Labels[docker.LabelHolder] != "true" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// allContainers lists every container carrying labels.
+func allContainers(tb testing.TB, labels map[string]string) []gust.Instance {
 	tb.Helper()
 	rt, err := docker.New(docker.Config{}, zap.NewNop())
 	if err != nil {
@@ -154,7 +170,7 @@ func Containers(tb testing.TB, labels map[string]string) []gust.Instance {
 // MustNoContainers fails unless no container carries labels.
 func MustNoContainers(tb testing.TB, labels map[string]string) {
 	tb.Helper()
-	if cs := Containers(tb, labels); len(cs) > 0 {
+	if cs := allContainers(tb, labels); len(cs) > 0 {
 		tb.Errorf("%d containers left with labels %v", len(cs), labels)
 		rt, _ := docker.New(docker.Config{}, zap.NewNop())
 		for _, c := range cs {

@@ -99,7 +99,7 @@ func cleanupRun() error {
 	errs = append(errs, err)
 	for _, n := range ns {
 		// Network holders left on it (holder.go) carry no test label.
-		hs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("network", n.ID), filters.Arg("label", labelHolderRole+"=true"))})
+		hs, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("network", n.ID), filters.Arg("label", LabelHolder+"=true"))})
 		errs = append(errs, err)
 		for _, h := range hs {
 			errs = append(errs, c.ContainerRemove(ctx, h.ID, container.RemoveOptions{Force: true}))

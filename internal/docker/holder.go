@@ -44,13 +44,18 @@ import (
 
 // Labels of holders and of the containers started in one.
 const (
-	// labelHolderRole is "true" on a holder.
-	labelHolderRole = "gust.holder"
+	// LabelHolder is "true" on a holder: a sandbox kept ahead, not an
+	// instance.
+	LabelHolder = "gust.holder"
 	// labelHolderOf is the holder's id on a container started in it.
 	labelHolderOf = "gust.holder-id"
 	// labelIP is the IP address of a container started in a holder (its
 	// own network settings show none), so that List can rebuild Addr.
 	labelIP = "gust.ip"
+	// LabelPrepared is "true" on a container created by Prepare
+	// (prepare.go): until it is started, it is a sandbox made ahead, not
+	// an instance.
+	LabelPrepared = "gust.prepared"
 )
 
 // DefaultHolders is Config.Holders when it is zero.
@@ -58,8 +63,8 @@ const DefaultHolders = 2
 
 // Limits of a holder: its one process only blocks.
 const (
-	holderMemory = 6 << 20 // the Engine's minimum
-	holderPids   = 1
+	holderMemory = 6 << 20    // the Engine's minimum
+	holderPids   = 4          // runc's set-up forks before the program runs
 	holderCPUs   = 10_000_000 // 0.01 CPU
 	holderUser   = "65534:65534"
 )
@@ -226,7 +231,7 @@ func (r *Runtime) makeHolder(ctx context.Context, key holderKey, gateway string)
 	labels := map[string]string{
 		gust.LabelManaged:   "true",
 		gust.LabelNamespace: key.ns,
-		labelHolderRole:     "true",
+		LabelHolder:         "true",
 	}
 	if key.worker != "" {
 		labels[gust.LabelWorker] = key.worker

@@ -166,7 +166,7 @@ func TestHolderStart(t *testing.T) {
 		hh.Memory != holderMemory || hh.PidsLimit == nil || *hh.PidsLimit != holderPids || !hh.ReadonlyRootfs || hh.Privileged {
 		t.Errorf("holder sandbox: drop %v sec %v mem %d pids %v ro %v", hh.CapDrop, hh.SecurityOpt, hh.Memory, hh.PidsLimit, hh.ReadonlyRootfs)
 	}
-	if l := hcn.Config.Labels; l[gust.LabelManaged] != "true" || l[gust.LabelWorker] != worker || l[labelHolderRole] != "true" {
+	if l := hcn.Config.Labels; l[gust.LabelManaged] != "true" || l[gust.LabelWorker] != worker || l[LabelHolder] != "true" {
 		t.Errorf("holder labels: %v", l)
 	}
 	if hcn.Config.User != holderUser {

@@ -75,6 +75,7 @@ func (r *Runtime) Prepare(ctx context.Context, spec gust.ContainerSpec) (err err
 		return fmt.Errorf("prepare container %s: %w", spec.Name, err)
 	}
 	cfg, host, _ := r.createConfig(spec, netName, nw)
+	cfg.Labels[LabelPrepared] = "true"
 	h, ok := r.holderFor(netName, ns, nw, spec.Labels)
 	if !ok {
 		// Preparing runs ahead of need: it can wait for a holder.
