@@ -1,7 +1,9 @@
 package gust_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,6 +163,30 @@ func FuzzLabels(f *testing.F) {
 		fn := gust.Function{Spec: *spec}
 		if got := fn.Config(); got.Min != c.Min || got.Max != c.Max || got.Concurrency != c.Concurrency || got.Timeout != c.Timeout {
 			t.Fatalf("Function.Config() = %+v, ParseConfig = %+v", got, c)
+		}
+	})
+}
+
+// FuzzCallRecordDecodeJSON decodes any bytes as the billing ingest decodes
+// a call record (CallRecord.DecodeJSON) and as encoding/json does: both
+// fail, or both give the same record. Seeds: a record as AppendJSON makes
+// it, and documents just off its form.
+func FuzzCallRecordDecodeJSON(f *testing.F) {
+	start := time.Date(2026, 11, 27, 1, 2, 3, 456789012, time.UTC)
+	f.Add((&gust.CallRecord{CallID: "c1", CallerID: "mine-1", Namespace: "openfaas-fn", Function: "echo", Version: 3, Image: "echo:latest",
+		Worker: "w1", Instance: "i1", Trigger: gust.TriggerHTTP, Start: start, End: start, DurationNs: 1, BilledNs: 2, MemoryMiB: 128,
+		ColdStart: true, InitNs: 3, Status: 200, Outcome: gust.OutcomeOK, BytesIn: 10, BytesOut: 20}).AppendJSON(nil))
+	f.Add([]byte(`{"callId":"a","status":01,"start":"2026-11-27T01:02:03+01:00"}`))
+	f.Add([]byte(`{"callId":"a","CallId":"b","version":-0,"coldStart":false,"end":"2026-11-27T01:02:03.5Z"} `))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var got, want gust.CallRecord
+		gerr := got.DecodeJSON(b)
+		werr := json.Unmarshal(b, &want)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("%q: DecodeJSON error %v, encoding/json error %v", b, gerr, werr)
+		}
+		if werr == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nDecodeJSON    %+v\nencoding/json %+v", b, got, want)
 		}
 	})
 }

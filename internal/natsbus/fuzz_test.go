@@ -18,7 +18,7 @@ import (
 // worker does and decodes the spooled records as the publisher and the
 // billing ingest do. For a call id the worker accepts (and an instance id
 // of the same shape), each record is spooled once, splits into its
-// subject, its message id (the call id; "instance-" and the instance id)
+// subject, its record id (the call id; "instance-" and the instance id)
 // and a body that decodes to the record metered; the call's body is the
 // document encoding/json makes of it.
 func FuzzMeterRecord(f *testing.F) {
@@ -74,7 +74,7 @@ func FuzzMeterRecord(f *testing.F) {
 			t.Fatalf("spooled call record %q splits into %q, %q, %v", spooled[0].Data, subject, id, ok)
 		}
 		var got gust.CallRecord
-		if err := json.Unmarshal(data, &got); err != nil {
+		if err := got.DecodeJSON(data); err != nil {
 			t.Fatalf("call record %s does not decode: %v", data, err)
 		}
 		if !got.Start.Equal(rec.Start) || !got.End.Equal(rec.End) {

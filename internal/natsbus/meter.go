@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,13 +13,17 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/metrics"
 	"github.com/gustfaas/gust/internal/spool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
 
 // The metering stream: call records on SubjectMeterCalls, instance records
-// on SubjectMeterInstances, each with its id as the message id so that the
-// server drops duplicates within the window.
+// on SubjectMeterInstances, several to a message (MeterFormatHeader). The
+// billing store keeps a record once by its id, so a record published twice
+// costs nothing but its bytes. (Workers before batches sent one record per
+// message with its id as the message id; the stream's duplicate window is
+// for them.)
 const (
 	StreamMeter           = "GUST_METER"
 	SubjectMeterCalls     = "gust.meter.call"
@@ -68,9 +73,9 @@ type Meter struct {
 	metrics *metrics.Metrics
 
 	bufs sync.Pool
-	// ackWait bounds the wait for a batch's acknowledgements; the records
-	// not acknowledged by then are sent again (same message ids: the
-	// stream drops those it has).
+	// ackWait bounds the wait for a round's acknowledgements; the records
+	// of messages not acknowledged by then are sent again (the billing
+	// store keeps each record once).
 	ackWait time.Duration
 
 	// syncWait, when positive, makes RecordCall return only once JetStream
@@ -272,7 +277,7 @@ func (m *Meter) loop(ctx context.Context) {
 			}
 		}
 		for ctx.Err() == nil {
-			recs := m.spool.Take(512)
+			recs := m.spool.Take(meterTake)
 			if len(recs) == 0 {
 				break
 			}
@@ -292,29 +297,82 @@ func (m *Meter) loop(ctx context.Context) {
 	}
 }
 
-// publish sends recs asynchronously, waits for their acknowledgements and
-// returns the records that were not acknowledged.
+// Metering messages: a message with the header MeterFormatHeader set to
+// MeterFormatLines holds several records of its subject's kind, one JSON
+// document per line; a message without it holds one record (as every
+// message did before batches, and as the stream may still hold).
+const (
+	MeterFormatHeader = "Gust-Meter-Format"
+	MeterFormatLines  = "lines"
+)
+
+// meterBatchBytes bounds the body of one metering message: a burst of
+// records goes as one message (one publish, one stored message, one
+// acknowledgement each way instead of one per record), well under the
+// smallest max payload a NATS server is configured with (1 MiB by default;
+// Gust's embedded server allows 8 MiB).
+const meterBatchBytes = 128 << 10
+
+// meterTake is how many spooled records one round of the publisher takes:
+// several messages' worth, published together, their acknowledgements
+// awaited together.
+const meterTake = 4096
+
+// meterBatch is one message being built: the records of one subject.
+type meterBatch struct {
+	subject string
+	body    []byte
+	recs    []int // indexes into the records taken
+	future  jetstream.PubAckFuture
+}
+
+// publish sends recs in batches, one message per subject and up to
+// meterBatchBytes, asynchronously, waits for their acknowledgements and
+// returns the records whose message was not acknowledged. A record is
+// acknowledged in the spool only once JetStream has acknowledged the
+// message that holds it. Messages carry no message id: a batch sent again
+// is stored again, and the billing store, keyed by call id, keeps each
+// record once.
 func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record {
-	futures := make([]jetstream.PubAckFuture, len(recs))
-	var failed []spool.Record
-	var firstErr error
+	var batches []*meterBatch
+	open := map[string]*meterBatch{} // the batch being filled, by subject
+	var dropped []uint64
 	for i, r := range recs {
-		subject, id, data, ok := splitRecord(r.Data)
+		subject, _, data, ok := splitSpooled(r.Data)
 		if !ok {
 			m.logger.Error("undecodable spooled metering record dropped", zap.ByteString("record", r.Data))
-			_ = m.spool.Ack(r.Seq)
+			dropped = append(dropped, r.Seq)
 			m.metrics.MeterDropped(true)
 			continue
 		}
-		f, err := m.bus.JS.PublishAsync(subject, data, jetstream.WithMsgID(id))
+		b := open[subject]
+		if b != nil && len(b.body)+1+len(data) > meterBatchBytes {
+			b = nil
+		}
+		if b == nil {
+			b = &meterBatch{subject: subject, body: make([]byte, 0, min(meterBatchBytes, 64*len(recs)))}
+			open[subject] = b
+			batches = append(batches, b)
+		} else {
+			b.body = append(b.body, '\n')
+		}
+		b.body = append(b.body, data...)
+		b.recs = append(b.recs, i)
+	}
+	if len(dropped) > 0 {
+		_ = m.spool.Ack(dropped...)
+	}
+	var firstErr error
+	for _, b := range batches {
+		msg := &nats.Msg{Subject: b.subject, Data: b.body, Header: nats.Header{MeterFormatHeader: []string{MeterFormatLines}}}
+		f, err := m.bus.JS.PublishMsgAsync(msg)
 		if err != nil {
 			firstErr = err
-			failed = append(failed, r)
 			continue
 		}
-		futures[i] = f
+		b.future = f
 	}
-	// One deadline for the whole batch, and one that stays expired: a
+	// One deadline for every message, and one that stays expired: a
 	// timer's channel fires once, so with it every future after the first
 	// one to time out would be waited for without end. A publish whose
 	// acknowledgement is lost (the stream's leader died with the reply
@@ -323,21 +381,27 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 	wctx, cancel := context.WithTimeout(ctx, m.ackWait)
 	defer cancel()
 	var acked []uint64
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		select {
-		case <-f.Ok():
-			acked = append(acked, recs[i].Seq)
-		case err := <-f.Err():
-			firstErr = err
-			failed = append(failed, recs[i])
-		case <-wctx.Done():
-			if ctx.Err() == nil {
-				firstErr = fmt.Errorf("no acknowledgement within %s", m.ackWait)
+	var failed []spool.Record
+	for _, b := range batches {
+		ok := false
+		if b.future != nil {
+			select {
+			case <-b.future.Ok():
+				ok = true
+			case err := <-b.future.Err():
+				firstErr = err
+			case <-wctx.Done():
+				if ctx.Err() == nil {
+					firstErr = fmt.Errorf("no acknowledgement within %s", m.ackWait)
+				}
 			}
-			failed = append(failed, recs[i])
+		}
+		for _, i := range b.recs {
+			if ok {
+				acked = append(acked, recs[i].Seq)
+			} else {
+				failed = append(failed, recs[i])
+			}
 		}
 	}
 	if err := m.spool.Ack(acked...); err != nil {
@@ -354,29 +418,43 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 	return failed
 }
 
-// splitRecord parses a spooled record into subject, message id and body.
+// splitRecord parses a spooled record into subject, record id and body.
 func splitRecord(b []byte) (subject, id string, data []byte, ok bool) {
-	if len(b) < 3 || b[1] != ' ' {
+	subject, rid, data, ok := splitSpooled(b)
+	if !ok {
 		return "", "", nil, false
+	}
+	if subject == SubjectMeterInstances {
+		return subject, "instance-" + string(rid), data, true
+	}
+	return subject, string(rid), data, true
+}
+
+// splitSpooled is splitRecord without copying the id, for the publisher,
+// which sends the body only.
+func splitSpooled(b []byte) (subject string, id, data []byte, ok bool) {
+	if len(b) < 3 || b[1] != ' ' {
+		return "", nil, nil, false
 	}
 	rest := b[2:]
 	sp := bytes.IndexByte(rest, ' ')
 	if sp <= 0 {
-		return "", "", nil, false
+		return "", nil, nil, false
 	}
-	id, data = string(rest[:sp]), rest[sp+1:]
+	id, data = rest[:sp], rest[sp+1:]
 	switch b[0] {
 	case kindCall:
 		return SubjectMeterCalls, id, data, true
 	case kindInstance:
-		return SubjectMeterInstances, "instance-" + id, data, true
+		return SubjectMeterInstances, id, data, true
 	}
-	return "", "", nil, false
+	return "", nil, nil, false
 }
 
 // Ingest feeds a billing store from the metering stream through a durable
-// consumer. A record is acknowledged only after the store committed it;
-// the store ignores records it already has, so redelivery changes nothing.
+// consumer. A message is acknowledged only after the store committed every
+// record in it; the store ignores records it already has, so redelivery
+// changes nothing.
 type Ingest struct {
 	bus     *Bus
 	store   gust.BillingStore
@@ -398,7 +476,7 @@ func NewIngest(b *Bus, store gust.BillingStore, durable string, m *metrics.Metri
 func (in *Ingest) Start(ctx context.Context) error {
 	cfg := jetstream.ConsumerConfig{
 		Durable: in.durable,
-		// Each record is acknowledged on its own: acknowledging a batch
+		// Each message is acknowledged on its own: acknowledging a fetch
 		// by its last message (AckAll) would also acknowledge records an
 		// earlier, killed run had fetched and not committed.
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -441,7 +519,7 @@ func (in *Ingest) Close() {
 func (in *Ingest) loop(ctx context.Context, cons jetstream.Consumer) {
 	defer close(in.done)
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(500*time.Millisecond))
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxBytes(ingestFetchBytes), jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {
 			if ctx.Err() == nil {
 				in.logger.Warn("fetch metering records", zap.Error(err))
@@ -477,33 +555,59 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// store1 commits one batch and then acknowledges it.
+// ingestFetchBytes bounds what one fetch takes from the stream, and so one
+// transaction of the billing store: a few thousand records in batches, or
+// up to a thousand messages of one record (as older workers sent them).
+// (FetchBytes alone would do, but it makes channels for a million
+// messages, 32 MB, on every fetch.)
+const ingestFetchBytes = 2 << 20
+
+// store1 commits the records of msgs and then acknowledges the messages.
 func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 	var calls []gust.CallRecord
 	var insts []gust.InstanceRecord
 	stored := 0
 	for _, msg := range msgs {
-		var err error
-		switch msg.Subject() {
-		case SubjectMeterCalls:
-			var r gust.CallRecord
-			if err = json.Unmarshal(msg.Data(), &r); err == nil {
-				calls = append(calls, r)
-			}
-		case SubjectMeterInstances:
-			var r gust.InstanceRecord
-			if err = json.Unmarshal(msg.Data(), &r); err == nil {
-				insts = append(insts, r)
-			}
-		default:
-			err = fmt.Errorf("unknown subject %s", msg.Subject())
+		data := msg.Data()
+		format := ""
+		if h := msg.Headers(); h != nil {
+			format = h.Get(MeterFormatHeader)
 		}
-		if err != nil {
-			in.logger.Error("undecodable metering record dropped", zap.String("subject", msg.Subject()), zap.Error(err))
+		var recs [][]byte
+		switch format {
+		case "":
+			recs = [][]byte{data}
+		case MeterFormatLines:
+			recs = bytes.Split(data, []byte{'\n'})
+			recs = slices.DeleteFunc(recs, func(r []byte) bool { return len(r) == 0 })
+		default:
+			in.logger.Error("metering message of an unknown format dropped", zap.String("subject", msg.Subject()), zap.String("format", format))
 			in.metrics.MeterDropped(false)
 			continue
 		}
-		stored++
+		for _, rec := range recs {
+			var err error
+			switch msg.Subject() {
+			case SubjectMeterCalls:
+				calls = append(calls, gust.CallRecord{})
+				if err = calls[len(calls)-1].DecodeJSON(rec); err != nil {
+					calls = calls[:len(calls)-1]
+				}
+			case SubjectMeterInstances:
+				var r gust.InstanceRecord
+				if err = json.Unmarshal(rec, &r); err == nil {
+					insts = append(insts, r)
+				}
+			default:
+				err = fmt.Errorf("unknown subject %s", msg.Subject())
+			}
+			if err != nil {
+				in.logger.Error("undecodable metering record dropped", zap.String("subject", msg.Subject()), zap.ByteString("record", rec[:min(len(rec), 512)]), zap.Error(err))
+				in.metrics.MeterDropped(false)
+				continue
+			}
+			stored++
+		}
 	}
 	if len(calls) > 0 {
 		if err := in.store.AddCalls(ctx, calls); err != nil {

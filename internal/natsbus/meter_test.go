@@ -1,9 +1,12 @@
 package natsbus
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,23 +54,16 @@ func TestMeterBuffersWhileNATSIsDown(t *testing.T) {
 		m.RecordCall(&gust.CallRecord{CallID: fmt.Sprintf("call-%d", i), Namespace: "ns", Function: "f",
 			Trigger: gust.TriggerHTTP, Start: now, End: now, Status: 200, Outcome: gust.OutcomeOK})
 	}
-	msgs := func() uint64 {
-		s, err := bus.JS.Stream(ctx, StreamMeter)
-		if err != nil {
-			return 0
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
-	}
-	wait := func(want uint64) {
+	wait := func(want int) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for msgs() != want {
+		for {
+			ids, n := streamRecords(t, bus)
+			if n == want && len(ids) == want {
+				return
+			}
 			if time.Now().After(deadline) {
-				t.Fatalf("stream holds %d records, want %d", msgs(), want)
+				t.Fatalf("stream holds %d records (%d distinct), want %d once each", n, len(ids), want)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -125,7 +121,9 @@ func TestMeterRetriesEveryUnacknowledgedRecord(t *testing.T) {
 	}
 	swallowed := make(chan string, 1000)
 	sub, err := bus.NC.Subscribe("gust.meter.>", func(msg *nats.Msg) {
-		swallowed <- msg.Header.Get(nats.MsgIdHdr)
+		for _, id := range messageRecords(t, msg.Header, msg.Data) {
+			swallowed <- id
+		}
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -164,16 +162,10 @@ func TestMeterRetriesEveryUnacknowledgedRecord(t *testing.T) {
 	if err := EnsureMeterStream(ctx, bus, 0); err != nil {
 		t.Fatal(err)
 	}
-	var held uint64
+	var held int
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		s, err := bus.JS.Stream(ctx, StreamMeter)
-		if err != nil {
-			continue
-		}
-		if info, err := s.Info(ctx); err == nil {
-			if held = info.State.Msgs; held == n {
-				break
-			}
+		if _, held = streamRecords(t, bus); held == n {
+			break
 		}
 	}
 	if held != n {
@@ -230,18 +222,15 @@ func TestMeterSyncRecordIsInTheStreamOnReturn(t *testing.T) {
 		return &gust.CallRecord{CallID: id, Namespace: "ns", Function: "f",
 			Trigger: gust.TriggerHTTP, Start: now, End: now, Status: 200, Outcome: gust.OutcomeOK}
 	}
-	held := func() uint64 {
+	held := func() int {
 		t.Helper()
-		s, err := bus.JS.Stream(ctx, StreamMeter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.CachedInfo().State.Msgs
+		_, n := streamRecords(t, bus)
+		return n
 	}
 	// One caller at a time: each record is in the stream on return.
 	for i := range 20 {
 		m.RecordCall(rec(fmt.Sprintf("one-%d", i)))
-		if n := held(); n != uint64(i+1) {
+		if n := held(); n != i+1 {
 			t.Fatalf("stream holds %d records when RecordCall %d returned, want %d", n, i+1, i+1)
 		}
 	}
@@ -290,4 +279,136 @@ func TestMeterSyncRecordIsInTheStreamOnReturn(t *testing.T) {
 	if k, _ := sp.Len(); k != 0 {
 		t.Errorf("spool holds %d records after the server came back", k)
 	}
+}
+
+// messageRecords returns the call or instance ids of the records in one
+// metering message, in either format.
+func messageRecords(t *testing.T, h nats.Header, data []byte) []string {
+	t.Helper()
+	lines := [][]byte{data}
+	if h.Get(MeterFormatHeader) == MeterFormatLines {
+		lines = bytes.Split(data, []byte{'\n'})
+	}
+	var ids []string
+	for _, l := range lines {
+		var r struct{ CallID, Instance string }
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Errorf("metering message record %q: %v", l, err)
+			continue
+		}
+		ids = append(ids, r.CallID+r.Instance)
+	}
+	return ids
+}
+
+// streamRecords reads the whole metering stream and returns how many
+// times each record is in it, and how many records it holds in all.
+func streamRecords(t *testing.T, bus *Bus) (map[string]int, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := bus.JS.Stream(ctx, StreamMeter)
+	if err != nil {
+		return nil, 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, 0
+	}
+	ids := map[string]int{}
+	n := 0
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("metering stream message %d: %v", seq, err)
+		}
+		for _, id := range messageRecords(t, msg.Header, msg.Data) {
+			ids[id]++
+			n++
+		}
+	}
+	return ids, n
+}
+
+// TestMeterBatchesRecords: a burst of records goes to the stream in a few
+// messages, each within meterBatchBytes and of one kind, every record
+// once; the spool is empty once they are acknowledged.
+func TestMeterBatchesRecords(t *testing.T) {
+	logger := zaptest.NewLogger(t)
+	srv, err := RunServer(ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Users: testUsers}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	bus, err := ConnectWith(testConfig(srv, "meter-batches"), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.NC.Close()
+	ctx := context.Background()
+	if err := EnsureMeterStream(ctx, bus, 0); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := spool.Open(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMeter(bus, sp, nil, logger)
+	m.Start()
+	const calls, instances = 5000, 7
+	now := time.Now()
+	for i := range calls {
+		m.RecordCall(&gust.CallRecord{CallID: fmt.Sprintf("batched-%d", i), Namespace: "openfaas-fn", Function: "hello",
+			Image: "gust-test/hello:e2e", Worker: "worker-1", Instance: "gust-hello-1", Trigger: gust.TriggerHTTP,
+			Start: now, End: now, Status: 200, Outcome: gust.OutcomeOK})
+		if i%1000 == 0 {
+			m.RecordInstance(&gust.InstanceRecord{Instance: fmt.Sprintf("inst-%d", i), Namespace: "ns", Function: "f", Ready: now, Stopped: now})
+		}
+	}
+	for i := range instances - calls/1000 {
+		m.RecordInstance(&gust.InstanceRecord{Instance: fmt.Sprintf("inst-late-%d", i), Namespace: "ns", Function: "f", Ready: now, Stopped: now})
+	}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := m.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := sp.Len(); k != 0 {
+		t.Fatalf("spool holds %d records after Close", k)
+	}
+	ids, n := streamRecords(t, bus)
+	if n != calls+instances || len(ids) != calls+instances {
+		t.Fatalf("stream holds %d records (%d distinct), want %d once each", n, len(ids), calls+instances)
+	}
+	s, err := bus.JS.Stream(ctx, StreamMeter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		msg, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := msg.Header.Get(MeterFormatHeader); f != MeterFormatLines {
+			t.Errorf("message %d has format %q, want %q", seq, f, MeterFormatLines)
+		}
+		if len(msg.Data) > meterBatchBytes {
+			t.Errorf("message %d holds %d bytes, over the bound of %d", seq, len(msg.Data), meterBatchBytes)
+		}
+		for _, id := range messageRecords(t, msg.Header, msg.Data) {
+			if inst := strings.HasPrefix(id, "inst-"); inst != (msg.Subject == SubjectMeterInstances) {
+				t.Errorf("record %s in a message on %s", id, msg.Subject)
+			}
+		}
+	}
+	// 5000 call records of about 300 bytes fill several messages of
+	// meterBatchBytes; a message per record would be 5007.
+	if info.State.Msgs > 100 {
+		t.Errorf("%d records went in %d messages, want a few", n, info.State.Msgs)
+	}
+	t.Logf("%d records in %d messages, %d bytes", n, info.State.Msgs, info.State.Bytes)
 }

@@ -61,9 +61,9 @@ type Spool struct {
 }
 
 // DefaultRetain is how long acknowledged records stay on disk: well past
-// the moment a broker has them safe, and within JetStream's default
-// two-minute window of duplicate detection, so that sending them again
-// after a crash costs no duplicate.
+// the moment a broker has them safe. Sending them again after a crash
+// costs duplicates the receiver drops (Gust's billing store keeps a record
+// once by its id), bounded by this minute of records.
 const DefaultRetain = time.Minute
 
 // Open opens (creating) the spool in dir. Records left by an earlier run
