@@ -100,6 +100,29 @@ func (w *Worker) prepareNext(p *pool, fn *gust.Function, cfg gust.FunctionConfig
 	}
 }
 
+// prepareFirst prepares the first instance of p, a pool just placed
+// here, so that even its first call does not pay for making a container.
+// The image is made present first, as a start would.
+func (w *Worker) prepareFirst(p *pool) {
+	if _, ok := w.rt.(gust.Preparer); !ok {
+		return
+	}
+	p.mu.Lock()
+	fn, cfg := p.fn, p.cfg
+	starting, ready := p.liveLocked()
+	p.mu.Unlock()
+	if fn == nil || starting+ready > 0 || len(fn.Spec.Secrets) > 0 {
+		return // started already: prepareNext follows the start
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, prepareTimeout)
+	err := w.ensureImage(ctx, fn.Spec.Image)
+	cancel()
+	if err != nil {
+		return // the first start says why
+	}
+	w.prepareNext(p, fn, cfg)
+}
+
 // dropPrepared removes the container prepared for p (closePool).
 func (w *Worker) dropPrepared(p *pool) {
 	w.prep.mu.Lock()

@@ -149,3 +149,45 @@ func TestPrepared(t *testing.T) {
 		return nil
 	})
 }
+
+// TestPrepared_OnPlacement: a function placed here with no instance gets
+// its first instance's container prepared, and its first call starts it.
+func TestPrepared_OnPlacement(t *testing.T) {
+	state, bus := natsbustest.MustOpenState(t)
+	rt := &preparingRuntime{Runtime: mock.NewRuntime(nil), prepared: map[string]gust.ContainerSpec{}}
+	t.Cleanup(rt.Runtime.Close)
+	cfg := DefaultConfig()
+	cfg.ID = "w-" + randomID()
+	cfg.Addr = "http://127.0.0.1:1"
+	cfg.StopGrace = 0
+	cfg.Heartbeat = 50 * time.Millisecond
+	cfg.ReapInterval = 5 * time.Millisecond
+	w := New(cfg, rt, state, bus, zaptest.NewLogger(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	e := &testEnv{t: t, rt: rt.Runtime, state: state, w: w}
+	fn := e.deploy("first", map[string]string{gust.LabelScaleMin: "0"})
+	e.place(fn)
+	var name string
+	check.For(t, testWait, testPoll, func() error {
+		p, _, _ := rt.names()
+		if len(p) != 1 {
+			return fmt.Errorf("prepared: %v, want one", p)
+		}
+		name = p[0]
+		return nil
+	})
+	if n := len(e.rt.Running()); n != 0 {
+		t.Fatalf("running before any call: %d", n)
+	}
+	if res := e.call(fn, "/"); res.code != http.StatusOK {
+		t.Fatalf("first call: %d %v", res.code, res.err)
+	}
+	if _, from, _ := rt.names(); len(from) != 1 || from[0] != name {
+		t.Errorf("first call started from prepared: %v, want [%s]", from, name)
+	}
+}

@@ -45,15 +45,21 @@ func (w *Worker) onPlacement(c gust.Change[gust.Placement]) {
 		w.placements[c.Key] = c.Value
 	}
 	p := w.pools[c.Key]
+	created := false
 	if p == nil {
 		if fn := w.functions[c.Key]; fn != nil && !c.Deleted && !w.draining && slicesIndex(c.Value.Workers, w.cfg.ID) >= 0 {
 			p = newPool(w, fn)
 			w.pools[c.Key] = p
+			created = true
 		} else {
 			return
 		}
 	}
 	w.configurePoolLocked(p)
+	if created {
+		// Its first call finds its container prepared (prepare.go).
+		w.tasks.Go(func(context.Context) { w.prepareFirst(p) })
+	}
 }
 
 // configurePoolLocked gives the pool its function and share.
