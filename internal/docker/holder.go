@@ -63,7 +63,7 @@ const DefaultHolders = 2
 
 // Limits of a holder: its one process only blocks.
 const (
-	holderMemory = 6 << 20    // the Engine's minimum
+	holderMemory = 16 << 20   // runc init runs in it before the program: 6 MiB (the Engine minimum) failed under load
 	holderPids   = 4          // runc's set-up forks before the program runs
 	holderCPUs   = 10_000_000 // 0.01 CPU
 	holderUser   = "65534:65534"
