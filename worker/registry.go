@@ -141,6 +141,16 @@ func (w *Worker) poolForLocked(fn *gust.Function) (*pool, error) {
 	if w.closing {
 		return nil, gust.ErrDraining
 	}
+	// The warm path, a known function with a pool, looks its key up from
+	// a buffer on the stack (a map index by string(bytes) does not
+	// allocate); the key is made a string only to be stored.
+	var buf [128]byte
+	kb := append(append(append(buf[:0], fn.Spec.Namespace...), '.'), fn.Spec.Service...)
+	if known := w.functions[string(kb)]; known != nil && !newer(fn, known) {
+		if p := w.pools[string(kb)]; p != nil {
+			return p, nil
+		}
+	}
 	key := fn.Key()
 	if known := w.functions[key]; known == nil || newer(fn, known) {
 		// The caller saw a deploy before this worker's watch did: apply

@@ -16,8 +16,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -38,7 +36,7 @@ const (
 	benchWarmSamples = 2000             // timed sequential calls per side
 	benchWarmBlock   = 50               // calls per block; the order of sides rotates
 	benchWarmLimit   = 90 * time.Second // bound on the sequential sampling
-	benchClients     = 16               // concurrent clients of the throughput phase
+	benchClients     = 16               // concurrent clients of the throughput phase (BenchmarkWarmCall: benchWarmClients)
 	benchPhase       = 3 * time.Second  // length of one throughput phase
 	benchPhaseMax    = 500_000          // bound on calls per client and phase
 	benchColdRuns    = 20               // cold starts per side
@@ -160,103 +158,6 @@ func benchPercentiles(samples []time.Duration) benchStats {
 func benchUS(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 func benchMS(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// BenchmarkWarmCall measures warm sync calls of one hello container, through
-// the gateway (gateway → worker → container, in one process) and directly
-// on its bridge IP: sequential latency from one client in alternating
-// blocks, then throughput of benchClients concurrent clients. A third side,
-// a plain httputil.ReverseProxy in this process with a tuned transport, is
-// the reference for "one Go HTTP hop" (DESIGN.md §10) measured in the same
-// run: what the gateway costs above it is Gust's own.
-func BenchmarkWarmCall(b *testing.B) {
-	m := benchUp(b)
-	const name = "bench-warm"
-	// One instance and no more, so every side hits the same container;
-	// concurrency (default 100) is above benchClients.
-	benchDeploy(b, m, name, map[string]string{gust.LabelScaleMin: "1", gust.LabelScaleMax: "1"})
-	var addr string
-	check.For(b, 30*time.Second, 50*time.Millisecond, func() error {
-		cs := benchContainers(b, map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID})
-		if len(cs) != 1 || cs[0].Addr == "" {
-			return fmt.Errorf("want 1 running container of %s, have %d", name, len(cs))
-		}
-		addr = cs[0].Addr
-		return nil
-	})
-	hop := benchReverseProxy(b, "http://"+addr)
-
-	const direct, gw, rp = 0, 1, 2
-	sides := [3]string{"direct", "gateway", "revproxy"}
-	urls := [3]string{"http://" + addr + "/", "http://" + m.GatewayAddr() + "/function/" + name, "http://" + hop + "/"}
-	client := benchClient(benchClients)
-	defer client.CloseIdleConnections()
-
-	r := benchSides(b, client, sides[:], urls[:])
-	var st [3]benchStats
-	var rps, cpuPerCall [3]float64
-	for side := range sides {
-		st[side], rps[side], cpuPerCall[side] = r[side].st, r[side].rps, r[side].cpuPerCall
-	}
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(benchUS(st[direct].P50), "direct-p50-µs")
-	b.ReportMetric(benchUS(st[direct].P99), "direct-p99-µs")
-	b.ReportMetric(benchUS(st[gw].P50), "gw-p50-µs")
-	b.ReportMetric(benchUS(st[gw].P99), "gw-p99-µs")
-	b.ReportMetric(benchUS(st[gw].P50-st[direct].P50), "overhead-p50-µs")
-	b.ReportMetric(benchUS(st[gw].P99-st[direct].P99), "overhead-p99-µs")
-	b.ReportMetric(float64(st[gw].P50)/float64(st[direct].P50), "gw/direct-p50")
-	b.ReportMetric(float64(st[gw].P99)/float64(st[direct].P99), "gw/direct-p99")
-	b.ReportMetric(benchUS(st[rp].P50-st[direct].P50), "revproxy-overhead-p50-µs")
-	b.ReportMetric(rps[direct], "direct-req/s")
-	b.ReportMetric(rps[gw], "gw-req/s")
-	b.ReportMetric(rps[rp], "revproxy-req/s")
-	b.ReportMetric(rps[gw]/rps[direct], "gw/direct-req/s")
-	b.ReportMetric(cpuPerCall[direct], "direct-cpu-µs/call")
-	b.ReportMetric(cpuPerCall[gw], "gw-cpu-µs/call")
-	b.ReportMetric(cpuPerCall[rp], "revproxy-cpu-µs/call")
-
-	var t strings.Builder
-	fmt.Fprintf(&t, "warm sync call, hello, %d sequential samples per side (blocks of %d, rotating), %d clients × %s × 2 phases per side\n",
-		st[gw].N, benchWarmBlock, benchClients, benchPhase)
-	fmt.Fprintf(&t, "%-12s %9s %9s %9s %11s %11s %12s\n", "", "p50 µs", "p99 µs", "max µs", "req/s", "cpu µs/call", "vs direct")
-	for side := range sides {
-		fmt.Fprintf(&t, "%-12s %9.0f %9.0f %9.0f %11.0f %11.0f %12s\n", sides[side], benchUS(st[side].P50), benchUS(st[side].P99), benchUS(st[side].Max),
-			rps[side], cpuPerCall[side], fmt.Sprintf("×%.2f req/s", rps[side]/rps[direct]))
-	}
-	fmt.Fprintf(&t, "gateway − direct:  p50 %+.0f µs (×%.2f), p99 %+.0f µs (×%.2f), CPU %+.0f µs/call\n",
-		benchUS(st[gw].P50-st[direct].P50), float64(st[gw].P50)/float64(st[direct].P50),
-		benchUS(st[gw].P99-st[direct].P99), float64(st[gw].P99)/float64(st[direct].P99), cpuPerCall[gw]-cpuPerCall[direct])
-	fmt.Fprintf(&t, "revproxy − direct: p50 %+.0f µs (×%.2f), p99 %+.0f µs (×%.2f), CPU %+.0f µs/call\n",
-		benchUS(st[rp].P50-st[direct].P50), float64(st[rp].P50)/float64(st[direct].P50),
-		benchUS(st[rp].P99-st[direct].P99), float64(st[rp].P99)/float64(st[direct].P99), cpuPerCall[rp]-cpuPerCall[direct])
-	b.Log("\n" + t.String())
-}
-
-// benchReverseProxy serves, on loopback, an httputil.ReverseProxy to target
-// with a transport tuned like Gust's, and returns its address.
-func benchReverseProxy(b *testing.B, target string) string {
-	b.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tr := benchClient(benchClients).Transport
-	rp := &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u) },
-		Transport: tr,
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		srv.Close()
-		tr.(*http.Transport).CloseIdleConnections()
-	})
-	return ln.Addr().String()
-}
-
 // benchCPU is the CPU time (user + system) this process has used.
 func benchCPU() time.Duration {
 	var ru syscall.Rusage
@@ -264,14 +165,6 @@ func benchCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// benchThroughput runs benchClients clients calling u back to back for
-// benchPhase (and at most benchPhaseMax calls each); it returns the calls
-// answered and the time they took.
-func benchThroughput(c *http.Client, u string) (int64, time.Duration, error) {
-	n, d, _, err := benchLoad(c, []string{u}, benchClients, benchPhase, benchPhaseMax)
-	return n, d, err
 }
 
 // BenchmarkColdStart measures the first call of a function at zero
@@ -473,79 +366,14 @@ type benchSide struct {
 	st         benchStats // sequential latency
 	rps        float64    // throughput of benchClients clients
 	cpuPerCall float64    // µs of this process's CPU per call
+	// allocsPerCall is this process's heap allocations per call
+	// (runtime.MemStats.Mallocs), as cpuPerCall.
+	allocsPerCall float64
 }
 
-// benchSides measures each url the same way, in one run: a warm-up, then
-// sequential latency from one client in blocks of benchWarmBlock whose
-// order rotates block to block (so drift and noise hit every side
-// equally), then throughput phases of benchClients clients in mirrored
-// order (ABC CBA), with the process CPU time of each phase. The benchmark
-// timer runs over the measurement only.
+// benchSides measures each url the same way, in one run, with
+// benchClients clients in the throughput phases (benchSidesOf).
 func benchSides(b *testing.B, client *http.Client, names, urls []string) []benchSide {
 	b.Helper()
-	for side := range urls {
-		for i := 0; i < benchWarmup; i++ {
-			if _, err := benchGet(client, urls[side]); err != nil {
-				b.Fatalf("warm-up %s: %v", names[side], err)
-			}
-		}
-	}
-	b.ResetTimer()
-	lat := make([][]time.Duration, len(urls))
-	for side := range lat {
-		lat[side] = make([]time.Duration, 0, benchWarmSamples)
-	}
-	done := func() bool {
-		for _, l := range lat {
-			if len(l) < benchWarmSamples {
-				return false
-			}
-		}
-		return true
-	}
-	deadline := time.Now().Add(benchWarmLimit)
-	for blk := 0; !done() && time.Now().Before(deadline); blk++ {
-		for k := range urls {
-			side := (blk + k) % len(urls)
-			for i := 0; i < benchWarmBlock && len(lat[side]) < benchWarmSamples; i++ {
-				t0 := time.Now()
-				_, err := benchGet(client, urls[side])
-				d := time.Since(t0)
-				if err != nil {
-					b.Fatalf("%s call: %v", names[side], err)
-				}
-				lat[side] = append(lat[side], d)
-			}
-		}
-	}
-	order := make([]int, 0, 2*len(urls))
-	for side := range urls {
-		order = append(order, side)
-	}
-	for side := len(urls) - 1; side >= 0; side-- {
-		order = append(order, side)
-	}
-	calls := make([]int64, len(urls))
-	spent := make([]time.Duration, len(urls))
-	cpu := make([]time.Duration, len(urls))
-	for _, side := range order {
-		c0 := benchCPU()
-		n, d, err := benchThroughput(client, urls[side])
-		if err != nil {
-			b.Fatalf("%s throughput: %v", names[side], err)
-		}
-		cpu[side] += benchCPU() - c0
-		calls[side] += n
-		spent[side] += d
-	}
-	b.StopTimer()
-	out := make([]benchSide, len(urls))
-	for side := range urls {
-		out[side] = benchSide{
-			st:         benchPercentiles(lat[side]),
-			rps:        float64(calls[side]) / spent[side].Seconds(),
-			cpuPerCall: benchUS(cpu[side]) / float64(max(calls[side], 1)),
-		}
-	}
-	return out
+	return benchSidesOf(b, client, names, urls, benchClients, nil)
 }
