@@ -104,14 +104,19 @@ type AsyncRequest struct {
 	// attempts after it are numbered on (and metered under ids of their
 	// own).
 	AttemptOffset int `json:"attemptOffset,omitempty"`
+	// NoStatus says the gateway stored no status when it enqueued the
+	// call: until an attempt starts, the call's message, waiting in the
+	// queue under its own subject (SubjectAsyncPrefix+"NS.FN.ID"), is
+	// its "queued" status. The first attempt creates the status
+	// ("running") only if none exists: one write that is also the check
+	// that no attempt ran before (a message coming back after a crash).
+	NoStatus bool `json:"noStatus,omitempty"`
 	// StatusRev is the revision of the "queued" status written just
-	// before the call was enqueued (0 when none is known). The
+	// before the call was enqueued (a redrive), 0 when none is known. The
 	// dispatcher marks the call running only if its status is still at
-	// that revision: one conditional write that is at once the check
-	// that no attempt has started before (a redelivery after a crash)
-	// and the "running" status. When it fails, the dispatcher reads the
-	// status and decides as without it. It is the last field: the
-	// gateway appends it to the call it has already encoded.
+	// that revision: again one conditional write for the check and the
+	// "running" status. When either write fails, the dispatcher reads
+	// the status and decides as without them.
 	StatusRev uint64 `json:"statusRev,omitempty"`
 }
 
@@ -187,8 +192,10 @@ type ConsumerSpec struct {
 	// name stands on the stream with this Filter, it is consumed through
 	// instead of Durable, so its position is kept. With another filter it
 	// belongs to someone else and is left alone.
-	Adopt   string
-	Filter  string
+	Adopt  string
+	Filter string
+	// Filters are more subjects the consumer reads besides Filter.
+	Filters []string
 	Max     int
 	AckWait time.Duration
 }

@@ -85,6 +85,7 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 		CallID: callID, Namespace: fn.Spec.Namespace, Function: fn.Spec.Service, Method: r.Method,
 		Path: "/" + sub, Query: r.URL.RawQuery, Header: h, Body: body, CallbackURL: cb,
 		CallbackLoopback: adminCallback, Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync,
+		NoStatus: true,
 	}
 	data, err := json.Marshal(req)
 	if err != nil {
@@ -113,19 +114,12 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	now := time.Now().UTC()
-	rev, err := s.async.Calls.Put(ctx, callID, gust.AsyncStatus{CallID: callID, Namespace: req.Namespace, Function: req.Function,
-		State: gust.AsyncQueued, Enqueued: now, Updated: now})
-	if err != nil {
-		return err
-	}
-	data = withStatusRev(data, rev)
-	if err := s.async.Queue.Enqueue(ctx, gust.SubjectAsyncPrefix+fn.Key(), callID, data); err != nil {
+	// One write: the message, under a subject of its own, is the call's
+	// "queued" status until the dispatcher writes one (callStatusOf).
+	if err := s.async.Queue.Enqueue(ctx, asyncSubject(fn.Key(), callID), callID, data); err != nil {
 		// Not queued: leave no trace of it, even if the caller has gone.
-		rctx := context.WithoutCancel(ctx)
-		_ = s.async.Calls.Delete(rctx, callID)
 		if idemKey != "" {
-			_ = s.async.Idempotency.Delete(rctx, idemKey)
+			_ = s.async.Idempotency.Delete(context.WithoutCancel(ctx), idemKey)
 		}
 		return err
 	}
@@ -135,19 +129,40 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// withStatusRev adds StatusRev to a call encoded without it, so the call
-// is encoded once: the revision is known only once the "queued" status
-// is written, after the call's size was checked. StatusRev is
-// AsyncRequest's last field, and an encoded struct ends in '}'. The
-// at most 33 bytes it adds fit in the room a message keeps for its
-// headers (messageHeaderRoom, of which the message id takes under 100).
-func withStatusRev(data []byte, rev uint64) []byte {
-	if rev == 0 || len(data) == 0 || data[len(data)-1] != '}' {
-		return data
+// asyncSubject is the queue subject of an async call: the function's
+// (what its dispatcher consumes), then the call id, so that a call still
+// queued can be found by its id (QueuedCall).
+func asyncSubject(fnKey, callID string) string {
+	return gust.SubjectAsyncPrefix + fnKey + "." + callID
+}
+
+// queuedCalls is a Queue that finds a call waiting in it by its id
+// (natsbus.Bus).
+type queuedCalls interface {
+	QueuedCall(ctx context.Context, stream, callID string) (gust.AsyncStatus, error)
+}
+
+// callStatusOf returns the status of async call callID, or an error
+// wrapping gust.ErrNotFound. The gateway writes none when it enqueues a
+// call: until the dispatcher writes one, the call's message in the
+// queue stands for "queued". The table is read again after the queue,
+// because between the two reads the dispatcher may have written the
+// status and taken the message off the queue; it writes the status
+// first, so one of the three reads finds the call.
+func (s *Server) callStatusOf(ctx context.Context, callID string) (gust.AsyncStatus, error) {
+	st, _, err := s.async.Calls.Get(ctx, callID)
+	if !errors.Is(err, gust.ErrNotFound) {
+		return st, err
 	}
-	data = append(data[:len(data)-1], `,"statusRev":`...)
-	data = strconv.AppendUint(data, rev, 10)
-	return append(data, '}')
+	q, ok := s.async.Queue.(queuedCalls)
+	if !ok {
+		return st, err
+	}
+	if qst, qerr := q.QueuedCall(ctx, s.async.Stream, callID); !errors.Is(qerr, gust.ErrNotFound) {
+		return qst, qerr
+	}
+	st, _, err = s.async.Calls.Get(ctx, callID)
+	return st, err
 }
 
 // callStatus is the answer of GET /system/invocations/{callId} for an
@@ -163,7 +178,7 @@ func (s *Server) asyncStatus(r *http.Request, callID string) (*callStatus, error
 	if s.async == nil || !statusKey(callID) {
 		return nil, nil
 	}
-	st, _, err := s.async.Calls.Get(r.Context(), callID)
+	st, err := s.callStatusOf(r.Context(), callID)
 	if errors.Is(err, gust.ErrNotFound) {
 		return nil, nil
 	}

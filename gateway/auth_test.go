@@ -390,7 +390,7 @@ func TestAuth_AsyncCredentialStripped(t *testing.T) {
 		{"Foreign", "fa", bearerAuth("the-functions-own"), []string{"Bearer the-functions-own"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			status, _, body := MustDo(t, http.MethodPost, a.url("/async-function/"+tt.fn+".team-a"), "x", tt.hdr...)
+			status, hdr, body := MustDo(t, http.MethodPost, a.url("/async-function/"+tt.fn+".team-a"), "x", tt.hdr...)
 			if status != http.StatusAccepted {
 				t.Fatalf("status %d %s, want 202", status, body)
 			}
@@ -398,7 +398,8 @@ func TestAuth_AsyncCredentialStripped(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg, err := st.GetLastMsgForSubject(ctx, gust.SubjectAsyncPrefix+"team-a."+tt.fn)
+			// Queued under the function's subject and its own id.
+			msg, err := st.GetLastMsgForSubject(ctx, gust.SubjectAsyncPrefix+"team-a."+tt.fn+"."+hdr.Get(gust.HeaderCallID))
 			if err != nil {
 				t.Fatal(err)
 			}

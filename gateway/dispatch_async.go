@@ -40,8 +40,11 @@ func (d *Dispatcher) consumeAsync(fn *gust.Function, limit int, logger *zap.Logg
 		logger.Warn("delete legacy async consumer", zap.Error(err))
 	}
 	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
+		// Calls are queued under the function's subject followed by
+		// their id (asyncSubject); earlier releases queued them under the
+		// function's subject alone, and redrives still do.
 		Stream: d.async.Stream, Durable: asyncConsumer(ns, name), Filter: gust.SubjectAsyncPrefix + key,
-		Max: limit, AckWait: ackWait,
+		Filters: []string{gust.SubjectAsyncPrefix + key + ".*"}, Max: limit, AckWait: ackWait,
 	}, func(dl gust.Delivery) { d.runAsync(key, dl) })
 	if err != nil {
 		if d.ctx.Err() == nil {
@@ -90,12 +93,14 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 		cfg = fn.Config()
 	}
 	tooOld := func() bool { return try > 1 && time.Since(req.Enqueued) > cfg.Retry.MaxAge }
-	// On the first delivery of a call whose "queued" status the gateway
-	// wrote just before enqueueing it, one conditional write marks it
-	// running: it succeeds only if nothing has written the status since,
-	// and every attempt writes "running" before it runs, so no attempt
-	// has started. That is the redelivery check below without its read.
-	claimed := req.StatusRev != 0 && try == 1 && fn != nil &&
+	// On a first delivery, one conditional write marks the call running:
+	// it creates the status of a call enqueued without one (NoStatus), or
+	// replaces the "queued" status written just before the enqueue
+	// (StatusRev). It succeeds only if nothing has written the status
+	// since, and every attempt writes "running" before it runs, so no
+	// attempt has started: it is the redelivery check below without its
+	// read.
+	claimed := (req.NoStatus || req.StatusRev != 0) && try == 1 && fn != nil &&
 		d.claim(req, attempt) == nil
 	if !claimed {
 		// A redelivery of a call that already finished (the process died
@@ -148,13 +153,20 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 }
 
 // claim writes the "running" status of a call's attempt on the condition
-// that the status is still the "queued" one at req.StatusRev; an error
-// (ErrConflict when something wrote it since) says it did not.
+// that no status was written since the call was enqueued: none for a call
+// enqueued without one, the "queued" one at req.StatusRev otherwise. An
+// error (ErrConflict when something wrote it) says it did not.
 func (d *Dispatcher) claim(req *gust.AsyncRequest, attempt int) error {
-	_, err := d.async.Calls.Update(d.ctx, req.CallID, gust.AsyncStatus{
+	st := gust.AsyncStatus{
 		CallID: req.CallID, Namespace: req.Namespace, Function: req.Function, State: gust.AsyncRunning,
 		Attempts: attempt, Enqueued: req.Enqueued, Updated: time.Now().UTC(),
-	}, req.StatusRev)
+	}
+	var err error
+	if req.StatusRev != 0 {
+		_, err = d.async.Calls.Update(d.ctx, req.CallID, st, req.StatusRev)
+	} else {
+		_, err = d.async.Calls.Create(d.ctx, req.CallID, st)
+	}
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,6 +347,47 @@ func TestDispatcher_Attempt(t *testing.T) {
 	} {
 		if got := seen.Get(k); got != want {
 			t.Errorf("function saw %s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// A call still waiting in the queue has no status of its own (the
+// gateway writes none when it enqueues): GET /system/invocations/ID
+// answers "queued" from its message, with its namespace and function,
+// and the first attempt creates the status. The call runs once.
+func TestDispatcher_QueuedStatusFromQueue(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	gate := make(chan struct{})
+	var ran sync.Map // call id → runs
+	e.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := ran.LoadOrStore(r.Header.Get(gust.HeaderCallID), new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		<-gate
+		_, _ = io.Copy(w, r.Body)
+	})
+	// One call at a time: the second waits in the queue while the first
+	// holds the only slot.
+	e.deploy(gust.DefaultNamespace, "held", gust.LabelScaleMax, "1", gust.LabelConcurrency, "1")
+	first := e.enqueue("held", "one")
+	e.waitCall(first, gust.AsyncRunning, 0)
+	second := e.enqueue("held", "two")
+	if _, _, err := e.async.Calls.Get(context.Background(), second); !errors.Is(err, gust.ErrNotFound) {
+		t.Errorf("status of a call still queued: err %v, want none stored", err)
+	}
+	c := e.waitCall(second, gust.AsyncQueued, 0)
+	if c.CallID != second || c.Namespace != gust.DefaultNamespace || c.Function != "held" || c.Attempts != 0 || c.Enqueued.IsZero() {
+		t.Errorf("queued call: got %+v, want %s of openfaas-fn.held, 0 attempts, its enqueue time", c.AsyncStatus, second)
+	}
+	// An id that is no call is still not found.
+	if status, _, body := MustDo(t, http.MethodGet, e.url+"/system/invocations/"+strings.Repeat("ab", 16), ""); status != http.StatusNotFound {
+		t.Errorf("GET an unknown call: %d %s, want 404", status, body)
+	}
+	close(gate)
+	for _, id := range []string{first, second} {
+		e.waitCall(id, gust.AsyncSucceeded, 1)
+		if n, _ := ran.Load(id); n == nil || n.(*atomic.Int32).Load() != 1 {
+			t.Errorf("call %s ran %v times, want once", id, n)
 		}
 	}
 }

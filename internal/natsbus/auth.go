@@ -135,7 +135,9 @@ func permissions(user string) *server.Permissions {
 		// The admin's drain of a worker: a request to it.
 		r.pub = append(r.pub, "gust.worker.drain.*")
 		r.pub = append(r.pub, "gust.scheduler.place", "gust.async.>", "gust.dlq.>", "gust.meter.>",
-			"$JS.API.STREAM.MSG.DELETE."+StreamDeadLetters, "$JS.API.STREAM.PURGE."+StreamDeadLetters)
+			"$JS.API.STREAM.MSG.DELETE."+StreamDeadLetters, "$JS.API.STREAM.PURGE."+StreamDeadLetters,
+			// The status of a call still queued is its message (QueuedCall).
+			"$JS.API.STREAM.MSG.GET."+StreamAsync)
 		r.consume(StreamAsync, StreamDeadLetters, StreamMeter)
 		// Function logs: it reads them (ordered consumers), never
 		// writes them.
