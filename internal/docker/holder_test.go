@@ -11,6 +11,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
+	"go.uber.org/zap/zaptest"
 )
 
 // TestHolderELF checks the hand-assembled holder program: a valid static
@@ -349,3 +350,79 @@ func TestPrepare(t *testing.T) {
 }
 
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// TestHolder_Reconcile: after a crash (a runtime never closed), removing
+// every container that carries the worker's label, as a worker's
+// removal of leftovers does with a fresh runtime, leaves nothing of the
+// holders, the prepared container and the instance started in a holder,
+// and the network can go.
+func TestHolder_Reconcile(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	worker := "reconcile-test-" + runID
+	spec := func() gust.ContainerSpec {
+		s := testSpec(t)
+		s.Labels[gust.LabelWorker] = worker
+		return s
+	}
+	if _, err := r.Start(ctx, spec()); err != nil {
+		t.Fatal(err)
+	}
+	s := spec()
+	waitHolders(t, r, s, DefaultHolders)
+	if inst, err := r.Start(ctx, s); err != nil || inst.Labels[labelHolderOf] == "" {
+		t.Fatalf("Start in a holder: %+v, %v", inst, err)
+	}
+	if err := r.Prepare(ctx, spec()); err != nil {
+		t.Fatal(err)
+	}
+	waitHolders(t, r, s, DefaultHolders)
+
+	// The "crash": r is dropped; a new runtime reconciles by label.
+	r.holders.mu.Lock()
+	r.holders.closed = true // no refill behind the reconcile's back
+	r.holders.mu.Unlock()
+	r.holders.wg.Wait()
+	fresh, err := New(r.cfg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	left, err := fresh.List(ctx, map[string]string{gust.LabelWorker: worker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holders, prep, running int
+	for _, c := range left {
+		switch {
+		case c.Labels[LabelHolder] == "true":
+			holders++
+		case c.Labels[LabelPrepared] == "true":
+			prep++
+		case c.Running:
+			running++
+		}
+	}
+	// The idle holders, the holders of the instance and of the prepared
+	// container (the first start went without one), the prepared
+	// container and the 2 instances.
+	if holders < DefaultHolders+2 || prep != 1 || running != 2 {
+		t.Errorf("listed by worker label: %d holders, %d prepared, %d running; want at least %d, 1, 2", holders, prep, running, DefaultHolders+2)
+	}
+	for _, c := range left {
+		if err := fresh.Remove(ctx, c.ID); err != nil {
+			t.Errorf("remove %s: %v", c.ID, err)
+		}
+	}
+	if again, err := fresh.List(ctx, map[string]string{gust.LabelWorker: worker}); err != nil || len(again) != 0 {
+		t.Errorf("after the reconcile: %d containers, %v; want none", len(again), err)
+	}
+	r.holders.mu.Lock()
+	r.holders.pools = map[holderKey]*holderPool{} // removed above
+	r.holders.prepared = map[string]*prepared{}
+	r.holders.mu.Unlock()
+	if err := fresh.RemoveNetwork(ctx); err != nil {
+		t.Errorf("RemoveNetwork after the reconcile: %v", err)
+	}
+}
