@@ -193,6 +193,7 @@ func (r *Runtime) holderFor(netName, ns string, nw netInfo, labels map[string]st
 // refillLocked makes holders in the background until key has
 // Config.Holders of them, idle or being made. Called with holders.mu held.
 func (r *Runtime) refillLocked(key holderKey, p *holderPool) {
+	gateway := p.gateway // read under the lock; holderFor sets it
 	for len(p.idle)+p.filling < r.cfg.Holders && !r.holders.closed {
 		p.filling++
 		r.holders.wg.Add(1)
@@ -202,7 +203,7 @@ func (r *Runtime) refillLocked(key holderKey, p *holderPool) {
 			// short could leave a holder nobody knows of.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.CallTimeout)
 			defer cancel()
-			h, err := r.makeHolder(ctx, key, p.gateway)
+			h, err := r.makeHolder(ctx, key, gateway)
 			r.holders.mu.Lock()
 			p.filling--
 			keep := err == nil && !r.holders.closed
