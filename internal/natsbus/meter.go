@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -336,6 +335,14 @@ type meterBatch struct {
 func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record {
 	var batches []*meterBatch
 	open := map[string]*meterBatch{} // the batch being filled, by subject
+	// A batch's body is made once at about its final size: the records'
+	// bytes, up to the bound (a call record is some 300 bytes, and most
+	// of a burst is calls).
+	size := 0
+	for _, r := range recs {
+		size += len(r.Data)
+	}
+	size = min(size, meterBatchBytes)
 	var dropped []uint64
 	for i, r := range recs {
 		subject, _, data, ok := splitSpooled(r.Data)
@@ -350,7 +357,7 @@ func (m *Meter) publish(ctx context.Context, recs []spool.Record) []spool.Record
 			b = nil
 		}
 		if b == nil {
-			b = &meterBatch{subject: subject, body: make([]byte, 0, min(meterBatchBytes, 64*len(recs)))}
+			b = &meterBatch{subject: subject, body: make([]byte, 0, size)}
 			open[subject] = b
 			batches = append(batches, b)
 		} else {
@@ -564,7 +571,14 @@ const ingestFetchBytes = 2 << 20
 
 // store1 commits the records of msgs and then acknowledges the messages.
 func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
-	var calls []gust.CallRecord
+	// The calls of a fetch (thousands) go in one slice made at its size.
+	n := 0
+	for _, msg := range msgs {
+		if msg.Subject() == SubjectMeterCalls {
+			n += 1 + bytes.Count(msg.Data(), []byte{'\n'})
+		}
+	}
+	calls := make([]gust.CallRecord, 0, n)
 	var insts []gust.InstanceRecord
 	stored := 0
 	for _, msg := range msgs {
@@ -573,19 +587,22 @@ func (in *Ingest) store1(ctx context.Context, msgs []jetstream.Msg) error {
 		if h := msg.Headers(); h != nil {
 			format = h.Get(MeterFormatHeader)
 		}
-		var recs [][]byte
 		switch format {
-		case "":
-			recs = [][]byte{data}
-		case MeterFormatLines:
-			recs = bytes.Split(data, []byte{'\n'})
-			recs = slices.DeleteFunc(recs, func(r []byte) bool { return len(r) == 0 })
+		case "", MeterFormatLines:
 		default:
 			in.logger.Error("metering message of an unknown format dropped", zap.String("subject", msg.Subject()), zap.String("format", format))
 			in.metrics.MeterDropped(false)
 			continue
 		}
-		for _, rec := range recs {
+		// One record, or one per line.
+		for more := true; more; {
+			rec := data
+			more = false
+			if format == MeterFormatLines {
+				if rec, data, more = bytes.Cut(data, []byte{'\n'}); len(rec) == 0 {
+					continue
+				}
+			}
 			var err error
 			switch msg.Subject() {
 			case SubjectMeterCalls:
