@@ -209,9 +209,12 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	asyncInst0, evInst0 := instances(bevAsyncFn), instances(bevEventFn)
 	// What the rest of the host uses while this process idles.
 	quiesce()
-	h0 := bevHostCPU()
+	h0, restM0, restT0 := bevHostCPU(), bevNATSMsgs(m), time.Now()
 	time.Sleep(time.Second)
 	rest := h0.since()
+	// The messages of gust up's connection at rest (heartbeats, pool
+	// status, pulls), per second: taken off each phase's count.
+	restMsgs := float64(bevNATSMsgs(m)-restM0) / time.Since(restT0).Seconds()
 
 	profile := os.Getenv("GUST_BENCH_PHASE_PROFILE")
 	b.ResetTimer()
@@ -226,7 +229,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	quiesce()
 	stopProf := bevProfile(b, profile, "async")
 	base, baseOther := asyncDone(), asyncOther()
-	c0, h0 := benchCPU(), bevHostCPU()
+	c0, h0, m0 := benchCPU(), bevHostCPU(), bevNATSMsgs(m)
 	t0 := time.Now()
 	enq, enqLat, enqErr := bevEnqueueAll(client, gw+"/async-function/"+bevAsyncFn, payload, bevN)
 	enqPhase := bevPhase{n: enq, d: time.Since(t0)}
@@ -235,7 +238,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 		b.Fatalf("async enqueue (%d of %d answered 202): %v", enq, bevN, enqErr)
 	}
 	ran, asyncEnd, asyncStalled := bevWait(asyncDone, base+float64(enq), bevPhaseMax-time.Since(t0))
-	asyncPhase := bevPhase{n: int(ran - base), d: asyncEnd.Sub(t0), cpu: benchCPU() - c0, host: h0.since()}
+	asyncPhase := bevPhase{n: int(ran - base), d: asyncEnd.Sub(t0), cpu: benchCPU() - c0, host: h0.since(), msgs: bevNATSMsgs(m) - m0}
 	stopProf()
 	asyncFailed := asyncOther() - baseOther
 	asyncInst := instances(bevAsyncFn)
@@ -244,7 +247,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	quiesce()
 	stopProf = bevProfile(b, profile, "events")
 	base, baseOK, baseDrop := eventsRun(), eventsOK(), eventsDropped()
-	c0, h0 = benchCPU(), bevHostCPU()
+	c0, h0, m0 = benchCPU(), bevHostCPU(), bevNATSMsgs(m)
 	t0 = time.Now()
 	published := 0
 	for ; published < bevN && time.Since(t0) < bevPhaseMax; published++ {
@@ -260,7 +263,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	pubPhase := bevPhase{n: published, d: time.Since(t0)}
 	evRan, evEnd, evStalled := bevWait(func() float64 { return eventsRun() + eventsDropped() - baseDrop },
 		base+float64(published), bevPhaseMax-pubPhase.d)
-	evPhase := bevPhase{n: int(evRan - base), d: evEnd.Sub(t0), cpu: benchCPU() - c0, host: h0.since()}
+	evPhase := bevPhase{n: int(evRan - base), d: evEnd.Sub(t0), cpu: benchCPU() - c0, host: h0.since(), msgs: bevNATSMsgs(m) - m0}
 	stopProf()
 	evDropped := eventsDropped() - baseDrop
 	evPhase.n -= int(evDropped)
@@ -319,6 +322,10 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	b.ReportMetric(evPhase.rate(), "events-e2e/s")
 	b.ReportMetric(evPhase.rate()/rawRate, "events-e2e/js-sync")
 	b.ReportMetric(evPhase.cpuPer(), "events-cpu-µs/event")
+	asyncPhase.msgs -= min(asyncPhase.msgs, uint64(restMsgs*asyncPhase.d.Seconds()))
+	evPhase.msgs -= min(evPhase.msgs, uint64(restMsgs*evPhase.d.Seconds()))
+	b.ReportMetric(asyncPhase.msgsPer(), "async-nats-msgs/call")
+	b.ReportMetric(evPhase.msgsPer(), "events-nats-msgs/event")
 	b.ReportMetric(raw.cpuPer(), "js-sync-cpu-µs/msg")
 	b.ReportMetric(100*rest, "rest-host-busy-%")
 	b.ReportMetric(100*asyncPhase.host, "async-host-busy-%")
@@ -357,6 +364,8 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	fmt.Fprintf(&t, "instances (start → end of phase): %s %d → %d, %s %d → %d; async failed attempts %.0f; events dropped %.0f, failed %.0f\n",
 		bevAsyncFn, asyncInst0, asyncInst, bevEventFn, evInst0, evInst, asyncFailed, evDropped, evFailed)
 	fmt.Fprintf(&t, "host busy at rest (1 s before the phases, this process idle): %.0f%%\n", 100*rest)
+	fmt.Fprintf(&t, "NATS messages per item on gust up's connection (sent + received: publishes, replies, deliveries, acks, metering; less %.0f/s at rest): async %.1f per call, events %.1f per event\n",
+		restMsgs, asyncPhase.msgsPer(), evPhase.msgsPer())
 	fmt.Fprintf(&t, "proc CPUs: CPU time of this process (client, embedded NATS server, gateway, dispatcher, worker; not the containers) per second of the phase;\n")
 	fmt.Fprintf(&t, "host busy: share of all %d host CPUs not idle (other processes, containers and steal included)\n", runtime.NumCPU())
 	b.Log("\n" + t.String())
@@ -369,6 +378,20 @@ type bevPhase struct {
 	d    time.Duration
 	cpu  time.Duration
 	host float64 // busy share of the host's CPUs over the phase, 0..1
+	// msgs is the NATS messages gust up's connection sent and received
+	// over the phase: unlike the CPU figures, the host's load does not
+	// move it.
+	msgs uint64
+}
+
+func (p bevPhase) msgsPer() float64 { return float64(p.msgs) / float64(max(p.n, 1)) }
+
+// bevNATSMsgs is the count of messages gust up's own NATS connection
+// (gateway, dispatcher, worker and metering in one process) has sent and
+// received.
+func bevNATSMsgs(m *UpMain) uint64 {
+	s := m.bus.NC.Stats()
+	return s.InMsgs + s.OutMsgs
 }
 
 func (p bevPhase) rate() float64 {
