@@ -3,6 +3,9 @@ package spool
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -164,4 +167,110 @@ func TestRetainAcknowledged(t *testing.T) {
 		t.Errorf("records back after the retention: %d, want at most the last segment's", len(got))
 	}
 	s4.Close()
+}
+
+// TestConcurrentAppends: records appended by many goroutines at once,
+// across segment boundaries, each come back once
+// with the number AppendSeq gave it, both from Take and after a reopen,
+// where a record's number is its place in its segment.
+func TestConcurrentAppends(t *testing.T) {
+	dir := t.TempDir()
+	s := MustOpen(t, dir, 1<<30)
+	s.segRecords = 37
+	const writers, each = 16, 200
+	var mu sync.Mutex
+	bySeq := map[uint64]string{}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				data := fmt.Sprintf("w%d-%d", w, i)
+				seq, err := s.AppendSeq([]byte(data))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if old, ok := bySeq[seq]; ok {
+					t.Errorf("seq %d given to %s and %s", seq, old, data)
+				}
+				bySeq[seq] = data
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(bySeq) != writers*each {
+		t.Fatalf("%d records appended, want %d", len(bySeq), writers*each)
+	}
+	check := func(what string, recs []Record) {
+		t.Helper()
+		if len(recs) != writers*each {
+			t.Fatalf("%s: %d records, want %d", what, len(recs), writers*each)
+		}
+		for _, r := range recs {
+			if bySeq[r.Seq] != string(r.Data) {
+				t.Fatalf("%s: record %d is %q, AppendSeq gave that number to %q", what, r.Seq, r.Data, bySeq[r.Seq])
+			}
+		}
+	}
+	check("Take", s.Take(1<<20))
+	if n, _ := s.Len(); n != writers*each {
+		t.Errorf("Len = %d, want %d", n, writers*each)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := MustOpen(t, dir, 1<<30)
+	defer s2.Close()
+	check("after reopen", s2.Take(1<<20))
+}
+
+// BenchmarkAppend is Append from one caller and from many at once (the
+// calls of a busy worker), with the process CPU per record. A group write
+// (records appended during a write share the next one) was tried against
+// it and left: with 32 callers it took 4.5 µs of CPU a record against
+// 2.8 µs for one write each under the mutex, as parking and waking the
+// callers cost more than the system calls it saved.
+func BenchmarkAppend(b *testing.B) {
+	rec := []byte(strings.Repeat("x", 330)) // about a call record
+	b.Run("serial", func(b *testing.B) {
+		s := MustOpen(b, b.TempDir(), 1<<40)
+		defer s.Close()
+		b.ReportAllocs()
+		c0 := cpuTime()
+		for b.Loop() {
+			if err := s.Append(rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
+	})
+	b.Run("parallel-32", func(b *testing.B) {
+		s := MustOpen(b, b.TempDir(), 1<<40)
+		defer s.Close()
+		b.ReportAllocs()
+		b.SetParallelism(16) // × GOMAXPROCS (2 here): 32 callers
+		c0 := cpuTime()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := s.Append(rec); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
+	})
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
