@@ -253,8 +253,13 @@ func (m *Meter) Close(ctx context.Context) error {
 // linger is how long the publisher lets records gather after the first
 // one arrives: publishing them in bursts costs far fewer wake-ups and
 // system calls (in the worker and in NATS) than one at a time, and keeps
-// that background work from competing with calls for the CPU.
-const linger = 20 * time.Millisecond
+// that background work from competing with calls for the CPU. At 3000
+// records a second through spool, JetStream and a SQLite ingest in one
+// process, 100 ms took 51 µs of CPU a record against 61 µs for 20 ms
+// (medians of 4 runs each). The records are in the local spool meanwhile,
+// safe from the process being killed; calls that wait for JetStream
+// (SetSync) do not linger.
+const linger = 100 * time.Millisecond
 
 func (m *Meter) loop(ctx context.Context) {
 	defer close(m.done)
