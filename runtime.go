@@ -48,7 +48,7 @@ type Instance struct {
 	Name    string
 	Labels  map[string]string
 	Addr    string // host:port the function answers on, reachable from the worker
-	Running bool
+	Running bool   // running, or paused (Pauser): alive, holding its memory
 	Created time.Time
 }
 

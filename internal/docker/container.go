@@ -417,9 +417,11 @@ func (r *Runtime) List(ctx context.Context, labels map[string]string) (_ []gust.
 	out := make([]gust.Instance, 0, len(cs))
 	for _, c := range cs {
 		inst := gust.Instance{
-			ID:      c.ID,
-			Labels:  c.Labels,
-			Running: c.State == container.StateRunning,
+			ID:     c.ID,
+			Labels: c.Labels,
+			// A paused container runs, frozen: Docker's inspect says
+			// Running and Paused, its list says "paused".
+			Running: c.State == container.StateRunning || c.State == container.StatePaused,
 			Created: time.Unix(c.Created, 0),
 		}
 		if len(c.Names) > 0 {

@@ -1,0 +1,71 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gustfaas/gust"
+)
+
+// TestPause: a paused container answers nothing (a connection may open,
+// no answer comes), is listed as running with its address, answers again
+// once unpaused, and stops and is removed while paused; unknown ids give
+// ErrInstanceNotFound.
+func TestPause(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, err := r.Start(ctx, testSpec(t))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	MustHealthy(t, inst)
+	if err := r.Pause(ctx, inst.ID); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	if code, _, err := getWithin("http://"+inst.Addr+"/", 300*time.Millisecond); err == nil {
+		t.Errorf("a paused container answered %d", code)
+	}
+	list, err := r.List(ctx, map[string]string{gust.LabelInstance: inst.Labels[gust.LabelInstance]})
+	if err != nil || len(list) != 1 || !list[0].Running || list[0].Addr != inst.Addr {
+		t.Errorf("List of a paused container: %+v, %v; want it running at %s", list, err, inst.Addr)
+	}
+	if err := r.Unpause(ctx, inst.ID); err != nil {
+		t.Fatalf("Unpause: %v", err)
+	}
+	if code, _, err := getWithin("http://"+inst.Addr+"/", 5*time.Second); err != nil || code != 200 {
+		t.Errorf("after Unpause: %d, %v; want 200", code, err)
+	}
+	if err := r.Pause(ctx, inst.ID); err != nil {
+		t.Fatalf("Pause again: %v", err)
+	}
+	t0 := time.Now()
+	if err := r.Stop(ctx, inst.ID, 5*time.Second); err != nil {
+		t.Errorf("Stop of a paused container: %v", err)
+	}
+	t.Logf("stopped a paused container in %s", time.Since(t0))
+	if err := r.Remove(ctx, inst.ID); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+	for _, op := range []func(context.Context, string) error{r.Pause, r.Unpause} {
+		if err := op(ctx, "no-such-container"); !errors.Is(err, gust.ErrInstanceNotFound) {
+			t.Errorf("unknown id: %v, want ErrInstanceNotFound", err)
+		}
+	}
+}
+
+// getWithin is get with a bound of d on the whole exchange.
+func getWithin(url string, d time.Duration) (int, string, error) {
+	c := &http.Client{Timeout: d}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
