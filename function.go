@@ -72,8 +72,8 @@ const (
 	DefaultConcurrency = 100 // Knative's default target
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultPauseAfter: calls that come back within 30 s of each other
-	// never wait for a thaw (about 10 ms, docs/benchmarks.md "Paused
-	// tier"), while an instance left idle stops using CPU long before the
+	// never wait for a thaw (about 15 ms here, docs/benchmarks.md "Latest
+	// full run"), while an instance left idle stops using CPU long before the
 	// idle timeout stops it. OpenWhisk pauses after 50 ms, which makes
 	// bursty traffic pay the thaw again and again.
 	DefaultPauseAfter = 30 * time.Second

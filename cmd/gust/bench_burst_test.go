@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -108,14 +107,4 @@ func benchBurst(u string) ([]time.Duration, []error) {
 	close(start)
 	wg.Wait()
 	return ds, errs
-}
-
-// benchDeployImage deploys image as name through the gateway API.
-func benchDeployImage(b *testing.B, m *UpMain, name, image string, labels map[string]string) {
-	b.Helper()
-	spec, _ := json.Marshal(map[string]any{"service": name, "image": image, "labels": labels})
-	st, _, out := call(b, "POST", gw(m)+"/system/functions", string(spec))
-	if st/100 != 2 {
-		b.Fatalf("deploy %s: %d %s", name, st, out)
-	}
 }

@@ -65,7 +65,13 @@ func benchUpWith(b *testing.B, opt UpOption) *UpMain {
 // benchDeploy deploys the hello image as name through the gateway API.
 func benchDeploy(b *testing.B, m *UpMain, name string, labels map[string]string) {
 	b.Helper()
-	spec, _ := json.Marshal(map[string]any{"service": name, "image": imageTag("hello"), "labels": labels})
+	benchDeployImage(b, m, name, imageTag("hello"), labels)
+}
+
+// benchDeployImage deploys image as name through the gateway API.
+func benchDeployImage(b *testing.B, m *UpMain, name, image string, labels map[string]string) {
+	b.Helper()
+	spec, _ := json.Marshal(map[string]any{"service": name, "image": image, "labels": labels})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.GatewayAddr()+"/system/functions", bytes.NewReader(spec))
@@ -253,6 +259,9 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(benchMS(bb.P50), "docker-start-p50-ms")
 	ratio := float64(g.P50) / float64(bs.P50)
 	b.ReportMetric(ratio, "gust/docker-p50")
+	benchRecord(benchRow{Bench: "BenchmarkColdStart", Figure: fmt.Sprintf("cold start to first answer, p50 of %d", g.N),
+		Gust: fmt.Sprintf("%.1f ms", benchMS(g.P50)), Baseline: fmt.Sprintf("%.1f ms bare create+start", benchMS(bs.P50)),
+		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≤ 100 ms and ≤ 0.50×", Met: g.P50 <= 100*time.Millisecond && ratio <= 0.5})
 
 	var t strings.Builder
 	fmt.Fprintf(&t, "cold start to first answer, hello, %d runs per side (alternating)\n", g.N)
@@ -348,6 +357,12 @@ func BenchmarkMeteringCost(b *testing.B) {
 	b.ReportMetric(costP50, "metering-p50-%")
 	b.ReportMetric(cpuPerCall[0]-cpuPerCall[1], "metering-cpu-µs/call")
 	b.ReportMetric(rps[0]/rps[1], "metered/unmetered-req/s")
+	benchRecord(benchRow{Bench: "BenchmarkMeteringCost", Figure: "metering on vs off, one client, p50",
+		Gust: fmt.Sprintf("%.0f µs", benchUS(st[0].P50)), Baseline: fmt.Sprintf("%.0f µs off", benchUS(st[1].P50)),
+		Ratio: fmt.Sprintf("%+.1f%%", costP50), Target: "≤ +2%", Met: costP50 <= 2})
+	benchRecord(benchRow{Bench: "BenchmarkMeteringCost", Figure: "metering on vs off, throughput",
+		Gust: fmt.Sprintf("%.0f req/s", rps[0]), Baseline: fmt.Sprintf("%.0f req/s off", rps[1]),
+		Ratio: fmt.Sprintf("%.2f×", rps[0]/rps[1]), Target: "≥ 0.90×", Met: rps[0]/rps[1] >= 0.9})
 
 	var t strings.Builder
 	fmt.Fprintf(&t, "metering cost on the warm path, hello, %d sequential samples per side, %d clients × %s × 2 phases per side\n",
