@@ -169,7 +169,7 @@ func BenchmarkPausedTier(b *testing.B) {
 	benchRecord(benchRow{Bench: "BenchmarkPausedTier", Figure: "paused → first answer, p50 of 20",
 		Gust: fmt.Sprintf("%.1f ms", benchMS(g.P50)), Baseline: fmt.Sprintf("%.1f ms bare unpause", benchMS(d.P50)),
 		Ratio: fmt.Sprintf("%.2f×", float64(g.P50)/float64(d.P50)), Target: "≤ 15 ms", Met: g.P50 <= 15*time.Millisecond})
-	benchRecord(benchRow{Bench: "BenchmarkPausedTier", Figure: fmt.Sprintf("worker CPU, %d paused idle %s", held, wall.Round(time.Second)),
+	benchRecord(benchRow{Bench: "BenchmarkPausedTier", Figure: fmt.Sprintf("gust up process CPU, %d paused idle %s", held, wall.Round(time.Second)),
 		Gust: fmt.Sprintf("%.2f%% core", procPct), Baseline: fmt.Sprintf("host %.1f%% core", hostPct),
 		Target: "< 1% core", Met: procPct < 1})
 	b.ReportMetric(0, "ns/op")
