@@ -51,7 +51,9 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 	}
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
+	tp := time.Now()
 	if inst, ok := r.startPrepared(ctx, spec); ok {
+		tracef("docker prepared %s took=%v", spec.Name, time.Since(tp))
 		return inst, nil
 	}
 	if spec.User == "" {
@@ -92,7 +94,9 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 		}()
 	}
 	if h, ok := r.holderFor(netName, ns, nw, spec.Labels); ok {
+		th := time.Now()
 		inst, err := r.startInHolder(ctx, spec, cfg, host, h)
+		tracef("docker holder %s pre=%v took=%v", spec.Name, th.Sub(tp), time.Since(th))
 		if err == nil {
 			created = inst.ID
 			r.logger.Debug("started container in a network holder", zap.String("container_id", inst.ID), zap.String("addr", inst.Addr))
@@ -105,6 +109,8 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 		// hand): attach the container to the network itself.
 		r.logger.Warn("start in a network holder failed; starting on the network", zap.String("container", spec.Name), zap.Error(err))
 	}
+	tc := time.Now()
+	defer func() { tracef("docker plain %s pre=%v took=%v", spec.Name, tc.Sub(tp), time.Since(tc)) }()
 	resp, err := r.client.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
@@ -354,6 +360,11 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (err
 	secs := max(int(math.Ceil(grace.Seconds())), 0)
 	ctx, end := bound(ctx, time.Duration(secs)*time.Second+r.cfg.CallTimeout)
 	defer end(&err)
+	// Thawed first, so that it handles SIGTERM within its grace (a frozen
+	// process would only see it thawed by the SIGKILL after it).
+	if _, err := r.thawDirect(id); err != nil && !errors.Is(err, gust.ErrInstanceNotFound) {
+		r.logger.Warn("thaw before stop", zap.String("container_id", id), zap.Error(err))
+	}
 	if err := r.client.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs}); err != nil {
 		return instanceErr("stop container", err)
 	}
@@ -367,6 +378,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (err
 func (r *Runtime) Remove(ctx context.Context, id string) (err error) {
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
+	r.forgetFrozen(id) // a forced removal kills a frozen container as any other
 	var secrets, holderID string
 	c, err := r.client.ContainerInspect(ctx, id)
 	switch {

@@ -58,6 +58,9 @@ type Config struct {
 	// DefaultHolders, negative for none (each start then attaches its
 	// container to the network itself).
 	Holders int
+	// EnginePause pauses and unpauses containers through the Engine only,
+	// never through their cgroup freezer directly (freezer.go).
+	EnginePause bool
 }
 
 // Runtime runs function containers on the Docker Engine that the
@@ -78,6 +81,7 @@ type Runtime struct {
 	mu       sync.Mutex
 	networks map[string]netInfo // networks known to exist, by name; guarded by mu
 	self     string             // id of the worker's own container (Attach); guarded by mu
+	frozen   map[string]freezer // containers frozen through their cgroup, by id (freezer.go); guarded by mu
 
 	holders holders // network-namespace holders (holder.go)
 }

@@ -14,9 +14,19 @@ import (
 // TestPause: a paused container answers nothing (a connection may open,
 // no answer comes), is listed as running with its address, answers again
 // once unpaused, and stops and is removed while paused; unknown ids give
-// ErrInstanceNotFound.
+// ErrInstanceNotFound. Both ways: the cgroup freezer written directly
+// (this test runs as root on the Engine's host, as CI does: the direct
+// way must be the one taken) and the Engine's pause.
 func TestPause(t *testing.T) {
-	r := MustRuntime(t)
+	t.Run("freezer", func(t *testing.T) { testPause(t, MustRuntime(t), true) })
+	t.Run("engine", func(t *testing.T) {
+		r := MustRuntime(t)
+		r.cfg.EnginePause = true
+		testPause(t, r, false)
+	})
+}
+
+func testPause(t *testing.T, r *Runtime, direct bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	inst, err := r.Start(ctx, testSpec(t))
@@ -26,6 +36,20 @@ func TestPause(t *testing.T) {
 	MustHealthy(t, inst)
 	if err := r.Pause(ctx, inst.ID); err != nil {
 		t.Fatalf("Pause: %v", err)
+	}
+	// The Engine knows of its own pause only; the freezer says frozen
+	// either way.
+	c, err := r.client.ContainerInspect(ctx, inst.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State.Paused == direct {
+		t.Errorf("Engine's state paused: %v; want %v", c.State.Paused, !direct)
+	}
+	if f, err := freezerOf(c.ID, c.State.Pid); err != nil {
+		t.Errorf("freezer of a running container: %v", err)
+	} else if frozen, err := f.frozen("FROZEN"); err != nil || !frozen {
+		t.Errorf("freezer state after Pause: frozen %v, %v", frozen, err)
 	}
 	if code, _, err := getWithin("http://"+inst.Addr+"/", 300*time.Millisecond); err == nil {
 		t.Errorf("a paused container answered %d", code)
