@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -199,10 +200,12 @@ func benchWaitPaused(b *testing.B, cli *client.Client, labels map[string]string,
 	})
 }
 
-// benchCountPaused counts the paused containers with labels.
+// benchCountPaused counts the paused containers with labels: paused by
+// the Engine, or frozen through their cgroup freezer by the worker, which
+// the Engine then lists as running (internal/docker/freezer.go).
 func benchCountPaused(b *testing.B, cli *client.Client, labels map[string]string) int {
 	b.Helper()
-	args := filters.NewArgs(filters.Arg("status", "paused"))
+	args := filters.NewArgs()
 	for k, v := range labels {
 		args.Add("label", k+"="+v)
 	}
@@ -210,7 +213,54 @@ func benchCountPaused(b *testing.B, cli *client.Client, labels map[string]string
 	if err != nil {
 		b.Fatal(err)
 	}
-	return len(cs)
+	n := 0
+	for _, c := range cs {
+		if c.State == "paused" || c.State == "running" && benchFrozen(b, cli, c.ID) {
+			n++
+		}
+	}
+	return n
+}
+
+// benchFreezers caches the freezer control file of each container read.
+var benchFreezers sync.Map // container id → path
+
+// benchFrozen reports whether container id's cgroup freezer says frozen:
+// freezer.state FROZEN (cgroup v1) or "frozen 1" in cgroup.events (v2).
+// A container whose cgroup is out of reach counts as not frozen.
+func benchFrozen(b *testing.B, cli *client.Client, id string) bool {
+	b.Helper()
+	path, ok := benchFreezers.Load(id)
+	if !ok {
+		c, err := cli.ContainerInspect(context.Background(), id)
+		if err != nil || c.State == nil || c.State.Pid <= 0 {
+			return false
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.State.Pid))
+		if err != nil {
+			return false
+		}
+		p := ""
+		for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+			f := strings.SplitN(line, ":", 3) // hierarchy-id:controllers:path
+			switch {
+			case len(f) != 3:
+			case strings.Contains(","+f[1]+",", ",freezer,"):
+				p = "/sys/fs/cgroup/freezer" + f[2] + "/freezer.state"
+			case f[0] == "0" && f[1] == "" && p == "":
+				p = "/sys/fs/cgroup" + f[2] + "/cgroup.events"
+			}
+		}
+		if p == "" || !strings.Contains(p, id) {
+			return false
+		}
+		path, _ = benchFreezers.LoadOrStore(id, p)
+	}
+	data, err := os.ReadFile(path.(string))
+	if err != nil {
+		return false
+	}
+	return strings.TrimSpace(string(data)) == "FROZEN" || strings.Contains(string(data), "frozen 1")
 }
 
 // benchHostCPU is the CPU time every core of the host has spent outside

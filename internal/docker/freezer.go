@@ -192,3 +192,26 @@ func (r *Runtime) forgetFrozen(id string) {
 	delete(r.frozen, id)
 	r.mu.Unlock()
 }
+
+// Paused reports whether container id is paused, either way: by the
+// Engine, or through its cgroup freezer (where the Engine lists it as
+// running).
+func (r *Runtime) Paused(ctx context.Context, id string) (_ bool, err error) {
+	ctx, end := bound(ctx, r.cfg.CallTimeout)
+	defer end(&err)
+	c, err := r.client.ContainerInspect(ctx, id)
+	if err != nil {
+		return false, instanceErr("inspect container", err)
+	}
+	if c.State == nil || !c.State.Running {
+		return false, nil
+	}
+	if c.State.Paused {
+		return true, nil
+	}
+	f, err := freezerOf(c.ID, c.State.Pid)
+	if err != nil {
+		return false, nil // out of reach: nothing froze it this way
+	}
+	return f.frozen("FROZEN")
+}
