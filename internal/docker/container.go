@@ -51,9 +51,7 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 	}
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
-	tp := time.Now()
 	if inst, ok := r.startPrepared(ctx, spec); ok {
-		tracef("docker prepared %s took=%v", spec.Name, time.Since(tp))
 		return inst, nil
 	}
 	if spec.User == "" {
@@ -94,9 +92,7 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 		}()
 	}
 	if h, ok := r.holderFor(netName, ns, nw, spec.Labels); ok {
-		th := time.Now()
 		inst, err := r.startInHolder(ctx, spec, cfg, host, h)
-		tracef("docker holder %s pre=%v took=%v", spec.Name, th.Sub(tp), time.Since(th))
 		if err == nil {
 			created = inst.ID
 			r.logger.Debug("started container in a network holder", zap.String("container_id", inst.ID), zap.String("addr", inst.Addr))
@@ -109,8 +105,6 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 		// hand): attach the container to the network itself.
 		r.logger.Warn("start in a network holder failed; starting on the network", zap.String("container", spec.Name), zap.Error(err))
 	}
-	tc := time.Now()
-	defer func() { tracef("docker plain %s pre=%v took=%v", spec.Name, tc.Sub(tp), time.Since(tc)) }()
 	resp, err := r.client.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
