@@ -74,7 +74,7 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The call id is Gust's own: it keys the call's status, its queue
 	// message and its records, so a caller cannot choose (or reuse) it.
-	callID := newID(16)
+	callID := newCallID()
 	ctx := r.Context()
 	h := http.Header{}
 	for k, v := range r.Header {

@@ -482,7 +482,7 @@ func (s *Server) guardCall(rt endpoint) http.Handler {
 				// A sync call refused by a private function's rule is
 				// still a call on the record, as every call the gateway
 				// turns away (it bills nothing).
-				callID, callerID := newID(16), r.Header.Get(gust.HeaderCallID)
+				callID, callerID := newCallID(), r.Header.Get(gust.HeaderCallID)
 				if callerID == "" {
 					callerID = callID
 				}

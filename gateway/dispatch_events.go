@@ -170,7 +170,7 @@ func eventRequest(ns, name, subject string, header map[string][]string, data []b
 		}
 		h[http.CanonicalHeaderKey(k)] = v
 	}
-	id := newID(16)
+	id := newCallID()
 	h.Set("Ce-Id", id)
 	h.Set("Ce-Specversion", "1.0")
 	h.Set("Ce-Source", "nats://gust/"+subject)

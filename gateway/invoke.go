@@ -32,7 +32,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) error {
 	// The call's body and answer may stream for as long as its function
 	// may take: past the server's read and write timeouts.
 	httplimits.Extend(w, callDeadline(fn))
-	callID := newID(16)
+	callID := newCallID()
 	hv[1] = callID
 	r.Header[gust.HeaderGustCallID] = hv[1:2:2] // a caller's value is overwritten
 	callerID := r.Header.Get(gust.HeaderCallID)

@@ -345,6 +345,22 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// newCallID returns a call's id: 16 bytes in hex, the first six the
+// milliseconds since the Unix epoch (big-endian, as UUIDv7 has them) and
+// the other ten random. Ids made one after the other sort close together:
+// the billing store's index of call ids then grows at its end rather than
+// at random pages, which halved the cost of an insert at 200k records
+// (9 against 18 µs a record, docs/benchmarks.md) and keeps its hot pages
+// few as it grows. Eighty random bits keep ids unique across gateways.
+func newCallID() string {
+	var b [16]byte
+	ms := uint64(time.Now().UnixMilli())
+	binary.BigEndian.PutUint64(b[:8], ms<<16) // the low 48 bits, first
+	binary.LittleEndian.PutUint64(b[6:14], rand.Uint64())
+	binary.LittleEndian.PutUint16(b[14:], uint16(rand.Uint32()))
+	return hex.EncodeToString(b[:])
+}
+
 // newID returns n random bytes in hex. The generator is math/rand/v2's
 // (ChaCha8, seeded per process): ids must be unique, not secret.
 func newID(n int) string {
