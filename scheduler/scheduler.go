@@ -378,6 +378,17 @@ func (s *Scheduler) run(c *placeCall, key string, width int) {
 }
 
 // alive returns the live, non-draining workers sorted by id.
+// Alive returns the ids of the workers placements may use now (live, not
+// draining), in order: a worker that has just joined is among them once
+// this scheduler has heard of it.
+func (s *Scheduler) Alive() []string {
+	var ids []string
+	for _, w := range s.alive() {
+		ids = append(ids, w.ID)
+	}
+	return ids
+}
+
 func (s *Scheduler) alive() []gust.WorkerInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -59,7 +59,7 @@ func BenchmarkScale(b *testing.B) {
 		r.logger = zaptest.NewLogger(b, zaptest.Level(zap.WarnLevel))
 	}
 	b.Logf("load average at the start: %s", scaleLoadAvg())
-	r.scheduler(defaultSchedulerConfig(), "")
+	sch := r.scheduler(defaultSchedulerConfig(), "")
 	w1 := r.worker(defaultWorkerConfig(), "w1")
 	_, base1 := r.gateway()
 	c := gateway.NewClient(base1)
@@ -74,6 +74,14 @@ func BenchmarkScale(b *testing.B) {
 	warm("scale-one", "1")
 	scaleAvailable(b, c, "scale-one", 1, time.Minute)
 	w2 := r.worker(defaultWorkerConfig(), "w2")
+	// Deployed before the scheduler has heard of w2, scale-two would go
+	// on w1 twice.
+	check.For(b, time.Minute, 10*time.Millisecond, func() error {
+		if alive := sch.Scheduler.Alive(); len(alive) != 2 {
+			return fmt.Errorf("the scheduler places on %v, want both workers", alive)
+		}
+		return nil
+	})
 	// (b), (c): one instance on each worker (a minimum of two spans two).
 	warm("scale-two", "2")
 	scaleAvailable(b, c, "scale-two", 2, time.Minute)
