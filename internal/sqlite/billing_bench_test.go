@@ -256,7 +256,7 @@ func openSchema2(t *testing.T, asItWas bool) *Store {
 func insertRawCalls(t *testing.T, s *Store, recs []gust.CallRecord) {
 	t.Helper()
 	_, err := s.write(context.Background(), func(tx *sql.Tx) (int, error) {
-		_, err := insertRows(context.Background(), tx, insertCalls, callRow, ``, len(recs), callArgs(recs))
+		_, _, err := insertRows(context.Background(), tx, insertCalls, callRow, ``, len(recs), callArgs(recs))
 		return 0, err
 	})
 	if err != nil {

@@ -338,53 +338,16 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	// A batch whose calls are all new (nearly every one: only a
+	// redelivery repeats a call) goes in without RETURNING, a fifth
+	// cheaper a record, and the count of rows inserted tells that it was;
+	// one that held a call stored already is rolled back and redone with
+	// RETURNING, which tells which records to add to the rollups.
 	skipped := 0
-	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) {
-		// A record from before the retention horizon arrives after its
-		// hour was pruned: whether it was counted then cannot be known
-		// (its id is gone), so it is left out rather than perhaps
-		// counted twice. Only a record older than the retention age,
-		// which the store would delete anyway, can be one.
-		rawFrom, err := rawFromTx(ctx, tx)
-		if err != nil {
-			return 0, err
-		}
-		if rawFrom != 0 {
-			kept := recs[:0:0]
-			for i := range recs {
-				if unixNano(recs[i].Start) >= rawFrom {
-					kept = append(kept, recs[i])
-				}
-			}
-			skipped = len(recs) - len(kept)
-			recs = kept
-		}
-		if len(recs) == 0 {
-			return 0, nil
-		}
-		ids, err := insertRows(ctx, tx, insertCalls, callRow, ` RETURNING call_id`, len(recs), callArgs(recs))
-		if err != nil || len(ids) == 0 {
-			return 0, err
-		}
-		// The record of each inserted id: its first in the batch, as the
-		// first is the one INSERT OR IGNORE kept.
-		inserted := make([]gust.CallRecord, 0, len(ids))
-		for i := range recs {
-			if _, ok := ids[recs[i].CallID]; ok {
-				inserted = append(inserted, recs[i])
-				delete(ids, recs[i].CallID)
-			}
-		}
-		for _, t := range []struct {
-			table string
-			width int64
-		}{{"call_hours", billing.HourNs}, {"call_days", billing.DayNs}} {
-			if err := upsertCallRollups(ctx, tx, t.table, billing.RollCalls(inserted, t.width)); err != nil {
-				return 0, err
-			}
-		}
-		return len(inserted), nil
-	})
+	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) { return s.addCalls(ctx, tx, recs, false, &skipped) })
+	if errors.Is(err, errStoredAlready) {
+		added, err = s.write(ctx, func(tx *sql.Tx) (int, error) { return s.addCalls(ctx, tx, recs, true, &skipped) })
+	}
 	if err != nil {
 		return fmt.Errorf("add calls: %w", err)
 	}
@@ -397,6 +360,72 @@ func (s *Store) AddCalls(ctx context.Context, recs []gust.CallRecord) error {
 	return nil
 }
 
+// errStoredAlready rolls back a batch of calls inserted without RETURNING
+// that held a call already stored (AddCalls).
+var errStoredAlready = errors.New("a call of the batch is stored already")
+
+// addCalls inserts recs (but those from before the retention horizon,
+// counted in *skipped) and adds the ones it inserted to the rollups. With
+// returning false it fails with errStoredAlready if any was stored
+// already, as it cannot tell which.
+func (s *Store) addCalls(ctx context.Context, tx *sql.Tx, recs []gust.CallRecord, returning bool, skipped *int) (int, error) {
+	// A record from before the retention horizon arrives after its hour
+	// was pruned: whether it was counted then cannot be known (its id is
+	// gone), so it is left out rather than perhaps counted twice. Only a
+	// record older than the retention age, which the store would delete
+	// anyway, can be one.
+	rawFrom, err := rawFromTx(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	if rawFrom != 0 {
+		kept := recs[:0:0]
+		for i := range recs {
+			if unixNano(recs[i].Start) >= rawFrom {
+				kept = append(kept, recs[i])
+			}
+		}
+		*skipped = len(recs) - len(kept)
+		recs = kept
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	inserted := recs
+	if !returning {
+		_, n, err := insertRows(ctx, tx, insertCalls, callRow, ``, len(recs), callArgs(recs))
+		if err != nil {
+			return 0, err
+		}
+		if n != int64(len(recs)) {
+			return 0, errStoredAlready
+		}
+	} else {
+		ids, _, err := insertRows(ctx, tx, insertCalls, callRow, ` RETURNING call_id`, len(recs), callArgs(recs))
+		if err != nil || len(ids) == 0 {
+			return 0, err
+		}
+		// The record of each inserted id: its first in the batch, as the
+		// first is the one INSERT OR IGNORE kept.
+		inserted = make([]gust.CallRecord, 0, len(ids))
+		for i := range recs {
+			if _, ok := ids[recs[i].CallID]; ok {
+				inserted = append(inserted, recs[i])
+				delete(ids, recs[i].CallID)
+			}
+		}
+	}
+	for _, t := range []struct {
+		table string
+		width int64
+	}{{"call_hours", billing.HourNs}, {"call_days", billing.DayNs}} {
+		if err := upsertCallRollups(ctx, tx, t.table, billing.RollCalls(inserted, t.width)); err != nil {
+			return 0, err
+		}
+	}
+	return len(inserted), nil
+}
+
 // AddInstances implements gust.BillingStore: the batch commits in one
 // transaction with the rollups of the records it really inserted;
 // records whose instance id is already stored are skipped.
@@ -405,7 +434,7 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 		return nil
 	}
 	added, err := s.write(ctx, func(tx *sql.Tx) (int, error) {
-		ids, err := insertRows(ctx, tx, `INSERT OR IGNORE INTO instances
+		ids, _, err := insertRows(ctx, tx, `INSERT OR IGNORE INTO instances
 			(instance, namespace, function, worker, memory_mib, ready_ns, stopped_ns, paused_ms) VALUES `,
 			`(?, ?, ?, ?, ?, ?, ?, ?)`, ` RETURNING instance`, len(recs), func(i int) []any {
 				r := &recs[i]
@@ -427,7 +456,7 @@ func (s *Store) AddInstances(ctx context.Context, recs []gust.InstanceRecord) er
 		for k := range rows {
 			keys = append(keys, k)
 		}
-		_, err = insertRows(ctx, tx, `INSERT INTO instance_hours
+		_, _, err = insertRows(ctx, tx, `INSERT INTO instance_hours
 			(start_ns, namespace, function, memory_mib, instances, held_ns, paused_ns) VALUES `, `(?, ?, ?, ?, ?, ?, ?)`,
 			` ON CONFLICT (start_ns, namespace, function, memory_mib) DO UPDATE SET
 				instances = instances + excluded.instances, held_ns = held_ns + excluded.held_ns,
@@ -454,7 +483,7 @@ func upsertCallRollups(ctx context.Context, tx *sql.Tx, table string, rows map[b
 	for k := range rows {
 		keys = append(keys, k)
 	}
-	_, err := insertRows(ctx, tx, `INSERT INTO `+table+` (`+callRollupColumns+`) VALUES `,
+	_, _, err := insertRows(ctx, tx, `INSERT INTO `+table+` (`+callRollupColumns+`) VALUES `,
 		`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		` ON CONFLICT (start_ns, namespace, function, outcome, memory_mib) DO UPDATE SET
 			requests = requests + excluded.requests, cold_starts = cold_starts + excluded.cold_starts,
@@ -497,8 +526,9 @@ const rowsPerInsert = 50
 // values from args) in tx, rowsPerInsert to a statement. A tail with a
 // RETURNING clause of one text column has insertRows return the values
 // it returned (with INSERT OR IGNORE: the ids of the rows inserted);
-// otherwise it returns nil.
-func insertRows(ctx context.Context, tx *sql.Tx, head, row, tail string, n int, args func(i int) []any) (map[string]struct{}, error) {
+// otherwise it returns nil ids and the number of rows the statements
+// changed (with INSERT OR IGNORE: inserted).
+func insertRows(ctx context.Context, tx *sql.Tx, head, row, tail string, n int, args func(i int) []any) (map[string]struct{}, int64, error) {
 	returning := strings.Contains(tail, "RETURNING")
 	var ids map[string]struct{}
 	if returning {
@@ -511,6 +541,7 @@ func insertRows(ctx context.Context, tx *sql.Tx, head, row, tail string, n int, 
 		}
 	}()
 	vals := make([]any, 0, rowsPerInsert*strings.Count(row, "?"))
+	var changed int64
 	for start := 0; start < n; start += rowsPerInsert {
 		k := min(rowsPerInsert, n-start)
 		stmt := stmts[k]
@@ -518,7 +549,7 @@ func insertRows(ctx context.Context, tx *sql.Tx, head, row, tail string, n int, 
 			var err error
 			q := head + row + strings.Repeat(", "+row, k-1) + tail
 			if stmt, err = tx.PrepareContext(ctx, q); err != nil {
-				return nil, fmt.Errorf("prepare: %w", err)
+				return nil, 0, fmt.Errorf("prepare: %w", err)
 			}
 			stmts[k] = stmt
 		}
@@ -527,16 +558,20 @@ func insertRows(ctx context.Context, tx *sql.Tx, head, row, tail string, n int, 
 			vals = append(vals, args(i)...)
 		}
 		if !returning {
-			if _, err := stmt.ExecContext(ctx, vals...); err != nil {
-				return nil, fmt.Errorf("insert rows %d to %d: %w", start, start+k-1, err)
+			res, err := stmt.ExecContext(ctx, vals...)
+			if err != nil {
+				return nil, 0, fmt.Errorf("insert rows %d to %d: %w", start, start+k-1, err)
+			}
+			if c, err := res.RowsAffected(); err == nil {
+				changed += c
 			}
 			continue
 		}
 		if err := collect(ctx, stmt, vals, ids); err != nil {
-			return nil, fmt.Errorf("insert rows %d to %d: %w", start, start+k-1, err)
+			return nil, 0, fmt.Errorf("insert rows %d to %d: %w", start, start+k-1, err)
 		}
 	}
-	return ids, nil
+	return ids, changed, nil
 }
 
 // collect runs stmt and adds the one text column of every row it returns
