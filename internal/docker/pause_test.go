@@ -75,6 +75,24 @@ func testPause(t *testing.T, r *Runtime, direct bool) {
 	if err := r.Remove(ctx, inst.ID); err != nil {
 		t.Errorf("Remove: %v", err)
 	}
+	// Removed while paused, without a stop first (a worker that comes
+	// back after a crash removes its frozen leftovers so).
+	spec := testSpec(t)
+	spec.Name += "-removed"
+	other, err := r.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	MustHealthy(t, other)
+	if err := r.Pause(ctx, other.ID); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	if err := r.Remove(ctx, other.ID); err != nil {
+		t.Errorf("Remove of a paused container: %v", err)
+	}
+	if _, err := r.client.ContainerInspect(ctx, other.ID); err == nil {
+		t.Errorf("a paused container is still there after Remove")
+	}
 	for _, op := range []func(context.Context, string) error{r.Pause, r.Unpause} {
 		if err := op(ctx, "no-such-container"); !errors.Is(err, gust.ErrInstanceNotFound) {
 			t.Errorf("unknown id: %v, want ErrInstanceNotFound", err)
