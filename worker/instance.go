@@ -52,6 +52,8 @@ type instance struct {
 	// cpuTotal is its cumulative CPU time read at cpuAt (cpu.go).
 	cpuTotal time.Duration
 	cpuAt    time.Time
+	// prepared: its container was prepared ahead (prepare.go).
+	prepared bool
 	// calls are its last calls' spans, to tie its log lines to them
 	// (logs.go); they have their own lock.
 	calls callSpans
@@ -112,15 +114,6 @@ func (w *Worker) startInstance(p *pool, in *instance, fn *gust.Function, cfg gus
 }
 
 func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, logger *zap.Logger) error {
-	// Cold starts are rate-limited per worker: past ~10 per second Docker
-	// slows every one of them down (DESIGN.md §10).
-	select {
-	case w.startSlots <- struct{}{}:
-	case <-w.ctx.Done():
-		return gust.ErrDraining
-	}
-	defer func() { <-w.startSlots }()
-	t0 := time.Now()
 	secrets, err := w.readSecrets(w.ctx, fn)
 	if err != nil {
 		return err
@@ -130,7 +123,18 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	}
 	spec := w.containerSpec(fn, cfg, in)
 	spec.Secrets = secrets
+	// Engine starts are limited per worker by their measured pace
+	// (startlimit.go): past a few at once, each one only gets slower.
+	t0, err := w.starts.acquire(w.ctx)
+	if err != nil {
+		return gust.ErrDraining
+	}
+	kind := startFresh
+	if in.prepared {
+		kind = startPrepared
+	}
 	c, err := w.rt.Start(w.ctx, spec)
+	w.starts.release(t0, kind, time.Since(t0), err == nil)
 	if errors.Is(err, gust.ErrContainerExited) {
 		return gust.Invalidf("image", "function %s (image %s) did not become ready: %v", fn.Key(), fn.Spec.Image, err)
 	}

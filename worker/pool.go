@@ -53,6 +53,9 @@ type pool struct {
 	cpuAt       time.Time
 	cpuBegun    time.Time
 	cpuSampling bool
+	// peak is the most instances calls have had live at once: a pool
+	// that has been bursty keeps more prepared (prepare.go).
+	peak int
 }
 
 func newPool(w *Worker, fn *gust.Function) *pool {
@@ -297,6 +300,7 @@ func (p *pool) scaleUpLocked() bool {
 		starting++
 		started = true
 	}
+	p.peak = max(p.peak, starting+ready)
 	if started || p.scaler.Asleep() {
 		// gust.concurrency is the hard limit: the decider follows, and
 		// scales down from here only after its stable window.
@@ -331,7 +335,8 @@ func (p *pool) autoscaleLocked(now time.Time) {
 // goroutine of the worker's. It returns nil, and starts nothing, once the
 // worker has stopped starting goroutines (Drain).
 func (p *pool) startLocked() *instance {
-	in := &instance{id: p.w.instanceIDLocked(p), version: p.fn.Version, state: stateStarting}
+	id, prepared := p.w.instanceIDLocked(p)
+	in := &instance{id: id, version: p.fn.Version, state: stateStarting, prepared: prepared}
 	fn := p.fn
 	cfg := p.cfg
 	if !p.w.tasks.Go(func(context.Context) { p.w.startInstance(p, in, fn, cfg) }) {
@@ -557,6 +562,11 @@ func (w *Worker) reapPool(p *pool) {
 	}
 	if len(victims) > 0 {
 		p.broadcastLocked()
+		if fn, cfg := p.fn, p.cfg; !p.closed {
+			// Fewer live: a bursty pool prepares what its next burst
+			// would start (prepare.go).
+			w.tasks.Go(func(context.Context) { w.prepareNext(p, fn, cfg) })
+		}
 	}
 	p.mu.Unlock()
 	for _, in := range victims {

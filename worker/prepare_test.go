@@ -191,3 +191,76 @@ func TestPrepared_OnPlacement(t *testing.T) {
 		t.Errorf("first call started from prepared: %v, want [%s]", from, name)
 	}
 }
+
+// TestPrepared_Burst: a pool that has been bursty keeps as many
+// instances prepared as its burst started, once it is back at zero, and
+// its next burst starts every one of them from a prepared container.
+func TestPrepared_Burst(t *testing.T) {
+	state, bus := natsbustest.MustOpenState(t)
+	var hold sync.RWMutex // calls on /hold answer once it is unlocked
+	rt := &preparingRuntime{Runtime: mock.NewRuntime(func(gust.ContainerSpec) http.Handler {
+		def := mock.DefaultHandler()
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				hold.RLock()
+				hold.RUnlock()
+			}
+			def.ServeHTTP(w, r)
+		})
+	}), prepared: map[string]gust.ContainerSpec{}}
+	t.Cleanup(rt.Runtime.Close)
+	cfg := DefaultConfig()
+	cfg.ID = "w-" + randomID()
+	cfg.Addr = "http://127.0.0.1:1"
+	cfg.StopGrace = 0
+	cfg.Heartbeat = 50 * time.Millisecond
+	cfg.ReapInterval = 5 * time.Millisecond
+	w := New(cfg, rt, state, bus, zaptest.NewLogger(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	e := &testEnv{t: t, rt: rt.Runtime, state: state, w: w}
+	const burst = 3
+	fn := e.deploy("bursty", map[string]string{
+		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(burst), gust.LabelConcurrency: "1",
+		gust.LabelIdleTimeout: "100ms", gust.LabelPauseAfter: "0",
+	})
+	e.place(fn)
+	for round := range 2 {
+		_, fromBefore, _ := rt.names()
+		hold.Lock()
+		var calls []<-chan result
+		for range burst {
+			calls = append(calls, e.goCall(fn, "/hold"))
+		}
+		e.running(burst)
+		hold.Unlock()
+		for _, c := range calls {
+			if r := recv(t, c); r.code != http.StatusOK {
+				t.Fatalf("round %d: call: %d %v", round, r.code, r.err)
+			}
+		}
+		_, from, _ := rt.names()
+		if round == 1 && len(from)-len(fromBefore) != burst {
+			t.Errorf("second burst: %d starts from prepared containers, want %d", len(from)-len(fromBefore), burst)
+		}
+		// Idle: back to zero, with the burst's instances prepared.
+		e.running(0)
+		check.For(t, testWait, testPoll, func() error {
+			if p, _, _ := rt.names(); len(p) != burst {
+				return fmt.Errorf("round %d: prepared: %d, want %d", round, len(p), burst)
+			}
+			return nil
+		})
+	}
+	e.remove(fn)
+	check.For(t, testWait, testPoll, func() error {
+		if p, _, _ := rt.names(); len(p) != 0 {
+			return fmt.Errorf("prepared after the function's removal: %v", p)
+		}
+		return nil
+	})
+}

@@ -50,7 +50,9 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// StopGrace is how long an instance gets to stop before it is killed.
 	StopGrace time.Duration
-	// MaxParallelStarts bounds concurrent container starts.
+	// MaxParallelStarts is how many container starts the worker runs
+	// at once at first; the limit then follows the Engine's measured
+	// start latency (startlimit.go).
 	MaxParallelStarts int
 	// Heartbeat is the interval of the worker's heartbeat and status.
 	Heartbeat time.Duration
@@ -95,7 +97,7 @@ type Worker struct {
 	logger      *zap.Logger
 	transport   *http.Transport
 	probeClient *http.Client
-	startSlots  chan struct{}
+	starts      *startLimit
 	started     time.Time
 	meter       gust.Meter
 	metrics     *metrics.Metrics
@@ -143,7 +145,7 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		// A readiness check follows no redirect: a function must not
 		// make its worker call what only the worker's host can reach.
 		probeClient: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		startSlots:  make(chan struct{}, max(cfg.MaxParallelStarts, 1)),
+		starts:      newStartLimit(cfg.MaxParallelStarts),
 		pools:       map[string]*pool{},
 		functions:   map[string]*gust.Function{},
 		placements:  map[string]gust.Placement{},
