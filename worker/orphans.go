@@ -60,7 +60,29 @@ func (w *Worker) orphanGrace() time.Duration {
 }
 
 // removeOrphans removes the containers of known workers that are gone.
+// It lists the engine's containers only when one is: a sweep with every
+// known worker alive costs no Engine request, however many containers
+// the engine holds (a list decodes every one of them).
 func (w *Worker) removeOrphans() {
+	grace := w.orphanGrace()
+	w.others.mu.Lock()
+	known := make([]string, 0, len(w.others.known))
+	for owner := range w.others.known {
+		known = append(known, owner)
+	}
+	w.others.mu.Unlock()
+	var gone map[string]bool
+	for _, owner := range known {
+		if owner != w.cfg.ID && w.others.live.Silent(owner, grace) {
+			if gone == nil {
+				gone = map[string]bool{}
+			}
+			gone[owner] = true
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
 	cs, err := w.rt.List(w.ctx, nil)
 	if err != nil {
 		if w.ctx.Err() == nil {
@@ -68,16 +90,9 @@ func (w *Worker) removeOrphans() {
 		}
 		return
 	}
-	grace := w.orphanGrace()
 	for _, c := range cs {
 		owner := c.Labels[gust.LabelWorker]
-		if owner == "" || owner == w.cfg.ID {
-			continue
-		}
-		w.others.mu.Lock()
-		known := w.others.known[owner]
-		w.others.mu.Unlock()
-		if !known || !w.others.live.Silent(owner, grace) {
+		if !gone[owner] {
 			continue
 		}
 		w.logger.Info("removing a container of a worker gone", zap.String("gone_worker_id", owner), zap.String("container_id", shortID(c.ID)), zap.String("function", c.Labels[gust.LabelNamespace]+"."+c.Labels[gust.LabelFunction]))

@@ -85,6 +85,9 @@ func Connect(url, name string, logger *zap.Logger) (*Bus, error) {
 // (InboxPrefix.user).
 func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 	logger = logger.Named("natsbus")
+	// The connection's handlers tell the bus's watches that the link
+	// changed (fabric.go); the bus is filled in once connected.
+	b := &Bus{}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -99,9 +102,11 @@ func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 			if err != nil {
 				logger.Warn("nats disconnected", zap.Error(err))
 			}
+			b.fabricChange()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("nats reconnected", zap.String("url", redactURL(nc.ConnectedUrl())))
+			b.fabricChange()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			// Permission violations land here: they name the subject a
@@ -140,8 +145,9 @@ func ConnectWith(cfg ClientConfig, logger *zap.Logger) (*Bus, error) {
 	}
 	// The bus's goroutines live as long as the connection, not as long
 	// as anything of the caller's: Close ends them.
-	return &Bus{NC: nc, JS: js, logger: logger, tasks: tasks.New(context.Background()), provision: cfg.Provision, replicas: cfg.Replicas,
-		bindOnly: user == UserGateway || user == UserScheduler || user == UserWorker}, nil
+	b.NC, b.JS, b.logger, b.tasks, b.provision, b.replicas = nc, js, logger, tasks.New(context.Background()), cfg.Provision, cfg.Replicas
+	b.bindOnly = user == UserGateway || user == UserScheduler || user == UserWorker
+	return b, nil
 }
 
 // Close stops the watches and consumers the bus runs, lets the requests

@@ -32,6 +32,10 @@ const (
 	// heartbeats: past it, something other than an election is wrong, and
 	// silence counts again.
 	fabricMaxStall = 30 * time.Second
+	// fabricStandaloneLook is how often the bus looks again whether its
+	// server is one of a cluster when it is not: its probes wait for a
+	// reconnect besides.
+	fabricStandaloneLook = time.Minute
 )
 
 // fabric is the state of the streams of a bus's watched tables.
@@ -55,6 +59,37 @@ type fabric struct {
 	restarting      int
 	restartingSince time.Time
 	restarted       uint64
+	// changed is closed, and forgotten, when the link changes as
+	// fabricState sees it: a disconnect, a reconnect, a stall beginning
+	// or ending (fabricChanged).
+	changed chan struct{}
+}
+
+// fabricChanged returns a channel closed at the next change of the link
+// as fabricState sees it, but for the end of fabricMaxStall, which only
+// time tells: the watches wait on it rather than look every tick.
+func (b *Bus) fabricChanged() <-chan struct{} {
+	f := &b.fabric
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.changed == nil {
+		f.changed = make(chan struct{})
+	}
+	return f.changed
+}
+
+// fabricChange wakes what waits on fabricChanged.
+func (b *Bus) fabricChange() {
+	b.fabric.mu.Lock()
+	b.fabric.changedLocked()
+	b.fabric.mu.Unlock()
+}
+
+func (f *fabric) changedLocked() {
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
 }
 
 // watchStream registers a watch on stream and returns its release. The
@@ -80,16 +115,29 @@ func (b *Bus) watchStream(stream string) (release func()) {
 // probeFabric asks the watched streams' leaders for their info until the
 // bus closes, and records stalls and recoveries.
 func (b *Bus) probeFabric(ctx context.Context) {
-	tick := time.NewTicker(fabricProbeEvery)
+	tick := time.NewTimer(fabricProbeEvery)
 	defer tick.Stop()
 	for {
+		changed := b.fabricChanged()
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-changed:
 		}
+		tick.Reset(fabricProbeEvery)
 		if !b.NC.IsConnected() {
 			continue // the connection's own state says it all
+		}
+		b.fabric.mu.Lock()
+		stalling := !b.fabric.stalledSince.IsZero()
+		b.fabric.mu.Unlock()
+		if !stalling && b.NC.ConnectedClusterName() == "" {
+			// A server outside a cluster leads every stream itself:
+			// there is no leader to elect, and nothing to probe. A
+			// reconnect (to another server) wakes the loop.
+			tick.Reset(fabricStandaloneLook)
+			continue
 		}
 		b.fabric.mu.Lock()
 		streams := make([]string, 0, len(b.fabric.watched))
@@ -108,11 +156,13 @@ func (b *Bus) probeFabric(ctx context.Context) {
 		switch {
 		case stalled != "" && b.fabric.stalledSince.IsZero():
 			b.fabric.stalledSince = time.Now()
+			b.fabric.changedLocked()
 			b.logger.Warn("a watched stream has no leader: heartbeats are not judged until it is back", zap.String("stream", stalled))
 		case stalled == "" && !b.fabric.stalledSince.IsZero():
 			b.logger.Info("watched streams answer again", zap.Duration("stalled", time.Since(b.fabric.stalledSince)))
 			b.fabric.stalledSince = time.Time{}
 			b.fabric.recoveries++
+			b.fabric.changedLocked()
 		}
 		b.fabric.mu.Unlock()
 	}

@@ -168,8 +168,14 @@ func (t *Table[T]) List(ctx context.Context, pattern string) (map[string]T, erro
 }
 
 // watchResyncCheck is how often a watch looks whether its connection came
-// back, to start over.
-const watchResyncCheck = 250 * time.Millisecond
+// back, to start over, while it waits for that (the link is down, came
+// back, or the watch is starting over). Otherwise it waits for the link
+// to change (Bus.fabricChanged) and looks only every watchResyncIdle
+// besides: an idle process wakes for none of its watches.
+const (
+	watchResyncCheck = 250 * time.Millisecond
+	watchResyncIdle  = 5 * time.Second
+)
 
 // Watch implements gust.Table. The watch runs in a goroutine of the bus
 // until ctx ends or the bus closes (Close waits for it); fn is not called
@@ -208,8 +214,9 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 				t.bus.watchRestarting(-1, false)
 			}
 		}()
-		tick := time.NewTicker(watchResyncCheck)
+		tick := time.NewTimer(watchResyncCheck)
 		defer tick.Stop()
+		changed := t.bus.fabricChanged()
 		for {
 			select {
 			case e, ok := <-w.Updates():
@@ -252,8 +259,20 @@ func (t *Table[T]) Watch(ctx context.Context, pattern string, fn func(gust.Chang
 					}
 				}
 				fn(c)
+			case <-changed:
+				// Look now; the look takes the next channel.
+				changed = nil
+				tick.Reset(0)
 			case <-tick.C:
+				// The channel first, then the state: a change after
+				// the look closes the new channel.
+				changed = t.bus.fabricChanged()
 				up, n := t.bus.fabricState()
+				if !up || n != reconnects || first || restarting {
+					tick.Reset(watchResyncCheck)
+				} else {
+					tick.Reset(watchResyncIdle)
+				}
 				if !up || n == reconnects || first {
 					continue
 				}
