@@ -115,6 +115,7 @@ func (w *Worker) prepareNext(p *pool, fn *gust.Function, cfg gust.FunctionConfig
 		delete(w.prep.busy, p)
 		w.prep.mu.Unlock()
 	}()
+	failed := 0
 	for {
 		// Work ahead of need waits until no start runs or waits: it
 		// loads the same Engine, and during a burst every start not
@@ -148,14 +149,26 @@ func (w *Worker) prepareNext(p *pool, fn *gust.Function, cfg gust.FunctionConfig
 		switch {
 		case err != nil && w.ctx.Err() == nil:
 			p.logger.Info("next instance not prepared", zap.Error(err))
+			// A loaded Engine fails a start now and then ("cannot start
+			// a stopped process"): the round goes on, but not against
+			// an Engine that keeps refusing.
+			if failed++; failed < prepareTries {
+				continue
+			}
+			return
 		case err == nil && !keep:
 			w.unprepare(spec.Name)
 		}
 		if !keep {
 			return
 		}
+		failed = 0
 	}
 }
+
+// prepareTries is how many preparations in a row may fail before a
+// round of them ends (the next start or scale down begins another).
+const prepareTries = 3
 
 // prepareFirst prepares the first instance of p, a pool just placed
 // here, so that even its first call does not pay for making a container.

@@ -24,11 +24,16 @@ type preparingRuntime struct {
 	prepared     map[string]gust.ContainerSpec
 	fromPrepared []string // names started from a prepared container
 	unprepared   []string
+	fail         int // the next fail preparations fail
 }
 
 func (r *preparingRuntime) Prepare(_ context.Context, spec gust.ContainerSpec) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.fail > 0 {
+		r.fail--
+		return fmt.Errorf("start holder: cannot start a stopped process")
+	}
 	r.prepared[spec.Name] = spec
 	return nil
 }
@@ -193,8 +198,9 @@ func TestPrepared_OnPlacement(t *testing.T) {
 }
 
 // TestPrepared_Burst: a pool that has been bursty keeps as many
-// instances prepared as its burst started, once it is back at zero, and
-// its next burst starts every one of them from a prepared container.
+// instances prepared as its burst started, once it is back at zero (a
+// preparation that fails now and then does not end the round), and its
+// next burst starts every one of them from a prepared container.
 func TestPrepared_Burst(t *testing.T) {
 	state, bus := natsbustest.MustOpenState(t)
 	var hold sync.RWMutex // calls on /hold answer once it is unlocked
@@ -237,6 +243,9 @@ func TestPrepared_Burst(t *testing.T) {
 			calls = append(calls, e.goCall(fn, "/hold"))
 		}
 		e.running(burst)
+		rt.mu.Lock()
+		rt.fail = 1
+		rt.mu.Unlock()
 		hold.Unlock()
 		for _, c := range calls {
 			if r := recv(t, c); r.code != http.StatusOK {
