@@ -94,7 +94,11 @@ func (p *pool) setFunctionLocked(fn *gust.Function, minShare, maxShare, orderSha
 			}
 		}
 	}
+	newVersion := fn.Version != p.fn.Version
 	p.fn = fn
+	if newVersion {
+		p.w.dropStalePreparedLocked(p)
+	}
 	p.cfg = fn.Config()
 	p.cfg.Min, p.cfg.Max = minShare, maxShare
 	if p.cfg.Max < 1 {

@@ -74,6 +74,27 @@ func (w *Worker) instanceIDLocked(p *pool) (id string, prepared bool) {
 	return newID(), false
 }
 
+// dropStalePreparedLocked removes the instances prepared for a version of
+// p's function other than its own (setFunctionLocked), rather than at
+// its next start, which may be a burst's. Called with p.mu held.
+func (w *Worker) dropStalePreparedLocked(p *pool) {
+	w.prep.mu.Lock()
+	defer w.prep.mu.Unlock()
+	es := w.prep.m[p]
+	if len(es) == 0 {
+		return
+	}
+	keep := es[:0]
+	for _, e := range es {
+		if e.version == p.fn.Version {
+			keep = append(keep, e)
+			continue
+		}
+		w.tasks.Go(func(context.Context) { w.unprepare(e.name) })
+	}
+	w.prep.m[p] = keep
+}
+
 // preparedWantLocked is how many instances p keeps prepared: one, or for
 // a pool that has been bursty, what its largest burst would start from
 // here. Called with p.mu held.

@@ -200,7 +200,8 @@ func TestPrepared_OnPlacement(t *testing.T) {
 // TestPrepared_Burst: a pool that has been bursty keeps as many
 // instances prepared as its burst started, once it is back at zero (a
 // preparation that fails now and then does not end the round), and its
-// next burst starts every one of them from a prepared container.
+// next burst starts every one of them from a prepared container. A new
+// version of the function removes them.
 func TestPrepared_Burst(t *testing.T) {
 	state, bus := natsbustest.MustOpenState(t)
 	var hold sync.RWMutex // calls on /hold answer once it is unlocked
@@ -265,7 +266,18 @@ func TestPrepared_Burst(t *testing.T) {
 			return nil
 		})
 	}
-	e.remove(fn)
+	// A new version: what was prepared for the old one goes at once.
+	prepared, _, _ := rt.names()
+	v2 := *fn
+	v2.Version = 2
+	e.put(&v2)
+	check.For(t, testWait, testPoll, func() error {
+		if _, _, un := rt.names(); len(un) < len(prepared) {
+			return fmt.Errorf("unprepared after a new version: %d, want %d", len(un), len(prepared))
+		}
+		return nil
+	})
+	e.remove(&v2)
 	check.For(t, testWait, testPoll, func() error {
 		if p, _, _ := rt.names(); len(p) != 0 {
 			return fmt.Errorf("prepared after the function's removal: %v", p)
