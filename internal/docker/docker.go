@@ -82,6 +82,7 @@ type Runtime struct {
 	networks map[string]netInfo // networks known to exist, by name; guarded by mu
 	self     string             // id of the worker's own container (Attach); guarded by mu
 	frozen   map[string]freezer // containers frozen through their cgroup, by id (freezer.go); guarded by mu
+	freezers map[string]freezer // freezers looked up by Paused, by id; guarded by mu
 
 	holders holders // network-namespace holders (holder.go)
 }

@@ -190,13 +190,24 @@ func (r *Runtime) thawDirect(id string) (ok bool, err error) {
 func (r *Runtime) forgetFrozen(id string) {
 	r.mu.Lock()
 	delete(r.frozen, id)
+	delete(r.freezers, id)
 	r.mu.Unlock()
 }
 
-// Paused reports whether container id is paused, either way: by the
-// Engine, or through its cgroup freezer (where the Engine lists it as
-// running).
+// Paused reports whether container id is paused, either way: its cgroup
+// freezer says frozen (the Engine's pause freezes it too), or, where the
+// freezer is out of reach, the Engine says paused. The freezer's place is
+// looked up once per container (one inspect); later calls read one file.
 func (r *Runtime) Paused(ctx context.Context, id string) (_ bool, err error) {
+	r.mu.Lock()
+	f, ok := r.freezers[id]
+	r.mu.Unlock()
+	if ok {
+		if frozen, err := f.frozen("FROZEN"); err == nil {
+			return frozen, nil
+		}
+		// The cgroup went with its process: ask the Engine.
+	}
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
 	c, err := r.client.ContainerInspect(ctx, id)
@@ -206,12 +217,16 @@ func (r *Runtime) Paused(ctx context.Context, id string) (_ bool, err error) {
 	if c.State == nil || !c.State.Running {
 		return false, nil
 	}
-	if c.State.Paused {
-		return true, nil
+	if f, err := freezerOf(c.ID, c.State.Pid); err == nil {
+		if frozen, err := f.frozen("FROZEN"); err == nil {
+			r.mu.Lock()
+			if r.freezers == nil {
+				r.freezers = map[string]freezer{}
+			}
+			r.freezers[id] = f
+			r.mu.Unlock()
+			return frozen, nil
+		}
 	}
-	f, err := freezerOf(c.ID, c.State.Pid)
-	if err != nil {
-		return false, nil // out of reach: nothing froze it this way
-	}
-	return f.frozen("FROZEN")
+	return c.State.Paused, nil
 }

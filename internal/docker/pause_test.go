@@ -51,6 +51,9 @@ func testPause(t *testing.T, r *Runtime, direct bool) {
 	} else if frozen, err := f.frozen("FROZEN"); err != nil || !frozen {
 		t.Errorf("freezer state after Pause: frozen %v, %v", frozen, err)
 	}
+	if paused, err := r.Paused(ctx, inst.ID); err != nil || !paused {
+		t.Errorf("Paused after Pause: %v, %v", paused, err)
+	}
 	if code, _, err := getWithin("http://"+inst.Addr+"/", 300*time.Millisecond); err == nil {
 		t.Errorf("a paused container answered %d", code)
 	}
@@ -63,6 +66,9 @@ func testPause(t *testing.T, r *Runtime, direct bool) {
 	}
 	if code, _, err := getWithin("http://"+inst.Addr+"/", 5*time.Second); err != nil || code != 200 {
 		t.Errorf("after Unpause: %d, %v; want 200", code, err)
+	}
+	if paused, err := r.Paused(ctx, inst.ID); err != nil || paused {
+		t.Errorf("Paused after Unpause: %v, %v", paused, err)
 	}
 	if err := r.Pause(ctx, inst.ID); err != nil {
 		t.Fatalf("Pause again: %v", err)
