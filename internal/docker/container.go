@@ -54,6 +54,11 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 	if inst, ok := r.startPrepared(ctx, spec); ok {
 		return inst, nil
 	}
+	if err := ctx.Err(); err != nil {
+		// A prepared start cut short (the worker closing): a fresh
+		// one would fail the same way, call after call.
+		return gust.Instance{}, fmt.Errorf("start container %s: %w", spec.Name, err)
+	}
 	if spec.User == "" {
 		// Not root when the image names no user (gust.DefaultUser).
 		imageUser, err := r.imageUser(ctx, spec.Image)
