@@ -139,7 +139,9 @@ func (r *Runtime) startPrepared(ctx context.Context, spec gust.ContainerSpec) (_
 			r.logger.Debug("started prepared container", zap.String("container_id", inst.ID), zap.String("addr", inst.Addr))
 			return inst, true
 		}
-		r.logger.Warn("start prepared container failed; starting afresh", zap.String("container", spec.Name), zap.Error(err))
+		if ctx.Err() == nil { // else the caller gave up (the worker closing): Start says so
+			r.logger.Warn("start prepared container failed; starting afresh", zap.String("container", spec.Name), zap.Error(err))
+		}
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 	defer cancel()
