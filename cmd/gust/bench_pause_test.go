@@ -122,28 +122,7 @@ func BenchmarkPausedTier(b *testing.B) {
 	// 50 instances of one function, each started by a call of its own
 	// (concurrency 1), then left idle until every one is paused.
 	const many = "bench-paused-many"
-	benchDeployImage(b, m, many, imageTag("sleep"), map[string]string{
-		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(benchPausedMany), gust.LabelConcurrency: "1",
-		gust.LabelPauseAfter: benchPausedAfter, gust.LabelIdleTimeout: "10m",
-		// The decider holds what the burst raised for its stable window:
-		// an hour, so that it stops none of them while they are read.
-		gust.LabelScaleType: gust.ScaleCapacity, gust.LabelScaleWindow: "1h",
-	})
-	var wg sync.WaitGroup
-	errs := make(chan error, benchPausedMany)
-	burst := &http.Client{Timeout: 2 * time.Minute}
-	for range benchPausedMany {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := benchGet(burst, "http://"+m.GatewayAddr()+"/function/"+many+"?ms=3000"); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := benchStartPausable(b, "http://"+m.GatewayAddr(), many); err != nil {
 		b.Fatalf("starting %d instances: %v", benchPausedMany, err)
 	}
 	manyLabels := map[string]string{gust.LabelFunction: many, gust.LabelWorker: m.Worker.ID}
@@ -187,6 +166,34 @@ func BenchmarkPausedTier(b *testing.B) {
 		held, wall.Round(time.Second), procPct, hostPct)
 	fmt.Fprintf(&t, "gust samples ms: %s\nbare samples ms: %s\n", benchList(gustSide), benchList(bareSide))
 	b.Log("\n" + t.String())
+}
+
+// benchStartPausable deploys the sleep image as name through the gateway
+// at base, with concurrency 1, a max of benchPausedMany and the
+// benchmark's pause-after, and starts benchPausedMany instances of it,
+// each by a call of its own; it returns the first call that failed.
+func benchStartPausable(b *testing.B, base, name string) error {
+	b.Helper()
+	benchDeployAt(b, base, name, imageTag("sleep"), map[string]string{
+		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(benchPausedMany), gust.LabelConcurrency: "1",
+		gust.LabelPauseAfter: benchPausedAfter, gust.LabelIdleTimeout: "10m",
+		// The decider holds what the burst raised for its stable window:
+		// an hour, so that it stops none of them while they are read.
+		gust.LabelScaleType: gust.ScaleCapacity, gust.LabelScaleWindow: "1h",
+	})
+	errs := make(chan error, benchPausedMany)
+	burst := &http.Client{Timeout: 2 * time.Minute}
+	var wg sync.WaitGroup
+	for range benchPausedMany {
+		wg.Go(func() {
+			if _, err := benchGet(burst, base+"/function/"+name+"?ms=3000"); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when none failed
 }
 
 // benchWaitPaused waits until n containers with labels are paused.

@@ -1,20 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,13 +51,15 @@ func BenchmarkPausedTierWorker(b *testing.B) {
 	// Runs after the worker's stop (cleanups run last first): its drain
 	// must have removed every container; any left is removed here.
 	b.Cleanup(func() { MustNoContainers(b, map[string]string{gust.LabelWorker: workerID}) })
-	dir := b.TempDir()
+	rs := newRoleSet(b)
+	rs.level, rs.grace = "warn", benchWorkerStop
+	dir := rs.dir
 	tokenFile := filepath.Join(dir, "worker-token")
 	if err := os.WriteFile(tokenFile, []byte(r.token), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	ln := benchFreeAddr(b)
-	wk := benchStartWorker(b, filepath.Join(dir, "worker.log"), "worker",
+	wk := rs.start("worker", "worker",
 		"--nats", r.NATS.Server.UserURL(natsbus.UserWorker), "--worker-token-file", tokenFile,
 		"--listen", ln, "--advertise", "http://"+ln, "--network", testNetwork,
 		"--data", filepath.Join(dir, "worker-data"), "--id", workerID)
@@ -91,28 +87,7 @@ func BenchmarkPausedTierWorker(b *testing.B) {
 	emptyPct := 100 * float64(empty1-empty0) / float64(emptyWall)
 
 	const many = "bench-paused-worker"
-	benchDeployAt(b, base, many, imageTag("sleep"), map[string]string{
-		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(benchPausedMany), gust.LabelConcurrency: "1",
-		gust.LabelPauseAfter: benchPausedAfter, gust.LabelIdleTimeout: "10m",
-		// The decider holds what the burst raised for its stable window:
-		// an hour, so that it stops none of them while they are read.
-		gust.LabelScaleType: gust.ScaleCapacity, gust.LabelScaleWindow: "1h",
-	})
-	var wg sync.WaitGroup
-	errs := make(chan error, benchPausedMany)
-	burst := &http.Client{Timeout: 2 * time.Minute}
-	for range benchPausedMany {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := benchGet(burst, base+"/function/"+many+"?ms=3000"); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := benchStartPausable(b, base, many); err != nil {
 		b.Fatalf("starting %d instances: %v\n%s", benchPausedMany, err, wk.tail(20))
 	}
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -160,71 +135,6 @@ func BenchmarkPausedTierWorker(b *testing.B) {
 		emptyWall.Round(time.Second), emptyPct, selfPct, hostPct)
 }
 
-// benchProc is a gust process a benchmark started.
-type benchProc struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
-}
-
-func (p *benchProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM (a drain) and SIGKILL after within.
-func (p *benchProc) stop(within time.Duration) {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// tail is the last n lines of the process's log.
-func (p *benchProc) tail(n int) string {
-	data, err := os.ReadFile(p.log)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// benchStartWorker runs `gust args...` (warnings logged only, to log);
-// it is stopped when the benchmark ends.
-func benchStartWorker(b *testing.B, log string, args ...string) *benchProc {
-	b.Helper()
-	f, err := os.Create(log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := &benchProc{cmd: exec.Command(MustCLI(b), args...), log: log, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.Env = append(os.Environ(), "GUST_LOG_LEVEL=warn")
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		b.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	b.Cleanup(func() { p.stop(benchWorkerStop) })
-	return p
-}
-
 // benchProcCPU is the CPU time (utime + stime) process pid has used, from
 // /proc/<pid>/stat.
 func benchProcCPU(b *testing.B, pid int) time.Duration {
@@ -246,25 +156,6 @@ func benchProcCPU(b *testing.B, pid int) time.Duration {
 		b.Fatalf("/proc/%d/stat: %q", pid, s)
 	}
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
-}
-
-// benchDeployAt deploys image as name through the gateway at base.
-func benchDeployAt(b *testing.B, base, name, image string, labels map[string]string) {
-	b.Helper()
-	spec, _ := json.Marshal(map[string]any{"service": name, "image": image, "labels": labels})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/system/functions", bytes.NewReader(spec))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatalf("deploy %s: %v", name, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b.Fatalf("deploy %s: %d %s", name, resp.StatusCode, body)
-	}
 }
 
 // benchFreeAddr is a loopback address whose port was free a moment ago.

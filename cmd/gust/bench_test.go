@@ -71,10 +71,16 @@ func benchDeploy(b *testing.B, m *UpMain, name string, labels map[string]string)
 // benchDeployImage deploys image as name through the gateway API.
 func benchDeployImage(b *testing.B, m *UpMain, name, image string, labels map[string]string) {
 	b.Helper()
+	benchDeployAt(b, "http://"+m.GatewayAddr(), name, image, labels)
+}
+
+// benchDeployAt deploys image as name through the gateway at base.
+func benchDeployAt(b *testing.B, base, name, image string, labels map[string]string) {
+	b.Helper()
 	spec, _ := json.Marshal(map[string]any{"service": name, "image": image, "labels": labels})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.GatewayAddr()+"/system/functions", bytes.NewReader(spec))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/system/functions", bytes.NewReader(spec))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -119,17 +119,21 @@ func (p *roleProc) tail(n int) string {
 // still running (newest first) and, if the test failed, logs the tail of
 // every process's log.
 type roleSet struct {
-	t     *testing.T
+	t     testing.TB
 	bin   string
 	dir   string
 	procs []*roleProc
+	// level is the processes' GUST_LOG_LEVEL, grace how long cleanup
+	// waits for each to drain before SIGKILL.
+	level string
+	grace time.Duration
 }
 
-func newRoleSet(t *testing.T) *roleSet {
-	rs := &roleSet{t: t, bin: MustCLI(t), dir: t.TempDir()}
+func newRoleSet(t testing.TB) *roleSet {
+	rs := &roleSet{t: t, bin: MustCLI(t), dir: t.TempDir(), level: "info", grace: 30 * time.Second}
 	t.Cleanup(func() {
 		for i := len(rs.procs) - 1; i >= 0; i-- {
-			rs.procs[i].stop(30 * time.Second)
+			rs.procs[i].stop(rs.grace)
 		}
 		if t.Failed() {
 			rs.dumpLogs()
@@ -155,7 +159,7 @@ func (rs *roleSet) start(name string, args ...string) *roleProc {
 	p.cmd = exec.Command(rs.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.Dir = rs.dir
-	p.cmd.Env = append(os.Environ(), "GUST_LOG_LEVEL=info")
+	p.cmd.Env = append(os.Environ(), "GUST_LOG_LEVEL="+rs.level)
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		rs.t.Fatalf("start gust %s: %v", strings.Join(args, " "), err)
