@@ -377,7 +377,6 @@ func (s *Scheduler) run(c *placeCall, key string, width int) {
 	close(c.done)
 }
 
-// alive returns the live, non-draining workers sorted by id.
 // Alive returns the ids of the workers placements may use now (live, not
 // draining), in order: a worker that has just joined is among them once
 // this scheduler has heard of it.
@@ -389,6 +388,7 @@ func (s *Scheduler) Alive() []string {
 	return ids
 }
 
+// alive returns the live, non-draining workers sorted by id.
 func (s *Scheduler) alive() []gust.WorkerInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()

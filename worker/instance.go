@@ -114,6 +114,9 @@ func (w *Worker) startInstance(p *pool, in *instance, fn *gust.Function, cfg gus
 }
 
 func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gust.FunctionConfig, logger *zap.Logger) error {
+	// The instance's init time, metered with its cold start: all the
+	// start took, from its secrets and image to its first readiness.
+	begun := time.Now()
 	secrets, err := w.readSecrets(w.ctx, fn)
 	if err != nil {
 		return err
@@ -134,7 +137,9 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 		kind = startPrepared
 	}
 	c, err := w.rt.Start(w.ctx, spec)
-	w.starts.release(t0, kind, time.Since(t0), err == nil)
+	// A start the Engine did not finish in time is the slowest sample of
+	// all; other failures say nothing of its pace.
+	w.starts.release(t0, kind, time.Since(t0), err == nil || errors.Is(err, context.DeadlineExceeded))
 	if errors.Is(err, gust.ErrContainerExited) {
 		return gust.Invalidf("image", "function %s (image %s) did not become ready: %v", fn.Key(), fn.Spec.Image, err)
 	}
@@ -163,9 +168,9 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 		return gust.Invalidf("image", "function %s (image %s) did not become ready: %s", fn.Key(), fn.Spec.Image, msg)
 	}
 	p.mu.Lock()
-	in.initDur = time.Since(t0)
+	in.initDur = time.Since(begun)
 	p.mu.Unlock()
-	logger.Info("instance ready", zap.Duration("start", time.Since(t0)))
+	logger.Info("instance ready", zap.Duration("start", time.Since(begun)))
 	// The next start of this pool finds its container ready (prepare.go).
 	w.tasks.Go(func(context.Context) { w.prepareNext(p, fn, cfg) })
 	return nil
@@ -333,6 +338,10 @@ func (w *Worker) readSecrets(ctx context.Context, fn *gust.Function) (map[string
 	return out, nil
 }
 
+// maxParallelPulls bounds the image pulls a worker runs at once, as the
+// start slots bounded them before starts had a measured limit.
+const maxParallelPulls = 4
+
 // ensureImage makes an image present, once per worker run.
 func (w *Worker) ensureImage(ctx context.Context, ref string) error {
 	w.mu.Lock()
@@ -341,7 +350,17 @@ func (w *Worker) ensureImage(ctx context.Context, ref string) error {
 	if ok {
 		return nil
 	}
-	if err := w.rt.EnsureImage(ctx, ref); err != nil {
+	// Pulls of different images at once are bounded (those of one image
+	// are one pull already, the runtime's): a worker taking over many
+	// functions would otherwise pull all their images together.
+	select {
+	case w.pulls <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err := w.rt.EnsureImage(ctx, ref)
+	<-w.pulls
+	if err != nil {
 		return err
 	}
 	w.mu.Lock()

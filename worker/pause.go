@@ -12,8 +12,9 @@ import (
 // The paused tier (issue 11): an instance above the warm minimum that has
 // been idle for the function's pause-after (gust.pause-after) is frozen
 // before the idle timeout stops it. Paused, it holds its memory and its
-// address but uses no CPU, and a call that needs it thaws it in about ten
-// milliseconds instead of waiting for a cold start. The instance record
+// address but uses no CPU, and a call that needs it thaws it (about a
+// millisecond through the cgroup freezer, 10-15 ms through the Engine's
+// unpause: internal/docker/freezer.go) instead of waiting for a cold start. The instance record
 // counts its paused time apart (InstanceRecord.PausedMs). A runtime
 // without gust.Pauser never pauses.
 

@@ -272,8 +272,15 @@ func TestPrepared_Burst(t *testing.T) {
 	v2.Version = 2
 	e.put(&v2)
 	check.For(t, testWait, testPoll, func() error {
-		if _, _, un := rt.names(); len(un) < len(prepared) {
-			return fmt.Errorf("unprepared after a new version: %d, want %d", len(un), len(prepared))
+		_, _, un := rt.names()
+		gone := map[string]bool{}
+		for _, name := range un {
+			gone[name] = true
+		}
+		for _, name := range prepared {
+			if !gone[name] {
+				return fmt.Errorf("%s, prepared for version 1, not unprepared after version 2", name)
+			}
 		}
 		return nil
 	})

@@ -158,16 +158,14 @@ func (l *startLimit) quietLocked() {
 // done ahead of need (preparing containers) waits for it: it loads the
 // same Engine, and a call that waits for a start should not wait for it.
 func (l *startLimit) whenQuiet(ctx context.Context) error {
-	for {
-		l.mu.Lock()
-		ch := l.quiet
-		l.mu.Unlock()
-		select {
-		case <-ch:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	l.mu.Lock()
+	ch := l.quiet
+	l.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -98,6 +98,7 @@ type Worker struct {
 	transport   *http.Transport
 	probeClient *http.Client
 	starts      *startLimit
+	pulls       chan struct{} // a slot per image pull at once (ensureImage)
 	started     time.Time
 	meter       gust.Meter
 	metrics     *metrics.Metrics
@@ -146,6 +147,7 @@ func New(cfg Config, rt gust.Runtime, state *gust.State, reqs gust.Requests, log
 		// make its worker call what only the worker's host can reach.
 		probeClient: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		starts:      newStartLimit(cfg.MaxParallelStarts),
+		pulls:       make(chan struct{}, maxParallelPulls),
 		pools:       map[string]*pool{},
 		functions:   map[string]*gust.Function{},
 		placements:  map[string]gust.Placement{},

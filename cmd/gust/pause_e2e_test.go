@@ -17,10 +17,10 @@ import (
 // TestPausedTierThaws (issue 11 point 2) on the Docker Engine: an
 // instance idle for its function's pause-after is paused (frozen through
 // its cgroup where the worker can reach it, by the Engine's pause
-// otherwise) and answers nothing meanwhile; the next call thaws that very
-// instance instead of starting another, is not a cold start, and the
-// pause and the thaw are counted; deleting the function removes the
-// instance paused again.
+// otherwise); the next call thaws that very instance instead of starting
+// another, is not a cold start, and the pause and the thaw are counted;
+// deleting the function removes the instance paused again. (That a paused
+// container answers nothing: internal/docker's TestPause.)
 func TestPausedTierThaws(t *testing.T) {
 	m := MustRunUp(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -70,9 +70,6 @@ func TestPausedTierThaws(t *testing.T) {
 	}
 	if h.Get(gust.HeaderColdStart) != "" {
 		t.Errorf("a thaw reported %s: %q", gust.HeaderColdStart, h.Get(gust.HeaderColdStart))
-	}
-	if paused, err := rt.Paused(ctx, id); err != nil || paused {
-		t.Errorf("instance paused %v (%v) right after its call", paused, err)
 	}
 	if got := fnContainers(t, m, name); len(got) != 1 || got[0].ID != id {
 		t.Errorf("containers after the thaw: %v, want only %s", containerIDs(got), id)

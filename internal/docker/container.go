@@ -287,6 +287,12 @@ func (r *Runtime) createConfig(spec gust.ContainerSpec, netName string, nw netIn
 		Env:    spec.Env,
 		Labels: labels,
 		User:   spec.User,
+		// No HEALTHCHECK of the image's (OpenFaaS templates carry one,
+		// every few seconds): the worker probes readiness itself, and
+		// the Engine would exec the check in every instance, a new
+		// runc process each time, paused ones included (frozen through
+		// their cgroup, the Engine does not know they are: freezer.go).
+		Healthcheck: &container.HealthConfig{Test: []string{"NONE"}},
 	}
 	host := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(netName),
@@ -377,7 +383,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (err
 func (r *Runtime) Remove(ctx context.Context, id string) (err error) {
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
-	r.forgetFrozen(id) // a forced removal kills a frozen container as any other
+	r.forgetFrozen(id)
 	var secrets, holderID string
 	c, err := r.client.ContainerInspect(ctx, id)
 	switch {

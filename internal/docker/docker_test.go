@@ -611,6 +611,9 @@ func TestSandbox_Defaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if hc := c.Config.Healthcheck; hc == nil || len(hc.Test) != 1 || hc.Test[0] != "NONE" {
+		t.Errorf("healthcheck %+v, want the image's disabled (NONE)", hc)
+	}
 	if got, want := c.HostConfig.NanoCPUs, int64(gust.DefaultNanoCPUs); got != want {
 		t.Errorf("nano cpus: got %d, want %d", got, want)
 	}

@@ -185,11 +185,15 @@ func (r *Runtime) thawDirect(id string) (ok bool, err error) {
 	return true, nil
 }
 
-// forgetFrozen drops what freezeDirect knew of container id, which is
-// being removed.
+// forgetFrozen thaws container id if freezeDirect froze it, and drops
+// what the runtime knew of its freezer: it is being removed. (runc thaws
+// a frozen container after SIGKILL too, as a worker that crashed relies
+// on; thawing first does not depend on that.)
 func (r *Runtime) forgetFrozen(id string) {
+	if _, err := r.thawDirect(id); err != nil && !errors.Is(err, gust.ErrInstanceNotFound) {
+		r.logger.Warn("thaw before removal", zap.String("container_id", id), zap.Error(err))
+	}
 	r.mu.Lock()
-	delete(r.frozen, id)
 	delete(r.freezers, id)
 	r.mu.Unlock()
 }
