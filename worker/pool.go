@@ -54,8 +54,11 @@ type pool struct {
 	cpuBegun    time.Time
 	cpuSampling bool
 	// peak is the most instances calls have had live at once: a pool
-	// that has been bursty keeps more prepared (prepare.go).
-	peak int
+	// that has been bursty keeps more prepared (prepare.go); peakAt is
+	// when it last had more than one live, after which the worker's
+	// BurstMemory forgets the peak.
+	peak   int
+	peakAt time.Time
 }
 
 func newPool(w *Worker, fn *gust.Function) *pool {
@@ -305,6 +308,9 @@ func (p *pool) scaleUpLocked() bool {
 		started = true
 	}
 	p.peak = max(p.peak, starting+ready)
+	if starting+ready > 1 {
+		p.peakAt = time.Now()
+	}
 	if started || p.scaler.Asleep() {
 		// gust.concurrency is the hard limit: the decider follows, and
 		// scales down from here only after its stable window.
@@ -553,7 +559,9 @@ func (w *Worker) reap() {
 
 func (w *Worker) reapPool(p *pool) {
 	p.mu.Lock()
-	victims, pauses := p.reapLocked(time.Now())
+	now := time.Now()
+	w.trimPreparedLocked(p, now)
+	victims, pauses := p.reapLocked(now)
 	for _, in := range pauses {
 		if !w.tasks.Go(func(context.Context) { w.pauseInstance(p, in) }) {
 			in.state = stateReady // draining: it is stopped with the rest

@@ -19,7 +19,8 @@ import (
 // bursty keeps as many as its largest burst would start from where it
 // stands (its peak of live instances less those live), up to
 // maxPreparedPerPool, and the worker keeps at most maxPreparedExtra
-// beyond one per pool. Preparing waits while starts run or wait (it loads
+// beyond one per pool; a burst older than Config.BurstMemory is forgotten
+// and the extra ones removed (trimPreparedLocked). Preparing waits while starts run or wait (it loads
 // the same Engine, startlimit.go), so it happens after a burst, and again
 // after a scale down. Functions with secrets are not prepared: their
 // secrets are read at each start. A prepared container carries the
@@ -212,6 +213,43 @@ func (w *Worker) prepareFirst(p *pool) {
 		return // the first start says why
 	}
 	w.prepareNext(p, fn, cfg)
+}
+
+// DefaultBurstMemory is Config.BurstMemory when it is not set: an hour
+// after its last burst, a pool keeps one container prepared again.
+const DefaultBurstMemory = time.Hour
+
+// trimPreparedLocked removes what p keeps prepared beyond its need: all
+// but one once its last burst is older than the worker's BurstMemory (the
+// peak is forgotten), and any beyond its max share (a placement that gave
+// this worker less of it). Called with p.mu held, by the reap.
+func (w *Worker) trimPreparedLocked(p *pool, now time.Time) {
+	memory := w.cfg.BurstMemory
+	if memory <= 0 {
+		memory = DefaultBurstMemory
+	}
+	if p.peak > 1 && now.Sub(p.peakAt) >= memory {
+		if starting, ready := p.liveLocked(); starting+ready <= 1 {
+			p.peak = 0
+		}
+	}
+	keep := max(1, min(p.cfg.Max, maxPreparedPerPool))
+	if p.peak <= 1 {
+		keep = 1
+	}
+	w.prep.mu.Lock()
+	es := w.prep.m[p]
+	if len(es) <= keep || w.prep.busy[p] {
+		w.prep.mu.Unlock()
+		return
+	}
+	extra := append([]preparedInst(nil), es[keep:]...)
+	w.prep.m[p] = es[:keep:keep]
+	w.prep.mu.Unlock()
+	for _, e := range extra {
+		w.tasks.Go(func(context.Context) { w.unprepare(e.name) })
+	}
+	p.logger.Debug("prepared containers trimmed", zap.Int("removed", len(extra)), zap.Int("kept", keep))
 }
 
 // dropPrepared removes the containers prepared for p (closePool).

@@ -197,14 +197,12 @@ func TestPrepared_OnPlacement(t *testing.T) {
 	}
 }
 
-// TestPrepared_Burst: a pool that has been bursty keeps as many
-// instances prepared as its burst started, once it is back at zero (a
-// preparation that fails now and then does not end the round), and its
-// next burst starts every one of them from a prepared container. A new
-// version of the function removes them.
-func TestPrepared_Burst(t *testing.T) {
+// burstEnv starts a worker on a preparing runtime whose calls on /hold
+// answer once hold is unlocked, with cfg.BurstMemory memory (0: the
+// default).
+func burstEnv(t *testing.T, memory time.Duration) (*testEnv, *preparingRuntime, *sync.RWMutex) {
 	state, bus := natsbustest.MustOpenState(t)
-	var hold sync.RWMutex // calls on /hold answer once it is unlocked
+	hold := new(sync.RWMutex) // calls on /hold answer once it is unlocked
 	rt := &preparingRuntime{Runtime: mock.NewRuntime(func(gust.ContainerSpec) http.Handler {
 		def := mock.DefaultHandler()
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -222,6 +220,7 @@ func TestPrepared_Burst(t *testing.T) {
 	cfg.StopGrace = 0
 	cfg.Heartbeat = 50 * time.Millisecond
 	cfg.ReapInterval = 5 * time.Millisecond
+	cfg.BurstMemory = memory
 	w := New(cfg, rt, state, bus, zaptest.NewLogger(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -229,7 +228,57 @@ func TestPrepared_Burst(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.Close() })
-	e := &testEnv{t: t, rt: rt.Runtime, state: state, w: w}
+	return &testEnv{t: t, rt: rt.Runtime, state: state, w: w}, rt, hold
+}
+
+// TestPrepared_BurstForgotten: the worker's BurstMemory after a pool's
+// last burst, it keeps one container prepared again, the rest removed.
+func TestPrepared_BurstForgotten(t *testing.T) {
+	e, rt, hold := burstEnv(t, time.Second)
+	const burst = 3
+	fn := e.deploy("forgets", map[string]string{
+		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(burst), gust.LabelConcurrency: "1",
+		gust.LabelIdleTimeout: "100ms", gust.LabelPauseAfter: "0",
+	})
+	e.place(fn)
+	hold.Lock()
+	var calls []<-chan result
+	for range burst {
+		calls = append(calls, e.goCall(fn, "/hold"))
+	}
+	e.running(burst)
+	hold.Unlock()
+	for _, c := range calls {
+		if r := recv(t, c); r.code != http.StatusOK {
+			t.Fatalf("call: %d %v", r.code, r.err)
+		}
+	}
+	e.running(0)
+	check.For(t, testWait, testPoll, func() error {
+		if p, _, _ := rt.names(); len(p) != burst {
+			return fmt.Errorf("prepared after the burst: %d, want %d", len(p), burst)
+		}
+		return nil
+	})
+	_, _, unBefore := rt.names()
+	check.For(t, testWait, testPoll, func() error {
+		if p, _, _ := rt.names(); len(p) != 1 {
+			return fmt.Errorf("prepared a while after the burst: %d, want 1", len(p))
+		}
+		return nil
+	})
+	if _, _, un := rt.names(); len(un)-len(unBefore) != burst-1 {
+		t.Errorf("%d unprepared when the burst was forgotten, want %d", len(un)-len(unBefore), burst-1)
+	}
+}
+
+// TestPrepared_Burst: a pool that has been bursty keeps as many
+// instances prepared as its burst started, once it is back at zero (a
+// preparation that fails now and then does not end the round), and its
+// next burst starts every one of them from a prepared container. A new
+// version of the function removes them.
+func TestPrepared_Burst(t *testing.T) {
+	e, rt, hold := burstEnv(t, 0)
 	const burst = 3
 	fn := e.deploy("bursty", map[string]string{
 		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(burst), gust.LabelConcurrency: "1",

@@ -54,6 +54,10 @@ type Config struct {
 	// at once at first; the limit then follows the Engine's measured
 	// start latency (startlimit.go).
 	MaxParallelStarts int
+	// BurstMemory is how long a pool that had a burst keeps more than one
+	// container prepared for the next (prepare.go) after its last
+	// instance beyond the first was live; 0 takes DefaultBurstMemory.
+	BurstMemory time.Duration
 	// Heartbeat is the interval of the worker's heartbeat and status.
 	Heartbeat time.Duration
 	// ReapInterval is how often idle instances are looked for.

@@ -222,6 +222,7 @@ var workerCommand = &Command{
 		fs.StringVar(&cfg.ID, "id", "", "worker id (default: kept in --data)")
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once at first; the limit then follows the Docker Engine's measured start latency")
+		fs.DurationVar(&cfg.BurstMemory, "burst-memory", worker.DefaultBurstMemory, "how long a function that had a burst keeps more than one container prepared for the next")
 		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
 		boundsFlags(fs, nil, &cfg)
 		capacity := capacityFlags(fs, &cfg)
