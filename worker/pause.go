@@ -14,9 +14,9 @@ import (
 // before the idle timeout stops it. Paused, it holds its memory and its
 // address but uses no CPU, and a call that needs it thaws it (about a
 // millisecond through the cgroup freezer, 10-15 ms through the Engine's
-// unpause: internal/docker/freezer.go) instead of waiting for a cold start. The instance record
-// counts its paused time apart (InstanceRecord.PausedMs). A runtime
-// without gust.Pauser never pauses.
+// unpause: internal/docker/freezer.go) instead of waiting for a cold
+// start. The instance record counts its paused time apart
+// (InstanceRecord.PausedMs). A runtime without gust.Pauser never pauses.
 
 // pausesLocked picks the instances to pause now, marks them pausing and
 // returns them: ready ones idle for the pool's pause-after, least recently

@@ -67,51 +67,38 @@ func (r *preparingRuntime) names() (prepared []string, from []string, un []strin
 	return prepared, append([]string(nil), r.fromPrepared...), append([]string(nil), r.unprepared...)
 }
 
-// TestPrepared: on a runtime that prepares, a pool keeps its next
-// instance's container prepared after a start; the next start (here,
-// after its instance exits) uses it; deleting the function removes what
-// was prepared.
-func TestPrepared(t *testing.T) {
-	state, bus := natsbustest.MustOpenState(t)
-	rt := &preparingRuntime{Runtime: mock.NewRuntime(nil), prepared: map[string]gust.ContainerSpec{}}
-	t.Cleanup(rt.Runtime.Close)
-	cfg := DefaultConfig()
-	cfg.ID = "w-" + randomID()
-	cfg.Addr = "http://127.0.0.1:1"
-	cfg.ReadyTimeout = 10 * time.Second
-	cfg.StopGrace = 0
-	cfg.Heartbeat = 50 * time.Millisecond
-	cfg.ReapInterval = 5 * time.Millisecond
-	w := New(cfg, rt, state, bus, zaptest.NewLogger(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := w.Close(); err != nil {
-			t.Errorf("close worker: %v", err)
-		}
-	})
-	e := &testEnv{t: t, rt: rt.Runtime, state: state, w: w}
-
-	fn := e.deploy("prep", nil)
-	if res := e.call(fn, "/"); res.code != http.StatusOK {
-		t.Fatalf("first call: %d %v", res.code, res.err)
-	}
+// waitOnePrepared waits until exactly one container is prepared and
+// returns its name.
+func (r *preparingRuntime) waitOnePrepared(t *testing.T) string {
+	t.Helper()
 	var name string
 	check.For(t, testWait, testPoll, func() error {
-		p, _, _ := rt.names()
+		p, _, _ := r.names()
 		if len(p) != 1 {
 			return fmt.Errorf("prepared: %v, want one", p)
 		}
 		name = p[0]
 		return nil
 	})
+	return name
+}
+
+// TestPrepared: on a runtime that prepares, a pool keeps its next
+// instance's container prepared after a start; the next start (here,
+// after its instance exits) uses it; deleting the function removes what
+// was prepared.
+func TestPrepared(t *testing.T) {
+	e, rt, _ := preparingEnv(t, 0)
+
+	fn := e.deploy("prep", nil)
+	if res := e.call(fn, "/"); res.code != http.StatusOK {
+		t.Fatalf("first call: %d %v", res.code, res.err)
+	}
+	name := rt.waitOnePrepared(t)
 	rt.mu.Lock()
 	spec := rt.prepared[name]
 	rt.mu.Unlock()
-	if spec.Labels[gust.LabelWorker] != cfg.ID || spec.Labels[gust.LabelVersion] != "1" || !strings.HasSuffix(name, spec.Labels[gust.LabelInstance]) {
+	if spec.Labels[gust.LabelWorker] != e.w.cfg.ID || spec.Labels[gust.LabelVersion] != "1" || !strings.HasSuffix(name, spec.Labels[gust.LabelInstance]) {
 		t.Errorf("prepared spec: %+v", spec)
 	}
 	// The instance exits: the next call starts the prepared container.
@@ -158,34 +145,10 @@ func TestPrepared(t *testing.T) {
 // TestPrepared_OnPlacement: a function placed here with no instance gets
 // its first instance's container prepared, and its first call starts it.
 func TestPrepared_OnPlacement(t *testing.T) {
-	state, bus := natsbustest.MustOpenState(t)
-	rt := &preparingRuntime{Runtime: mock.NewRuntime(nil), prepared: map[string]gust.ContainerSpec{}}
-	t.Cleanup(rt.Runtime.Close)
-	cfg := DefaultConfig()
-	cfg.ID = "w-" + randomID()
-	cfg.Addr = "http://127.0.0.1:1"
-	cfg.StopGrace = 0
-	cfg.Heartbeat = 50 * time.Millisecond
-	cfg.ReapInterval = 5 * time.Millisecond
-	w := New(cfg, rt, state, bus, zaptest.NewLogger(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Close() })
-	e := &testEnv{t: t, rt: rt.Runtime, state: state, w: w}
+	e, rt, _ := preparingEnv(t, 0)
 	fn := e.deploy("first", map[string]string{gust.LabelScaleMin: "0"})
 	e.place(fn)
-	var name string
-	check.For(t, testWait, testPoll, func() error {
-		p, _, _ := rt.names()
-		if len(p) != 1 {
-			return fmt.Errorf("prepared: %v, want one", p)
-		}
-		name = p[0]
-		return nil
-	})
+	name := rt.waitOnePrepared(t)
 	if n := len(e.rt.Running()); n != 0 {
 		t.Fatalf("running before any call: %d", n)
 	}
@@ -197,10 +160,10 @@ func TestPrepared_OnPlacement(t *testing.T) {
 	}
 }
 
-// burstEnv starts a worker on a preparing runtime whose calls on /hold
-// answer once hold is unlocked, with cfg.BurstMemory memory (0: the
-// default).
-func burstEnv(t *testing.T, memory time.Duration) (*testEnv, *preparingRuntime, *sync.RWMutex) {
+// preparingEnv starts a worker on a preparing runtime whose calls on
+// /hold answer once hold is unlocked, with cfg.BurstMemory memory (0: the
+// default); Close must succeed when the test ends.
+func preparingEnv(t *testing.T, memory time.Duration) (*testEnv, *preparingRuntime, *sync.RWMutex) {
 	state, bus := natsbustest.MustOpenState(t)
 	hold := new(sync.RWMutex) // calls on /hold answer once it is unlocked
 	rt := &preparingRuntime{Runtime: mock.NewRuntime(func(gust.ContainerSpec) http.Handler {
@@ -217,6 +180,7 @@ func burstEnv(t *testing.T, memory time.Duration) (*testEnv, *preparingRuntime, 
 	cfg := DefaultConfig()
 	cfg.ID = "w-" + randomID()
 	cfg.Addr = "http://127.0.0.1:1"
+	cfg.ReadyTimeout = 10 * time.Second
 	cfg.StopGrace = 0
 	cfg.Heartbeat = 50 * time.Millisecond
 	cfg.ReapInterval = 5 * time.Millisecond
@@ -227,14 +191,18 @@ func burstEnv(t *testing.T, memory time.Duration) (*testEnv, *preparingRuntime, 
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = w.Close() })
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("close worker: %v", err)
+		}
+	})
 	return &testEnv{t: t, rt: rt.Runtime, state: state, w: w}, rt, hold
 }
 
 // TestPrepared_BurstForgotten: the worker's BurstMemory after a pool's
 // last burst, it keeps one container prepared again, the rest removed.
 func TestPrepared_BurstForgotten(t *testing.T) {
-	e, rt, hold := burstEnv(t, time.Second)
+	e, rt, hold := preparingEnv(t, time.Second)
 	const burst = 3
 	fn := e.deploy("forgets", map[string]string{
 		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(burst), gust.LabelConcurrency: "1",
@@ -278,7 +246,7 @@ func TestPrepared_BurstForgotten(t *testing.T) {
 // next burst starts every one of them from a prepared container. A new
 // version of the function removes them.
 func TestPrepared_Burst(t *testing.T) {
-	e, rt, hold := burstEnv(t, 0)
+	e, rt, hold := preparingEnv(t, 0)
 	const burst = 3
 	fn := e.deploy("bursty", map[string]string{
 		gust.LabelScaleMin: "0", gust.LabelScaleMax: fmt.Sprint(burst), gust.LabelConcurrency: "1",

@@ -26,10 +26,10 @@ import (
 // the container through its cgroup and Unpause thaws it there; the Engine
 // is not told, and lists the container as running, which Gust already
 // reports for a paused one (gust.Instance.Running). Stop thaws a frozen
-// container first, so that SIGTERM is handled rather than left pending;
-// a forced removal needs nothing (runc thaws after SIGKILL), so the
-// leftovers of a worker that crashed with frozen containers go as any
-// other. Anywhere else (a worker in a container of its own, a cgroup the
+// container first, so that SIGTERM is handled rather than left pending,
+// and Remove too; the leftovers of a worker that crashed with frozen
+// containers, which no runtime knows as frozen, go as any other (runc
+// thaws a container after SIGKILL). Anywhere else (a worker in a container of its own, a cgroup the
 // process may not write, Config.EnginePause), the Engine's pause is used.
 
 // cgroupRoot is where the cgroup hierarchies are mounted.
@@ -88,7 +88,7 @@ func freezerOf(id string, pid int) (freezer, error) {
 // freeze freezes every process of the cgroup and waits until they are.
 // A freeze that does not complete within freezeWait is undone.
 func (f freezer) freeze(ctx context.Context) error {
-	want, value := "FROZEN", "FROZEN"
+	value := "FROZEN"
 	if f.v2 {
 		value = "1"
 	}
@@ -97,12 +97,13 @@ func (f freezer) freeze(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(freezeWait)
 	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 10*time.Millisecond) {
-		frozen, err := f.frozen(want)
-		if err != nil || frozen {
-			if err != nil {
-				_ = f.thaw()
-			}
+		frozen, err := f.frozen()
+		if err != nil {
+			_ = f.thaw()
 			return err
+		}
+		if frozen {
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			_ = f.thaw()
@@ -113,7 +114,7 @@ func (f freezer) freeze(ctx context.Context) error {
 }
 
 // frozen reports whether the freeze has completed.
-func (f freezer) frozen(want string) (bool, error) {
+func (f freezer) frozen() (bool, error) {
 	if f.v2 {
 		data, err := os.ReadFile(filepath.Join(filepath.Dir(f.path), "cgroup.events"))
 		if err != nil {
@@ -125,7 +126,7 @@ func (f freezer) frozen(want string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return strings.TrimSpace(string(data)) == want, nil
+	return strings.TrimSpace(string(data)) == "FROZEN", nil
 }
 
 // thaw thaws the cgroup; it is done when the write returns.
@@ -207,7 +208,7 @@ func (r *Runtime) Paused(ctx context.Context, id string) (_ bool, err error) {
 	f, ok := r.freezers[id]
 	r.mu.Unlock()
 	if ok {
-		if frozen, err := f.frozen("FROZEN"); err == nil {
+		if frozen, err := f.frozen(); err == nil {
 			return frozen, nil
 		}
 		// The cgroup went with its process: ask the Engine.
@@ -222,7 +223,7 @@ func (r *Runtime) Paused(ctx context.Context, id string) (_ bool, err error) {
 		return false, nil
 	}
 	if f, err := freezerOf(c.ID, c.State.Pid); err == nil {
-		if frozen, err := f.frozen("FROZEN"); err == nil {
+		if frozen, err := f.frozen(); err == nil {
 			r.mu.Lock()
 			if r.freezers == nil {
 				r.freezers = map[string]freezer{}

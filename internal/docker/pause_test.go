@@ -48,7 +48,7 @@ func testPause(t *testing.T, r *Runtime, direct bool) {
 	}
 	if f, err := freezerOf(c.ID, c.State.Pid); err != nil {
 		t.Errorf("freezer of a running container: %v", err)
-	} else if frozen, err := f.frozen("FROZEN"); err != nil || !frozen {
+	} else if frozen, err := f.frozen(); err != nil || !frozen {
 		t.Errorf("freezer state after Pause: frozen %v, %v", frozen, err)
 	}
 	if paused, err := r.Paused(ctx, inst.ID); err != nil || !paused {

@@ -130,16 +130,14 @@ func (b *Bus) probeFabric(ctx context.Context) {
 			continue // the connection's own state says it all
 		}
 		b.fabric.mu.Lock()
-		stalling := !b.fabric.stalledSince.IsZero()
-		b.fabric.mu.Unlock()
-		if !stalling && b.NC.ConnectedClusterName() == "" {
+		if b.fabric.stalledSince.IsZero() && b.NC.ConnectedClusterName() == "" {
 			// A server outside a cluster leads every stream itself:
 			// there is no leader to elect, and nothing to probe. A
 			// reconnect (to another server) wakes the loop.
+			b.fabric.mu.Unlock()
 			tick.Reset(fabricStandaloneLook)
 			continue
 		}
-		b.fabric.mu.Lock()
 		streams := make([]string, 0, len(b.fabric.watched))
 		for s := range b.fabric.watched {
 			streams = append(streams, s)
