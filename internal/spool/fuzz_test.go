@@ -9,7 +9,7 @@ import (
 )
 
 // FuzzSpool decodes a segment file left on disk by an earlier run (torn,
-// empty lines, any bytes) and appends one record after it. Open reads
+// empty lines, a zero end, any bytes) and appends one record after it. Open reads
 // every non-empty line back as a record, in order, numbered from the
 // segment's first sequence number, and counts them; a record Append
 // accepts comes after them and, once the spool is closed and opened
@@ -23,6 +23,7 @@ func FuzzSpool(f *testing.F) {
 	f.Add([]byte(call+"\n"+call[:20]), uint16(10000), []byte(call)) // torn last line
 	f.Add([]byte("\n\n\nx\n\n"), uint16(7), []byte("y"))
 	f.Add([]byte("a\r\nb\x00\n\xff\xfe"), uint16(65535), []byte("c \x00 \xff"))
+	f.Add([]byte(call+"\n"+call[:20]+"\x00\x00\x00"), uint16(3), []byte(inst)) // a killed process's mapped segment
 	f.Add([]byte(call+"\n"), uint16(1), []byte(""))
 	f.Add([]byte(""), uint16(0), []byte("two\nlines"))
 	f.Fuzz(func(t *testing.T, seg []byte, first uint16, rec []byte) {
@@ -36,7 +37,8 @@ func FuzzSpool(f *testing.F) {
 		}
 		var want [][]byte
 		var wantBytes int64
-		for _, line := range bytes.Split(seg, []byte{'\n'}) {
+		// Zero bytes at the end are a mapped segment's unused part.
+		for _, line := range bytes.Split(bytes.TrimRight(seg, "\x00"), []byte{'\n'}) {
 			if len(line) > 0 {
 				want = append(want, line)
 				wantBytes += int64(len(line)) + 1

@@ -1,11 +1,20 @@
 // Package spool is a small durable queue on local files: records are
-// appended with one write each (so they survive the process being killed)
-// and kept until they are acknowledged as delivered elsewhere. Gust's
+// appended to a segment file and are in the kernel's page cache when
+// Append returns (so they survive the process being killed), and kept
+// until they are acknowledged as delivered elsewhere. Gust's
 // workers spool metering records until JetStream has them, so an answered
 // call always has its record, even when NATS is down or the process dies.
 //
 // Records are newline-free byte strings (JSON, in Gust), one per line, in
-// segment files named by the sequence number of their first record. A
+// segment files named by the sequence number of their first record. The
+// current segment is mapped into memory shared with its file, so an
+// append is a copy and no system call: Append is on the path of every
+// metered call, and a write(2) per record, made under the lock that
+// orders the records, cost more than the rest of it and queued busy
+// callers behind one another's system calls. Where the file cannot be
+// mapped, records are written with write(2), one each. A mapped segment
+// is its final size from the start, its unused end zero bytes, which
+// reading drops (a segment left by a killed process ends so). A
 // segment is deleted once every record in it is acknowledged and a
 // retention time has passed: an acknowledgement can come before the
 // receiver has the record safe (a broker killed with it still in memory),
@@ -41,13 +50,21 @@ type Spool struct {
 	dir        string
 	maxBytes   int64
 	segRecords uint64 // records per segment
+	segBytes   int    // bytes mapped per segment (more for a larger record)
+	noMap      bool   // write(2) every record, as where mapping fails
 	// retain is how long a segment whose records are all acknowledged
 	// stays on disk, to be sent again after a crash.
 	retain time.Duration
 	doneAt map[uint64]time.Time // first seq of a fully acknowledged segment → since when
 
-	mu      sync.Mutex
-	f       *os.File // current segment
+	mu  sync.Mutex
+	f   *os.File // current segment
+	mem []byte   // f mapped, or nil: f is written to
+	off int      // bytes of records in f
+	// mapMu orders prefaulting the mapped segment (read) against
+	// unmapping it (write); mapped is mem, under mapMu instead of mu.
+	mapMu   sync.RWMutex
+	mapped  []byte
 	segs    []uint64 // first seq of each segment on disk, ascending
 	next    uint64   // seq of the next record
 	queue   []Record // appended, not yet taken
@@ -72,7 +89,7 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
 	}
-	s := &Spool{dir: dir, maxBytes: maxBytes, segRecords: 10000, retain: DefaultRetain, sizes: map[uint64]int64{},
+	s := &Spool{dir: dir, maxBytes: maxBytes, segRecords: 10000, segBytes: 4 << 20, retain: DefaultRetain, sizes: map[uint64]int64{},
 		acked: map[uint64]bool{}, notify: make(chan struct{}, 1), doneAt: map[uint64]time.Time{}}
 	names, err := filepath.Glob(filepath.Join(dir, "*.seg"))
 	if err != nil {
@@ -95,7 +112,7 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 			return nil, fmt.Errorf("read spool segment: %w", err)
 		}
 		seq := first
-		for _, line := range bytes.Split(b, []byte{'\n'}) {
+		for _, line := range bytes.Split(bytes.TrimRight(b, "\x00"), []byte{'\n'}) {
 			if len(line) == 0 {
 				continue
 			}
@@ -118,7 +135,7 @@ func (s *Spool) segPath(first uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%020d.seg", first))
 }
 
-// Append writes one record (without newlines) durably to the current
+// Append adds one record (without newlines) durably to the current
 // segment: it has reached the kernel when Append returns, so it survives
 // the process being killed.
 func (s *Spool) Append(data []byte) error {
@@ -128,31 +145,35 @@ func (s *Spool) Append(data []byte) error {
 
 // AppendSeq is Append, returning the record's sequence number (for Acked).
 func (s *Spool) AppendSeq(data []byte) (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return 0, errors.New("spool is closed")
-	}
 	// A record is one line: an empty one or one with a newline would not
 	// read back as itself after a restart.
 	if len(data) == 0 || bytes.IndexByte(data, '\n') >= 0 {
 		return 0, errors.New("spool record is empty or contains a newline")
 	}
-	n := int64(len(data)) + 1
+	// The line is made before the lock: the queue keeps it for Take.
+	buf := make([]byte, len(data)+1)
+	copy(buf, data)
+	buf[len(data)] = '\n'
+	n := int64(len(buf))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errors.New("spool is closed")
+	}
 	if s.bytes+n > s.maxBytes {
 		return 0, ErrFull
 	}
-	if s.f == nil || s.next-s.segs[len(s.segs)-1] >= s.segRecords {
-		if err := s.rotateLocked(); err != nil {
+	if s.f == nil || s.next-s.segs[len(s.segs)-1] >= s.segRecords || (s.mem != nil && s.off+len(buf) > len(s.mem)) {
+		if err := s.rotateLocked(len(buf)); err != nil {
 			return 0, err
 		}
 	}
-	// One write per record: data and newline together.
-	buf := make([]byte, 0, n)
-	buf = append(append(buf, data...), '\n')
-	if _, err := s.f.Write(buf); err != nil {
+	if s.mem != nil {
+		copy(s.mem[s.off:], buf)
+	} else if _, err := s.f.Write(buf); err != nil { // data and newline together
 		return 0, fmt.Errorf("spool write: %w", err)
 	}
+	s.off += len(buf)
 	seq := s.next
 	s.next++
 	s.bytes += n
@@ -165,22 +186,58 @@ func (s *Spool) AppendSeq(data []byte) (uint64, error) {
 	return seq, nil
 }
 
-func (s *Spool) rotateLocked() error {
-	if s.f != nil {
-		if err := s.f.Close(); err != nil {
-			return fmt.Errorf("close spool segment: %w", err)
-		}
+// rotateLocked starts a new segment at the next record, which takes need
+// bytes.
+func (s *Spool) rotateLocked(need int) error {
+	if err := s.closeSegmentLocked(); err != nil {
+		return err
 	}
-	f, err := os.OpenFile(s.segPath(s.next), os.O_CREATE|os.O_WRONLY|os.O_APPEND|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(s.segPath(s.next), os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("open spool segment: %w", err)
 	}
-	s.f = f
+	s.f, s.off = f, 0
+	if !s.noMap {
+		// Where it fails (no fallocate on this filesystem, no space for a
+		// whole segment) records are written instead, and fail one by one
+		// if the disk is full. The file's size may then be set already:
+		// writes start at its beginning all the same, and its zero end is
+		// cut at close.
+		if s.mem, _ = mapSegment(f, max(s.segBytes, need)); s.mem != nil {
+			s.mapMu.Lock()
+			s.mapped = s.mem
+			s.mapMu.Unlock()
+			go s.prefault(s.mem)
+		}
+	}
 	s.segs = append(s.segs, s.next)
 	if len(s.segs) == 1 {
 		s.low = s.next
 	}
 	return nil
+}
+
+// prefaultChunk is how much of a segment prefault makes present at a
+// time: about half a millisecond's work, the longest a rotation waits.
+const prefaultChunk = 256 << 10
+
+// prefault makes the pages of the mapped segment mem present and
+// writable ahead of the appends, from its start, a chunk at a time, until
+// it is done or mem is unmapped. Where the kernel cannot, the appends
+// fault the pages in one by one as before.
+func (s *Spool) prefault(mem []byte) {
+	for off := 0; off < len(mem); off += prefaultChunk {
+		s.mapMu.RLock()
+		current := len(s.mapped) > 0 && &s.mapped[0] == &mem[0]
+		var err error
+		if current {
+			err = prefault(mem[off:min(off+prefaultChunk, len(mem))])
+		}
+		s.mapMu.RUnlock()
+		if !current || err != nil {
+			return
+		}
+	}
 }
 
 // Notify is signalled after an Append.
@@ -271,8 +328,29 @@ func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	if s.f != nil {
-		return s.f.Close()
+	return s.closeSegmentLocked()
+}
+
+// closeSegmentLocked unmaps and closes the current segment, cut to the
+// records it holds.
+func (s *Spool) closeSegmentLocked() error {
+	if s.f == nil {
+		return nil
+	}
+	var errs []error
+	if s.mem != nil {
+		s.mapMu.Lock()
+		s.mapped = nil
+		errs = append(errs, unmapSegment(s.mem))
+		s.mapMu.Unlock()
+	}
+	if st, err := s.f.Stat(); err == nil && st.Size() > int64(s.off) {
+		errs = append(errs, s.f.Truncate(int64(s.off)))
+	}
+	errs = append(errs, s.f.Close())
+	s.f, s.mem = nil, nil
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close spool segment: %w", err)
 	}
 	return nil
 }

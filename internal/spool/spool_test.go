@@ -2,7 +2,9 @@ package spool
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,9 +49,12 @@ func TestAppendTakeAck(t *testing.T) {
 
 // TestReopenRedelivers: records not acknowledged when the process stops
 // are delivered again by the next Open; acknowledged ones are not.
-func TestReopenRedelivers(t *testing.T) {
+func TestReopenRedelivers(t *testing.T) { forEachMode(t, testReopenRedelivers) }
+
+func testReopenRedelivers(t *testing.T, noMap bool) {
 	dir := t.TempDir()
 	s := MustOpen(t, dir, 1<<20)
+	s.noMap = noMap
 	s.segRecords = 4 // several segments
 	s.retain = 0
 	for i := 0; i < 10; i++ {
@@ -103,6 +108,78 @@ func TestReopenRedelivers(t *testing.T) {
 	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
 	if len(segs) != 1 {
 		t.Errorf("%d segments left, want only the current one", len(segs))
+	}
+}
+
+// forEachMode runs test with segments mapped (as on Linux) and written.
+func forEachMode(t *testing.T, test func(t *testing.T, noMap bool)) {
+	t.Run("mapped", func(t *testing.T) { test(t, false) })
+	t.Run("written", func(t *testing.T) { test(t, true) })
+}
+
+// TestKilledProcessRecords: what Append returned for is in the segment
+// file at once, without a Close (a process killed with kill -9 closes
+// nothing), and a spool opened on it reads every record back, a record
+// larger than a segment's mapping included; after a Close the segment
+// holds its records and nothing more.
+func TestKilledProcessRecords(t *testing.T) {
+	dir := t.TempDir()
+	s := MustOpen(t, dir, 1<<30)
+	s.segBytes = 4096
+	s.segRecords = 1 << 20
+	var want []string
+	for i := range 50 {
+		r := fmt.Sprintf("r%d-%s", i, strings.Repeat("x", i*7))
+		if i == 25 {
+			r = strings.Repeat("big", 3000) // 9000 bytes: a segment of its own
+		}
+		if err := s.Append([]byte(r)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) < 3 {
+		t.Fatalf("%d segments for %d bytes of records in segments of 4096, want more", len(segs), 50*200)
+	}
+	if runtime.GOOS == "linux" {
+		// Mapped: the last segment has its whole size, zero beyond the records.
+		st, err := os.Stat(segs[len(segs)-1])
+		if err != nil || st.Size() != 4096 {
+			t.Errorf("current segment: %v, size %d; want it mapped whole (4096)", err, st.Size())
+		}
+	}
+	read := func(what string) {
+		t.Helper()
+		s2 := MustOpen(t, dir, 1<<30)
+		defer s2.Close()
+		var got []string
+		for _, r := range s2.Take(1000) {
+			got = append(got, string(r.Data))
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Fatalf("%s: %d records read back, want the %d appended, in order", what, len(got), len(want))
+		}
+	}
+	read("with the first spool still open")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	read("after Close")
+	var size int64
+	for _, p := range segs {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size += st.Size()
+	}
+	var recBytes int64
+	for _, r := range want {
+		recBytes += int64(len(r)) + 1
+	}
+	if size != recBytes {
+		t.Errorf("segments hold %d bytes after Close, their records %d", size, recBytes)
 	}
 }
 
@@ -173,10 +250,14 @@ func TestRetainAcknowledged(t *testing.T) {
 // across segment boundaries, each come back once
 // with the number AppendSeq gave it, both from Take and after a reopen,
 // where a record's number is its place in its segment.
-func TestConcurrentAppends(t *testing.T) {
+func TestConcurrentAppends(t *testing.T) { forEachMode(t, testConcurrentAppends) }
+
+func testConcurrentAppends(t *testing.T, noMap bool) {
 	dir := t.TempDir()
 	s := MustOpen(t, dir, 1<<30)
+	s.noMap = noMap
 	s.segRecords = 37
+	s.segBytes = 1000 // some segments end by bytes, not records
 	const writers, each = 16, 200
 	var mu sync.Mutex
 	bySeq := map[uint64]string{}
@@ -236,34 +317,67 @@ func TestConcurrentAppends(t *testing.T) {
 // callers cost more than the system calls it saved.
 func BenchmarkAppend(b *testing.B) {
 	rec := []byte(strings.Repeat("x", 330)) // about a call record
-	b.Run("serial", func(b *testing.B) {
-		s := MustOpen(b, b.TempDir(), 1<<40)
-		defer s.Close()
-		b.ReportAllocs()
-		c0 := cpuTime()
-		for b.Loop() {
-			if err := s.Append(rec); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
-	})
-	b.Run("parallel-32", func(b *testing.B) {
-		s := MustOpen(b, b.TempDir(), 1<<40)
-		defer s.Close()
-		b.ReportAllocs()
-		b.SetParallelism(16) // × GOMAXPROCS (2 here): 32 callers
-		c0 := cpuTime()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
+	for _, mode := range []struct {
+		name  string
+		noMap bool
+	}{{"mapped", false}, {"written", true}} {
+		b.Run(mode.name+"/serial", func(b *testing.B) {
+			s := MustOpen(b, b.TempDir(), 1<<40)
+			s.noMap = mode.noMap
+			defer s.Close()
+			defer drain(s)()
+			b.ReportAllocs()
+			c0 := cpuTime()
+			for b.Loop() {
 				if err := s.Append(rec); err != nil {
-					b.Error(err)
-					return
+					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
 		})
-		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
-	})
+		b.Run(mode.name+"/parallel-32", func(b *testing.B) {
+			s := MustOpen(b, b.TempDir(), 1<<40)
+			s.noMap = mode.noMap
+			defer s.Close()
+			defer drain(s)()
+			b.ReportAllocs()
+			b.SetParallelism(16) // × GOMAXPROCS (2 here): 32 callers
+			c0 := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := s.Append(rec); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// drain takes and acknowledges what is appended to s every millisecond,
+// as a publisher does, so that the records taken are not all kept in
+// memory; the function it returns stops it.
+func drain(s *Spool) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			var seqs []uint64
+			for _, r := range s.Take(1 << 20) {
+				seqs = append(seqs, r.Seq)
+			}
+			_ = s.Ack(seqs...)
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // cpuTime is the CPU time this process has used, user and system.
