@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/proxy"
 	"go.uber.org/zap"
 )
 
@@ -34,6 +35,9 @@ type instance struct {
 	cid      string // container id, set once started
 	addr     string // base URL "http://ip:port", set once started
 	host     string // "ip:port"
+	// client sends its calls, on connections of its own (set with host,
+	// its idle connections closed when it leaves its pool).
+	client *proxy.Client
 	state    int
 	inflight int
 	lastUsed time.Time
@@ -148,6 +152,7 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	}
 	p.mu.Lock()
 	in.cid, in.addr, in.host = c.ID, "http://"+c.Addr, c.Addr
+	in.client = proxy.NewClient(c.Addr, w.transport)
 	p.mu.Unlock()
 	logger = logger.With(zap.String("container_id", shortID(c.ID)))
 	w.collectLogs(fn, in, c.ID, logger)

@@ -167,7 +167,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	out.Header.Set(gust.HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
 	start := time.Now()
 	rec.Start = start
-	resp, err := w.transport.RoundTrip(out)
+	resp, err := in.client.RoundTrip(out)
 	if err != nil {
 		return w.failed(h, r, p, in, fn, cfg, ctx, err, rec, body)
 	}

@@ -410,6 +410,9 @@ func (p *pool) removeLocked(in *instance) bool {
 	for i, x := range p.instances {
 		if x == in {
 			p.instances = append(p.instances[:i], p.instances[i+1:]...)
+			// No new call reaches it: its connections close, those of
+			// calls in flight as they end.
+			in.client.CloseIdle()
 			if starting, ready := p.liveLocked(); starting+ready > 0 || p.cfg.Min == 0 {
 				p.scaler.Lower(time.Now(), starting+ready, p.invocations)
 			}

@@ -22,7 +22,7 @@ import (
 const hopLimit = 1 << 10
 
 // MustHop starts a server on 127.0.0.1 that forwards every request to
-// upstream the way Gust's hops do (Outbound, RoundTrip, CopyHeader,
+// upstream the way Gust's hops do (Outbound, Client.RoundTrip, CopyHeader,
 // CopyBody, CopyTrailer), with request bodies limited to hopLimit bytes.
 // It returns the hop's URL.
 func MustHop(tb testing.TB, upstream *httptest.Server) string {
@@ -30,6 +30,8 @@ func MustHop(tb testing.TB, upstream *httptest.Server) string {
 	tr := proxy.NewTransport()
 	tb.Cleanup(tr.CloseIdleConnections)
 	host := strings.TrimPrefix(upstream.URL, "http://")
+	client := proxy.NewClient(host, tr)
+	tb.Cleanup(client.CloseIdle)
 	hop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, hopLimit)
 		out, err := proxy.Outbound(r.Context(), r, host, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery)
@@ -37,7 +39,7 @@ func MustHop(tb testing.TB, upstream *httptest.Server) string {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		resp, err := tr.RoundTrip(out)
+		resp, err := client.RoundTrip(out)
 		if err != nil {
 			if proxy.IsBodyTooLarge(err) {
 				http.Error(w, "too large", http.StatusRequestEntityTooLarge)
