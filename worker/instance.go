@@ -32,12 +32,12 @@ type instance struct {
 	id      string // gust instance id (immutable)
 	version uint64 // function version (immutable)
 
-	cid      string // container id, set once started
-	addr     string // base URL "http://ip:port", set once started
-	host     string // "ip:port"
+	cid  string // container id, set once started
+	addr string // base URL "http://ip:port", set once started
+	host string // "ip:port"
 	// client sends its calls, on connections of its own (set with host,
 	// its idle connections closed when it leaves its pool).
-	client *proxy.Client
+	client   *proxy.Client
 	state    int
 	inflight int
 	lastUsed time.Time
