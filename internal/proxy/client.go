@@ -17,9 +17,10 @@ import (
 // over connections it keeps, writing each request and reading its answer
 // on the calling goroutine. net/http's Transport hands every request to a
 // writing and a reading goroutine of its connection and the answer back,
-// which on two cores cost about a fifth of the CPU of a worker's hop to
-// its instance (docs/benchmarks.md); a worker's calls are mostly small
-// requests answered one at a time per connection, which need none of it.
+// which on two cores cost about a quarter of the CPU of a forwarding hop
+// (docs/benchmarks.md, "Issue 11, third pass"); a worker's calls are
+// mostly small requests answered one at a time per connection, which need
+// none of it.
 // What it does not send itself goes through its fallback transport, which
 // streams: a body of unknown length or over InlineBody, and requests that
 // expect a 100 Continue.
