@@ -167,8 +167,11 @@ func (c *callSpans) end(n uint64) {
 
 // callGrace is how long after a call's end a line may still be its: the
 // Engine stamps a line when it reads it from the container's output,
-// which can come after the worker has the answer of a short call.
-const callGrace = 20 * time.Millisecond
+// which can come after the worker has the answer of a short call. 20 ms
+// was too little on a slower Engine (fuse-overlayfs under Firecracker,
+// where a first call's line was stamped later than that); a longer grace
+// only leaves more lines untied when calls follow each other closely.
+const callGrace = 100 * time.Millisecond
 
 // at returns the id of the one call that ran at ts, or "". A line in no
 // call's span goes to the one call that ended at most callGrace before
