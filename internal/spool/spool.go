@@ -63,18 +63,20 @@ type Spool struct {
 	off int      // bytes of records in f
 	// mapMu orders prefaulting the mapped segment (read) against
 	// unmapping it (write); mapped is mem, under mapMu instead of mu.
-	mapMu   sync.RWMutex
-	mapped  []byte
-	segs    []uint64 // first seq of each segment on disk, ascending
-	next    uint64   // seq of the next record
-	queue   []Record // appended, not yet taken
-	bytes   int64    // bytes of unacknowledged records
-	sizes   map[uint64]int64
-	acked   map[uint64]bool // acknowledged seqs at or above low
-	low     uint64          // every seq below low is acknowledged
-	notify  chan struct{}
-	closed  bool
-	pending []Record // records found on disk at open, not yet taken
+	// prefaulting counts the prefault goroutines, which Close waits for.
+	prefaulting sync.WaitGroup
+	mapMu       sync.RWMutex
+	mapped      []byte
+	segs        []uint64 // first seq of each segment on disk, ascending
+	next        uint64   // seq of the next record
+	queue       []Record // appended, not yet taken
+	bytes       int64    // bytes of unacknowledged records
+	sizes       map[uint64]int64
+	acked       map[uint64]bool // acknowledged seqs at or above low
+	low         uint64          // every seq below low is acknowledged
+	notify      chan struct{}
+	closed      bool
+	pending     []Record // records found on disk at open, not yet taken
 }
 
 // DefaultRetain is how long acknowledged records stay on disk: well past
@@ -203,11 +205,12 @@ func (s *Spool) rotateLocked(need int) error {
 		// if the disk is full. The file's size may then be set already:
 		// writes start at its beginning all the same, and its zero end is
 		// cut at close.
-		if s.mem, _ = mapSegment(f, max(s.segBytes, need)); s.mem != nil {
+		if mem, _ := mapSegment(f, max(s.segBytes, need)); mem != nil {
+			s.mem = mem
 			s.mapMu.Lock()
-			s.mapped = s.mem
+			s.mapped = mem
 			s.mapMu.Unlock()
-			go s.prefault(s.mem)
+			s.prefaulting.Go(func() { s.prefault(mem) })
 		}
 	}
 	s.segs = append(s.segs, s.next)
@@ -328,7 +331,11 @@ func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	return s.closeSegmentLocked()
+	err := s.closeSegmentLocked()
+	// Unmapped: a prefault still running ends at its next chunk (it takes
+	// mapMu, never mu).
+	s.prefaulting.Wait()
+	return err
 }
 
 // closeSegmentLocked unmaps and closes the current segment, cut to the
