@@ -40,9 +40,9 @@ func (d *Dispatcher) consumeAsync(fn *gust.Function, limit int, logger *zap.Logg
 		logger.Warn("delete legacy async consumer", zap.Error(err))
 	}
 	stop, err := d.async.Queue.Consume(d.ctx, gust.ConsumerSpec{
-		// Calls are queued under the function's subject followed by
-		// their id (asyncSubject); earlier releases queued them under the
-		// function's subject alone, and redrives still do.
+		// Calls are queued under the function's subject (asyncSubject);
+		// one release queued them under the function's subject followed
+		// by the call id, which the second filter still takes.
 		Stream: d.async.Stream, Durable: asyncConsumer(ns, name), Filter: gust.SubjectAsyncPrefix + key,
 		Filters: []string{gust.SubjectAsyncPrefix + key + ".*"}, Max: limit, AckWait: ackWait,
 	}, func(dl gust.Delivery) { d.runAsync(key, dl) })
@@ -94,9 +94,9 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	}
 	tooOld := func() bool { return try > 1 && time.Since(req.Enqueued) > cfg.Retry.MaxAge }
 	// On a first delivery, one conditional write marks the call running:
-	// it creates the status of a call enqueued without one (NoStatus), or
-	// replaces the "queued" status written just before the enqueue
-	// (StatusRev). It succeeds only if nothing has written the status
+	// it replaces the "queued" status written just before the enqueue
+	// (StatusRev), or creates the status of a call an earlier release
+	// enqueued without one (NoStatus). It succeeds only if nothing has written the status
 	// since, and every attempt writes "running" before it runs, so no
 	// attempt has started: it is the redelivery check below without its
 	// read.

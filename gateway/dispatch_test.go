@@ -351,11 +351,11 @@ func TestDispatcher_Attempt(t *testing.T) {
 	}
 }
 
-// A call still waiting in the queue has no status of its own (the
-// gateway writes none when it enqueues): GET /system/invocations/ID
-// answers "queued" from its message, with its namespace and function,
-// and the first attempt creates the status. The call runs once.
-func TestDispatcher_QueuedStatusFromQueue(t *testing.T) {
+// A call still waiting in the queue has the "queued" status the gateway
+// stored before it enqueued it: GET /system/invocations/ID answers it
+// with its namespace and function, and the first attempt replaces it.
+// The call runs once.
+func TestDispatcher_QueuedStatus(t *testing.T) {
 	t.Parallel()
 	e := MustOpenAsync(t)
 	gate := make(chan struct{})
@@ -372,8 +372,8 @@ func TestDispatcher_QueuedStatusFromQueue(t *testing.T) {
 	first := e.enqueue("held", "one")
 	e.waitCall(first, gust.AsyncRunning, 0)
 	second := e.enqueue("held", "two")
-	if _, _, err := e.async.Calls.Get(context.Background(), second); !errors.Is(err, gust.ErrNotFound) {
-		t.Errorf("status of a call still queued: err %v, want none stored", err)
+	if st, _, err := e.async.Calls.Get(context.Background(), second); err != nil || st.State != gust.AsyncQueued || st.Attempts != 0 {
+		t.Errorf("stored status of a call still queued: %+v, %v; want queued, 0 attempts", st, err)
 	}
 	c := e.waitCall(second, gust.AsyncQueued, 0)
 	if c.CallID != second || c.Namespace != gust.DefaultNamespace || c.Function != "held" || c.Attempts != 0 || c.Enqueued.IsZero() {
@@ -389,6 +389,42 @@ func TestDispatcher_QueuedStatusFromQueue(t *testing.T) {
 		if n, _ := ran.Load(id); n == nil || n.(*atomic.Int32).Load() != 1 {
 			t.Errorf("call %s ran %v times, want once", id, n)
 		}
+	}
+}
+
+// A call an earlier release queued, under a subject of its own and with
+// no status stored, is still "queued" to GET /system/invocations/ID (its
+// message stands for it) and runs once when its function is deployed.
+func TestDispatcher_QueuedByEarlierRelease(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	ctx := context.Background()
+	id := strings.Repeat("cd", 16)
+	req := gust.AsyncRequest{CallID: id, Namespace: gust.DefaultNamespace, Function: "late", Method: http.MethodPost,
+		Path: "/", Body: []byte("old"), Enqueued: time.Now().UTC(), Trigger: gust.TriggerAsync, NoStatus: true}
+	data, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := gust.SubjectAsyncPrefix + gust.FunctionKey(gust.DefaultNamespace, "late") + "." + id
+	if err := e.async.Queue.Enqueue(ctx, subject, id, data); err != nil {
+		t.Fatalf("enqueue as the earlier release did: %v", err)
+	}
+	c := e.waitCall(id, gust.AsyncQueued, 0)
+	if c.Function != "late" || c.Attempts != 0 {
+		t.Errorf("queued call: got %+v, want openfaas-fn.late, 0 attempts", c.AsyncStatus)
+	}
+	var runs atomic.Int32
+	e.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(gust.HeaderCallID) == id {
+			runs.Add(1)
+		}
+		_, _ = io.Copy(w, r.Body)
+	})
+	e.deploy(gust.DefaultNamespace, "late")
+	e.waitCall(id, gust.AsyncSucceeded, 1)
+	if n := runs.Load(); n != 1 {
+		t.Errorf("the call ran %d times, want once", n)
 	}
 }
 

@@ -271,8 +271,8 @@ func akillAtDeath(t *testing.T, rs *roleSet, data string, ids []string) (map[str
 	for _, id := range ids {
 		e, err := kv.Get(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			// No attempt had started: a call still queued has no status
-			// of its own, its message in the queue stands for it.
+			// A call an earlier release queued has no status of its
+			// own until an attempt starts: its message stands for it.
 			st, qerr := bus.QueuedCall(ctx, natsbus.StreamAsync, id)
 			if qerr != nil {
 				t.Errorf("call %s at death: no status (%v) and not queued (%v)", id, err, qerr)

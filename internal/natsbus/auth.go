@@ -136,7 +136,8 @@ func permissions(user string) *server.Permissions {
 		r.pub = append(r.pub, "gust.worker.drain.*")
 		r.pub = append(r.pub, "gust.scheduler.place", "gust.async.>", "gust.dlq.>", "gust.meter.>",
 			"$JS.API.STREAM.MSG.DELETE."+StreamDeadLetters, "$JS.API.STREAM.PURGE."+StreamDeadLetters,
-			// The status of a call still queued is its message (QueuedCall).
+			// The status of a call an earlier release queued is its
+			// message (QueuedCall).
 			"$JS.API.STREAM.MSG.GET."+StreamAsync)
 		r.consume(StreamAsync, StreamDeadLetters, StreamMeter)
 		// Function logs: it reads them (ordered consumers), never
