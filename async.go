@@ -105,20 +105,19 @@ type AsyncRequest struct {
 	// own).
 	AttemptOffset int `json:"attemptOffset,omitempty"`
 	// NoStatus says the gateway stored no status when it enqueued the
-	// call (a release did so, and such calls may still be queued): until
-	// an attempt starts, the call's message, waiting in the queue under
-	// its own subject (SubjectAsyncPrefix+"NS.FN.ID"), is its "queued"
-	// status. The first attempt creates the status
-	// ("running") only if none exists: one write that is also the check
-	// that no attempt ran before (a message coming back after a crash).
+	// call (one release did so, and such calls may still be queued):
+	// until an attempt starts, the call's message, waiting in the queue
+	// under its own subject (SubjectAsyncPrefix+"NS.FN.ID"), is its
+	// "queued" status. The first attempt creates the status ("running")
+	// only if none exists: one write that is also the check that no
+	// attempt ran before (a message coming back after a crash).
 	NoStatus bool `json:"noStatus,omitempty"`
 	// StatusRev is the revision of the "queued" status written just
 	// before the call was enqueued (by the gateway, or by a redrive), 0
-	// when none is known. The
-	// dispatcher marks the call running only if its status is still at
-	// that revision: again one conditional write for the check and the
-	// "running" status. When either write fails, the dispatcher reads
-	// the status and decides as without them.
+	// when none is known. The dispatcher marks the call running only if
+	// its status is still at that revision: again one conditional write
+	// for the check and the "running" status. When either write fails,
+	// the dispatcher reads the status and decides as without them.
 	StatusRev uint64 `json:"statusRev,omitempty"`
 }
 

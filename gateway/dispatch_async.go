@@ -96,10 +96,10 @@ func (d *Dispatcher) attempt(req *gust.AsyncRequest, dl gust.Delivery) {
 	// On a first delivery, one conditional write marks the call running:
 	// it replaces the "queued" status written just before the enqueue
 	// (StatusRev), or creates the status of a call an earlier release
-	// enqueued without one (NoStatus). It succeeds only if nothing has written the status
-	// since, and every attempt writes "running" before it runs, so no
-	// attempt has started: it is the redelivery check below without its
-	// read.
+	// enqueued without one (NoStatus). It succeeds only if nothing has
+	// written the status since, and every attempt writes "running" before
+	// it runs, so no attempt has started: it is the redelivery check
+	// below without its read.
 	claimed := (req.NoStatus || req.StatusRev != 0) && try == 1 && fn != nil &&
 		d.claim(req, attempt) == nil
 	if !claimed {
