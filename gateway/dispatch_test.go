@@ -55,9 +55,25 @@ type asyncEnv struct {
 	d      *gateway.Dispatcher
 	// metrics are the dispatcher's.
 	metrics *metrics.Metrics
+	// queue is async.Queue: the bus, refusing enqueues when told to.
+	queue *refusingQueue
 
 	mu      sync.Mutex
 	handler http.HandlerFunc // the function, in every container
+}
+
+// refusingQueue is the bus's queue, refusing every enqueue while refuse
+// is set, as a full stream does (natsbus.Bus.Enqueue).
+type refusingQueue struct {
+	*natsbus.Bus
+	refuse atomic.Bool
+}
+
+func (q *refusingQueue) Enqueue(ctx context.Context, subject, msgID string, data []byte) error {
+	if q.refuse.Load() {
+		return gust.Errorf(gust.EUNAVAILABLE, "the queue is full (test); retry later")
+	}
+	return q.Bus.Enqueue(ctx, subject, msgID, data)
 }
 
 // setHandler replaces what the functions' containers answer (their
@@ -83,8 +99,9 @@ func MustOpenAsync(t *testing.T, setup ...func(*gateway.Dispatcher)) *asyncEnv {
 	if err != nil {
 		t.Fatalf("open async: %v", err)
 	}
+	queue := &refusingQueue{Bus: bus}
 	async := &gateway.Async{
-		Queue: bus, Events: bus, DeadLetters: natsbus.NewDeadLetters(bus),
+		Queue: queue, Events: bus, DeadLetters: natsbus.NewDeadLetters(bus),
 		Calls: as.Calls, Idempotency: as.Idempotency, Stream: natsbus.StreamAsync,
 	}
 
@@ -118,7 +135,7 @@ func MustOpenAsync(t *testing.T, setup ...func(*gateway.Dispatcher)) *asyncEnv {
 		}
 	})
 
-	e := &asyncEnv{t: t, bus: bus, state: st, async: async}
+	e := &asyncEnv{t: t, bus: bus, state: st, async: async, queue: queue}
 	e.handler = mock.DefaultHandler().ServeHTTP
 	rt := mock.NewRuntime(func(gust.ContainerSpec) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -426,6 +443,27 @@ func TestDispatcher_QueuedByEarlierRelease(t *testing.T) {
 	if n := runs.Load(); n != 1 {
 		t.Errorf("the call ran %d times, want once", n)
 	}
+}
+
+// A call the queue refuses is answered 503 and leaves nothing behind: no
+// "queued" status (stored before the enqueue), and its idempotency key
+// free, so that the same key enqueues the call once the queue takes it.
+func TestDispatcher_EnqueueRefused(t *testing.T) {
+	t.Parallel()
+	e := MustOpenAsync(t)
+	e.deploy(gust.DefaultNamespace, "echo")
+	e.queue.refuse.Store(true)
+	status, h, body := MustDo(t, http.MethodPost, e.url+"/async-function/echo", "x", gust.HeaderIdempotencyKey, "k1")
+	wantError(t, status, body, http.StatusServiceUnavailable, gust.EUNAVAILABLE, "")
+	if id := h.Get(gust.HeaderCallID); id != "" {
+		t.Errorf("refused call answered with X-Call-Id %s", id)
+	}
+	if left, err := e.async.Calls.List(context.Background(), ">"); err != nil || len(left) != 0 {
+		t.Errorf("statuses after a refused enqueue: %v (%v), want none", left, err)
+	}
+	e.queue.refuse.Store(false)
+	id := e.enqueue("echo", "x", gust.HeaderIdempotencyKey, "k1")
+	e.waitCall(id, gust.AsyncSucceeded, 1)
 }
 
 func TestDispatcher_Retry(t *testing.T) {
