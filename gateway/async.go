@@ -15,7 +15,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/gustfaas/gust"
-	"go.uber.org/zap"
 )
 
 // WithAsync enables async calls, event triggers and dead letters, run by
@@ -160,52 +159,6 @@ func (s *Server) asyncInvoke(w http.ResponseWriter, r *http.Request) error {
 // both subjects, for the calls such a release queued.)
 func asyncSubject(fnKey string) string { return gust.SubjectAsyncPrefix + fnKey }
 
-// queuedCalls is a Queue that finds a call waiting in it by its id, for
-// the calls queued under a subject of their own by an earlier release
-// with no status stored (natsbus.Bus).
-type queuedCalls interface {
-	QueuedCall(ctx context.Context, stream, callID string) (gust.AsyncStatus, error)
-}
-
-// callStatusOf returns the status of async call callID, or an error
-// wrapping gust.ErrNotFound. The gateway stores "queued" before it
-// enqueues a call; a call queued by an earlier release that stored none
-// has its message in the queue stand for it until the dispatcher writes
-// one. The table is read again after the queue, because between the two
-// reads the dispatcher may have written the status and taken the message
-// off the queue; it writes the status first, so one of the three reads
-// finds the call.
-func (s *Server) callStatusOf(ctx context.Context, callID string) (gust.AsyncStatus, error) {
-	st, _, err := s.async.Calls.Get(ctx, callID)
-	if !errors.Is(err, gust.ErrNotFound) {
-		return st, err
-	}
-	q, ok := s.async.Queue.(queuedCalls)
-	if !ok {
-		return st, err
-	}
-	qctx, cancel := context.WithTimeout(ctx, queuedLookupTimeout)
-	qst, qerr := q.QueuedCall(qctx, s.async.Stream, callID)
-	cancel()
-	if qerr == nil {
-		return qst, nil
-	}
-	if !errors.Is(qerr, gust.ErrNotFound) && ctx.Err() == nil {
-		// Not fatal to the read: most ids looked up here are no queued
-		// call (sync calls' records), and failing the lookup only hides
-		// "queued" until the call's first attempt writes its status. A
-		// NATS server whose gateway user may not get GUST_ASYNC messages
-		// (provisioned by an earlier release) fails it every time.
-		s.logger.Warn("look up a queued async call", zap.String("invocation_id", callID), zap.Error(qerr))
-	}
-	st, _, err = s.async.Calls.Get(ctx, callID)
-	return st, err
-}
-
-// queuedLookupTimeout bounds the queue lookup of callStatusOf: a request
-// the server refuses (permissions) gets no answer at all.
-const queuedLookupTimeout = 2 * time.Second
-
 // callStatus is the answer of GET /system/invocations/{callId} for an
 // async call: its state and the records of its attempts.
 type callStatus struct {
@@ -219,7 +172,7 @@ func (s *Server) asyncStatus(r *http.Request, callID string) (*callStatus, error
 	if s.async == nil || !statusKey(callID) {
 		return nil, nil
 	}
-	st, err := s.callStatusOf(r.Context(), callID)
+	st, _, err := s.async.Calls.Get(r.Context(), callID)
 	if errors.Is(err, gust.ErrNotFound) {
 		return nil, nil
 	}

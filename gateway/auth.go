@@ -426,7 +426,7 @@ func (s *Server) invocationNamespace(r *http.Request) (string, *http.Request, er
 	id := chi.URLParam(r, "callId")
 	callID, _ := gust.SplitAttemptID(id)
 	if s.async != nil && statusKey(callID) {
-		st, err := s.callStatusOf(r.Context(), callID)
+		st, _, err := s.async.Calls.Get(r.Context(), callID)
 		if err == nil {
 			return st.Namespace, r, nil
 		}

@@ -102,36 +102,6 @@ func (b *Bus) Enqueue(ctx context.Context, subject, msgID string, data []byte) e
 	return nil
 }
 
-// QueuedCall finds the message of an async call waiting in stream under
-// its own subject (gust.SubjectAsyncPrefix+"NS.FN.ID") and returns the
-// "queued" status it stands for, or an error wrapping gust.ErrNotFound.
-// The lookup is by the subject's last token: the server finds it in its
-// subject index, whatever the length of the queue.
-func (b *Bus) QueuedCall(ctx context.Context, stream, callID string) (gust.AsyncStatus, error) {
-	var st gust.AsyncStatus
-	if callID == "" || strings.ContainsAny(callID, ".*> \t\r\n") {
-		return st, fmt.Errorf("queued call %q: %w", callID, gust.ErrNotFound)
-	}
-	s, err := b.JS.Stream(ctx, stream)
-	if err != nil {
-		return st, fmt.Errorf("async stream: %w", err)
-	}
-	msg, err := s.GetLastMsgForSubject(ctx, gust.SubjectAsyncPrefix+"*.*."+callID)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return st, fmt.Errorf("queued call %s: %w", callID, gust.ErrNotFound)
-	}
-	if err != nil {
-		return st, fmt.Errorf("queued call %s: %w", callID, err)
-	}
-	parts := strings.Split(strings.TrimPrefix(msg.Subject, gust.SubjectAsyncPrefix), ".")
-	if len(parts) != 3 {
-		return st, fmt.Errorf("queued call %s: %w", callID, gust.ErrNotFound)
-	}
-	at := msg.Time.UTC()
-	return gust.AsyncStatus{CallID: callID, Namespace: parts[0], Function: parts[1], State: gust.AsyncQueued,
-		Enqueued: at, Updated: at}, nil
-}
-
 // errCodeStoreFailed is nats-server's JSStreamStoreFailedF: a stream
 // refused to store a message, e.g. past MaxBytes with DiscardNew.
 const errCodeStoreFailed jetstream.ErrorCode = 10077

@@ -136,8 +136,9 @@ func permissions(user string) *server.Permissions {
 		r.pub = append(r.pub, "gust.worker.drain.*")
 		r.pub = append(r.pub, "gust.scheduler.place", "gust.async.>", "gust.dlq.>", "gust.meter.>",
 			"$JS.API.STREAM.MSG.DELETE."+StreamDeadLetters, "$JS.API.STREAM.PURGE."+StreamDeadLetters,
-			// The status of a call an earlier release queued is its
-			// message (QueuedCall).
+			// Gateways of the release that queued each async call under
+			// a subject of its own read a queued call's message as its
+			// status: kept while such gateways may still run.
 			"$JS.API.STREAM.MSG.GET."+StreamAsync)
 		r.consume(StreamAsync, StreamDeadLetters, StreamMeter)
 		// Function logs: it reads them (ordered consumers), never
