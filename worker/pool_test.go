@@ -485,16 +485,23 @@ func TestPool_Redeploy(t *testing.T) {
 
 // TestPool_ScaleOrder: a scale-function order of the same version applies
 // at once: instances start with no call, and an order of 0 stops them
-// (here with an idle timeout of an hour: the order does not wait for it).
+// (here with an idle timeout of an hour: the order does not wait for it),
+// even with a minimum. The scheduler's prepare of the placement that
+// follows the order of 0 starts nothing (it started one, which the
+// minimum then kept: TestMinWarmAndScaleFunction failed in .ci/run).
 func TestPool_ScaleOrder(t *testing.T) {
 	e := newEnv(t, nil)
-	fn := e.deploy("scaled", map[string]string{gust.LabelIdleTimeout: "1h"})
+	fn := e.deploy("scaled", map[string]string{gust.LabelIdleTimeout: "1h", gust.LabelScaleMin: "1"})
 	e.place(fn)
 	fn.Scaled = &gust.ScaleOrder{Replicas: 2, At: time.Now()}
 	e.put(fn)
 	e.running(2)
 	fn.Scaled = &gust.ScaleOrder{Replicas: 0, At: time.Now()}
 	e.put(fn)
+	e.running(0)
+	if reply := e.prepare(fn); reply.Err() != nil {
+		t.Fatalf("prepare after the order of 0: %v", reply.Err())
+	}
 	e.running(0)
 	if got := e.rt.Starts(); got != 2 {
 		t.Errorf("starts: got %d, want 2", got)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/autoscale"
 	"go.uber.org/zap"
 )
 
@@ -202,6 +203,13 @@ func (w *Worker) handlePrepare(ctx context.Context, data []byte) any {
 	fn := req.Function
 	if err := w.ensureImage(ctx, fn.Spec.Image); err != nil {
 		return gust.ReplyOf(err)
+	}
+	if o := fn.Scaled; o != nil && o.Replicas == 0 && time.Since(o.At) < autoscale.StableWindow {
+		// Placed after an order to scale to zero: ready to start here,
+		// not started. (An instance started now, after the order had
+		// stopped the others, would stay: a call-less start is held at
+		// the minimum.)
+		return gust.ReplyOf(nil)
 	}
 	p, err := w.poolFor(&fn)
 	if err != nil {
