@@ -409,7 +409,7 @@ func widthRange(fn *gust.Function, now time.Time) (lo, hi int) {
 	cfg := fn.Config()
 	hi = max(1, cfg.Max)
 	floor := cfg.Min
-	if o := fn.Scaled; o != nil && now.Sub(o.At) < autoscale.StableWindow {
+	if o := fn.Scaled; o != nil && autoscale.OrderFresh(o.At, now) {
 		floor = max(floor, o.Replicas)
 	}
 	return min(max(1, floor), hi), hi

@@ -116,7 +116,7 @@ func (p *pool) setFunctionLocked(fn *gust.Function, minShare, maxShare, orderSha
 		// A new order applies at once; a fresh one applies again when
 		// this worker's share of it changes (the placement widened for
 		// it). An order older than a stable window has been acted on.
-		fresh := now.Sub(o.At) < autoscale.StableWindow
+		fresh := autoscale.OrderFresh(o.At, now)
 		if fresh && (o.At.After(p.orderAt) || o.At.Equal(p.orderAt) && orderShare != p.orderShare) {
 			p.scaler.Set(now, orderShare, p.invocations)
 			p.ordered = now

@@ -204,7 +204,7 @@ func (w *Worker) handlePrepare(ctx context.Context, data []byte) any {
 	if err := w.ensureImage(ctx, fn.Spec.Image); err != nil {
 		return gust.ReplyOf(err)
 	}
-	if o := fn.Scaled; o != nil && o.Replicas == 0 && time.Since(o.At) < autoscale.StableWindow {
+	if o := fn.Scaled; o != nil && o.Replicas == 0 && autoscale.OrderFresh(o.At, time.Now()) {
 		// Placed after an order to scale to zero: ready to start here,
 		// not started. (An instance started now, after the order had
 		// stopped the others, would stay: a call-less start is held at

@@ -78,10 +78,10 @@ const (
 //     so the enqueues do not share the host with the dispatcher's work.
 //
 // Before the phases, a burst of bevWarm async calls and bevWarm events
-// (as many as a phase) warms both functions (and may scale them up); the phases start once the
-// instance counts hold still, and each starts once metering has stored
-// what the previous one recorded. Counters are read in process, not
-// scraped. The host is shared by the containers: the log gives the
+// (as many as a phase) warms both functions (and may scale them up); the
+// phases start once the instance counts hold still, and each starts once
+// metering has stored what the previous one recorded. Counters are read
+// in process, not scraped. The host is shared by the containers: the log gives the
 // process's CPU and the host's busy share of each phase.
 //
 // With GUST_BENCH_PHASE_PROFILE=prefix (and no -cpuprofile) it writes a

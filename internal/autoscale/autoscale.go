@@ -41,6 +41,11 @@ const (
 	TypeCPU      = "cpu"      // CPU millicores per instance
 )
 
+// OrderFresh reports whether a scale-function order given at at still
+// holds at now: for a stable window, after which the decider has acted on
+// it.
+func OrderFresh(at, now time.Time) bool { return now.Sub(at) < StableWindow }
+
 // Windows and thresholds.
 const (
 	// StableWindow is Knative's stable window: the average that scales,
