@@ -68,10 +68,31 @@ func (l Limits) Apply(s *http.Server) {
 // answer for d from now, past the server's ReadTimeout and WriteTimeout:
 // for handlers whose work is bounded otherwise (a call by its function's
 // timeout, a deploy by the deploy timeout). A writer that cannot move its
-// deadlines (a test recorder) is left as it is.
+// deadlines (a test recorder, an event's answer held in memory) is left as
+// it is.
+//
+// It looks for the deadlines as http.ResponseController does, through
+// Unwrap, but without one: the controller answers a writer without them
+// with an error built by fmt.Errorf, twice per call, which was 5% of an
+// event's CPU (docs/benchmarks.md, "Issue 11, fifth pass").
 func Extend(w http.ResponseWriter, d time.Duration) {
-	rc := http.NewResponseController(w)
-	t := time.Now().Add(d)
-	_ = rc.SetReadDeadline(t)
-	_ = rc.SetWriteDeadline(t)
+	for {
+		switch x := w.(type) {
+		case deadlines:
+			t := time.Now().Add(d)
+			_ = x.SetReadDeadline(t)
+			_ = x.SetWriteDeadline(t)
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return
+		}
+	}
+}
+
+// deadlines is what net/http's own response writer has.
+type deadlines interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
 }
