@@ -163,7 +163,10 @@ func sanitize(s string) string {
 // body, its headers as HTTP headers, and CloudEvents attributes in HTTP
 // binary mode.
 func eventRequest(ns, name, subject string, header map[string][]string, data []byte, at time.Time) *gust.AsyncRequest {
-	h := http.Header{}
+	// Sized for the CloudEvents headers, and their values in one slice,
+	// each capped at its length (an Add copies): a map grown header by
+	// header was 5% of an event's CPU.
+	h := make(http.Header, len(header)+7)
 	for k, v := range header {
 		if strings.HasPrefix(k, "Nats-") {
 			continue
@@ -171,14 +174,15 @@ func eventRequest(ns, name, subject string, header map[string][]string, data []b
 		h[http.CanonicalHeaderKey(k)] = v
 	}
 	id := newCallID()
-	h.Set("Ce-Id", id)
-	h.Set("Ce-Specversion", "1.0")
-	h.Set("Ce-Source", "nats://gust/"+subject)
-	h.Set("Ce-Type", "io.gust.nats.message")
-	h.Set("Ce-Subject", subject)
-	h.Set("Ce-Time", at.UTC().Format(time.RFC3339Nano))
+	v := []string{id, "1.0", "nats://gust/" + subject, "io.gust.nats.message", subject, at.UTC().Format(time.RFC3339Nano), "application/octet-stream"}
+	h["Ce-Id"] = v[0:1:1]
+	h["Ce-Specversion"] = v[1:2:2]
+	h["Ce-Source"] = v[2:3:3]
+	h["Ce-Type"] = v[3:4:4]
+	h["Ce-Subject"] = v[4:5:5]
+	h["Ce-Time"] = v[5:6:6]
 	if h.Get("Content-Type") == "" {
-		h.Set("Content-Type", "application/octet-stream")
+		h["Content-Type"] = v[6:7:7]
 	}
 	return &gust.AsyncRequest{
 		CallID: id, Namespace: ns, Function: name, Method: http.MethodPost, Path: "/", Header: h,

@@ -33,6 +33,7 @@ func (d *Dispatcher) run(ctx context.Context, fn *gust.Function, req *gust.Async
 		return result{status: http.StatusBadRequest, outcome: gust.OutcomeRejected, err: err.Error()}
 	}
 	hr.URL.RawQuery = req.Query
+	hr.Header = make(http.Header, len(req.Header)+4) // no growing, header by header
 	for k, v := range req.Header {
 		hr.Header[k] = v
 	}
