@@ -243,9 +243,9 @@ func (w *Worker) finish(rec *gust.CallRecord, end time.Time, in, out int64) {
 // already (what Header.Set would make them).
 func setFigures(h http.Header, rec *gust.CallRecord, callerID string, cold bool) {
 	var buf [64]byte
-	b := strconv.AppendFloat(buf[:0], float64(rec.DurationNs)/1e9, 'f', 9, 64)
+	b := appendSeconds(buf[:0], rec.DurationNs)
 	cut := len(b)
-	b = strconv.AppendFloat(b, float64(rec.BilledNs)/1e9, 'f', 9, 64)
+	b = appendSeconds(b, rec.BilledNs)
 	figures := string(b)
 	v := make([]string, 5)
 	v[0], v[1], v[2], v[3] = callerID, figures[:cut], figures[cut:], rec.Outcome
@@ -259,6 +259,23 @@ func setFigures(h http.Header, rec *gust.CallRecord, callerID string, cold bool)
 		v[4] = "true"
 		h[gust.HeaderColdStart] = v[4:5:5]
 	}
+}
+
+// appendSeconds appends ns as seconds with nine decimals, exactly, in
+// integers: strconv's float formatting was 3% of an event's CPU.
+func appendSeconds(b []byte, ns int64) []byte {
+	if ns < 0 {
+		b = append(b, '-')
+		ns = -ns
+	}
+	b = strconv.AppendInt(b, ns/1e9, 10)
+	frac := ns % 1e9
+	b = append(b, ".000000000"...)
+	for i := len(b) - 1; frac > 0; i-- {
+		b[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	return b
 }
 
 // refuse turns away, unmetered, a call that may go to another worker:

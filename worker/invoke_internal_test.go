@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -36,5 +37,17 @@ func TestTimedOut(t *testing.T) {
 	<-ended.Done()
 	if !timedOut(ended) {
 		t.Error("timedOut = false for an ended deadline")
+	}
+}
+
+// TestAppendSeconds: durations as seconds with nine decimals, as
+// strconv's float formatting wrote them for every duration a call has.
+func TestAppendSeconds(t *testing.T) {
+	for _, ns := range []int64{0, 1, 999, 1000, 123456789, 999999999, 1e9, 1e9 + 1, 61e9 + 500, 3600e9 + 123, 86400e9 * 3, -1, -1500000000} {
+		got := string(appendSeconds(nil, ns))
+		want := strconv.FormatFloat(float64(ns)/1e9, 'f', 9, 64)
+		if got != want {
+			t.Errorf("appendSeconds(%d) = %q, want %q", ns, got, want)
+		}
 	}
 }
