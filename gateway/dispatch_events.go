@@ -174,7 +174,10 @@ func eventRequest(ns, name, subject string, header map[string][]string, data []b
 		h[http.CanonicalHeaderKey(k)] = v
 	}
 	id := newCallID()
-	v := []string{id, "1.0", "nats://gust/" + subject, "io.gust.nats.message", subject, at.UTC().Format(time.RFC3339Nano), "application/octet-stream"}
+	v := []string{
+		id, "1.0", "nats://gust/" + subject, "io.gust.nats.message", subject,
+		at.UTC().Format(time.RFC3339Nano), "application/octet-stream",
+	}
 	h["Ce-Id"] = v[0:1:1]
 	h["Ce-Specversion"] = v[1:2:2]
 	h["Ce-Source"] = v[2:3:3]
