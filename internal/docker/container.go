@@ -51,6 +51,7 @@ func (r *Runtime) Start(ctx context.Context, spec gust.ContainerSpec) (_ gust.In
 	}
 	ctx, end := bound(ctx, r.cfg.CallTimeout)
 	defer end(&err)
+	defer r.beginStart()()
 	if inst, ok := r.startPrepared(ctx, spec); ok {
 		return inst, nil
 	}

@@ -138,7 +138,7 @@ func New(cfg Config, logger *zap.Logger) (*Runtime, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		networks: make(map[string]netInfo),
-		holders:  holders{pools: map[holderKey]*holderPool{}, prepared: map[string]*prepared{}},
+		holders:  holders{pools: map[holderKey]*holderPool{}, prepared: map[string]*prepared{}, closing: make(chan struct{})},
 	}, nil
 }
 

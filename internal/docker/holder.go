@@ -31,10 +31,12 @@ import (
 // already attached to it, each running a process that only blocks. Start
 // takes one, creates the function container in its namespace and gives
 // the holder's address as the instance's (known ahead: no inspect); a
-// holder is made again in the background for the next start. Removing an
-// instance removes its holder. When no holder is ready, or on an Engine
-// that is not amd64 (the holder binary is amd64 code), Start attaches the
-// container to the network itself, as before.
+// holder is made again in the background for the next start, once no
+// start has run for a moment (in a burst, making holders would load the
+// Engine that the starts wait for). Removing an instance removes its
+// holder. When no holder is ready, or on an Engine that is not amd64 (the
+// holder binary is amd64 code), Start attaches the container to the
+// network itself, as before.
 //
 // Holders carry gust.managed=true and the gust.worker of the specs they
 // serve, so that a worker's removal of its leftovers and of a gone
@@ -154,6 +156,64 @@ type holders struct {
 	// prepared are the containers created ahead and not started, by
 	// name (prepare.go).
 	prepared map[string]*prepared
+	// starting counts the Starts in flight; quiet is closed while it is
+	// zero. Holders are made only then (refillLocked).
+	starting int
+	quiet    chan struct{}
+	closing  chan struct{} // closed by closeHolders
+}
+
+// beginStart counts a Start in flight until the function it returns is
+// called.
+func (r *Runtime) beginStart() (end func()) {
+	r.holders.mu.Lock()
+	if r.holders.starting == 0 {
+		r.holders.quiet = make(chan struct{})
+	}
+	r.holders.starting++
+	r.holders.mu.Unlock()
+	return func() {
+		r.holders.mu.Lock()
+		if r.holders.starting--; r.holders.starting == 0 {
+			close(r.holders.quiet)
+		}
+		r.holders.mu.Unlock()
+	}
+}
+
+// startsQuiet is how long no Start has to run before holders are made:
+// in a burst, one start follows another within it (the worker's start
+// limit hands a freed slot to the next at once).
+const startsQuiet = 50 * time.Millisecond
+
+// whenStartsQuiet waits until no Start has run for startsQuiet, or until
+// the runtime closes (false).
+func (r *Runtime) whenStartsQuiet() bool {
+	for {
+		r.holders.mu.Lock()
+		ch := r.holders.quiet
+		r.holders.mu.Unlock()
+		if ch != nil {
+			select {
+			case <-ch:
+			case <-r.holders.closing:
+				return false
+			}
+		}
+		t := time.NewTimer(startsQuiet)
+		select {
+		case <-t.C:
+		case <-r.holders.closing:
+			t.Stop()
+			return false
+		}
+		r.holders.mu.Lock()
+		quiet := r.holders.starting == 0
+		r.holders.mu.Unlock()
+		if quiet {
+			return true
+		}
+	}
 }
 
 // holderKeyOf is the key of the holders that can serve a start on network
@@ -199,6 +259,16 @@ func (r *Runtime) refillLocked(key holderKey, p *holderPool) {
 		r.holders.wg.Add(1)
 		go func() {
 			defer r.holders.wg.Done()
+			// A holder made while starts run would load the Engine
+			// they wait for: in a burst, a start that finds no holder
+			// attaches its container to the network itself, the same
+			// work done once instead of twice.
+			if !r.whenStartsQuiet() {
+				r.holders.mu.Lock()
+				p.filling--
+				r.holders.mu.Unlock()
+				return
+			}
 			// Not cancelled by Close, which waits for it: a creation cut
 			// short could leave a holder nobody knows of.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.CallTimeout)
@@ -393,6 +463,9 @@ func (r *Runtime) removeIdleHolders(ctx context.Context, wait bool) {
 // removes every idle one, and every prepared container.
 func (r *Runtime) closeHolders() {
 	r.holders.mu.Lock()
+	if !r.holders.closed {
+		close(r.holders.closing)
+	}
 	r.holders.closed = true
 	r.holders.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CallTimeout)

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
 	"go.uber.org/zap/zaptest"
@@ -424,5 +427,72 @@ func TestHolder_Reconcile(t *testing.T) {
 	r.holders.mu.Unlock()
 	if err := fresh.RemoveNetwork(ctx); err != nil {
 		t.Errorf("RemoveNetwork after the reconcile: %v", err)
+	}
+}
+
+// TestHolders_MadeWhenStartsQuiet: no holder is made while a start runs
+// (in a burst it would load the Engine the starts wait for; a start that
+// finds none attaches its container itself), the holders wanted are made
+// once starts have been quiet, and closing the runtime does not wait for
+// a start to end to give up the holders it has not begun making.
+func TestHolders_MadeWhenStartsQuiet(t *testing.T) {
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	spec := testSpec(t)
+	worker := "holder-quiet-" + runID
+	spec.Labels[gust.LabelWorker] = worker
+	ns := spec.Labels[gust.LabelNamespace]
+	netName, nw, err := r.ensureNetwork(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := func() int {
+		t.Helper()
+		cs, err := r.client.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+			filters.Arg("label", LabelHolder+"=true"), filters.Arg("label", gust.LabelWorker+"="+worker))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs)
+	}
+
+	end := r.beginStart() // a start in flight
+	if _, ok := r.holderFor(netName, ns, nw, spec.Labels); ok {
+		t.Fatal("a holder was idle before any was made")
+	}
+	time.Sleep(2 * time.Second) // well past startsQuiet and a holder's making
+	if n := made(); n != 0 {
+		t.Errorf("%d holders made while a start ran, want none", n)
+	}
+	end()
+	waitHolders(t, r, spec, DefaultHolders)
+	if n := made(); n != DefaultHolders {
+		t.Errorf("%d holders once starts were quiet, want %d", n, DefaultHolders)
+	}
+
+	// Take them, with a start in flight again: the holders wanted in
+	// their place wait, and closing gives them up at once.
+	end = r.beginStart()
+	defer end()
+	for range DefaultHolders {
+		h, ok := r.holderFor(netName, ns, nw, spec.Labels)
+		if !ok {
+			t.Fatal("an idle holder was not given")
+		}
+		defer r.removeHolder(context.WithoutCancel(ctx), h.id)
+	}
+	closed := make(chan struct{})
+	go func() {
+		r.closeHolders()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("closing waited for the start in flight")
+	}
+	if n := made(); n != DefaultHolders {
+		t.Errorf("%d holders after closing, want the %d taken", n, DefaultHolders)
 	}
 }
