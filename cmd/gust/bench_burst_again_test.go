@@ -49,6 +49,7 @@ func BenchmarkColdBurstAgain(b *testing.B) {
 		return n
 	}
 	toZero()
+	benchSettle(b, m, name)
 	u := "http://" + m.GatewayAddr() + "/function/" + name + fmt.Sprintf("?ms=%d", benchBurstWork)
 
 	b.ResetTimer()

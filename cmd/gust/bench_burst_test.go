@@ -10,6 +10,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
+	"github.com/gustfaas/gust/internal/docker"
 )
 
 // A burst on a function at zero (issue 11): benchBurstCalls concurrent
@@ -47,6 +48,7 @@ func BenchmarkColdBurst(b *testing.B) {
 		}
 		return nil
 	})
+	benchSettle(b, m, name)
 	u := "http://" + m.GatewayAddr() + "/function/" + name + fmt.Sprintf("?ms=%d", benchBurstWork)
 
 	b.ResetTimer()
@@ -73,6 +75,45 @@ func BenchmarkColdBurst(b *testing.B) {
 	fmt.Fprintf(&t, "%-24s %8.0f %8.0f %8.0f %6d\n", "warm (same instances)", benchMS(w.P50), benchMS(w.P99), benchMS(w.Max), len(warm))
 	fmt.Fprintf(&t, "instances after the bursts: %d\n", instances)
 	b.Log("\n" + t.String())
+}
+
+// benchSettle waits until the worker has done what it does ahead for a
+// function at zero: the pool's next instance prepared and the network
+// holders made (internal/docker/holder.go), none of them changing for a
+// second. A function that scaled to zero after its idle timeout meets a
+// burst in that state; one scaled down a moment ago would meet it while
+// the worker still works ahead, which is not what a burst "at zero" means.
+func benchSettle(b *testing.B, m *UpMain, name string) {
+	b.Helper()
+	fnLabels := map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID}
+	holderLabels := map[string]string{docker.LabelHolder: "true", gust.LabelWorker: m.Worker.ID}
+	state := func() string {
+		prepared := 0
+		for _, c := range allContainers(b, fnLabels) {
+			if !c.Running && c.Labels[docker.LabelPrepared] == "true" {
+				prepared++
+			}
+		}
+		holders := 0
+		for _, c := range allContainers(b, holderLabels) {
+			if c.Running {
+				holders++
+			}
+		}
+		return fmt.Sprintf("%d prepared, %d holders", prepared, holders)
+	}
+	last, since := state(), time.Now()
+	for deadline := time.Now().Add(benchGoneLimit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if s := state(); s != last {
+			last, since = s, time.Now()
+			continue
+		}
+		if !strings.HasPrefix(last, "0 prepared") && time.Since(since) >= time.Second {
+			b.Logf("at zero: %s", last)
+			return
+		}
+	}
+	b.Logf("at zero, not settled within %s: %s", benchGoneLimit, last)
 }
 
 // benchBurst sends benchBurstCalls concurrent GETs of u and returns the
