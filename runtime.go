@@ -44,11 +44,15 @@ type ContainerSpec struct {
 
 // Instance is a started container as the Runtime sees it.
 type Instance struct {
-	ID      string // container id
-	Name    string
-	Labels  map[string]string
-	Addr    string // host:port the function answers on, reachable from the worker
-	Running bool   // running, or paused (Pauser): alive, holding its memory
+	ID     string // container id
+	Name   string
+	Labels map[string]string
+	Addr   string // host:port the function answers on, reachable from the worker
+	// NetNS is a path to the instance's network namespace that the worker
+	// may enter to reach the function over its own loopback interface
+	// (internal/netns), "" when the runtime has none to give.
+	NetNS   string
+	Running bool // running, or paused (Pauser): alive, holding its memory
 	Created time.Time
 }
 

@@ -152,9 +152,13 @@ func (w *Worker) startContainer(p *pool, in *instance, fn *gust.Function, cfg gu
 	}
 	p.mu.Lock()
 	in.cid, in.addr, in.host = c.ID, "http://"+c.Addr, c.Addr
-	in.client = proxy.NewClient(c.Addr, w.transport)
-	p.mu.Unlock()
 	logger = logger.With(zap.String("container_id", shortID(c.ID)))
+	if dial := w.instanceDial(c.NetNS, c.Addr, logger); dial != nil {
+		in.client = proxy.NewClientDial(c.Addr, w.transport, dial)
+	} else {
+		in.client = proxy.NewClient(c.Addr, w.transport)
+	}
+	p.mu.Unlock()
 	w.collectLogs(fn, in, c.ID, logger)
 	exited := make(chan gust.Exit, 1)
 	// Not spawned only when the worker is closing: waitHealthy then

@@ -77,6 +77,10 @@ type Config struct {
 	// removes its containers from their shared engine (orphans.go); 0
 	// takes DefaultOrphanGrace.
 	OrphanGrace time.Duration
+	// BridgeCalls has calls reach every function over its bridge
+	// address, even where the worker could enter the instance's network
+	// namespace and reach it over its loopback (loopback.go).
+	BridgeCalls bool
 }
 
 // DefaultConfig returns the defaults for a worker.
@@ -111,6 +115,9 @@ type Worker struct {
 	others      *others          // the cluster's other workers (orphans.go)
 	prep        preparedSet      // the pools' prepared instances (prepare.go)
 	statusKick  chan struct{}
+	// noLoopback is set once the worker has found it cannot enter
+	// instances' network namespaces (loopback.go).
+	noLoopback atomic.Bool
 
 	// tasks owns every goroutine the worker starts (see LOCKS.md); ctx
 	// is its context, which ends when the worker drains.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -614,4 +615,34 @@ func TestSeparateRoles(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCallsOverLoopback: a worker that may enter its instances' network
+// namespaces (root) calls a function over the function's own loopback,
+// which sees the call come from 127.0.0.1; with --bridge-calls it calls it
+// at its bridge address, from the bridge's side. Either way the answer,
+// its figures and its record are the same.
+func TestCallsOverLoopback(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("entering a network namespace takes root")
+	}
+	for _, bridge := range []bool{false, true} {
+		t.Run(fmt.Sprintf("BridgeCalls=%v", bridge), func(t *testing.T) {
+			m := MustRunUp(t, "", func(m *UpMain) { m.Worker.BridgeCalls = bridge })
+			mustDeploy(t, m, "peer", imageTag("misbehave"), nil)
+			for i := range 3 { // a kept connection, then the same again
+				st, h, out := call(t, "GET", gw(m)+"/function/peer?peer=1", "")
+				if st != http.StatusOK || h.Get(gust.HeaderDuration) == "" {
+					t.Fatalf("call %d: %d %s (duration %q)", i, st, out, h.Get(gust.HeaderDuration))
+				}
+				host, _, err := net.SplitHostPort(out)
+				if err != nil {
+					t.Fatalf("call %d answered %q: %v", i, out, err)
+				}
+				if loop := net.ParseIP(host).IsLoopback(); loop == bridge {
+					t.Errorf("call %d came from %s: loopback %v, want %v", i, host, loop, !bridge)
+				}
+			}
+		})
+	}
 }

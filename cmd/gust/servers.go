@@ -36,6 +36,9 @@ func serve(ctx context.Context, logger *zap.Logger, m interface {
 
 func defaultDataDir() string { return envOr("GUST_DATA", ".gust") }
 
+// bridgeCallsUsage is the help of --bridge-calls (gust up and gust worker).
+const bridgeCallsUsage = "call functions at their bridge address only; by default a worker that may enter a function's network namespace (root) calls it over its loopback, which costs less, and the function sees calls come from 127.0.0.1"
+
 var upCommand = &Command{
 	Name:  "up",
 	Short: "run all of Gust in one process (embedded NATS, gateway, scheduler, worker)",
@@ -62,6 +65,7 @@ NATS takes no anonymous clients: outside publishers use user "events"
 		fs.Int64Var(&gw.MaxBodyBytes, "max-body", gw.MaxBodyBytes, "largest invocation request body in bytes (413 above)")
 		wc := worker.DefaultConfig()
 		fs.DurationVar(&wc.ReadyTimeout, "ready-timeout", wc.ReadyTimeout, "how long a new instance may take to become ready")
+		fs.BoolVar(&wc.BridgeCalls, "bridge-calls", false, bridgeCallsUsage)
 		boundsFlags(fs, &gw, &wc)
 		pf := pricingFlags(fs)
 		keep := retentionFlag(fs)
@@ -223,6 +227,7 @@ var workerCommand = &Command{
 		fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", cfg.ReadyTimeout, "how long a new instance may take to become ready")
 		fs.IntVar(&cfg.MaxParallelStarts, "max-parallel-starts", cfg.MaxParallelStarts, "container starts at once at first; the limit then follows the Docker Engine's measured start latency")
 		fs.DurationVar(&cfg.BurstMemory, "burst-memory", worker.DefaultBurstMemory, "how long a function that had a burst keeps more than one container prepared for the next")
+		fs.BoolVar(&cfg.BridgeCalls, "bridge-calls", false, bridgeCallsUsage)
 		fs.DurationVar(&cfg.BillingGranularity, "billing-granularity", cfg.BillingGranularity, "call durations are billed rounded up to this")
 		boundsFlags(fs, nil, &cfg)
 		capacity := capacityFlags(fs, &cfg)

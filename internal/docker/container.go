@@ -189,6 +189,7 @@ func (r *Runtime) createInHolder(ctx context.Context, spec gust.ContainerSpec, c
 		Name:   spec.Name,
 		Labels: hcfg.Labels,
 		Addr:   net.JoinHostPort(h.ip, strconv.Itoa(spec.Port)),
+		NetNS:  h.netns,
 	}, nil
 }
 
@@ -246,6 +247,7 @@ func (r *Runtime) start(ctx context.Context, id, netName string, port int) (gust
 		return gust.Instance{}, fmt.Errorf("inspect container: no IP address on network %s", netName)
 	}
 	inst.Addr = net.JoinHostPort(ip, strconv.Itoa(port))
+	inst.NetNS = c.NetworkSettings.SandboxKey
 	return inst, nil
 }
 

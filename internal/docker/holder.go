@@ -125,8 +125,9 @@ var holderImage = func() string {
 
 // holder is a holder container, running and attached to its network.
 type holder struct {
-	id string
-	ip string
+	id    string
+	ip    string
+	netns string // its network namespace (gust.Instance.NetNS)
 }
 
 // holderKey says which holders can serve a start: those on its network,
@@ -358,7 +359,7 @@ func (r *Runtime) startHolder(ctx context.Context, id, netName string) (holder, 
 	if c.NetworkSettings == nil || c.NetworkSettings.Networks[netName] == nil || c.NetworkSettings.Networks[netName].IPAddress == "" {
 		return holder{}, fmt.Errorf("inspect holder: no IP address on network %s", netName)
 	}
-	return holder{id: id, ip: c.NetworkSettings.Networks[netName].IPAddress}, nil
+	return holder{id: id, ip: c.NetworkSettings.Networks[netName].IPAddress, netns: c.NetworkSettings.SandboxKey}, nil
 }
 
 // removeHolder removes a holder, logging what fails.

@@ -1,10 +1,15 @@
 package docker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
+	"github.com/gustfaas/gust/internal/netns"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -494,5 +500,62 @@ func TestHolders_MadeWhenStartsQuiet(t *testing.T) {
 	}
 	if n := made(); n != DefaultHolders {
 		t.Errorf("%d holders after closing, want the %d taken", n, DefaultHolders)
+	}
+}
+
+// TestStart_NetNS: an instance started in a holder and one attached to
+// its network itself each come with a network namespace the host can
+// enter, in which the function answers on 127.0.0.1 and sees its calls
+// come from there.
+func TestStart_NetNS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("entering a network namespace takes root")
+	}
+	r := MustRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	worker := "netns-test-" + runID
+	spec := func() gust.ContainerSpec {
+		s := testSpec(t)
+		s.Labels[gust.LabelWorker] = worker
+		return s
+	}
+	first, err := r.Start(ctx, spec()) // no holder is ready yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, first.ID)
+	waitHolders(t, r, spec(), 1)
+	held, err := r.Start(ctx, spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Remove(ctx, held.ID)
+	if held.Labels[labelHolderOf] == "" || first.Labels[labelHolderOf] != "" {
+		t.Fatalf("holders: first %q, second %q; want none, then one", first.Labels[labelHolderOf], held.Labels[labelHolderOf])
+	}
+	for _, inst := range []gust.Instance{first, held} {
+		MustHealthy(t, inst)
+		if inst.NetNS == "" {
+			t.Fatalf("%s: no network namespace", inst.Name)
+		}
+		c, err := netns.Dial(ctx, &net.Dialer{}, inst.NetNS, "127.0.0.1:8080")
+		if err != nil {
+			t.Fatalf("%s: %v", inst.Name, err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		req, _ := http.NewRequest(http.MethodGet, "http://fn/?peer=1", nil)
+		if err := req.Write(c); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Fatalf("%s: %v", inst.Name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = c.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(b), "127.0.0.1:") {
+			t.Errorf("%s over its loopback: %d %q, want 200 from 127.0.0.1", inst.Name, resp.StatusCode, b)
+		}
 	}
 }

@@ -28,6 +28,7 @@ type Client struct {
 	host     string
 	fallback http.RoundTripper
 	dialer   net.Dialer
+	dial     func(ctx context.Context) (net.Conn, error) // nil: dialer to host
 
 	mu     sync.Mutex
 	idle   []*clientConn // most recently used last
@@ -50,8 +51,19 @@ const clientMaxIdle = 256
 // NewClient returns a client of the upstream at host ("ip:port"), with
 // fallback for what it does not send itself.
 func NewClient(host string, fallback http.RoundTripper) *Client {
-	return &Client{host: host, fallback: fallback, dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
+	return &Client{host: host, fallback: fallback, dialer: Dialer}
 }
+
+// NewClientDial is NewClient with the connections of the requests it
+// sends itself made by dial (the fallback transport dials host as ever).
+func NewClientDial(host string, fallback http.RoundTripper, dial func(ctx context.Context) (net.Conn, error)) *Client {
+	c := NewClient(host, fallback)
+	c.dial = dial
+	return c
+}
+
+// Dialer is how Client connects to an upstream.
+var Dialer = net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 
 type clientConn struct {
 	conn      net.Conn
@@ -206,7 +218,13 @@ func (c *Client) get(ctx context.Context) (*clientConn, bool, error) {
 		c.mu.Lock()
 	}
 	c.mu.Unlock()
-	conn, err := c.dialer.DialContext(ctx, "tcp", c.host)
+	var conn net.Conn
+	var err error
+	if c.dial != nil {
+		conn, err = c.dial(ctx)
+	} else {
+		conn, err = c.dialer.DialContext(ctx, "tcp", c.host)
+	}
 	if err != nil {
 		return nil, false, err
 	}

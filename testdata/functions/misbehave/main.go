@@ -19,6 +19,8 @@
 //	            &line=L bytes (default 1024, from 64 to 16384, newline
 //	            included; N from 0 to 1 GiB), then "print end <X-Call-Id>
 //	            lines <n>" as the last line, and answer "printed <n>"
+//	?peer=1     answer the address the call came from (its connection's
+//	            remote address, "ip:port")
 //
 // Otherwise it answers 200 "ok". A bad N gets 400. Before any of these,
 // ?fail-until=N answers 500 while the call's X-Gust-Attempt is below N (a
@@ -115,6 +117,9 @@ func misbehave(w http.ResponseWriter, r *http.Request) {
 	case q.Get("hang") == "1":
 		<-r.Context().Done()
 		panic(http.ErrAbortHandler) // close the connection without an answer
+	case q.Get("peer") == "1":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, r.RemoteAddr)
 	case q.Has("stream"):
 		n, err := strconv.Atoi(q.Get("stream"))
 		if err != nil || n < 0 || n > maxStream {

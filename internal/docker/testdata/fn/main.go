@@ -8,7 +8,8 @@
 // process and /?caps=1 its effective capabilities (CapEff of
 // /proc/self/status, hex): the sandbox checks. /?dial=HOST:PORT opens a TCP
 // connection from inside the container and answers "ok" (200) or the error
-// (502): the network isolation checks.
+// (502): the network isolation checks. /?peer=1 answers the address the
+// request came from.
 package main
 
 import (
@@ -59,6 +60,10 @@ func main() {
 				}
 			}
 			http.Error(w, "no CapEff in /proc/self/status", http.StatusNotFound)
+			return
+		}
+		if q.Get("peer") == "1" {
+			fmt.Fprint(w, r.RemoteAddr)
 			return
 		}
 		if q.Has("dial") {
