@@ -158,7 +158,8 @@ type holders struct {
 	// name (prepare.go).
 	prepared map[string]*prepared
 	// starting counts the Starts in flight; quiet is closed while it is
-	// zero. Holders are made only then (refillLocked).
+	// zero (nil before the first). Holders are made only then
+	// (refillLocked).
 	starting int
 	quiet    chan struct{}
 	closing  chan struct{} // closed by closeHolders

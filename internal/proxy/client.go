@@ -27,8 +27,7 @@ import (
 type Client struct {
 	host     string
 	fallback http.RoundTripper
-	dialer   net.Dialer
-	dial     func(ctx context.Context) (net.Conn, error) // nil: dialer to host
+	dial     func(ctx context.Context) (net.Conn, error) // nil: Dialer to host
 
 	mu     sync.Mutex
 	idle   []*clientConn // most recently used last
@@ -51,7 +50,7 @@ const clientMaxIdle = 256
 // NewClient returns a client of the upstream at host ("ip:port"), with
 // fallback for what it does not send itself.
 func NewClient(host string, fallback http.RoundTripper) *Client {
-	return &Client{host: host, fallback: fallback, dialer: Dialer}
+	return &Client{host: host, fallback: fallback}
 }
 
 // NewClientDial is NewClient with the connections of the requests it
@@ -223,7 +222,7 @@ func (c *Client) get(ctx context.Context) (*clientConn, bool, error) {
 	if c.dial != nil {
 		conn, err = c.dial(ctx)
 	} else {
-		conn, err = c.dialer.DialContext(ctx, "tcp", c.host)
+		conn, err = Dialer.DialContext(ctx, "tcp", c.host)
 	}
 	if err != nil {
 		return nil, false, err
