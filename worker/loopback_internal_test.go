@@ -4,6 +4,10 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,5 +86,57 @@ func TestInstanceDial(t *testing.T) {
 	w.cfg.BridgeCalls = true
 	if w.instanceDial(self, "127.0.0.2:1", w.logger) != nil {
 		t.Error("BridgeCalls: want the client's own dial")
+	}
+}
+
+// TestInstanceDial_Unprivileged: a worker that may not enter network
+// namespaces (this test binary again, as an unprivileged user) reaches the
+// instance at its bridge address, and stops trying its loopback.
+func TestInstanceDial_Unprivileged(t *testing.T) {
+	if bridge := os.Getenv("GUST_TEST_UNPRIVILEGED_BRIDGE"); bridge != "" {
+		// The unprivileged side: the worker's own namespace stands in
+		// for the instance's, which it may not enter either.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		w := &Worker{logger: zaptest.NewLogger(t)}
+		c, err := w.instanceDial("/proc/self/ns/net", bridge, w.logger)(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got := c.RemoteAddr().String(); got != bridge || !w.noLoopback.Load() {
+			t.Errorf("dialed %s with noLoopback %v; want the bridge address %s, and no more tries", got, w.noLoopback.Load(), bridge)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running the test as another user takes root")
+	}
+	bridge := listenOn(t, "127.0.0.2:0")
+	// A copy of this test binary that the other user may run: the build
+	// directory is root's alone.
+	dir, err := os.MkdirTemp("", "gust-unprivileged-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "worker.test")
+	self, err := os.ReadFile(os.Args[0])
+	if err == nil {
+		err = os.WriteFile(bin, self, 0o755)
+	}
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run", "^TestInstanceDial_Unprivileged$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GUST_TEST_UNPRIVILEGED_BRIDGE="+bridge.Addr().String())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("as an unprivileged user: %v\n%s", err, out)
 	}
 }
