@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -261,21 +262,7 @@ func (r *Runtime) refillLocked(key holderKey, p *holderPool) {
 		r.holders.wg.Add(1)
 		go func() {
 			defer r.holders.wg.Done()
-			// A holder made while starts run would load the Engine
-			// they wait for: in a burst, a start that finds no holder
-			// attaches its container to the network itself, the same
-			// work done once instead of twice.
-			if !r.whenStartsQuiet() {
-				r.holders.mu.Lock()
-				p.filling--
-				r.holders.mu.Unlock()
-				return
-			}
-			// Not cancelled by Close, which waits for it: a creation cut
-			// short could leave a holder nobody knows of.
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.CallTimeout)
-			defer cancel()
-			h, err := r.makeHolder(ctx, key, gateway)
+			h, err := r.makeHolderWhenQuiet(key, gateway)
 			r.holders.mu.Lock()
 			p.filling--
 			keep := err == nil && !r.holders.closed
@@ -283,16 +270,65 @@ func (r *Runtime) refillLocked(key holderKey, p *holderPool) {
 				p.idle = append(p.idle, h)
 			}
 			r.holders.mu.Unlock()
-			if err != nil {
+			switch {
+			case errors.Is(err, errHoldersClosed):
+			case err != nil:
 				// The next start tries again (without one: no busy loop
 				// against an Engine that refuses).
 				r.logger.Warn("make network holder", zap.String("network", key.network), zap.Error(err))
-			}
-			if err == nil && !keep {
+			case !keep:
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.CallTimeout)
 				r.removeHolder(ctx, h.id)
+				cancel()
 			}
 		}()
 	}
+}
+
+// errHoldersClosed ends the making of a holder that had not begun when
+// the runtime closed.
+var errHoldersClosed = errors.New("runtime closed")
+
+// holderTries is how many times a holder is tried before the next start
+// tries again, holderRetry how long after the first failure: a loaded
+// Engine fails a start now and then ("cannot start a stopped process"),
+// and one that keeps refusing is not asked again and again.
+const (
+	holderTries = 3
+	holderRetry = 500 * time.Millisecond
+)
+
+// makeHolderWhenQuiet makes a holder for key once no start runs, up to
+// holderTries times.
+func (r *Runtime) makeHolderWhenQuiet(key holderKey, gateway string) (holder, error) {
+	var err error
+	for try := 1; try <= holderTries; try++ {
+		// A holder made while starts run would load the Engine they
+		// wait for: in a burst, a start that finds no holder attaches
+		// its container to the network itself, the same work done once
+		// instead of twice.
+		if !r.whenStartsQuiet() {
+			return holder{}, errHoldersClosed
+		}
+		// Not cancelled by Close, which waits for it: a creation cut
+		// short could leave a holder nobody knows of.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.cfg.CallTimeout)
+		var h holder
+		h, err = r.makeHolder(ctx, key, gateway)
+		cancel()
+		if err == nil || try == holderTries {
+			return h, err
+		}
+		r.logger.Info("make network holder: trying again", zap.String("network", key.network), zap.Int("try", try), zap.Error(err))
+		t := time.NewTimer(time.Duration(try) * holderRetry)
+		select {
+		case <-t.C:
+		case <-r.holders.closing:
+			t.Stop()
+			return holder{}, errHoldersClosed
+		}
+	}
+	return holder{}, err
 }
 
 // makeHolder creates and starts a holder for key and returns it with its

@@ -20,7 +20,9 @@ import (
 	"github.com/gustfaas/gust"
 	"github.com/gustfaas/gust/internal/check"
 	"github.com/gustfaas/gust/internal/netns"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestHolderELF checks the hand-assembled holder program: a valid static
@@ -557,5 +559,34 @@ func TestStart_NetNS(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(b), "127.0.0.1:") {
 			t.Errorf("%s over its loopback: %d %q, want 200 from 127.0.0.1", inst.Name, resp.StatusCode, b)
 		}
+	}
+}
+
+// TestHolders_TriedAgain: a holder the Engine refuses to make (here: its
+// network is gone) is tried holderTries times, then no more until the
+// next start asks.
+func TestHolders_TriedAgain(t *testing.T) {
+	r := MustRuntime(t)
+	core, logs := observer.New(zap.InfoLevel)
+	r.logger = zap.New(core)
+	spec := testSpec(t)
+	spec.Labels[gust.LabelWorker] = "holder-retry-" + runID
+	ns := spec.Labels[gust.LabelNamespace]
+	gone := "gust-test-gone-" + runID
+	if _, ok := r.holderFor(gone, ns, netInfo{}, spec.Labels); ok {
+		t.Fatal("a holder was idle on a network that does not exist")
+	}
+	count := func() (retries, failures int) {
+		return logs.FilterMessage("make network holder: trying again").Len(), logs.FilterMessage("make network holder").Len()
+	}
+	check.For(t, time.Minute, 50*time.Millisecond, func() error {
+		if retries, failures := count(); failures < DefaultHolders {
+			return fmt.Errorf("%d tries again and %d holders given up so far", retries, failures)
+		}
+		return nil
+	})
+	time.Sleep(2 * holderTries * holderRetry) // what another round would take
+	if retries, failures := count(); retries != DefaultHolders*(holderTries-1) || failures != DefaultHolders {
+		t.Errorf("%d tries again and %d holders given up, want %d and %d", retries, failures, DefaultHolders*(holderTries-1), DefaultHolders)
 	}
 }
