@@ -3,7 +3,7 @@
 // thread that made it, while any goroutine of this process reads and
 // writes it. A worker uses it to reach a function over the function's own
 // loopback interface instead of its bridge (docs/benchmarks.md, "Issue 11,
-// sixth pass"): on the hosts measured, a call then cost about 15% less
+// sixth pass"): on the machine measured, a call then cost about 15% less
 // host CPU and 20 µs less time, as no packet crosses a veth pair, the
 // bridge or the host's netfilter hooks.
 //
