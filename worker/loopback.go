@@ -27,8 +27,9 @@ import (
 //
 // A worker that may not enter namespaces (no CAP_SYS_ADMIN, or Docker's
 // /var/run/docker/netns out of its reach: a worker in a container) calls
-// every function over its bridge, as does an instance whose function
-// does not listen on its loopback (bound to its bridge address only).
+// every function over its bridge once its first try has failed, as does
+// an instance whose function does not listen on its loopback (bound to
+// its bridge address only).
 
 // instanceDial returns how the connections to an instance with bridge
 // address addr and network namespace path are made: over its loopback
@@ -42,26 +43,38 @@ func (w *Worker) instanceDial(path, addr string, logger *zap.Logger) func(ctx co
 	loop := net.JoinHostPort("127.0.0.1", port)
 	var bridge atomic.Bool // its function does not answer on its loopback
 	return func(ctx context.Context) (net.Conn, error) {
-		if !bridge.Load() && !w.noLoopback.Load() {
-			c, err := netns.Dial(ctx, &proxy.Dialer, path, loop)
-			if err == nil {
-				return c, nil
-			}
-			switch {
-			case ctx.Err() != nil:
-				return nil, err
-			case errors.Is(err, syscall.ECONNREFUSED):
-				if bridge.CompareAndSwap(false, true) {
-					logger.Info("function does not listen on its loopback: calls go to its bridge address", zap.String("port", port))
-				}
-			case errors.Is(err, os.ErrPermission):
-				if w.noLoopback.CompareAndSwap(false, true) {
-					w.logger.Info("calls reach functions over their bridge: the worker may not enter their network namespaces (that takes CAP_SYS_ADMIN and Docker's /var/run/docker/netns)", zap.Error(err))
-				}
-			}
-			// Anything else (the namespace gone with its instance) fails
-			// the same way over the bridge, which says so.
+		if bridge.Load() || w.noLoopback.Load() {
+			return proxy.Dialer.DialContext(ctx, "tcp", addr)
 		}
-		return proxy.Dialer.DialContext(ctx, "tcp", addr)
+		c, err := netns.Dial(ctx, &proxy.Dialer, path, loop)
+		switch {
+		case err == nil:
+			return c, nil
+		case ctx.Err() != nil:
+			return nil, err
+		case errors.Is(err, syscall.ECONNREFUSED):
+			if bridge.CompareAndSwap(false, true) {
+				logger.Info("function does not listen on its loopback: calls go to its bridge address", zap.String("port", port))
+			}
+		case errors.Is(err, os.ErrPermission):
+			w.bridgeOnly(err)
+		}
+		c, berr := proxy.Dialer.DialContext(ctx, "tcp", addr)
+		if berr == nil && errors.Is(err, os.ErrNotExist) {
+			// The instance answers, so its namespace exists: this
+			// worker cannot see Docker's namespace files (a worker in
+			// a container). Anything else that failed (the namespace
+			// gone with its instance) fails over the bridge too.
+			w.bridgeOnly(err)
+		}
+		return c, berr
+	}
+}
+
+// bridgeOnly has every later call go over the bridge, as the worker
+// cannot reach instances' namespaces (err says why), and says so once.
+func (w *Worker) bridgeOnly(err error) {
+	if w.noLoopback.CompareAndSwap(false, true) {
+		w.logger.Info("calls reach functions over their bridge: the worker may not enter their network namespaces (that takes CAP_SYS_ADMIN and Docker's /var/run/docker/netns in reach)", zap.Error(err))
 	}
 }

@@ -80,6 +80,18 @@ func TestInstanceDial(t *testing.T) {
 		}
 	}
 
+	// Namespace files out of this worker's reach (a worker in a
+	// container): the bridge address, and the bridge for every later
+	// instance.
+	missing := filepath.Join(t.TempDir(), "no-such-namespace")
+	if got := peer(w.instanceDial(missing, bridge.Addr().String(), w.logger)); got != "127.0.0.2" || !w.noLoopback.Load() {
+		t.Errorf("namespace out of reach: dialed %s with noLoopback %v, want the bridge address and no more tries", got, w.noLoopback.Load())
+	}
+	if w.instanceDial(self, "127.0.0.2:1", w.logger) != nil {
+		t.Error("after a namespace out of reach: want the client's own dial")
+	}
+	w.noLoopback.Store(false)
+
 	if w.instanceDial("", "127.0.0.2:1", w.logger) != nil {
 		t.Error("no namespace: want the client's own dial")
 	}
