@@ -38,6 +38,7 @@ const (
 	benchWarmLimit   = 90 * time.Second // bound on the sequential sampling
 	benchClients     = 16               // concurrent clients of the throughput phase (BenchmarkWarmCall: benchWarmClients)
 	benchPhase       = 3 * time.Second  // length of one throughput phase
+	benchLoadWarm    = 2 * time.Second  // untimed load per side before the throughput phases
 	benchPhaseMax    = 500_000          // bound on calls per client and phase
 	benchColdRuns    = 20               // cold starts per side
 	benchGoneLimit   = 30 * time.Second // bound on waiting for a scale to zero
@@ -348,7 +349,14 @@ func BenchmarkMeteringCost(b *testing.B) {
 	urls := [2]string{"http://" + on.GatewayAddr() + "/function/" + name, "http://" + off.GatewayAddr() + "/function/" + name}
 	client := benchClient(benchClients)
 	defer client.CloseIdleConnections()
-	r := benchSides(b, client, sides[:], urls[:])
+	// GUST_WARM_PROFILE=prefix: CPU profiles of each side's throughput
+	// phases, prefix-on.cpu.N and prefix-off.cpu.N, to compare.
+	var around func(int, bool)
+	if prefix := os.Getenv("GUST_WARM_PROFILE"); prefix != "" {
+		onProf, offProf := benchWarmProfiler(b, prefix+"-on", 0, false), benchWarmProfiler(b, prefix+"-off", 1, false)
+		around = func(side int, start bool) { onProf(side, start); offProf(side, start) }
+	}
+	r := benchSidesOf(b, client, sides[:], urls[:], benchClients, around)
 	var st [2]benchStats
 	var rps, cpuPerCall [2]float64
 	for side := range sides {
@@ -390,11 +398,4 @@ type benchSide struct {
 	// allocsPerCall is this process's heap allocations per call
 	// (runtime.MemStats.Mallocs), as cpuPerCall.
 	allocsPerCall float64
-}
-
-// benchSides measures each url the same way, in one run, with
-// benchClients clients in the throughput phases (benchSidesOf).
-func benchSides(b *testing.B, client *http.Client, names, urls []string) []benchSide {
-	b.Helper()
-	return benchSidesOf(b, client, names, urls, benchClients, nil)
 }

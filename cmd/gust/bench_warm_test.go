@@ -236,8 +236,9 @@ func benchWarmPhase() time.Duration {
 // benchSidesOf measures each url the same way, in one run: a warm-up,
 // then sequential latency from one client in blocks of benchWarmBlock
 // whose order rotates block to block (so drift and noise hit every side
-// equally), then throughput phases of clients concurrent clients in
-// mirrored order (ABC CBA), with the process CPU time of each phase;
+// equally), then an untimed load of benchLoadWarm per side, then
+// throughput phases of clients concurrent clients in mirrored order
+// (ABC CBA), with the process CPU time of each phase;
 // around, when not nil, is called before (start) and after each
 // throughput phase with the side measured. The benchmark timer runs over
 // the measurement only.
@@ -284,6 +285,16 @@ func benchSidesOf(b *testing.B, client *http.Client, names, urls []string, clien
 	}
 	for side := len(urls) - 1; side >= 0; side-- {
 		order = append(order, side)
+	}
+	// An untimed load of as many clients on every side first, the side
+	// measured first warmed last. Without it, the first throughput phase
+	// of a run, whichever side it measured, ran 10-35% under the others
+	// (connections, goroutines and the heap grow to the load in it): two
+	// `gust up` with the same settings measured 0.76-0.95x one another.
+	for side := len(urls) - 1; side >= 0; side-- {
+		if _, _, _, err := benchLoad(client, []string{urls[side]}, clients, benchLoadWarm, benchPhaseMax); err != nil {
+			b.Fatalf("%s warm-up load: %v", names[side], err)
+		}
 	}
 	calls := make([]int64, len(urls))
 	spent := make([]time.Duration, len(urls))
