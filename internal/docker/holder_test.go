@@ -87,8 +87,7 @@ func TestHolderStart(t *testing.T) {
 	defer cancel()
 	worker := "holder-test-" + runID
 	spec := func() gust.ContainerSpec {
-		s := testSpec(t)
-		s.Labels[gust.LabelWorker] = worker
+		s := workerSpec(t, worker)
 		s.ReadOnly = true
 		s.MemoryBytes = 64 << 20
 		s.PidsLimit = 50
@@ -266,8 +265,7 @@ func TestPrepare(t *testing.T) {
 	r := MustRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	spec := testSpec(t)
-	spec.Labels[gust.LabelWorker] = "prepare-test-" + runID
+	spec := workerSpec(t, "prepare-test-"+runID)
 	spec.ReadOnly = true
 	if err := r.Prepare(ctx, spec); err != nil {
 		t.Fatalf("Prepare: %v", err)
@@ -360,6 +358,15 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
+// workerSpec is testSpec labelled as worker's: the runtime keeps holders
+// and prepared containers per worker, and a test's own worker id keeps
+// them apart from other tests'.
+func workerSpec(tb testing.TB, worker string) gust.ContainerSpec {
+	s := testSpec(tb)
+	s.Labels[gust.LabelWorker] = worker
+	return s
+}
+
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
 // TestHolder_Reconcile: after a crash (a runtime never closed), removing
@@ -372,11 +379,7 @@ func TestHolder_Reconcile(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	worker := "reconcile-test-" + runID
-	spec := func() gust.ContainerSpec {
-		s := testSpec(t)
-		s.Labels[gust.LabelWorker] = worker
-		return s
-	}
+	spec := func() gust.ContainerSpec { return workerSpec(t, worker) }
 	if _, err := r.Start(ctx, spec()); err != nil {
 		t.Fatal(err)
 	}
@@ -447,9 +450,8 @@ func TestHolders_MadeWhenStartsQuiet(t *testing.T) {
 	r := MustRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	spec := testSpec(t)
 	worker := "holder-quiet-" + runID
-	spec.Labels[gust.LabelWorker] = worker
+	spec := workerSpec(t, worker)
 	ns := spec.Labels[gust.LabelNamespace]
 	netName, nw, err := r.ensureNetwork(ctx, ns)
 	if err != nil {
@@ -517,11 +519,7 @@ func TestStart_NetNS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	worker := "netns-test-" + runID
-	spec := func() gust.ContainerSpec {
-		s := testSpec(t)
-		s.Labels[gust.LabelWorker] = worker
-		return s
-	}
+	spec := func() gust.ContainerSpec { return workerSpec(t, worker) }
 	first, err := r.Start(ctx, spec()) // no holder is ready yet
 	if err != nil {
 		t.Fatal(err)
@@ -569,8 +567,7 @@ func TestHolders_TriedAgain(t *testing.T) {
 	r := MustRuntime(t)
 	core, logs := observer.New(zap.InfoLevel)
 	r.logger = zap.New(core)
-	spec := testSpec(t)
-	spec.Labels[gust.LabelWorker] = "holder-retry-" + runID
+	spec := workerSpec(t, "holder-retry-"+runID)
 	ns := spec.Labels[gust.LabelNamespace]
 	gone := "gust-test-gone-" + runID
 	if _, ok := r.holderFor(gone, ns, netInfo{}, spec.Labels); ok {
