@@ -203,11 +203,7 @@ func (r *Runtime) whenStartsQuiet() bool {
 				return false
 			}
 		}
-		t := time.NewTimer(startsQuiet)
-		select {
-		case <-t.C:
-		case <-r.holders.closing:
-			t.Stop()
+		if !r.holdersWait(startsQuiet) {
 			return false
 		}
 		r.holders.mu.Lock()
@@ -285,6 +281,18 @@ func (r *Runtime) refillLocked(key holderKey, p *holderPool) {
 	}
 }
 
+// holdersWait waits d, or until the runtime closes (false).
+func (r *Runtime) holdersWait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.holders.closing:
+		return false
+	}
+}
+
 // errHoldersClosed ends the making of a holder that had not begun when
 // the runtime closed.
 var errHoldersClosed = errors.New("runtime closed")
@@ -320,11 +328,7 @@ func (r *Runtime) makeHolderWhenQuiet(key holderKey, gateway string) (holder, er
 			return h, err
 		}
 		r.logger.Info("make network holder: trying again", zap.String("network", key.network), zap.Int("try", try), zap.Error(err))
-		t := time.NewTimer(time.Duration(try) * holderRetry)
-		select {
-		case <-t.C:
-		case <-r.holders.closing:
-			t.Stop()
+		if !r.holdersWait(time.Duration(try) * holderRetry) {
 			return holder{}, errHoldersClosed
 		}
 	}
