@@ -620,8 +620,8 @@ func TestSeparateRoles(t *testing.T) {
 // TestCallsOverLoopback: a worker that may enter its instances' network
 // namespaces (root) calls a function over the function's own loopback,
 // which sees the call come from 127.0.0.1; with --bridge-calls it calls it
-// at its bridge address, from the bridge's side. Either way the answer,
-// its figures and its record are the same.
+// at its bridge address, from the bridge's side. Either way the call is
+// answered with its figures, on a kept connection too.
 func TestCallsOverLoopback(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("entering a network namespace takes root")
