@@ -95,6 +95,56 @@ func TestPool_ScaleUpToMax(t *testing.T) {
 	}
 }
 
+// TestPool_FillsOldestFirst: calls go to the oldest ready instance until
+// it carries the pool's fill (gust.concurrency × 0.9, rounded up: 4 of 4
+// here), and only then to the next; a pool scaled by CPU spreads them.
+func TestPool_FillsOldestFirst(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		labels map[string]string
+		calls  int
+		want   int // distinct instances the calls reach
+	}{
+		{"fill", map[string]string{}, 4, 1},
+		{"past the fill", map[string]string{}, 5, 2},
+		{"capacity target", map[string]string{gust.LabelScaleType: gust.ScaleCapacity, gust.LabelScaleTarget: "2"}, 3, 2},
+		{"cpu", map[string]string{gust.LabelScaleType: gust.ScaleCPU}, 2, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHold(t)
+			e := newEnv(t, h.handler)
+			t.Cleanup(h.releaseAll)
+			labels := map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"}
+			for k, v := range tt.labels {
+				labels[k] = v
+			}
+			fn := e.deploy("fill", labels)
+			e.place(fn)
+			check.For(t, testWait, testPoll, func() error {
+				if st := e.pool(fn).status(); st.Available != 2 {
+					return fmt.Errorf("pool: got %+v, want 2 instances available", st)
+				}
+				return nil
+			})
+			var calls []<-chan result
+			var ids []string
+			for range tt.calls {
+				// One at a time, so that each call finds the ones
+				// before it in flight.
+				calls = append(calls, e.goCall(fn, "/hold"))
+				ids = append(ids, h.waitEntered(t, 1)...)
+			}
+			if got := distinct(ids); got != tt.want {
+				t.Errorf("%d calls: got containers %v, want %d distinct", tt.calls, ids, tt.want)
+			}
+			h.releaseAll()
+			for _, ch := range calls {
+				wantOK(t, recv(t, ch))
+			}
+		})
+	}
+}
+
 func distinct(ids []string) int {
 	m := map[string]bool{}
 	for _, id := range ids {

@@ -316,15 +316,23 @@ func (d *Decider) metricOf(typ string, now time.Time, window time.Duration) floa
 }
 
 // perInstance is what one instance should carry: target × proportion.
-func (d *Decider) perInstance() float64 {
-	t, p := d.p.Target, d.p.Proportion
-	if t <= 0 {
-		t = DefaultTarget
+func (d *Decider) perInstance() float64 { return d.p.PerInstance() }
+
+// PerInstance is what one instance should carry under the policy, in the
+// unit of its type: target × proportion, with their defaults.
+func (p Policy) PerInstance() float64 {
+	return orDefault(p.Target, DefaultTarget) * p.ProportionOrDefault()
+}
+
+// ProportionOrDefault is the policy's proportion, DefaultProportion when
+// unset.
+func (p Policy) ProportionOrDefault() float64 { return orDefault(p.Proportion, DefaultProportion) }
+
+func orDefault(v, def float64) float64 {
+	if v <= 0 {
+		return def
 	}
-	if p <= 0 {
-		p = DefaultProportion
-	}
-	return t * p
+	return v
 }
 
 func (d *Decider) observeTarget(s Sample) int {
