@@ -238,17 +238,26 @@ func (p *pool) acquire(ctx context.Context, maxWait time.Duration) (in *instance
 }
 
 // pickLocked returns the ready instance a call goes to: the oldest that
-// carries fewer calls than the pool's fill (fillOf), or else the least
-// loaded with a free slot.
+// carries fewer calls than the pool's fill (fillOf) and has answered one
+// within fillStall, or else the least loaded with a free slot.
 func (p *pool) pickLocked() *instance {
 	fill := fillOf(p.cfg)
+	var now time.Time
 	var best *instance
 	for _, in := range p.instances {
 		if in.state != stateReady || in.suspect || in.retiring || in.inflight >= p.cfg.Concurrency {
 			continue
 		}
 		if in.inflight < fill {
-			return in
+			if in.inflight == 0 {
+				return in
+			}
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Sub(in.lastUsed) < fillStall {
+				return in
+			}
 		}
 		if best == nil || in.inflight < best.inflight {
 			best = in
@@ -257,13 +266,20 @@ func (p *pool) pickLocked() *instance {
 	return best
 }
 
+// fillStall is how long an instance with calls in flight may go without
+// answering one and still be filled: past it, it gets calls only as the
+// least loaded, so that an instance stuck on its calls does not take a
+// fill's worth more before the first of them times out and marks it
+// suspect.
+const fillStall = time.Second
+
 // fillOf is how many calls in flight an instance of a pool with config c
 // carries before the next instance gets calls (OpenWhisk's invoker, too,
 // gives a call to the first warm container with room). Spreading a few
 // calls over many instances wakes every one of them for each call: on
-// this machine kind, the hello function spent 41-55 µs of CPU per call
-// when one instance took 4-64 concurrent calls, and 108-150 µs when four
-// instances shared them, at half the throughput (docs/benchmarks.md,
+// this machine kind, the hello function spent 38-56 µs of CPU per call
+// when one instance took 4-64 concurrent calls, and 75-150 µs when four
+// instances shared them, at about half the throughput (docs/benchmarks.md,
 // "Issue 11, eighth pass"). Filling the oldest instances first also lets
 // the newest go idle, so that the paused tier and the idle timeout take
 // back what the load no longer needs.

@@ -145,6 +145,33 @@ func TestPool_FillsOldestFirst(t *testing.T) {
 	}
 }
 
+// TestPool_StalledInstanceIsNotFilled: an instance whose call in flight
+// has not answered for fillStall gets the next call only if it is the
+// least loaded, so an idle instance takes it.
+func TestPool_StalledInstanceIsNotFilled(t *testing.T) {
+	h := newHold(t)
+	e := newEnv(t, h.handler)
+	t.Cleanup(h.releaseAll)
+	fn := e.deploy("stall", map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"})
+	e.place(fn)
+	check.For(t, testWait, testPoll, func() error {
+		if st := e.pool(fn).status(); st.Available != 2 {
+			return fmt.Errorf("pool: got %+v, want 2 instances available", st)
+		}
+		return nil
+	})
+	first := e.goCall(fn, "/hold")
+	a := h.waitEntered(t, 1)[0]
+	time.Sleep(fillStall + 100*time.Millisecond)
+	second := e.goCall(fn, "/hold")
+	if b := h.waitEntered(t, 1)[0]; b == a {
+		t.Errorf("call after %s without an answer from %s: got the same instance, want the idle one", fillStall, a)
+	}
+	h.releaseAll()
+	wantOK(t, recv(t, first))
+	wantOK(t, recv(t, second))
+}
+
 func distinct(ids []string) int {
 	m := map[string]bool{}
 	for _, id := range ids {
