@@ -286,14 +286,17 @@ const fillStall = time.Second
 //
 // The fill is what the autoscaler sizes the pool by where it counts calls
 // in flight (capacity: target × proportion), and the hard limit
-// (gust.concurrency) × proportion otherwise. A pool scaled by CPU spreads
-// its calls (a fill of 1): its owner said that CPU is what an instance
-// runs out of, and each instance has a CPU limit of its own.
+// (gust.concurrency) × proportion without a type. A pool scaled by CPU or
+// by calls per second spreads its calls (a fill of 1, least loaded first,
+// as before): its owner sized each instance for a share of the CPU or of
+// the rate, which only spreading gives it, and filling would leave the
+// instances the decider keeps for that share idle until the idle timeout
+// stopped them and the decider started them again.
 func fillOf(c gust.FunctionConfig) int {
 	pol := policyOf(c)
 	var f float64
 	switch pol.Type {
-	case autoscale.TypeCPU:
+	case autoscale.TypeCPU, autoscale.TypeRPS:
 		return 1
 	case autoscale.TypeCapacity:
 		f = pol.PerInstance()

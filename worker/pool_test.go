@@ -97,7 +97,8 @@ func TestPool_ScaleUpToMax(t *testing.T) {
 
 // TestPool_FillsOldestFirst: calls go to the oldest ready instance until
 // it carries the pool's fill (gust.concurrency × 0.9, rounded up: 4 of 4
-// here), and only then to the next; a pool scaled by CPU spreads them.
+// here), and only then to the next; a pool scaled by CPU or by rate
+// spreads them.
 func TestPool_FillsOldestFirst(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -109,6 +110,7 @@ func TestPool_FillsOldestFirst(t *testing.T) {
 		{"past the fill", map[string]string{}, 5, 2},
 		{"capacity target", map[string]string{gust.LabelScaleType: gust.ScaleCapacity, gust.LabelScaleTarget: "2"}, 3, 2},
 		{"cpu", map[string]string{gust.LabelScaleType: gust.ScaleCPU}, 2, 2},
+		{"rps", map[string]string{gust.LabelScaleType: gust.ScaleRPS}, 2, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHold(t)
