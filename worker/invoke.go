@@ -133,7 +133,7 @@ func (w *Worker) Invoke(rw http.ResponseWriter, r *http.Request, fn *gust.Functi
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Timeout)
 	defer cancel()
-	defer p.release(in)
+	defer func() { p.release(in, time.Duration(rec.DurationNs)) }()
 	// The call's span ties the instance's log lines to it (logs.go): it
 	// ends once the function's answer is in (spanEnd), before the caller
 	// has it and may send the next call, or else as the call returns.

@@ -174,6 +174,43 @@ func TestPool_StalledInstanceIsNotFilled(t *testing.T) {
 	wantOK(t, recv(t, second))
 }
 
+// TestPool_SpreadsLongCalls: once a pool's calls take fillCallTime or
+// more, even the fastest of them, a call goes to the least-loaded
+// instance, not to the one already busy.
+func TestPool_SpreadsLongCalls(t *testing.T) {
+	h := newHold(t)
+	e := newEnv(t, func(spec gust.ContainerSpec) http.Handler {
+		mux := http.NewServeMux()
+		mux.Handle("/", h.handler(spec))
+		mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(10 * fillCallTime)
+			fmt.Fprintln(w, "slow")
+		})
+		return mux
+	})
+	t.Cleanup(h.releaseAll)
+	fn := e.deploy("long", map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"})
+	e.place(fn)
+	check.For(t, testWait, testPoll, func() error {
+		if st := e.pool(fn).status(); st.Available != 2 {
+			return fmt.Errorf("pool: got %+v, want 2 instances available", st)
+		}
+		return nil
+	})
+	for range 10 {
+		wantOK(t, e.call(fn, "/slow"))
+	}
+	first := e.goCall(fn, "/hold")
+	a := h.waitEntered(t, 1)[0]
+	second := e.goCall(fn, "/hold")
+	if b := h.waitEntered(t, 1)[0]; b == a {
+		t.Errorf("second call while %s runs one, after calls of %s: got the same instance, want the idle one", a, 10*fillCallTime)
+	}
+	h.releaseAll()
+	wantOK(t, recv(t, first))
+	wantOK(t, recv(t, second))
+}
+
 func distinct(ids []string) int {
 	m := map[string]bool{}
 	for _, id := range ids {
