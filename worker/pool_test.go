@@ -116,18 +116,7 @@ func TestPool_FillsOldestFirst(t *testing.T) {
 			h := newHold(t)
 			e := newEnv(t, h.handler)
 			t.Cleanup(h.releaseAll)
-			labels := map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"}
-			for k, v := range tt.labels {
-				labels[k] = v
-			}
-			fn := e.deploy("fill", labels)
-			e.place(fn)
-			check.For(t, testWait, testPoll, func() error {
-				if st := e.pool(fn).status(); st.Available != 2 {
-					return fmt.Errorf("pool: got %+v, want 2 instances available", st)
-				}
-				return nil
-			})
+			fn := e.deployTwo("fill", tt.labels)
 			var calls []<-chan result
 			var ids []string
 			for range tt.calls {
@@ -154,14 +143,7 @@ func TestPool_StalledInstanceIsNotFilled(t *testing.T) {
 	h := newHold(t)
 	e := newEnv(t, h.handler)
 	t.Cleanup(h.releaseAll)
-	fn := e.deploy("stall", map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"})
-	e.place(fn)
-	check.For(t, testWait, testPoll, func() error {
-		if st := e.pool(fn).status(); st.Available != 2 {
-			return fmt.Errorf("pool: got %+v, want 2 instances available", st)
-		}
-		return nil
-	})
+	fn := e.deployTwo("stall", nil)
 	first := e.goCall(fn, "/hold")
 	a := h.waitEntered(t, 1)[0]
 	time.Sleep(fillStall + 100*time.Millisecond)
@@ -189,14 +171,7 @@ func TestPool_SpreadsLongCalls(t *testing.T) {
 		return mux
 	})
 	t.Cleanup(h.releaseAll)
-	fn := e.deploy("long", map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"})
-	e.place(fn)
-	check.For(t, testWait, testPoll, func() error {
-		if st := e.pool(fn).status(); st.Available != 2 {
-			return fmt.Errorf("pool: got %+v, want 2 instances available", st)
-		}
-		return nil
-	})
+	fn := e.deployTwo("long", nil)
 	for range 10 {
 		wantOK(t, e.call(fn, "/slow"))
 	}
@@ -209,6 +184,25 @@ func TestPool_SpreadsLongCalls(t *testing.T) {
 	h.releaseAll()
 	wantOK(t, recv(t, first))
 	wantOK(t, recv(t, second))
+}
+
+// deployTwo deploys name with two instances of 4 slots each (and labels
+// on top), places it here and waits until both are ready.
+func (e *testEnv) deployTwo(name string, labels map[string]string) *gust.Function {
+	e.t.Helper()
+	all := map[string]string{gust.LabelConcurrency: "4", gust.LabelScaleMin: "2", gust.LabelScaleMax: "2"}
+	for k, v := range labels {
+		all[k] = v
+	}
+	fn := e.deploy(name, all)
+	e.place(fn)
+	check.For(e.t, testWait, testPoll, func() error {
+		if st := e.pool(fn).status(); st.Available != 2 {
+			return fmt.Errorf("pool: got %+v, want 2 instances available", st)
+		}
+		return nil
+	})
+	return fn
 }
 
 func distinct(ids []string) int {
