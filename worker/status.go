@@ -2,11 +2,13 @@ package worker
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/gustfaas/gust"
+	"github.com/gustfaas/gust/internal/metrics"
 	"go.uber.org/zap"
 )
 
@@ -37,10 +39,7 @@ func (w *Worker) info() gust.WorkerInfo {
 			info.Images = append(info.Images, ref)
 		}
 	}
-	pools := make([]*pool, 0, len(w.pools))
-	for _, p := range w.pools {
-		pools = append(pools, p)
-	}
+	pools := slices.Collect(maps.Values(w.pools))
 	w.mu.Unlock()
 	for _, p := range pools {
 		// Every instance holds its memory until it is gone, retiring and
@@ -57,13 +56,27 @@ func (w *Worker) info() gust.WorkerInfo {
 	return info
 }
 
+// poolGauges is what the pool gauges (gust_instances and the others of
+// metrics.Pools) read at a scrape: every pool's numbers, as its status.
+func (w *Worker) poolGauges() []metrics.PoolGauges {
+	w.mu.Lock()
+	pools := slices.Collect(maps.Values(w.pools))
+	w.mu.Unlock()
+	out := make([]metrics.PoolGauges, 0, len(pools))
+	for _, p := range pools {
+		st := p.status()
+		out = append(out, metrics.PoolGauges{
+			Function: p.key, Starting: st.Replicas - st.Available, Ready: st.Available - st.Paused, Paused: st.Paused,
+			InFlight: st.InFlight, Desired: st.Desired,
+		})
+	}
+	return out
+}
+
 // publishStatus writes the status of every pool whose numbers changed.
 func (w *Worker) publishStatus() {
 	w.mu.Lock()
-	pools := make([]*pool, 0, len(w.pools))
-	for _, p := range w.pools {
-		pools = append(pools, p)
-	}
+	pools := slices.Collect(maps.Values(w.pools))
 	w.mu.Unlock()
 	for _, p := range pools {
 		st := p.status()

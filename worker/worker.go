@@ -213,6 +213,8 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.tasks.Go(func(ctx context.Context) { <-ctx.Done(); _ = stopBeats() })
+	stopGauges := w.metrics.ObservePools(w.poolGauges)
+	w.tasks.Go(func(ctx context.Context) { <-ctx.Done(); stopGauges() })
 	stop, err := w.reqs.Handle(w.ctx, gust.SubjectPreparePrefix+w.cfg.ID, "", w.handlePrepare)
 	if err != nil {
 		return err

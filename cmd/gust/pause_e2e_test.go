@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -19,7 +21,8 @@ import (
 // its cgroup where the worker can reach it, by the Engine's pause
 // otherwise); the next call thaws that very instance instead of starting
 // another, is not a cold start, and the pause and the thaw are counted;
-// deleting the function removes the instance paused again. (That a paused
+// deleting the function removes the instance paused again. The instance
+// gauges (gust_instances) show it paused, then ready. (That a paused
 // container answers nothing: internal/docker's TestPause.)
 func TestPausedTierThaws(t *testing.T) {
 	m := MustRunUp(t, "")
@@ -55,9 +58,60 @@ func TestPausedTierThaws(t *testing.T) {
 		})
 	}
 	waitPaused()
-
 	key := gust.FunctionKey(gust.DefaultNamespace, name)
-	st, h, out := call(t, "GET", gw(m)+"/function/"+name, "")
+	// The gauges say so too, from the pool as it is when scraped.
+	instances := func(want map[string]float64) {
+		t.Helper()
+		for state, n := range want {
+			if got, ok := evMetric(t, m, "gust_instances", map[string]string{"function": key, "state": state}); !ok || got != n {
+				t.Errorf("gust_instances{state=%q} = %v (present %v), want %v", state, got, ok, n)
+			}
+		}
+	}
+	instances(map[string]float64{"paused": 1, "ready": 0, "starting": 0})
+	if got, ok := evMetric(t, m, "gust_invocations_in_flight", map[string]string{"function": key}); !ok || got != 0 {
+		t.Errorf("gust_invocations_in_flight = %v (present %v), want 0", got, ok)
+	}
+
+	// The call on the paused instance takes a while, so that the gauges
+	// can be seen while it runs on the thawed instance.
+	type answer struct {
+		st  int
+		h   http.Header
+		out string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(gw(m) + "/function/" + name + "?ms=1500")
+		if err != nil {
+			done <- answer{out: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		done <- answer{resp.StatusCode, resp.Header, string(b)}
+	}()
+	var a answer
+	seen := false
+	for deadline := time.Now().Add(30 * time.Second); !seen && time.Now().Before(deadline); {
+		select {
+		case a = <-done:
+			t.Fatalf("the call ended (%d %s) before the gauges showed it running on a ready instance", a.st, a.out)
+		case <-time.After(20 * time.Millisecond):
+		}
+		inFlight, _ := evMetric(t, m, "gust_invocations_in_flight", map[string]string{"function": key})
+		ready, _ := evMetric(t, m, "gust_instances", map[string]string{"function": key, "state": "ready"})
+		seen = inFlight == 1 && ready == 1
+	}
+	if !seen {
+		t.Fatal("gust_instances{state=\"ready\"} and gust_invocations_in_flight never showed the call")
+	}
+	instances(map[string]float64{"paused": 0, "ready": 1, "starting": 0})
+	a = <-done
+	st, h, out := a.st, a.h, a.out
 	if st != 200 {
 		t.Fatalf("call on a paused instance: %d %s", st, out)
 	}

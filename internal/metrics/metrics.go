@@ -26,6 +26,7 @@ type Metrics struct {
 	ColdStarts       *prometheus.CounterVec   // function
 	InstanceStarts   *prometheus.CounterVec   // function, result
 	InstancePauses   *prometheus.CounterVec   // function, event
+	Pools            *Pools                   // gust_instances, gust_invocations_in_flight, gust_instances_desired
 	RecordsSpooled   prometheus.Counter
 	RecordsPublished prometheus.Counter
 	RecordsStored    prometheus.Counter
@@ -109,7 +110,8 @@ func New() *Metrics {
 	})
 	r.MustRegister(m.AsyncEnqueued, m.AsyncAttempts, m.EventsReceived, m.EventsDropped, m.Callbacks,
 		m.PlacementFailures, m.SchedulerLeader)
-	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.InstancePauses, m.RecordsSpooled,
+	m.Pools = newPools()
+	r.MustRegister(m.Invocations, m.Duration, m.ColdStarts, m.InstanceStarts, m.InstancePauses, m.Pools, m.RecordsSpooled,
 		m.RecordsPublished, m.RecordsStored, m.RecordsDropped, m.RecordsUnsynced, m.RecordsBuffered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -44,9 +44,11 @@ func TestNil(t *testing.T) {
 	}
 }
 
-func TestRecord(t *testing.T) {
-	m := metrics.New()
-	record(m)
+// samples gathers m's registry: each sample's value (a histogram's count),
+// summed by metric name, or by name and labels ("name k=v k=v") with
+// labels set.
+func samples(t *testing.T, m *metrics.Metrics, labels bool) map[string]float64 {
+	t.Helper()
 	got := map[string]float64{}
 	mfs, err := m.Registry.Gather()
 	if err != nil {
@@ -54,16 +56,29 @@ func TestRecord(t *testing.T) {
 	}
 	for _, mf := range mfs {
 		for _, x := range mf.GetMetric() {
+			key := mf.GetName()
+			if labels {
+				for _, l := range x.GetLabel() {
+					key += " " + l.GetName() + "=" + l.GetValue()
+				}
+			}
 			switch {
 			case x.Counter != nil:
-				got[mf.GetName()] += x.Counter.GetValue()
+				got[key] += x.Counter.GetValue()
 			case x.Gauge != nil:
-				got[mf.GetName()] += x.Gauge.GetValue()
+				got[key] += x.Gauge.GetValue()
 			case x.Histogram != nil:
-				got[mf.GetName()] += float64(x.Histogram.GetSampleCount())
+				got[key] += float64(x.Histogram.GetSampleCount())
 			}
 		}
 	}
+	return got
+}
+
+func TestRecord(t *testing.T) {
+	m := metrics.New()
+	record(m)
+	got := samples(t, m, false)
 	for name, want := range map[string]float64{
 		"gust_invocations_total":                  2,
 		"gust_invocation_duration_seconds":        1, // a rejected call has no duration
@@ -87,4 +102,40 @@ func TestRecord(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", name, got[name], want)
 		}
 	}
+}
+
+// The pool gauges are read from every registered source at each scrape:
+// a function on two workers of one process adds up, and a source that
+// stopped is read no more.
+func TestPools(t *testing.T) {
+	m := metrics.New()
+	a := []metrics.PoolGauges{{Function: "default.hello", Starting: 1, Ready: 2, Paused: 3, InFlight: 4, Desired: 3}}
+	b := []metrics.PoolGauges{
+		{Function: "default.hello", Ready: 1, InFlight: 1, Desired: 1},
+		{Function: "default.sleep", Paused: 1},
+	}
+	stopA := m.ObservePools(func() []metrics.PoolGauges { return a })
+	m.ObservePools(func() []metrics.PoolGauges { return b })
+	got := samples(t, m, true)
+	for key, want := range map[string]float64{
+		"gust_instances function=default.hello state=starting": 1,
+		"gust_instances function=default.hello state=ready":    3,
+		"gust_instances function=default.hello state=paused":   3,
+		"gust_invocations_in_flight function=default.hello":    5,
+		"gust_instances_desired function=default.hello":        4,
+		"gust_instances function=default.sleep state=paused":   1,
+		"gust_instances function=default.sleep state=ready":    0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	stopA()
+	if got := samples(t, m, true); got["gust_instances function=default.hello state=ready"] != 1 || got["gust_instances function=default.hello state=starting"] != 0 {
+		t.Errorf("after one source stopped: ready %v, starting %v; want 1 and 0",
+			got["gust_instances function=default.hello state=ready"], got["gust_instances function=default.hello state=starting"])
+	}
+
+	var none *metrics.Metrics
+	none.ObservePools(func() []metrics.PoolGauges { return a })() // no panic
 }
