@@ -83,7 +83,19 @@ func BenchmarkColdBurst(b *testing.B) {
 // second. A function that scaled to zero after its idle timeout meets a
 // burst in that state; one scaled down a moment ago would meet it while
 // the worker still works ahead, which is not what a burst "at zero" means.
+// It logs what it found.
 func benchSettle(b *testing.B, m *UpMain, name string) {
+	b.Helper()
+	if state, ok := benchSettled(b, m, name); ok {
+		b.Logf("at zero: %s", state)
+	} else {
+		b.Logf("at zero, not settled within %s: %s", benchGoneLimit, state)
+	}
+}
+
+// benchSettled is benchSettle without the log: it returns the state it
+// ended in and whether that held still.
+func benchSettled(b *testing.B, m *UpMain, name string) (string, bool) {
 	b.Helper()
 	fnLabels := map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID}
 	holderLabels := map[string]string{docker.LabelHolder: "true", gust.LabelWorker: m.Worker.ID}
@@ -94,13 +106,7 @@ func benchSettle(b *testing.B, m *UpMain, name string) {
 				prepared++
 			}
 		}
-		holders := 0
-		for _, c := range allContainers(b, holderLabels) {
-			if c.Running {
-				holders++
-			}
-		}
-		return fmt.Sprintf("%d prepared, %d holders", prepared, holders)
+		return fmt.Sprintf("%d prepared, %d holders", prepared, benchRunning(b, holderLabels))
 	}
 	last, since := state(), time.Now()
 	for deadline := time.Now().Add(benchGoneLimit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -109,11 +115,10 @@ func benchSettle(b *testing.B, m *UpMain, name string) {
 			continue
 		}
 		if !strings.HasPrefix(last, "0 prepared") && time.Since(since) >= time.Second {
-			b.Logf("at zero: %s", last)
-			return
+			return last, true
 		}
 	}
-	b.Logf("at zero, not settled within %s: %s", benchGoneLimit, last)
+	return last, false
 }
 
 // benchBurst sends benchBurstCalls concurrent GETs of u and returns the

@@ -73,7 +73,13 @@ const (
 //  4. the end-to-end event throughput: bevN core-NATS messages published
 //     on a function's topic trigger, until all have run
 //     (gust_invocations_total of that function);
-//  5. last, the enqueue path alone: bevN async calls of a function whose
+//  5. a plain httputil.ReverseProxy hop in this process to one instance
+//     of hello: bevClients clients POSTing bevN calls through it. An async
+//     call does at least this much (a request in to the gateway, a call
+//     out to the container), and a queue besides, so this rate bounds
+//     the async one on this host: the async target is within reach only
+//     where the hop's rate is above a quarter of the raw publish rate;
+//  6. last, the enqueue path alone: bevN async calls of a function whose
 //     dispatcher runs one call at a time (max 1 instance, concurrency 1),
 //     so the enqueues do not share the host with the dispatcher's work.
 //
@@ -161,7 +167,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 		}
 	}
 	base := asyncDone()
-	if n, _, err := bevEnqueueAll(client, gw+"/async-function/"+bevAsyncFn, payload, bevWarm); err != nil {
+	if n, _, err := bevPostAll(client, gw+"/async-function/"+bevAsyncFn, payload, bevWarm, http.StatusAccepted); err != nil {
 		b.Fatalf("warm-up async calls (%d sent): %v", n, err)
 	}
 	if n, _, _ := bevWait(asyncDone, base+bevWarm, time.Minute); n < base+bevWarm {
@@ -211,6 +217,11 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	}
 	settle()
 	asyncInst0, evInst0 := instances(bevAsyncFn), instances(bevEventFn)
+	cs := benchContainers(b, map[string]string{gust.LabelFunction: bevAsyncFn, gust.LabelWorker: m.Worker.ID})
+	if len(cs) == 0 || cs[0].Addr == "" {
+		b.Fatalf("no running instance of %s to put a hop in front of", bevAsyncFn)
+	}
+	hop := "http://" + benchReverseProxy(b, "http://"+cs[0].Addr, bevClients) + "/"
 	// What the rest of the host uses while this process idles.
 	quiesce()
 	h0, restM0, restT0 := bevHostCPU(), bevNATSMsgs(m), time.Now()
@@ -235,7 +246,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	base, baseOther := asyncDone(), asyncOther()
 	c0, h0, m0 := benchCPU(), bevHostCPU(), bevNATSMsgs(m)
 	t0 := time.Now()
-	enq, enqLat, enqErr := bevEnqueueAll(client, gw+"/async-function/"+bevAsyncFn, payload, bevN)
+	enq, enqLat, enqErr := bevPostAll(client, gw+"/async-function/"+bevAsyncFn, payload, bevN, http.StatusAccepted)
 	enqPhase := bevPhase{n: enq, d: time.Since(t0)}
 	if enqErr != nil {
 		stopProf()
@@ -280,13 +291,23 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	rawSync[1], lat2 = bevRawSync(b, ctx, bus.JS, payload)
 	rawSyncLat = append(rawSyncLat, lat2...)
 
+	// 5. The ReverseProxy hop to one instance of the async function.
 	quiesce()
-	// 2b. Enqueue only: the function's dispatcher runs one call at a time,
+	c0, h0 = benchCPU(), bevHostCPU()
+	t0 = time.Now()
+	hopN, hopLat, hopErr := bevPostAll(client, hop, payload, bevN, http.StatusOK)
+	hopPhase := bevPhase{n: hopN, d: time.Since(t0), cpu: benchCPU() - c0, host: h0.since()}
+	if hopErr != nil {
+		b.Fatalf("ReverseProxy hop (%d of %d answered 200): %v", hopN, bevN, hopErr)
+	}
+
+	quiesce()
+	// 6. Enqueue only: the function's dispatcher runs one call at a time,
 	// so the backlog stays in the stream (and is dropped with the run).
 	stopProf = bevProfile(b, profile, "enqueue")
 	c0, h0 = benchCPU(), bevHostCPU()
 	t0 = time.Now()
-	qEnq, qLat, qErr := bevEnqueueAll(client, gw+"/async-function/"+bevQueuedFn, payload, bevN)
+	qEnq, qLat, qErr := bevPostAll(client, gw+"/async-function/"+bevQueuedFn, payload, bevN, http.StatusAccepted)
 	qPhase := bevPhase{n: qEnq, d: time.Since(t0), cpu: benchCPU() - c0, host: h0.since()}
 	stopProf()
 	if qErr != nil {
@@ -307,7 +328,7 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	raw := bevPhase{n: rawSync[0].n + rawSync[1].n, d: rawSync[0].d + rawSync[1].d, cpu: rawSync[0].cpu + rawSync[1].cpu,
 		host: (rawSync[0].host + rawSync[1].host) / 2}
 	rawRate := raw.rate()
-	rl, el, ql := benchPercentiles(rawSyncLat), benchPercentiles(enqLat), benchPercentiles(qLat)
+	rl, el, ql, hl := benchPercentiles(rawSyncLat), benchPercentiles(enqLat), benchPercentiles(qLat), benchPercentiles(hopLat)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(raw.rate(), "js-sync-msg/s")
 	b.ReportMetric(rawAsync.rate(), "js-async-msg/s")
@@ -320,6 +341,8 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	b.ReportMetric(qPhase.rate(), "enqueue-alone-req/s")
 	b.ReportMetric(qPhase.rate()/rawRate, "enqueue-alone/js-sync")
 	b.ReportMetric(benchUS(ql.P50), "enqueue-alone-p50-µs")
+	b.ReportMetric(hopPhase.rate(), "hop-req/s")
+	b.ReportMetric(hopPhase.rate()/rawRate, "hop/js-sync")
 	b.ReportMetric(asyncPhase.rate(), "async-e2e-calls/s")
 	b.ReportMetric(asyncPhase.rate()/rawRate, "async-e2e/js-sync")
 	b.ReportMetric(asyncPhase.cpuPer(), "async-cpu-µs/call")
@@ -334,6 +357,9 @@ func BenchmarkAsyncEvents(b *testing.B) {
 			Gust: fmt.Sprintf("%.0f /s", r.rate), Baseline: fmt.Sprintf("%.0f msg/s raw sync JetStream", rawRate),
 			Ratio: fmt.Sprintf("%.3f×", r.rate/rawRate), Target: "≥ 0.25×", Met: r.rate/rawRate >= 0.25})
 	}
+	benchRecord(benchRow{Bench: "BenchmarkAsyncEvents", Figure: "async's bound: a ReverseProxy hop to the function (a request in, a call out, no queue)",
+		Gust: fmt.Sprintf("%.0f /s async", asyncPhase.rate()), Baseline: fmt.Sprintf("%.0f req/s hop = %.3f× raw", hopPhase.rate(), hopPhase.rate()/rawRate),
+		Ratio: fmt.Sprintf("%.2f× hop", asyncPhase.rate()/hopPhase.rate()), Target: "(the host's part)", NoTarget: true})
 	asyncPhase.msgs -= min(asyncPhase.msgs, uint64(restMsgs*asyncPhase.d.Seconds()))
 	evPhase.msgs -= min(evPhase.msgs, uint64(restMsgs*evPhase.d.Seconds()))
 	b.ReportMetric(asyncPhase.msgsPer(), "async-nats-msgs/call")
@@ -370,9 +396,10 @@ func BenchmarkAsyncEvents(b *testing.B) {
 	row("enqueue alone (dispatcher 1 at a time)", qPhase, &ql)
 	row("core-NATS publish + flush (test)", pubPhase, nil)
 	row("events end to end (publish → run)", evPhase, nil)
-	fmt.Fprintf(&t, "latency p50/p99/max µs: js sync %.0f/%.0f/%.0f, enqueue %.0f/%.0f/%.0f, enqueue alone %.0f/%.0f/%.0f\n",
+	row("ReverseProxy hop to hello (200)", hopPhase, &hl)
+	fmt.Fprintf(&t, "latency p50/p99/max µs: js sync %.0f/%.0f/%.0f, enqueue %.0f/%.0f/%.0f, enqueue alone %.0f/%.0f/%.0f, hop %.0f/%.0f/%.0f\n",
 		benchUS(rl.P50), benchUS(rl.P99), benchUS(rl.Max), benchUS(el.P50), benchUS(el.P99), benchUS(el.Max),
-		benchUS(ql.P50), benchUS(ql.P99), benchUS(ql.Max))
+		benchUS(ql.P50), benchUS(ql.P99), benchUS(ql.Max), benchUS(hl.P50), benchUS(hl.P99), benchUS(hl.Max))
 	fmt.Fprintf(&t, "instances (start → end of phase): %s %d → %d, %s %d → %d; async failed attempts %.0f; events dropped %.0f, failed %.0f\n",
 		bevAsyncFn, asyncInst0, asyncInst, bevEventFn, evInst0, evInst, asyncFailed, evDropped, evFailed)
 	fmt.Fprintf(&t, "host busy at rest (1 s before the phases, this process idle): %.0f%%\n", 100*rest)
@@ -584,8 +611,9 @@ func bevRawAsync(b *testing.B, ctx context.Context, js jetstream.JetStream, payl
 	return p
 }
 
-// bevEnqueue POSTs one async call and wants 202.
-func bevEnqueue(c *http.Client, u string, body []byte) (time.Duration, error) {
+// bevPost POSTs body to u and wants the status want (202 for an async
+// call).
+func bevPost(c *http.Client, u string, body []byte, want int) (time.Duration, error) {
 	t0 := time.Now()
 	resp, err := c.Post(u, "text/plain", bytes.NewReader(body))
 	if err != nil {
@@ -597,15 +625,15 @@ func bevEnqueue(c *http.Client, u string, body []byte) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if resp.StatusCode != http.StatusAccepted {
-		return 0, fmt.Errorf("POST %s: status %d", u, resp.StatusCode)
+	if resp.StatusCode != want {
+		return 0, fmt.Errorf("POST %s: status %d, want %d", u, resp.StatusCode, want)
 	}
 	return d, nil
 }
 
-// bevEnqueueAll sends n async calls from bevClients clients and returns
-// how many got 202 and their latencies.
-func bevEnqueueAll(c *http.Client, u string, body []byte, n int) (int, []time.Duration, error) {
+// bevPostAll sends n POSTs from bevClients clients and returns how many
+// got the status want and their latencies.
+func bevPostAll(c *http.Client, u string, body []byte, n, want int) (int, []time.Duration, error) {
 	var next atomic.Int64
 	var firstErr atomic.Value
 	lats := make([][]time.Duration, bevClients)
@@ -616,7 +644,7 @@ func bevEnqueueAll(c *http.Client, u string, body []byte, n int) (int, []time.Du
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) && time.Now().Before(stop) {
-				d, err := bevEnqueue(c, u, body)
+				d, err := bevPost(c, u, body, want)
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return

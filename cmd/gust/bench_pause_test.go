@@ -46,14 +46,7 @@ func BenchmarkPausedTier(b *testing.B) {
 	}
 	defer cli.Close()
 	ctx := context.Background()
-	rt, err := docker.New(docker.Config{Network: testNetwork}, zap.NewNop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Close()
-	if err := rt.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
+	rt := benchRuntime(b, docker.Config{Network: testNetwork})
 
 	const name = "bench-paused"
 	benchDeploy(b, m, name, map[string]string{

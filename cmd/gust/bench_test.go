@@ -185,24 +185,24 @@ func benchCPU() time.Duration {
 // Docker in the same run: create + start of the same image with the
 // internal/docker Runtime without network holders (a plain docker create
 // + start + inspect), then polling GET / every benchPollEvery until the
-// first 200. The two sides alternate, each measured while nothing else of
-// the benchmark runs on Docker. Issue 11 asks for Gust's p50 at most
-// 100 ms and at most 0.5 × the bare p50.
+// first 200. Issue 11 asks for Gust's p50 at most 100 ms and at most
+// 0.5 × the bare p50.
+//
+// A third side is the floor of how Gust starts: the same container
+// prepared ahead in a network holder (the Runtime's Prepare, as the worker
+// prepares a pool's next instance), then only its Engine start and the
+// polling until the first 200. What Gust's call takes beyond it is Gust's
+// own (the gateway, the worker, its readiness probe); the floor itself is
+// the Engine's. The three sides alternate, each measured once the worker
+// has settled (nothing it does ahead still runs on the Engine).
 func BenchmarkColdStart(b *testing.B) {
 	m := benchUp(b)
 	const name = "bench-cold"
 	benchDeploy(b, m, name, map[string]string{
 		gust.LabelScaleMin: "0", gust.LabelScaleMax: "1", gust.LabelIdleTimeout: "1s",
 	})
-	rt, err := docker.New(docker.Config{Network: testNetwork, Holders: -1}, zap.NewNop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Close()
-	ctx := context.Background()
-	if err := rt.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
+	rt := benchRuntime(b, docker.Config{Network: testNetwork, Holders: -1})
+	held := benchRuntime(b, docker.Config{Network: testNetwork})
 	gwURL := "http://" + m.GatewayAddr() + "/function/" + name
 	gwClient := benchClient(1)
 	defer gwClient.CloseIdleConnections()
@@ -211,17 +211,24 @@ func BenchmarkColdStart(b *testing.B) {
 	fnLabels := map[string]string{gust.LabelFunction: name, gust.LabelWorker: m.Worker.ID}
 
 	b.ResetTimer()
-	var gustCold, bare, bareStart []time.Duration
+	var gustCold, bare, bareStart, floor []time.Duration
 	notCold := 0
 	for i := 0; i < benchColdRuns; i++ {
 		// Wait until the function is at zero, so that no stop or remove of
-		// its last instance runs during either measurement.
+		// its last instance runs during any measurement, and until the
+		// worker has prepared its next instance and made its holders.
 		check.For(b, benchGoneLimit, 100*time.Millisecond, func() error {
 			if cs := Containers(b, fnLabels); len(cs) > 0 {
 				return fmt.Errorf("%d containers of %s left", len(cs), name)
 			}
 			return nil
 		})
+		if state, ok := benchSettled(b, m, name); !ok {
+			b.Logf("run %d: worker not settled within %s: %s", i, benchGoneLimit, state)
+		}
+
+		// The floor: the same container prepared in a holder, started.
+		floor = append(floor, benchPreparedStart(b, held, pollClient, i))
 
 		// Bare Docker: the same image, started the way the worker starts
 		// it; removed before Gust's call.
@@ -246,15 +253,11 @@ func BenchmarkColdStart(b *testing.B) {
 		b.Errorf("%d of %d calls did not report a cold start", notCold, benchColdRuns)
 	}
 
-	g, bs, bb := benchPercentiles(gustCold), benchPercentiles(bare), benchPercentiles(bareStart)
+	g, bs, bb, fl := benchPercentiles(gustCold), benchPercentiles(bare), benchPercentiles(bareStart), benchPercentiles(floor)
 	// Runs are paired (each bare start is followed by a Gust one), so the
 	// median of the pairwise differences is less noisy than the difference
-	// of the medians. Differences may be negative: shift them to sort.
-	diffs := make([]time.Duration, len(gustCold))
-	for i := range gustCold {
-		diffs[i] = gustCold[i] - bare[i] + time.Hour
-	}
-	pd := benchPercentiles(diffs).P50 - time.Hour
+	// of the medians.
+	pd, pf := benchPairedDiff(gustCold, bare), benchPairedDiff(gustCold, floor)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(benchMS(g.P50), "gust-p50-ms")
 	b.ReportMetric(benchMS(g.Max), "gust-max-ms")
@@ -264,11 +267,16 @@ func BenchmarkColdStart(b *testing.B) {
 	b.ReportMetric(benchMS(g.Max-bs.Max), "diff-max-ms")
 	b.ReportMetric(benchMS(pd), "paired-diff-p50-ms")
 	b.ReportMetric(benchMS(bb.P50), "docker-start-p50-ms")
+	b.ReportMetric(benchMS(fl.P50), "floor-p50-ms")
+	b.ReportMetric(benchMS(pf), "gust-floor-paired-p50-ms")
 	ratio := float64(g.P50) / float64(bs.P50)
 	b.ReportMetric(ratio, "gust/docker-p50")
 	benchRecord(benchRow{Bench: "BenchmarkColdStart", Figure: fmt.Sprintf("cold start to first answer, p50 of %d", g.N),
 		Gust: fmt.Sprintf("%.1f ms", benchMS(g.P50)), Baseline: fmt.Sprintf("%.1f ms bare create+start", benchMS(bs.P50)),
 		Ratio: fmt.Sprintf("%.2f×", ratio), Target: "≤ 100 ms and ≤ 0.50×", Met: g.P50 <= 100*time.Millisecond && ratio <= 0.5})
+	benchRecord(benchRow{Bench: "BenchmarkColdStart", Figure: "cold start against its floor: the Engine's start of the container prepared in a holder + first answer, p50",
+		Gust: fmt.Sprintf("%.1f ms", benchMS(g.P50)), Baseline: fmt.Sprintf("%.1f ms prepared start", benchMS(fl.P50)),
+		Ratio: fmt.Sprintf("%+.1f ms paired", benchMS(pf)), Target: "(the Engine's part)", NoTarget: true})
 
 	var t strings.Builder
 	fmt.Fprintf(&t, "cold start to first answer, hello, %d runs per side (alternating)\n", g.N)
@@ -276,12 +284,68 @@ func BenchmarkColdStart(b *testing.B) {
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "gust (call at zero)", benchMS(g.P50), benchMS(g.Max))
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "bare docker (to first 200)", benchMS(bs.P50), benchMS(bs.Max))
 	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "  of which create+start", benchMS(bb.P50), benchMS(bb.Max))
-	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "difference", benchMS(g.P50-bs.P50), benchMS(g.Max-bs.Max))
-	fmt.Fprintf(&t, "%-28s %8.1f\n", "median of paired differences", benchMS(pd))
+	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "floor (prepared, started)", benchMS(fl.P50), benchMS(fl.Max))
+	fmt.Fprintf(&t, "%-28s %8.1f %8.1f\n", "gust − bare", benchMS(g.P50-bs.P50), benchMS(g.Max-bs.Max))
+	fmt.Fprintf(&t, "%-28s %8.1f\n", "  median of paired", benchMS(pd))
+	fmt.Fprintf(&t, "%-28s %8.1f\n", "gust − floor, paired median", benchMS(pf))
 	fmt.Fprintf(&t, "%-28s %8.2f   (issue 11: at most 0.50, and gust p50 at most 100 ms)\n", "gust p50 / bare p50", ratio)
-	fmt.Fprintf(&t, "gust samples ms: %s\n", benchList(gustCold))
-	fmt.Fprintf(&t, "bare samples ms: %s\n", benchList(bare))
+	fmt.Fprintf(&t, "gust samples ms:  %s\n", benchList(gustCold))
+	fmt.Fprintf(&t, "bare samples ms:  %s\n", benchList(bare))
+	fmt.Fprintf(&t, "floor samples ms: %s\n", benchList(floor))
 	b.Log("\n" + t.String())
+}
+
+// benchRuntime is an open Docker runtime of cfg, closed when b ends.
+func benchRuntime(b *testing.B, cfg docker.Config) *docker.Runtime {
+	b.Helper()
+	rt, err := docker.New(cfg, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = rt.Close() })
+	if err := rt.Open(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return rt
+}
+
+// benchRunning counts the running containers carrying labels, holders
+// and prepared ones included.
+func benchRunning(b *testing.B, labels map[string]string) int {
+	b.Helper()
+	n := 0
+	for _, c := range allContainers(b, labels) {
+		if c.Running {
+			n++
+		}
+	}
+	return n
+}
+
+// benchPairedDiff is the median of a[i] − b[i].
+func benchPairedDiff(a, b []time.Duration) time.Duration {
+	// Differences may be negative: shift them to sort.
+	diffs := make([]time.Duration, len(a))
+	for i := range a {
+		diffs[i] = a[i] - b[i] + time.Hour
+	}
+	return benchPercentiles(diffs).P50 - time.Hour
+}
+
+// benchHelloSpec is the container of the cold-start baselines: the hello
+// image with the limits the worker gives a function, labelled side.
+func benchHelloSpec(side string, i int) gust.ContainerSpec {
+	return gust.ContainerSpec{
+		Name:  fmt.Sprintf("gust-bench-%s-%d-%d", side, os.Getpid(), i),
+		Image: imageTag("hello"),
+		Env:   []string{"PORT=8080"},
+		// The worker label keys the runtime's holders (and lets a leftover
+		// be found).
+		Labels:      map[string]string{"gust.bench": side, gust.LabelWorker: fmt.Sprintf("bench-%s-%d", side, os.Getpid())},
+		Port:        8080,
+		MemoryBytes: gust.DefaultMemory,
+		PidsLimit:   gust.DefaultPidsLimit,
+	}
 }
 
 // benchBareStart creates and starts one hello container with rt, polls it
@@ -291,35 +355,63 @@ func benchBareStart(b *testing.B, rt *docker.Runtime, c *http.Client, i int) (ti
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), benchReadyLimit)
 	defer cancel()
-	spec := gust.ContainerSpec{
-		Name:        fmt.Sprintf("gust-bench-bare-%d-%d", os.Getpid(), i),
-		Image:       imageTag("hello"),
-		Env:         []string{"PORT=8080"},
-		Labels:      map[string]string{"gust.bench": "bare"},
-		Port:        8080,
-		MemoryBytes: gust.DefaultMemory,
-		PidsLimit:   gust.DefaultPidsLimit,
-	}
 	t0 := time.Now()
-	inst, err := rt.Start(ctx, spec)
+	inst, err := rt.Start(ctx, benchHelloSpec("bare", i))
 	ds := time.Since(t0)
 	if err != nil {
 		b.Fatalf("bare start %d: %v", i, err)
 	}
+	return ds, benchFirstAnswer(b, rt, c, inst, t0)
+}
+
+// benchPreparedStart prepares one hello container in a network holder of
+// rt (untimed), waits until rt's holders are all made again, then starts
+// it and polls it until its first 200, and removes it. It returns the
+// time from the start to the first 200.
+func benchPreparedStart(b *testing.B, rt *docker.Runtime, c *http.Client, i int) time.Duration {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), benchReadyLimit)
+	defer cancel()
+	spec := benchHelloSpec("floor", i)
+	if err := rt.Prepare(ctx, spec); err != nil {
+		b.Fatalf("prepare %d: %v", i, err)
+	}
+	// The holder the container took is made again in the background: not
+	// while the start is measured. One holder is the container's, the
+	// others idle.
+	holders := map[string]string{docker.LabelHolder: "true", gust.LabelWorker: spec.Labels[gust.LabelWorker]}
+	check.For(b, benchReadyLimit, 20*time.Millisecond, func() error {
+		if n := benchRunning(b, holders); n != docker.DefaultHolders+1 {
+			return fmt.Errorf("%d holders running, want %d", n, docker.DefaultHolders+1)
+		}
+		return nil
+	})
+	t0 := time.Now()
+	inst, err := rt.Start(ctx, spec)
+	if err != nil {
+		b.Fatalf("prepared start %d: %v", i, err)
+	}
+	return benchFirstAnswer(b, rt, c, inst, t0)
+}
+
+// benchFirstAnswer polls inst until its first 200 and removes it; it
+// returns the time from t0 to that answer.
+func benchFirstAnswer(b *testing.B, rt *docker.Runtime, c *http.Client, inst gust.Instance, t0 time.Time) time.Duration {
+	b.Helper()
 	defer func() {
 		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer rcancel()
 		if err := rt.Remove(rctx, inst.ID); err != nil {
-			b.Errorf("remove bare container: %v", err)
+			b.Errorf("remove %s: %v", inst.ID, err)
 		}
 	}()
 	u := "http://" + inst.Addr + "/"
 	for {
 		if _, err := benchGet(c, u); err == nil {
-			return ds, time.Since(t0)
+			return time.Since(t0)
 		}
-		if ctx.Err() != nil {
-			b.Fatalf("bare container %d: no 200 on %s within %s", i, u, benchReadyLimit)
+		if time.Since(t0) > benchReadyLimit {
+			b.Fatalf("container %s: no 200 on %s within %s", inst.ID, u, benchReadyLimit)
 		}
 		time.Sleep(benchPollEvery)
 	}
