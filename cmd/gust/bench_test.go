@@ -332,12 +332,12 @@ func benchPairedDiff(a, b []time.Duration) time.Duration {
 	return benchPercentiles(diffs).P50 - time.Hour
 }
 
-// benchHelloSpec is the container of the cold-start baselines: the hello
-// image with the limits the worker gives a function, labelled side.
-func benchHelloSpec(side string, i int) gust.ContainerSpec {
+// benchSpec is the container of the start baselines: an example image
+// with the limits the worker gives a function, labelled side.
+func benchSpec(image, side string, i int) gust.ContainerSpec {
 	return gust.ContainerSpec{
 		Name:  fmt.Sprintf("gust-bench-%s-%d-%d", side, os.Getpid(), i),
-		Image: imageTag("hello"),
+		Image: imageTag(image),
 		Env:   []string{"PORT=8080"},
 		// The worker label keys the runtime's holders (and lets a leftover
 		// be found).
@@ -356,12 +356,16 @@ func benchBareStart(b *testing.B, rt *docker.Runtime, c *http.Client, i int) (ti
 	ctx, cancel := context.WithTimeout(context.Background(), benchReadyLimit)
 	defer cancel()
 	t0 := time.Now()
-	inst, err := rt.Start(ctx, benchHelloSpec("bare", i))
+	inst, err := rt.Start(ctx, benchSpec("hello", "bare", i))
 	ds := time.Since(t0)
 	if err != nil {
 		b.Fatalf("bare start %d: %v", i, err)
 	}
-	return ds, benchFirstAnswer(b, rt, c, inst, t0)
+	dr, err := benchFirstAnswer(rt, c, inst, t0)
+	if err != nil {
+		b.Fatalf("bare %d: %v", i, err)
+	}
+	return ds, dr
 }
 
 // benchPreparedStart prepares one hello container in a network holder of
@@ -372,48 +376,65 @@ func benchPreparedStart(b *testing.B, rt *docker.Runtime, c *http.Client, i int)
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), benchReadyLimit)
 	defer cancel()
-	spec := benchHelloSpec("floor", i)
+	spec := benchSpec("hello", "floor", i)
 	if err := rt.Prepare(ctx, spec); err != nil {
 		b.Fatalf("prepare %d: %v", i, err)
 	}
-	// The holder the container took is made again in the background: not
-	// while the start is measured. One holder is the container's, the
-	// others idle.
-	holders := map[string]string{docker.LabelHolder: "true", gust.LabelWorker: spec.Labels[gust.LabelWorker]}
-	check.For(b, benchReadyLimit, 20*time.Millisecond, func() error {
-		if n := benchRunning(b, holders); n != docker.DefaultHolders+1 {
-			return fmt.Errorf("%d holders running, want %d", n, docker.DefaultHolders+1)
-		}
-		return nil
-	})
+	benchHoldersMade(b, spec, 1)
 	t0 := time.Now()
 	inst, err := rt.Start(ctx, spec)
 	if err != nil {
 		b.Fatalf("prepared start %d: %v", i, err)
 	}
-	return benchFirstAnswer(b, rt, c, inst, t0)
+	d, err := benchFirstAnswer(rt, c, inst, t0)
+	if err != nil {
+		b.Fatalf("prepared %d: %v", i, err)
+	}
+	return d
 }
 
-// benchFirstAnswer polls inst until its first 200 and removes it; it
-// returns the time from t0 to that answer.
-func benchFirstAnswer(b *testing.B, rt *docker.Runtime, c *http.Client, inst gust.Instance, t0 time.Time) time.Duration {
+// benchHoldersMade waits until the runtime that prepared inUse containers
+// of spec's side has made its idle holders again: each one a container
+// takes is made again in the background, not to run while a start is
+// measured.
+func benchHoldersMade(b *testing.B, spec gust.ContainerSpec, inUse int) {
 	b.Helper()
+	holders := map[string]string{docker.LabelHolder: "true", gust.LabelWorker: spec.Labels[gust.LabelWorker]}
+	want := docker.DefaultHolders + inUse
+	check.For(b, time.Minute, 20*time.Millisecond, func() error {
+		if n := benchRunning(b, holders); n != want {
+			return fmt.Errorf("%d holders running, want %d", n, want)
+		}
+		return nil
+	})
+}
+
+// benchFirstAnswer polls inst every benchPollEvery until its first 200
+// and removes it; it returns the time from t0 to that answer.
+func benchFirstAnswer(rt *docker.Runtime, c *http.Client, inst gust.Instance, t0 time.Time) (d time.Duration, err error) {
 	defer func() {
 		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer rcancel()
-		if err := rt.Remove(rctx, inst.ID); err != nil {
-			b.Errorf("remove %s: %v", inst.ID, err)
+		if rerr := rt.Remove(rctx, inst.ID); rerr != nil && err == nil {
+			err = fmt.Errorf("remove %s: %w", inst.ID, rerr)
 		}
 	}()
+	return benchAwait(c, inst, t0, func() time.Duration { return benchPollEvery })
+}
+
+// benchAwait polls inst until its first 200, waiting every() between
+// polls, and returns the time from t0 to that answer. Safe to call from
+// any goroutine.
+func benchAwait(c *http.Client, inst gust.Instance, t0 time.Time, every func() time.Duration) (time.Duration, error) {
 	u := "http://" + inst.Addr + "/"
 	for {
 		if _, err := benchGet(c, u); err == nil {
-			return time.Since(t0)
+			return time.Since(t0), nil
 		}
 		if time.Since(t0) > benchReadyLimit {
-			b.Fatalf("container %s: no 200 on %s within %s", inst.ID, u, benchReadyLimit)
+			return 0, fmt.Errorf("container %s: no 200 on %s within %s", inst.ID, u, benchReadyLimit)
 		}
-		time.Sleep(benchPollEvery)
+		time.Sleep(every())
 	}
 }
 
